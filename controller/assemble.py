@@ -1,0 +1,104 @@
+"""The composition root: builds a running station from a config.
+
+Adapters are found by name through :mod:`controller.registry` (entry points),
+so this module, like the rest of the controller, imports no driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from controller import registry
+from controller.auth import Authorizer, free_vend_step, local_list_step
+from controller.config import StationConfig
+from controller.journal import Journal
+from controller.ports import NodeHub
+from controller.sdnotify import Notifier, watchdog_interval, watchdog_loop
+from controller.station import Station
+
+log = structlog.get_logger(__name__)
+
+JOURNAL_FILE = "journal.sqlite3"
+
+
+def build_authorizer(cfg: StationConfig) -> Authorizer:
+    auth = Authorizer()
+    if cfg.auth.local_tokens:
+        auth.add(local_list_step(frozenset(cfg.auth.local_tokens)))
+    return auth
+
+
+def build_hubs(cfg: StationConfig) -> dict[str, NodeHub]:
+    hubs: dict[str, NodeHub] = {}
+    for bus in cfg.buses:
+        factory = registry.load(registry.NODE_HUBS, bus.transport)
+        hubs[bus.id] = factory(bus, [b for b in cfg.bays if b.bus == bus.id])
+    return hubs
+
+
+async def open_station(
+    cfg: StationConfig,
+    *,
+    hubs: dict[str, NodeHub] | None = None,
+    http: bool = True,
+) -> Station:
+    data = cfg.station.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    journal = await Journal.open(data / JOURNAL_FILE)
+    station = Station(
+        cfg,
+        journal,
+        hubs=hubs if hubs is not None else build_hubs(cfg),
+        authorizer=build_authorizer(cfg),
+    )
+    await station.restore()
+    for ext in registry.extensions():
+        ext.attach(station)
+    if cfg.auth.free_vend:
+        station.authorizer.add(free_vend_step())
+    if http:
+        serve = registry.load(registry.SERVICES, "http")(station)
+        station.add_service("http", serve)
+    return station
+
+
+async def run_station(
+    cfg: StationConfig,
+    *,
+    hubs: dict[str, NodeHub] | None = None,
+    services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] | None = None,
+    station_ready: Callable[[Station], None] | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT or a reset; returns the process exit code."""
+    station = await open_station(cfg, hubs=hubs)
+    for name, svc in services or []:
+        station.add_service(name, svc)
+    notifier = Notifier()
+    interval = watchdog_interval()
+    if interval is not None:
+        station.add_service(
+            "watchdog", lambda: watchdog_loop(notifier, interval, lambda: station.healthy())
+        )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, station.request_stop, f"signal {sig.name}")
+
+    def ready() -> None:
+        notifier.ready()
+        log.info("station.ready", station=cfg.station.id, bays=len(cfg.bays))
+        if station_ready:
+            station_ready(station)
+
+    try:
+        await station.run(on_ready=ready)
+    finally:
+        notifier.stopping()
+        await station.journal.close()
+    return station.exit_code

@@ -1,0 +1,182 @@
+"""Station configuration: the schema of ``station.toml`` and its loading and checking.
+
+A bad config is refused with every problem named by its path in the file
+(``bays[2].max_current_a: ...``); the station never starts on a guess.
+Sections owned by other parts (site tree, meters, OCPP, MQTT, camera, GPIO)
+are defined next to the code that uses them and embedded here.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from controller.accounting import Tariff
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` lists each as ``path: message``."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StationSection(_Strict):
+    id: str = Field(
+        default="edge-station-1", min_length=1, max_length=48, pattern=r"^[A-Za-z0-9._-]+$"
+    )
+    name: str = "edge-station"
+    data_dir: Path = Path("data")
+
+
+class HttpSection(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class TimersSection(_Strict):
+    hold_s: float = Field(default=900.0, gt=0, description="how long a hold (arrival grace) lasts")
+    connection_timeout_s: float = Field(default=120.0, gt=0)
+    exit_grace_s: float = Field(default=120.0, gt=0)
+    suspend_after_s: float = Field(default=30.0, gt=0)
+    node_offline_s: float = Field(default=3.0, gt=0)
+    lease_s: float = Field(default=5.0, gt=0, le=60)
+    tick_s: float = Field(default=1.0, gt=0, le=10)
+
+
+class BusConfig(_Strict):
+    """One link to bay nodes: a serial (RS-485/UART) port, or the simulator's pseudo-terminal."""
+
+    id: str = Field(min_length=1)
+    transport: Literal["serial", "mqtt"] = "serial"
+    port: str = ""
+    baud: int = Field(default=115200, gt=0)
+    host_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class BayConfig(_Strict):
+    id: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+    connector: int = Field(ge=1, le=999, description="OCPP connector id")
+    kind: Literal["evse", "locker"] = "evse"
+    bus: str = Field(min_length=1)
+    node_id: str = ""
+    address: int = Field(default=1, ge=1, le=247)
+    min_current_a: float = Field(default=6.0, ge=0)
+    max_current_a: float = Field(default=16.0, gt=0, le=80)
+    safe_current_a: float = Field(default=0.0, ge=0)
+    phases: Literal[1, 3] = 3
+    phase: Literal["L1", "L2", "L3", "auto"] = "auto"
+    circuit: str = "main"
+
+    @model_validator(mode="after")
+    def _currents(self) -> BayConfig:
+        if self.max_current_a < self.min_current_a:
+            raise ValueError(
+                f"max_current_a ({self.max_current_a}) is below min_current_a ({self.min_current_a})"
+            )
+        if self.safe_current_a > self.max_current_a:
+            raise ValueError("safe_current_a is above max_current_a")
+        if 0 < self.safe_current_a < self.min_current_a:
+            raise ValueError(
+                f"safe_current_a ({self.safe_current_a}) must be 0 or at least min_current_a"
+            )
+        if not self.node_id:
+            self.node_id = self.id
+        return self
+
+
+class AuthSection(_Strict):
+    free_vend: bool = Field(
+        default=False, description="accept every well-formed token (simulation, or a free site)"
+    )
+    local_tokens: list[str] = Field(
+        default_factory=list, description="tokens the owner accepts without the CSMS"
+    )
+
+
+class StationConfig(_Strict):
+    station: StationSection = StationSection()
+    http: HttpSection = HttpSection()
+    timers: TimersSection = TimersSection()
+    tariff: Tariff = Tariff()
+    auth: AuthSection = AuthSection()
+    buses: list[BusConfig] = Field(default_factory=list)
+    bays: list[BayConfig] = Field(default_factory=list)
+    # Sections of optional parts, validated by the part itself (see controller.registry.Extension):
+    ocpp: dict[str, Any] | None = None
+    meters: list[dict[str, Any]] = Field(default_factory=list)
+    mqtt: dict[str, Any] | None = None
+    camera: dict[str, Any] | None = None
+    gpio: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _references(self) -> StationConfig:
+        bus_ids = [b.id for b in self.buses]
+        _unique("buses", bus_ids)
+        _unique("bays", [b.id for b in self.bays])
+        _unique("bays connector", [str(b.connector) for b in self.bays])
+        for i, bay in enumerate(self.bays):
+            if bay.bus not in bus_ids:
+                raise ValueError(f"bays[{i}].bus: unknown bus {bay.bus!r} (known: {bus_ids})")
+        for bus in self.buses:
+            addresses = [b.address for b in self.bays if b.bus == bus.id]
+            _unique(f"addresses on bus {bus.id}", [str(a) for a in addresses])
+        return self
+
+    def data_path(self, base: Path | None = None) -> Path:
+        d = self.station.data_dir
+        if not d.is_absolute() and base is not None:
+            d = base / d
+        return d
+
+
+def _unique(what: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{what}: duplicate {v!r}")
+        seen.add(v)
+
+
+def _format_errors(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        path = ""
+        for part in e["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        msg = e["msg"].removeprefix("Value error, ")
+        problems.append(f"{path or '(top)'}: {msg}")
+    return problems
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> StationConfig:
+    try:
+        return StationConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(source, _format_errors(err)) from None
+
+
+def load_config(path: Path) -> StationConfig:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(str(path), [f"cannot read: {err.strerror or err}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), [f"not UTF-8 text: {err}"]) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(str(path), [f"TOML syntax: {err}"]) from None
+    cfg = parse_config(data, str(path))
+    if not cfg.station.data_dir.is_absolute():
+        cfg.station.data_dir = (path.parent / cfg.station.data_dir).resolve()
+    return cfg

@@ -1,0 +1,281 @@
+"""Load-management configuration: the site tree, the bays' electrical data and owner rules.
+
+These pydantic models are embedded in ``station.toml``. Every cross-reference
+(circuit parents, a bay's circuit, a rule's bays) and every limit that would make
+a bay unable to charge at its minimum current is checked here, and each error
+message starts with the path of the offending field.
+
+Currents are per phase in amperes; per-phase values accept a single number
+(the same on L1, L2 and L3) or a list of three.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+PhaseName = Literal["L1", "L2", "L3"]
+PHASES: tuple[PhaseName, PhaseName, PhaseName] = ("L1", "L2", "L3")
+Amps3 = tuple[float, float, float]
+MAIN_ID = "main"
+"""Node id of the main breaker: the root of the site tree."""
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _per_phase(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (value, value, value)
+    return value
+
+
+NonNegA = Annotated[float, Field(ge=0)]
+PerPhaseA = Annotated[tuple[NonNegA, NonNegA, NonNegA], BeforeValidator(_per_phase)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class CircuitConfig(_Model):
+    """A circuit (sub-distribution, RCD group...) below the main breaker or another circuit."""
+
+    id: str = Field(min_length=1)
+    parent: str = MAIN_ID
+    limit_a: PerPhaseA
+    guaranteed_headroom_a: PerPhaseA = (0.0, 0.0, 0.0)
+    """Current the owner guarantees is free on this circuit without a meter (safe shares, fallback)."""
+
+    @model_validator(mode="after")
+    def _headroom_within_limit(self) -> Self:
+        for p, (head, lim) in enumerate(zip(self.guaranteed_headroom_a, self.limit_a, strict=True)):
+            if head > lim:
+                raise ValueError(
+                    f"guaranteed_headroom_a: {head} A on {PHASES[p]} above limit_a {lim} A"
+                )
+        if self.id == MAIN_ID:
+            raise ValueError(f"id: {MAIN_ID!r} is reserved for the main breaker")
+        return self
+
+
+class SiteConfig(_Model):
+    """The main breaker, the circuit tree and the timing of the load controller."""
+
+    main_limit_a: PerPhaseA
+    main_guaranteed_headroom_a: PerPhaseA = (0.0, 0.0, 0.0)
+    circuits: tuple[CircuitConfig, ...] = ()
+    nominal_voltage_v: float = Field(230.0, gt=0)
+    grid_meter_timeout_s: float = Field(3.0, gt=0)
+    fallback_budget_a: PerPhaseA | None = None
+    """EV budget at the main breaker while the grid meter has FAILED; default: the guaranteed headroom."""
+    eco_current_a: float = Field(10.0, gt=0)
+    overcurrent_tolerance_a: float = Field(2.0, ge=0)
+    overcurrent_s: float = Field(10.0, ge=0)
+    ev_response_s: float = Field(5.0, ge=0)
+    """How long an EV may take to follow a lower setpoint before that counts as overcurrent."""
+    min_on_time_s: float = Field(120.0, ge=0)
+    min_off_time_s: float = Field(60.0, ge=0)
+    relay_cycles_per_hour: int = Field(20, ge=1)
+    rotation_slot_s: float = Field(900.0, gt=0)
+    """When not everyone fits at minimum current, waiting bays take their turn this often."""
+    ramp_step_a: float = Field(2.0, gt=0)
+    increase_hysteresis_a: float = Field(1.0, ge=0)
+    increase_delay_s: float = Field(3.0, ge=0)
+    solar_start_margin_w: float = Field(300.0, ge=0)
+    solar_stop_margin_w: float = Field(300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_tree(self) -> Self:
+        for p, (head, lim) in enumerate(
+            zip(self.main_guaranteed_headroom_a, self.main_limit_a, strict=True)
+        ):
+            if head > lim:
+                raise ValueError(
+                    f"main_guaranteed_headroom_a: {head} A on {PHASES[p]} above main_limit_a {lim} A"
+                )
+        if self.fallback_budget_a is not None:
+            for p, (fb, head) in enumerate(
+                zip(self.fallback_budget_a, self.main_guaranteed_headroom_a, strict=True)
+            ):
+                if fb > head:
+                    raise ValueError(
+                        f"fallback_budget_a: {fb} A on {PHASES[p]} above "
+                        f"main_guaranteed_headroom_a {head} A (nothing else is known to be free "
+                        "when the grid meter has failed)"
+                    )
+        ids: dict[str, int] = {}
+        for i, c in enumerate(self.circuits):
+            if c.id in ids:
+                raise ValueError(f"circuits[{i}].id: duplicate circuit id {c.id!r}")
+            ids[c.id] = i
+        for i, c in enumerate(self.circuits):
+            if c.parent != MAIN_ID and c.parent not in ids:
+                raise ValueError(f"circuits[{i}].parent: unknown circuit {c.parent!r}")
+        for i, c in enumerate(self.circuits):
+            seen = {c.id}
+            node = c.parent
+            while node != MAIN_ID:
+                if node in seen:
+                    raise ValueError(f"circuits[{i}].parent: cycle through {node!r}")
+                seen.add(node)
+                node = self.circuits[ids[node]].parent
+        return self
+
+    def circuit(self, circuit_id: str) -> CircuitConfig | None:
+        for c in self.circuits:
+            if c.id == circuit_id:
+                return c
+        return None
+
+    def path_to_main(self, circuit_id: str) -> list[tuple[str, Amps3]]:
+        """(node id, limit) from ``circuit_id`` up to and including the main breaker."""
+        path: list[tuple[str, Amps3]] = []
+        node = circuit_id
+        while node != MAIN_ID:
+            c = self.circuit(node)
+            if c is None:
+                raise KeyError(node)
+            path.append((c.id, c.limit_a))
+            node = c.parent
+        path.append((MAIN_ID, self.main_limit_a))
+        return path
+
+    @property
+    def effective_fallback_a(self) -> Amps3:
+        return (
+            self.fallback_budget_a
+            if self.fallback_budget_a is not None
+            else self.main_guaranteed_headroom_a
+        )
+
+
+class BayLoadConfig(_Model):
+    """A bay as the load manager sees it."""
+
+    id: str = Field(min_length=1)
+    circuit_id: str = MAIN_ID
+    phases: Literal[1, 3] = 3
+    phase: PhaseName | Literal["auto"] = "auto"
+    """For single-phase bays, the phase it loads; ``auto`` rotates L1/L2/L3 by bay index."""
+    min_current_a: float = Field(6.0, gt=0)
+    max_current_a: float = Field(gt=0)
+    safe_current_a: float = Field(0.0, ge=0)
+    """Where the node falls by itself when its lease expires: 0 or within [min, max]."""
+
+    @model_validator(mode="after")
+    def _check_currents(self) -> Self:
+        if self.max_current_a < self.min_current_a:
+            raise ValueError(
+                f"max_current_a: {self.max_current_a} A below min_current_a {self.min_current_a} A"
+            )
+        if self.safe_current_a > 0 and not (
+            self.min_current_a <= self.safe_current_a <= self.max_current_a
+        ):
+            raise ValueError(
+                f"safe_current_a: {self.safe_current_a} A must be 0 or within "
+                f"[{self.min_current_a}, {self.max_current_a}] A"
+            )
+        return self
+
+    def loaded_phases(self, index: int) -> tuple[int, ...]:
+        """Phase indices (0..2) this bay loads; ``index`` is its position in the bay list."""
+        if self.phases == 3:
+            return (0, 1, 2)
+        if self.phase == "auto":
+            return (index % 3,)
+        return (PHASES.index(self.phase),)
+
+
+class _RuleBase(_Model):
+    id: str = Field(min_length=1)
+    priority: int = 0
+    """Higher wins when rules agree in direction; a contradiction is reported (the lower limit applies)."""
+    from_time: dt.time | None = Field(None, alias="from")
+    to_time: dt.time | None = Field(None, alias="to")
+    days: tuple[Weekday, ...] = WEEKDAYS
+    """Days on which the window starts (a window past midnight belongs to the day it began)."""
+
+    @model_validator(mode="after")
+    def _check_window(self) -> Self:
+        if (self.from_time is None) != (self.to_time is None):
+            raise ValueError("from/to: give both ends of the time window or neither")
+        if self.from_time is not None and self.from_time == self.to_time:
+            raise ValueError("to: the time window is empty (from == to)")
+        if not self.days:
+            raise ValueError("days: at least one day")
+        return self
+
+
+class BayCurrentCapRule(_RuleBase):
+    """Limit the listed bays (or all) to ``amps`` per phase during the window."""
+
+    kind: Literal["bay_current_cap"] = "bay_current_cap"
+    amps: float = Field(ge=0)
+    bays: tuple[str, ...] | Literal["all"] = "all"
+
+
+class SitePowerCapRule(_RuleBase):
+    """Cap the total charging power of the station (all bays, all phases) at ``kw``."""
+
+    kind: Literal["site_power_cap"] = "site_power_cap"
+    kw: float = Field(ge=0)
+
+
+RuleConfig = Annotated[BayCurrentCapRule | SitePowerCapRule, Field(discriminator="kind")]
+
+
+class LoadConfig(_Model):
+    """Everything the load manager needs: cross-checked as a whole."""
+
+    site: SiteConfig
+    bays: tuple[BayLoadConfig, ...] = ()
+    rules: tuple[RuleConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _check_refs(self) -> Self:
+        ids: set[str] = set()
+        for i, bay in enumerate(self.bays):
+            if bay.id in ids:
+                raise ValueError(f"bays[{i}].id: duplicate bay id {bay.id!r}")
+            ids.add(bay.id)
+            if bay.circuit_id != MAIN_ID and self.site.circuit(bay.circuit_id) is None:
+                raise ValueError(f"bays[{i}].circuit_id: unknown circuit {bay.circuit_id!r}")
+            for node, limit in self.site.path_to_main(bay.circuit_id):
+                for p in bay.loaded_phases(i):
+                    if limit[p] < bay.min_current_a:
+                        where = (
+                            "site.main_limit_a" if node == MAIN_ID else f"circuit {node!r} limit_a"
+                        )
+                        raise ValueError(
+                            f"bays[{i}].min_current_a: {bay.min_current_a} A does not fit "
+                            f"{where} {limit[p]} A on {PHASES[p]}"
+                        )
+            if self.site.eco_current_a < bay.min_current_a:
+                raise ValueError(
+                    f"site.eco_current_a: {self.site.eco_current_a} A below bays[{i}].min_current_a "
+                    f"{bay.min_current_a} A (Eco would never charge)"
+                )
+        rule_ids: set[str] = set()
+        for i, rule in enumerate(self.rules):
+            if rule.id in rule_ids:
+                raise ValueError(f"rules[{i}].id: duplicate rule id {rule.id!r}")
+            rule_ids.add(rule.id)
+            if isinstance(rule, BayCurrentCapRule) and rule.bays != "all":
+                for b in rule.bays:
+                    if b not in ids:
+                        raise ValueError(f"rules[{i}].bays: unknown bay {b!r}")
+        return self
+
+    def bay(self, bay_id: str) -> BayLoadConfig:
+        for b in self.bays:
+            if b.id == bay_id:
+                return b
+        raise KeyError(bay_id)
+
+
+def bay_phase_map(bays: Sequence[BayLoadConfig]) -> dict[str, tuple[int, ...]]:
+    return {b.id: b.loaded_phases(i) for i, b in enumerate(bays)}
