@@ -36,7 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-station", description=__doc__.splitlines()[0] if __doc__ else "")
+    p = argparse.ArgumentParser(
+        prog="edge-station", description=__doc__.splitlines()[0] if __doc__ else ""
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -200,7 +202,9 @@ async def _journal(path: Path, args: argparse.Namespace) -> int:
                     args.csv.write_text(text, encoding="utf-8")
                     print(f"{len(rows)} sessions written to {args.csv}")
                 return 0
-            print(f"{'session':16} {'bay':8} {'state':6} {'started (UTC)':25} {'kWh':>8} {'cost':>8} reason")
+            print(
+                f"{'session':16} {'bay':8} {'state':6} {'started (UTC)':25} {'kWh':>8} {'cost':>8} reason"
+            )
             for r in rows:
                 print(
                     f"{r['id']:16} {r['bay_id']:8} {r['state']:6} {_iso(r['started_at']):25} "
@@ -209,7 +213,9 @@ async def _journal(path: Path, args: argparse.Namespace) -> int:
                 )
         else:
             for e in await journal.events(session_id=args.session, limit=args.limit):
-                print(f"{e['id']:6} {_iso(e['at'])} {e['bay_id'] or '-':8} {e['kind']:18} {e['data']}")
+                print(
+                    f"{e['id']:6} {_iso(e['at'])} {e['bay_id'] or '-':8} {e['kind']:18} {e['data']}"
+                )
     finally:
         await journal.close()
     return 0

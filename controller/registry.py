@@ -29,6 +29,7 @@ class Extension(Protocol):
 
     def attach(self, station: Station) -> None: ...
 
+
 NODE_HUBS = "edge_station.node_hubs"
 METERS = "edge_station.meters"
 UPSTREAMS = "edge_station.upstreams"

@@ -36,12 +36,15 @@ class Counter:
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.n = 0
+        self.n = 0  # counted on the loop, in the order of the thread's other callbacks
         self._changed = asyncio.Event()
 
     def bump(self) -> None:  # any thread
+        self.loop.call_soon_threadsafe(self._inc)
+
+    def _inc(self) -> None:
         self.n += 1
-        self.loop.call_soon_threadsafe(self._changed.set)
+        self._changed.set()
 
     async def reach(self, n: int) -> None:
         async with asyncio.timeout(WAIT_S):
@@ -101,7 +104,9 @@ def test_reader_satisfies_port() -> None:
 async def test_code_shown_is_published_once_within_window() -> None:
     cam, clock = SimulatedCamera(fps=200), FakeClock()
     dec = WatchedDecoder(make_decoder("zxing"))
-    reader = QrCameraReader(cam, camera="front", decoder=dec, decode_hz=200, dedup_s=3.0, clock=clock)
+    reader = QrCameraReader(
+        cam, camera="front", decoder=dec, decode_hz=200, dedup_s=3.0, clock=clock
+    )
     async with running(reader) as got:
         cam.show("ES1.first", 600)
         code = await next_code(got)
@@ -169,10 +174,10 @@ async def test_old_frames_are_dropped_when_the_queue_is_full() -> None:
         at_release = produced
         release.set()
         second = await asyncio.wait_for(seen.get(), WAIT_S)
-    assert first <= 3
+    assert first < at_release - 10
     # The decoder skipped the backlog: it got one of the newest frames, not first + 1.
     assert second >= at_release - 3
-    assert reader.stats().dropped >= at_release - first - 3 - 1
+    assert reader.stats().dropped >= at_release - first - 3
 
 
 async def test_camera_unplugged_reconnects_and_continues(caplog: pytest.LogCaptureFixture) -> None:
@@ -299,7 +304,12 @@ async def test_decoder_failure_is_logged_once_and_decoding_continues(
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"decode_hz": 0}, {"queue_size": 0}, {"dedup_s": -1}, {"backoff_initial_s": 2, "backoff_max_s": 1}],
+    [
+        {"decode_hz": 0},
+        {"queue_size": 0},
+        {"dedup_s": -1},
+        {"backoff_initial_s": 2, "backoff_max_s": 1},
+    ],
 )
 def test_bad_settings_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):

@@ -41,7 +41,11 @@ FIXTURES: list[tuple[str, Frame, str]] = [
         Frame(0, 1, 0x0102, SetOutput(0x1234, True, 16.0, 5.0)),
         "02 01 02 01 07 01 02 10 12 34 01 02 a0 01 05 13 88 86 92 00",
     ),
-    ("set_lock", Frame(0, 3, 7, SetLock(0x0042, False)), "02 01 02 03 01 03 07 11 02 42 03 27 60 00"),
+    (
+        "set_lock",
+        Frame(0, 3, 7, SetLock(0x0042, False)),
+        "02 01 02 03 01 03 07 11 02 42 03 27 60 00",
+    ),
     (
         "configure",
         Frame(0, 2, 3, Configure(0x0001, 6.0, 5.0, 1.0)),
@@ -50,7 +54,11 @@ FIXTURES: list[tuple[str, Frame, str]] = [
     (
         "hello",
         Frame(
-            1, 0, 1, Hello("esp32/1.2.0", 1, frozenset({"evse", "three_phase", "pilot", "energy_meter"})), flags=FLAG_MORE
+            1,
+            0,
+            1,
+            Hello("esp32/1.2.0", 1, frozenset({"evse", "three_phase", "pilot", "energy_meter"})),
+            flags=FLAG_MORE,
         ),
         "03 01 01 02 01 14 01 20 01 01 25 0b 65 73 70 33 32 2f 31 2e 32 2e 30 67 53 00",
     ),
@@ -61,7 +69,19 @@ FIXTURES: list[tuple[str, Frame, str]] = [
             1,
             0,
             3,
-            Telemetry((16.0, 15.5, 16.02), (230.0, 231.5, 229.8), 123456, True, 16.0, 4.5, None, None, PilotState.C, 31.5, 80),
+            Telemetry(
+                (16.0, 15.5, 16.02),
+                (230.0, 231.5, 229.8),
+                123456,
+                True,
+                16.0,
+                4.5,
+                None,
+                None,
+                PilotState.C,
+                31.5,
+                80,
+            ),
         ),
         "02 01 01 02 01 0f 03 22 06 40 06 0e 06 42 08 fc 09 0b 08 fa 05 01 e2 40 01 02 a0 01 09 11 94 43 01 3b 50 dd 88 00",
     ),
@@ -224,7 +244,9 @@ def test_random_bytes_never_raise(data: bytes, cuts: list[int]) -> None:
 
 
 @given(st.lists(frames, min_size=1, max_size=5), st.data())
-def test_corruption_is_counted_and_the_stream_resyncs(frame_list: list[Frame], data: st.DataObject) -> None:
+def test_corruption_is_counted_and_the_stream_resyncs(
+    frame_list: list[Frame], data: st.DataObject
+) -> None:
     victim = encode(frame_list[0])
     pos = data.draw(st.integers(0, len(victim) - 2), label="pos")  # not the delimiter
     flip = data.draw(st.integers(1, 255), label="flip")

@@ -71,9 +71,23 @@ def sp(a: Allocation) -> dict[str, float]:
 
 # ------------------------------------------------------------------ fair share
 
-FAIR_CASES: list[tuple[str, Topology, list[BayInput], tuple[float, float, float], dict[str, float]]] = [
-    ("plenty: everyone at max", topo(main=63), [on("b0"), on("b1"), on("b2")], (0, 0, 0), {"b0": 16, "b1": 16, "b2": 16}),
-    ("equal split of 32 A", topo(), [on("b0"), on("b1"), on("b2")], (0, 0, 0), {"b0": 10.6, "b1": 10.6, "b2": 10.6}),
+FAIR_CASES: list[
+    tuple[str, Topology, list[BayInput], tuple[float, float, float], dict[str, float]]
+] = [
+    (
+        "plenty: everyone at max",
+        topo(main=63),
+        [on("b0"), on("b1"), on("b2")],
+        (0, 0, 0),
+        {"b0": 16, "b1": 16, "b2": 16},
+    ),
+    (
+        "equal split of 32 A",
+        topo(),
+        [on("b0"), on("b1"), on("b2")],
+        (0, 0, 0),
+        {"b0": 10.6, "b1": 10.6, "b2": 10.6},
+    ),
     ("non-EV load reduces budget", topo(), [on("b0"), on("b1")], (12, 8, 8), {"b0": 10, "b1": 10}),
     (
         "measured EV current is not counted as building load",
@@ -82,7 +96,13 @@ FAIR_CASES: list[tuple[str, Topology, list[BayInput], tuple[float, float, float]
         (22, 22, 22),
         {"b0": 15, "b1": 15},
     ),
-    ("inactive bay gets 0", topo(), [on("b0"), BayInput("b1")], (0, 0, 0), {"b0": 16, "b1": 0, "b2": 0}),
+    (
+        "inactive bay gets 0",
+        topo(),
+        [on("b0"), BayInput("b1")],
+        (0, 0, 0),
+        {"b0": 16, "b1": 0, "b2": 0},
+    ),
     (
         "circuit limits its own bays, others get the rest",
         topo(
@@ -142,7 +162,13 @@ FAIR_CASES: list[tuple[str, Topology, list[BayInput], tuple[float, float, float]
     ),
     (
         "heterogeneous minimums: fair from the floors",
-        topo(main=30, bays=[{"id": "b0", "min_current_a": 10, "max_current_a": 16}, {"id": "b1", "max_current_a": 16}]),
+        topo(
+            main=30,
+            bays=[
+                {"id": "b0", "min_current_a": 10, "max_current_a": 16},
+                {"id": "b1", "max_current_a": 16},
+            ],
+        ),
         [on("b0"), on("b1")],
         (0, 0, 0),
         {"b0": 15, "b1": 15},
@@ -150,9 +176,15 @@ FAIR_CASES: list[tuple[str, Topology, list[BayInput], tuple[float, float, float]
 ]
 
 
-@pytest.mark.parametrize(("case", "t", "bays", "grid", "expected"), FAIR_CASES, ids=[c[0] for c in FAIR_CASES])
+@pytest.mark.parametrize(
+    ("case", "t", "bays", "grid", "expected"), FAIR_CASES, ids=[c[0] for c in FAIR_CASES]
+)
 def test_fair_share(
-    case: str, t: Topology, bays: list[BayInput], grid: tuple[float, float, float], expected: dict[str, float]
+    case: str,
+    t: Topology,
+    bays: list[BayInput],
+    grid: tuple[float, float, float],
+    expected: dict[str, float],
 ) -> None:
     got = sp(run(t, bays, grid))
     for bay_id, want in expected.items():
@@ -187,9 +219,17 @@ def test_shortage_pauses_by_queue_and_rotates_on_slot() -> None:
     # Without a new slot the queue is stable: no flapping.
     same = run(t, [on("b0", 0), on("b1", 1), on("b2", 2)], prev=a.setpoints_a, rotation=a.rotation)
     assert sp(same) == sp(a) and same.rotation == a.rotation
-    rot = run(t, [on("b0", 0), on("b1", 1), on("b2", 2)], prev=a.setpoints_a, rotation=a.rotation, rotate=True)
+    rot = run(
+        t,
+        [on("b0", 0), on("b1", 1), on("b2", 2)],
+        prev=a.setpoints_a,
+        rotation=a.rotation,
+        rotate=True,
+    )
     assert rot.rotation == ("b2", "b0", "b1")
-    nxt = run(t, [on("b0", 0), on("b1", 1), on("b2", 2)], prev=rot.setpoints_a, rotation=rot.rotation)
+    nxt = run(
+        t, [on("b0", 0), on("b1", 1), on("b2", 2)], prev=rot.setpoints_a, rotation=rot.rotation
+    )
     assert sp(nxt) == {"b0": 6.5, "b1": 0, "b2": 6.5}
 
 
@@ -240,7 +280,9 @@ def test_stale_meter_allows_decreases_but_no_increase() -> None:
     [((0.0, 0.0, 0.0), FAILED), ((0.0, None, 0.0), FRESH)],
     ids=["failed", "missing-phase"],
 )
-def test_failed_meter_uses_fallback_budget(grid: tuple[float, float | None, float], fresh: Freshness) -> None:
+def test_failed_meter_uses_fallback_budget(
+    grid: tuple[float, float | None, float], fresh: Freshness
+) -> None:
     t = topo(main=32, main_guaranteed_headroom_a=16, fallback_budget_a=12)
     a = run(t, [on("b0"), on("b1")], grid=grid, fresh=fresh, prev={"b0": 16, "b1": 16})
     assert sp(a) == {"b0": 6, "b1": 6, "b2": 0}
@@ -254,7 +296,9 @@ def test_failed_meter_without_guaranteed_headroom_pauses_all() -> None:
 
 
 def test_grid_input_from_meter_reading() -> None:
-    ok = GridInput.from_reading(MeterReading("grid", 1.0, FRESH, MeterSample(1.0, current_a=(1.0, 2.0, 3.0))))
+    ok = GridInput.from_reading(
+        MeterReading("grid", 1.0, FRESH, MeterSample(1.0, current_a=(1.0, 2.0, 3.0)))
+    )
     assert ok.current_a == (1.0, 2.0, 3.0) and ok.freshness is FRESH and ok.at == 1.0
     gone = GridInput.from_reading(MeterReading("grid", 2.0, FAILED, None, "timeout"))
     assert gone.freshness is FAILED
@@ -313,7 +357,12 @@ def test_contradicting_rules_lower_wins_and_conflict_reported() -> None:
     assert sp(a)["b0"] == 10
     assert len(a.conflicts) == 1
     c = a.conflicts[0]
-    assert (c.kind, c.applied, c.overridden, c.targets) == ("contradiction", "all10", ("b0fast",), ("b0",))
+    assert (c.kind, c.applied, c.overridden, c.targets) == (
+        "contradiction",
+        "all10",
+        ("b0fast",),
+        ("b0",),
+    )
 
 
 def test_rule_below_minimum_pauses_and_is_reported() -> None:

@@ -32,7 +32,9 @@ def _cfg(**over: Any) -> dict[str, Any]:
             {"id": "b1", "circuit_id": "row", "max_current_a": 16},
             {"id": "b2", "circuit_id": "garage", "phases": 1, "max_current_a": 16},
         ],
-        "rules": [{"id": "night", "kind": "bay_current_cap", "amps": 10, "from": "18:00", "to": "06:00"}],
+        "rules": [
+            {"id": "night", "kind": "bay_current_cap", "amps": 10, "from": "18:00", "to": "06:00"}
+        ],
     }
     for key, value in over.items():
         section, _, name = key.partition("__")
@@ -67,14 +69,21 @@ def test_auto_phase_rotates_single_phase_bays_by_index() -> None:
 
 
 def test_rule_union_is_discriminated_by_kind() -> None:
-    rule = TypeAdapter(RuleConfig).validate_python({"id": "cap", "kind": "site_power_cap", "kw": 11})
+    rule = TypeAdapter(RuleConfig).validate_python(
+        {"id": "cap", "kind": "site_power_cap", "kw": 11}
+    )
     assert isinstance(rule, SitePowerCapRule) and rule.kw == 11
 
 
 BAD: list[tuple[str, dict[str, Any], str]] = [
     (
         "circuit limit below bay minimum",
-        _cfg(site__circuits=[{"id": "garage", "limit_a": [20, 5, 20]}, {"id": "row", "parent": "garage", "limit_a": 16}]),
+        _cfg(
+            site__circuits=[
+                {"id": "garage", "limit_a": [20, 5, 20]},
+                {"id": "row", "parent": "garage", "limit_a": 16},
+            ]
+        ),
         "bays[0].min_current_a: 6.0 A does not fit circuit 'garage' limit_a 5.0 A on L2",
     ),
     (
@@ -82,10 +91,19 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         _cfg(site__main_limit_a=4, site__main_guaranteed_headroom_a=0),
         "site.main_limit_a",
     ),
-    ("unknown parent", _cfg(site__circuits=[{"id": "row", "parent": "nope", "limit_a": 16}]), "circuits[0].parent"),
+    (
+        "unknown parent",
+        _cfg(site__circuits=[{"id": "row", "parent": "nope", "limit_a": 16}]),
+        "circuits[0].parent",
+    ),
     (
         "cycle",
-        _cfg(site__circuits=[{"id": "a", "parent": "b", "limit_a": 16}, {"id": "b", "parent": "a", "limit_a": 16}]),
+        _cfg(
+            site__circuits=[
+                {"id": "a", "parent": "b", "limit_a": 16},
+                {"id": "b", "parent": "a", "limit_a": 16},
+            ]
+        ),
         "parent: cycle",
     ),
     (
@@ -93,15 +111,27 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         _cfg(site__circuits=[{"id": "a", "limit_a": 16}, {"id": "a", "limit_a": 16}]),
         "circuits[1].id",
     ),
-    ("unknown circuit of bay", _cfg(bays=[{"id": "b1", "circuit_id": "x", "max_current_a": 16}]), "bays[0].circuit_id"),
+    (
+        "unknown circuit of bay",
+        _cfg(bays=[{"id": "b1", "circuit_id": "x", "max_current_a": 16}]),
+        "bays[0].circuit_id",
+    ),
     (
         "duplicate bay",
         _cfg(bays=[{"id": "b1", "max_current_a": 16}, {"id": "b1", "max_current_a": 16}]),
         "bays[1].id",
     ),
     ("max below min", _cfg(bays=[{"id": "b1", "max_current_a": 5}]), "max_current_a"),
-    ("safe share below min", _cfg(bays=[{"id": "b1", "max_current_a": 16, "safe_current_a": 3}]), "safe_current_a"),
-    ("headroom above limit", _cfg(site__main_guaranteed_headroom_a=40), "main_guaranteed_headroom_a"),
+    (
+        "safe share below min",
+        _cfg(bays=[{"id": "b1", "max_current_a": 16, "safe_current_a": 3}]),
+        "safe_current_a",
+    ),
+    (
+        "headroom above limit",
+        _cfg(site__main_guaranteed_headroom_a=40),
+        "main_guaranteed_headroom_a",
+    ),
     ("fallback above headroom", _cfg(site__fallback_budget_a=12), "fallback_budget_a"),
     ("eco below min", _cfg(site__eco_current_a=5), "site.eco_current_a"),
     (
@@ -115,7 +145,11 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "from/to",
     ),
     ("negative power cap", _cfg(rules=[{"id": "r", "kind": "site_power_cap", "kw": -1}]), "kw"),
-    ("phase name", _cfg(bays=[{"id": "b1", "phases": 1, "phase": "L4", "max_current_a": 16}]), "phase"),
+    (
+        "phase name",
+        _cfg(bays=[{"id": "b1", "phases": 1, "phase": "L4", "max_current_a": 16}]),
+        "phase",
+    ),
 ]
 
 

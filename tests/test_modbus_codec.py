@@ -58,7 +58,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("map_name", "quantity", "regs", "expected"), CASES)
-def test_decode_table(map_name: str, quantity: str, regs: list[int], expected: float | None) -> None:
+def test_decode_table(
+    map_name: str, quantity: str, regs: list[int], expected: float | None
+) -> None:
     value = decode(field(map_name, quantity), regs)
     if expected is None:
         assert value is None
@@ -66,8 +68,12 @@ def test_decode_table(map_name: str, quantity: str, regs: list[int], expected: f
         assert value == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
-@pytest.mark.parametrize(("map_name", "quantity", "regs", "expected"), [c for c in CASES if c[3] is not None])
-def test_encode_is_inverse_of_decode(map_name: str, quantity: str, regs: list[int], expected: float) -> None:
+@pytest.mark.parametrize(
+    ("map_name", "quantity", "regs", "expected"), [c for c in CASES if c[3] is not None]
+)
+def test_encode_is_inverse_of_decode(
+    map_name: str, quantity: str, regs: list[int], expected: float
+) -> None:
     assert encode(field(map_name, quantity), expected) == regs
 
 

@@ -35,8 +35,16 @@ def test_facts_from_datasheets() -> None:
     assert load_map("sdm120").serial.baudrate == 2400
     assert load_map("sdm120").phases == 1
     em24 = load_map("em24")
-    assert (em24.word_order, em24.max_registers, em24.fields[Quantity.IMPORT_ENERGY].address) == ("little", 11, 0x3E)
-    assert all(f.optional for q, f in load_map("sdm72d").fields.items() if q.value[-2:] in ("l1", "l2", "l3"))
+    assert (em24.word_order, em24.max_registers, em24.fields[Quantity.IMPORT_ENERGY].address) == (
+        "little",
+        11,
+        0x3E,
+    )
+    assert all(
+        f.optional
+        for q, f in load_map("sdm72d").fields.items()
+        if q.value[-2:] in ("l1", "l2", "l3")
+    )
     abb = load_map("abb_b23")
     assert abb.sentinels and abb.function == 3
 
@@ -54,8 +62,14 @@ def test_documented_example_in_maps_md_is_valid() -> None:
     [
         ('type = "float32"', None),
         ('type = "float33"', r"fields\.power_total\.type: Input should be 'uint16'"),
-        ("address = 0x10000", r"fields\.power_total\.address: Input should be less than or equal to 65535"),
-        ("address = -1", r"fields\.power_total\.address: Input should be greater than or equal to 0"),
+        (
+            "address = 0x10000",
+            r"fields\.power_total\.address: Input should be less than or equal to 65535",
+        ),
+        (
+            "address = -1",
+            r"fields\.power_total\.address: Input should be greater than or equal to 0",
+        ),
         ('address = "0x34"', r"fields\.power_total\.address: Input should be a valid integer"),
         ('unit = "kV"', r"fields\.power_total\.unit: 'kV' is not one of \['W', 'kW'\]"),
         ("scale = 0", r"fields\.power_total\.scale: scale must not be 0"),
@@ -67,7 +81,9 @@ def test_field_errors_name_file_and_field(tmp_path: Path, line: str, message: st
     key = line.split(" ", 1)[0]
     entry[key] = line
     path = tmp_path / "bad.toml"
-    path.write_text('model = "x"\nfunction = 4\n[fields.power_total]\n' + "\n".join(entry.values()) + "\n")
+    path.write_text(
+        'model = "x"\nfunction = 4\n[fields.power_total]\n' + "\n".join(entry.values()) + "\n"
+    )
     if message is None:
         assert load_map(path).fields[Quantity.POWER_TOTAL].address == 0x34
         return
@@ -80,16 +96,28 @@ def test_field_errors_name_file_and_field(tmp_path: Path, line: str, message: st
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (GOOD.replace("power_total", "power_l4"), r"fields\.power_l4\.\[key\]: Input should be 'voltage_l1'"),
+        (
+            GOOD.replace("power_total", "power_l4"),
+            r"fields\.power_l4\.\[key\]: Input should be 'voltage_l1'",
+        ),
         (GOOD.replace("function = 4", "function = 6"), r"function: Input should be 3 or 4"),
         (GOOD.replace('model = "x"\n', ""), r"model: Field required"),
-        ('model = "x"\nfunction = 4\nmax_registers = 200\n[fields]\npower_total = { address = 0, type = "float32" }',
-         r"max_registers: Input should be less than or equal to 125"),
-        ('model = "x"\nfunction = 4\nmax_registers = 1\n[fields]\npower_total = { address = 0, type = "float32" }',
-         r"fields\.power_total\.type: float32 needs 2 registers but max_registers is 1"),
-        ('model = "x"\nfunction = 4\n[fields]\npower_total = { address = 0xFFFF, type = "float32" }',
-         r"runs past register 0xFFFF"),
-        ('model = "x"\nfunction = 4\n[fields]\n', r"fields: Dictionary should have at least 1 item"),
+        (
+            'model = "x"\nfunction = 4\nmax_registers = 200\n[fields]\npower_total = { address = 0, type = "float32" }',
+            r"max_registers: Input should be less than or equal to 125",
+        ),
+        (
+            'model = "x"\nfunction = 4\nmax_registers = 1\n[fields]\npower_total = { address = 0, type = "float32" }',
+            r"fields\.power_total\.type: float32 needs 2 registers but max_registers is 1",
+        ),
+        (
+            'model = "x"\nfunction = 4\n[fields]\npower_total = { address = 0xFFFF, type = "float32" }',
+            r"runs past register 0xFFFF",
+        ),
+        (
+            'model = "x"\nfunction = 4\n[fields]\n',
+            r"fields: Dictionary should have at least 1 item",
+        ),
         ("model = ", r"not valid TOML"),
     ],
 )

@@ -66,7 +66,9 @@ def test_expected_texts_match_their_txt_files(samples: list[corpus.Sample]) -> N
 
 
 @pytest.mark.parametrize(("name", "vga"), sorted(FLOORS))
-def test_pass_rate_floor(scores: dict[tuple[str, bool], corpus.Score], name: str, vga: bool) -> None:
+def test_pass_rate_floor(
+    scores: dict[tuple[str, bool], corpus.Score], name: str, vga: bool
+) -> None:
     score = scores[(name, vga)]
     assert score.pass_rate >= FLOORS[(name, vga)], (
         f"{name} {'640x480' if vga else 'as is'}: {score.passed}/{score.total}; "

@@ -263,7 +263,7 @@ class LoadController:
             s.on_since = now
             s.starts.append(now)
             s.cycles_total += 1
-            s.pending_since, s.ramping = None, s.setpoint < target
+            s.pending_since, s.ramping = None, False
             return s.setpoint, "start", limit[1]
         if not s.ramping:
             if target - old > site.increase_hysteresis_a:

@@ -138,24 +138,22 @@ class _FrameBuffer:
             self._cond.notify()
             return dropped
 
-    def take_newest(self, timeout: float) -> tuple[float, Image] | None:
-        """The newest frame (older ones are discarded), or None on timeout / close."""
-        with self._cond:
-            if not self._frames and not self._closed:
-                self._cond.wait(timeout)
-            if not self._frames or self._closed:
-                return None
-            item = self._frames.pop()
-            self._frames.clear()
-            return item
+    def take(self, timeout: float, *, newest: bool) -> tuple[float, Image, int] | None:
+        """A frame and how many older ones were discarded with it; None on timeout / close.
 
-    def take_oldest(self, timeout: float) -> tuple[float, Image] | None:
+        ``newest``: take the newest and discard the rest; else the oldest.
+        """
         with self._cond:
             if not self._frames and not self._closed:
                 self._cond.wait(timeout)
             if not self._frames or self._closed:
                 return None
-            return self._frames.popleft()
+            if not newest:
+                return (*self._frames.popleft(), 0)
+            at, frame = self._frames.pop()
+            skipped = len(self._frames)
+            self._frames.clear()
+            return at, frame, skipped
 
     def close(self) -> None:
         with self._cond:
@@ -303,15 +301,6 @@ class QrCameraReader:
                 if not is_open:
                     self._source.open()
                     is_open = True
-                    with self._stats_lock:
-                        self._stats.connected = True
-                        if failures:
-                            self._stats.reconnects += 1
-                    if failures:
-                        log.info(
-                            "camera %s: back after %d failed attempt(s)", self.camera, failures
-                        )
-                    failures, backoff = 0, self._backoff_initial_s
                 frame = self._source.read()
             except Exception as exc:  # any source failure means: reopen later
                 if is_open:
@@ -328,11 +317,18 @@ class QrCameraReader:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self._backoff_max_s)
                 continue
+            # Back only once a frame arrives: an open that succeeds and a read
+            # that fails again is the same outage, not a new one.
+            if failures:
+                log.info("camera %s: back after %d failed attempt(s)", self.camera, failures)
             at = self._clock()
             dropped = buffer.put(at, frame)
             with self._stats_lock:
                 self._stats.frames += 1
                 self._stats.dropped += dropped
+                self._stats.connected = True
+                self._stats.reconnects += failures > 0
+            failures, backoff = 0, self._backoff_initial_s
         if is_open:
             self._close_quietly()
         with self._stats_lock:
@@ -351,18 +347,19 @@ class QrCameraReader:
         loop: asyncio.AbstractEventLoop,
         publish: Callable[[str, float], None],
     ) -> None:
-        take = buffer.take_newest if self._take_newest else buffer.take_oldest
         next_at = time.monotonic()
         failed_once = False
         while not stop.is_set():
             delay = next_at - time.monotonic()
             if delay > 0 and stop.wait(delay):
                 break
-            item = take(0.5)
+            item = buffer.take(0.5, newest=self._take_newest)
             if item is None:
                 continue
             next_at = max(next_at + self._period_s, time.monotonic())
-            at, frame = item
+            at, frame, skipped = item
+            if skipped:
+                self._count("dropped", skipped)
             try:
                 texts = self._decoder.decode(frame)
             except Exception:

@@ -60,6 +60,9 @@ __all__ = ["CommandRejected", "HubTiming", "NodeConfig", "SerialBayNode", "Seria
 
 @dataclass(frozen=True, slots=True)
 class HubTiming:
+    """Bus timing. ``offline_after_s`` must exceed the longest bus hold (a command's full
+    retry budget plus a poll), or a healthy node starves behind a dead one and is declared offline."""
+
     ack_timeout_s: float = 0.15
     retries: int = 3  # after the first attempt
     offline_after_s: float = 3.0
@@ -68,6 +71,11 @@ class HubTiming:
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
     max_more_polls: int = 16
+
+    def __post_init__(self) -> None:
+        longest_hold = self.ack_timeout_s * (self.retries + 2) + self.poll_period_s
+        if self.offline_after_s <= longest_hold:
+            raise PermanentError(f"offline_after_s must exceed {longest_hold:.2f} s")
 
 
 @dataclass(slots=True)
@@ -288,7 +296,8 @@ class SerialNodeHub:
         if writer is None:
             raise ConnectionLost(f"{self.port} is not connected")
         try:
-            writer.write(encode(frame))
+            # A leading delimiter ends any line noise before the frame, so noise costs only itself.
+            writer.write(b"\x00" + encode(frame))
             await writer.drain()
         except (OSError, serial.SerialException) as exc:
             raise ConnectionLost(f"write failed: {exc}") from exc

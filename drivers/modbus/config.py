@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from controller.ports import Clock, PermanentError
 
 from .bus import Endpoint, ModbusBus, SerialEndpoint, TcpEndpoint
-from .maps import PROTOCOL_MAX_REGISTERS, RegisterMap, load_map
+from .maps import PROTOCOL_MAX_REGISTERS, MapError, RegisterMap, load_map
 from .meter import ModbusMeter
 
 
@@ -75,7 +75,10 @@ class MeterConfig(BaseModel):
     def _check(self) -> MeterConfig:
         if isinstance(self.bus, SerialBusConfig) and not 1 <= self.unit_id <= 247:
             raise ValueError("unit_id must be 1..247 on a serial bus")
-        load_map(self.map)  # raises MapError (a ValueError is not needed: it names the file)
+        try:
+            load_map(self.map)
+        except MapError as exc:  # surface as a validation error of this entry's `map`
+            raise ValueError(f"map: {exc}") from exc
         return self
 
     def register_map(self) -> RegisterMap:

@@ -197,7 +197,7 @@ class SimulatedBus:
             reply = target.handle(frame, now)
             if reply is None:
                 continue
-            data = encode(reply)
+            data = b"\x00" + encode(reply)  # leading delimiter: see PROTOCOL.md, resynchronization
             if target.should_corrupt():
                 data = _corrupt(data)
             delay = target.knobs.reply_delay_s

@@ -15,17 +15,29 @@ from .server import MeterSimulator
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m simulators.meter", description=__doc__)
-    p.add_argument("--map", default="sdm630", help=f"bundled map ({', '.join(available_maps())}) or a .toml path")
+    p.add_argument(
+        "--map",
+        default="sdm630",
+        help=f"bundled map ({', '.join(available_maps())}) or a .toml path",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5020, help="TCP port (0: any free port)")
-    p.add_argument("--serial", metavar="DEVICE", help="serve Modbus RTU on this serial device instead of TCP")
+    p.add_argument(
+        "--serial", metavar="DEVICE", help="serve Modbus RTU on this serial device instead of TCP"
+    )
     p.add_argument("--baudrate", type=int)
     p.add_argument("--parity", choices=["N", "E", "O"])
     p.add_argument("--unit-id", type=int, default=1)
     p.add_argument("--role", choices=["grid", "pv", "bay"], default="grid")
-    p.add_argument("--speed", type=float, default=1.0, help="time acceleration (60: an hour a minute)")
-    p.add_argument("--pv-peak-w", type=float, default=0.0, help="PV peak production in W (0: no PV)")
-    p.add_argument("--start-hour", type=float, help="simulated time of day to start at (default: now)")
+    p.add_argument(
+        "--speed", type=float, default=1.0, help="time acceleration (60: an hour a minute)"
+    )
+    p.add_argument(
+        "--pv-peak-w", type=float, default=0.0, help="PV peak production in W (0: no PV)"
+    )
+    p.add_argument(
+        "--start-hour", type=float, help="simulated time of day to start at (default: now)"
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -45,7 +57,10 @@ async def _main(args: argparse.Namespace) -> None:
         parity=args.parity,
     )
     async with sim:
-        print(f"meter simulator: {sim.map.model} ({args.role}) unit {args.unit_id} on {sim.address}", flush=True)
+        print(
+            f"meter simulator: {sim.map.model} ({args.role}) unit {args.unit_id} on {sim.address}",
+            flush=True,
+        )
         await asyncio.Event().wait()
 
 

@@ -88,7 +88,11 @@ class BuildingProfile:
         rise, sset = _h(self.pv_sunrise_h), _h(self.pv_sunset_h)
         if self.pv_peak_w <= 0 or not rise < t_day < sset:
             return (0.0, 0.0, 0.0)
-        w = self.pv_peak_w * math.sin(math.pi * (t_day - rise) / (sset - rise)) ** 2 / len(self.pv_phases)
+        w = (
+            self.pv_peak_w
+            * math.sin(math.pi * (t_day - rise) / (sset - rise)) ** 2
+            / len(self.pv_phases)
+        )
         return (
             w if 0 in self.pv_phases else 0.0,
             w if 1 in self.pv_phases else 0.0,

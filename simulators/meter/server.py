@@ -116,9 +116,8 @@ class MeterSimulator:
         self.exception_code = int(ExcCodes.DEVICE_FAILURE)
         self.requests: collections.deque[tuple[int, int, int]] = collections.deque(maxlen=1000)
         self.requests_received = 0
-        self._fields = tuple(
-            f for f in self.map.resolved() if not (omit_optional and f.optional)
-        )
+        self._request_seen = asyncio.Event()
+        self._fields = tuple(f for f in self.map.resolved() if not (omit_optional and f.optional))
         self._functions = {f.function for f in self._fields} | set(self.map.accepts_functions)
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self.port = port
@@ -129,10 +128,12 @@ class MeterSimulator:
         """Replace the profile by fixed per-phase amps (negative = export); ``None`` restores it."""
         self._advance()
         self._currents = currents
+        self.snapshot()  # energy integrates with the new power from now on
 
     def set_voltages(self, voltages: Phases | None) -> None:
         self._advance()
         self._voltages = voltages
+        self.snapshot()
 
     def set_frequency(self, hz: float | None) -> None:
         self._frequency = hz
@@ -152,11 +153,18 @@ class MeterSimulator:
         """Per-phase amps added on top of the building (grid and bay roles)."""
         self._advance()
         self._extra_load = extra_load
+        self.snapshot()
 
     def set_fault(self, fault: Fault | str, *, exception_code: int | None = None) -> None:
         self.fault = Fault(fault)
         if exception_code is not None:
             self.exception_code = exception_code
+
+    async def wait_requests(self, n: int) -> None:
+        """Return once ``requests_received >= n`` (for tests: no polling, no sleeps)."""
+        while self.requests_received < n:
+            self._request_seen.clear()
+            await self._request_seen.wait()
 
     # ------------------------------------------------------------------ model
 
@@ -205,7 +213,9 @@ class MeterSimulator:
         p = self._phase_power_w(t_day, volts)
         self._last_power_w = sum(p)
         amps = [abs(pi) / v if v else 0.0 for pi, v in zip(p, volts, strict=True)]
-        hz = self._frequency if self._frequency is not None else 50.0 + 0.03 * math.sin(t_day / 97.0)
+        hz = (
+            self._frequency if self._frequency is not None else 50.0 + 0.03 * math.sin(t_day / 97.0)
+        )
         values: dict[Quantity, float | None] = {
             Q.VOLTAGE_L1: volts[0],
             Q.VOLTAGE_L2: volts[1],
@@ -243,6 +253,7 @@ class MeterSimulator:
     ) -> ExcCodes | None:
         self.requests_received += 1
         self.requests.append((function_code, address, count))
+        self._request_seen.set()
         if set_values is not None or function_code not in self._functions:
             return ExcCodes.ILLEGAL_FUNCTION
         if count > self.max_registers:

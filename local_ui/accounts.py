@@ -1,0 +1,227 @@
+"""Owner, installer and viewer accounts; login sessions; first-run setup code; login rate limit.
+
+There is no default password: while no owner exists, a one-time setup code
+is generated at start and logged, and whoever holds it creates the owner.
+Passwords are hashed with argon2id off the event loop. A login session is a
+random id in an HttpOnly cookie; only its SHA-256 is stored (table
+``ui_sessions``), so a copy of the journal cannot be replayed as a login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from controller.journal import Journal
+
+log = structlog.get_logger(__name__)
+
+ROLES = ("owner", "installer", "viewer")
+
+# Proposed as a journal migration; created here with IF NOT EXISTS meanwhile.
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS ui_users (
+        username TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('owner', 'installer', 'viewer')),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS ui_sessions (
+        id_hash TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    role: str
+
+
+def _digest(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+class LoginLimiter:
+    """Failed attempts per key (an IP, a user name): free tries, then a doubling delay."""
+
+    def __init__(
+        self,
+        *,
+        free_attempts: int = 5,
+        max_delay_s: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.free_attempts = free_attempts
+        self.max_delay_s = max_delay_s
+        self.clock = clock
+        self._fails: dict[str, tuple[int, float]] = {}  # key -> (failures, blocked until)
+
+    def retry_after(self, *keys: str) -> float:
+        now = self.clock()
+        return max((self._fails.get(k, (0, 0.0))[1] - now for k in keys), default=0.0)
+
+    def failed(self, *keys: str) -> None:
+        now = self.clock()
+        if len(self._fails) > 10_000:
+            self._fails = {k: v for k, v in self._fails.items() if v[1] > now - 3600}
+        for k in keys:
+            n = self._fails.get(k, (0, 0.0))[0] + 1
+            delay = 0.0
+            if n >= self.free_attempts:
+                delay = min(self.max_delay_s, 2.0 ** (n - self.free_attempts + 1))
+            self._fails[k] = (n, now + delay)
+
+    def succeeded(self, *keys: str) -> None:
+        for k in keys:
+            self._fails.pop(k, None)
+
+
+class Accounts:
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        session_ttl_s: float = 12 * 3600,
+        hasher: PasswordHasher | None = None,
+    ) -> None:
+        self.journal = journal
+        self.session_ttl_s = session_ttl_s
+        # argon2id at OWASP's lower bound: ~0.1 s on a Pi 4, and it runs in a thread.
+        self.hasher = hasher or PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+        self.setup_code: str | None = None
+        self._dummy_hash: str | None = None
+        self._cache: dict[str, tuple[User, float]] = {}
+        self._ready = False
+        self._init_lock = asyncio.Lock()
+
+    async def init(self, *, announce: str = "") -> None:
+        async with self._init_lock:
+            if self._ready:
+                return
+            for stmt in SCHEMA:
+                await self.journal.execute_write(stmt)
+            await self.journal.execute_write(
+                "DELETE FROM ui_sessions WHERE expires_at < ?", (time.time(),)
+            )
+            if not await self.has_owner():
+                self.setup_code = "-".join(
+                    "".join(secrets.choice("23456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(4))
+                    for _ in range(3)
+                )
+                log.warning(
+                    "ui.first_run_setup_code",
+                    setup_code=self.setup_code,
+                    action=f"open {announce or 'the station UI'}/setup and enter this code "
+                    "to create the owner account",
+                )
+            self._ready = True
+
+    async def has_owner(self) -> bool:
+        rows = await self.journal.query("SELECT 1 FROM ui_users WHERE role='owner' LIMIT 1")
+        return bool(rows)
+
+    async def _hash(self, password: str) -> str:
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def create_user(self, username: str, password: str, role: str) -> User:
+        now = time.time()
+        await self.journal.execute_write(
+            "INSERT INTO ui_users(username, password_hash, role, created_at, updated_at)"
+            " VALUES (?,?,?,?,?)",
+            (username, await self._hash(password), role, now, now),
+        )
+        return User(username, role)
+
+    async def get_user(self, username: str) -> User | None:
+        rows = await self.journal.query(
+            "SELECT username, role FROM ui_users WHERE username=?", (username,)
+        )
+        return User(rows[0]["username"], rows[0]["role"]) if rows else None
+
+    async def list_users(self) -> list[dict[str, object]]:
+        return await self.journal.query(
+            "SELECT username, role, created_at, updated_at FROM ui_users ORDER BY username"
+        )
+
+    async def delete_user(self, username: str) -> bool:
+        n = await self.journal.execute_write("DELETE FROM ui_users WHERE username=?", (username,))
+        await self.journal.execute_write("DELETE FROM ui_sessions WHERE username=?", (username,))
+        self._cache = {k: v for k, v in self._cache.items() if v[0].username != username}
+        return n > 0
+
+    async def set_password(self, username: str, password: str) -> None:
+        await self.journal.execute_write(
+            "UPDATE ui_users SET password_hash=?, updated_at=? WHERE username=?",
+            (await self._hash(password), time.time(), username),
+        )
+
+    async def verify(self, username: str, password: str) -> User | None:
+        rows = await self.journal.query(
+            "SELECT username, role, password_hash FROM ui_users WHERE username=?", (username,)
+        )
+        if not rows:
+            # Spend the same time as a real check, so timing does not reveal user names.
+            if self._dummy_hash is None:
+                self._dummy_hash = await self._hash(secrets.token_hex(8))
+            await asyncio.to_thread(self._check, self._dummy_hash, password)
+            return None
+        ok = await asyncio.to_thread(self._check, rows[0]["password_hash"], password)
+        return User(rows[0]["username"], rows[0]["role"]) if ok else None
+
+    def _check(self, hashed: str, password: str) -> bool:
+        try:
+            return bool(self.hasher.verify(hashed, password))
+        except (VerificationError, InvalidHashError):
+            return False
+
+    # ------------------------------------------------------------------ login sessions
+
+    async def new_session(self, user: User) -> str:
+        sid = secrets.token_urlsafe(32)
+        now = time.time()
+        await self.journal.execute_write(
+            "INSERT INTO ui_sessions(id_hash, username, created_at, expires_at) VALUES (?,?,?,?)",
+            (_digest(sid), user.username, now, now + self.session_ttl_s),
+        )
+        self._cache[_digest(sid)] = (user, now + self.session_ttl_s)
+        return sid
+
+    async def session_user(self, sid: str) -> User | None:
+        key = _digest(sid)
+        now = time.time()
+        hit = self._cache.get(key)
+        if hit is not None:
+            if hit[1] > now:
+                return hit[0]
+            self._cache.pop(key, None)
+            return None
+        rows = await self.journal.query(
+            "SELECT u.username, u.role, s.expires_at FROM ui_sessions s"
+            " JOIN ui_users u ON u.username = s.username WHERE s.id_hash=? AND s.expires_at > ?",
+            (key, now),
+        )
+        if not rows:
+            return None
+        user = User(rows[0]["username"], rows[0]["role"])
+        if len(self._cache) > 1000:
+            self._cache.clear()
+        self._cache[key] = (user, float(rows[0]["expires_at"]))
+        return user
+
+    async def end_session(self, sid: str) -> None:
+        key = _digest(sid)
+        self._cache.pop(key, None)
+        await self.journal.execute_write("DELETE FROM ui_sessions WHERE id_hash=?", (key,))

@@ -1,0 +1,187 @@
+"""API: bays, station status, tokens, availability, faults, safe-mode blockers, holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+
+from controller.accounting import Tariff
+from controller.station import UnknownBay
+from local_ui.accounts import User
+from local_ui.actions import bay_or_404, present_token, refuse_if_failed
+from local_ui.context import (
+    OPERATE,
+    OWNER,
+    READ,
+    UiContext,
+    audit_actor,
+    check_csrf,
+    ready_ctx,
+    require,
+)
+from local_ui.errors import ApiError, ErrorBody
+from local_ui.schemas import AvailabilityRequest, HoldRequest, OutcomeOut, TokenRequest
+from local_ui.views import bay_view, station_view
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody},
+    403: {"model": ErrorBody},
+    404: {"model": ErrorBody},
+    409: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+}
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=_ERRORS)
+
+
+@router.get("/station", tags=["station"])
+async def station_status(
+    ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))
+) -> dict[str, Any]:
+    """Station status: safe mode, cloud link, PV availability, tariff, load (when known)."""
+    return station_view(ctx.station)
+
+
+@router.post("/station/blockers/{cause}/clear", tags=["station"])
+async def clear_blocker(
+    cause: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OWNER))
+) -> dict[str, Any]:
+    """Clear a latched safe-mode cause (e.g. an emergency stop) once its reason is gone."""
+    if cause not in ctx.station.blockers:
+        raise ApiError(404, "unknown_blocker", f"The station is not blocked by {cause!r}.")
+    ctx.station.unblock(cause)
+    await ctx.station.audit("blocker_cleared", audit_actor(user), {"cause": cause})
+    return station_view(ctx.station)
+
+
+@router.get("/bays", tags=["bays"])
+async def list_bays(
+    ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))
+) -> list[dict[str, Any]]:
+    """Every bay's live snapshot."""
+    return [bay_view(ctx.station, rt) for rt in ctx.station.bays.values()]
+
+
+@router.get("/bays/{bay_id}", tags=["bays"])
+async def bay_detail(
+    bay_id: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))
+) -> dict[str, Any]:
+    bay_or_404(ctx.station, bay_id)
+    rt = ctx.station.bays[bay_id]
+    view = bay_view(ctx.station, rt)
+    view["config"] = rt.cfg.model_dump(mode="json")
+    view["recent_sessions"] = await ctx.station.journal.sessions(bay_id=bay_id, limit=5)
+    for s in view["recent_sessions"]:
+        s.pop("tariff", None)
+    return view
+
+
+@router.post("/bays/{bay_id}/token", tags=["bays"], response_model=OutcomeOut)
+async def bay_token(
+    bay_id: str,
+    req: TokenRequest,
+    ctx: UiContext = Depends(ready_ctx),
+    user: User = Depends(require(OPERATE)),
+) -> OutcomeOut:
+    """Present a token at a bay: starts a session (or stops the one this token runs).
+
+    409 with ``{"error": code}`` when refused; ``confirm_boost`` asks to resend
+    with ``boost_confirmed: true`` after showing the demand warning.
+    """
+    out = await present_token(ctx.station, bay_id, req, source=audit_actor(user))
+    return OutcomeOut(**_plain(out))
+
+
+@router.post("/bays/{bay_id}/availability", tags=["bays"], response_model=OutcomeOut)
+async def bay_availability(
+    bay_id: str,
+    req: AvailabilityRequest,
+    ctx: UiContext = Depends(ready_ctx),
+    user: User = Depends(require(OPERATE)),
+) -> OutcomeOut:
+    """Make a bay (un)available; a running session finishes first."""
+    bay_or_404(ctx.station, bay_id)
+    out = await ctx.station.set_availability(bay_id, req.available, actor=audit_actor(user))
+    return OutcomeOut(**_plain(out))
+
+
+@router.post("/bays/{bay_id}/clear-fault", tags=["bays"], response_model=OutcomeOut)
+async def bay_clear_fault(
+    bay_id: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OPERATE))
+) -> OutcomeOut:
+    bay_or_404(ctx.station, bay_id)
+    if ctx.station.bays[bay_id].state.fault is None:
+        raise ApiError(409, "no_fault", "This bay has no fault to clear.")
+    await ctx.station.clear_fault(bay_id, actor=audit_actor(user))
+    return OutcomeOut(ok=True, code="cleared", message="Fault cleared.")
+
+
+@router.get("/holds", tags=["holds"])
+async def list_holds(
+    ctx: UiContext = Depends(ready_ctx),
+    user: User = Depends(require(READ)),
+    limit: int = Query(50, ge=1, le=500),
+) -> dict[str, Any]:
+    """Active holds (one per bay at most) and the most recent ones."""
+    active = []
+    for rt in ctx.station.bays.values():
+        h = rt.state.hold
+        if h is not None:
+            tok = h.token if len(h.token) <= 4 else "…" + h.token[-4:]
+            active.append(
+                {
+                    "id": h.hold_id,
+                    "bay_id": rt.cfg.id,
+                    "token": tok,
+                    "expires_at": h.expires_at,
+                    "reservation_id": h.reservation_id,
+                }
+            )
+    recent = await ctx.station.journal.query(
+        "SELECT id, bay_id, reservation_id, created_at, expires_at, state FROM holds"
+        " ORDER BY created_at DESC LIMIT ?",
+        (limit,),
+    )
+    return {"active": active, "recent": recent, "default_duration_s": ctx.station.cfg.timers.hold_s}
+
+
+@router.post("/holds", tags=["holds"], status_code=201, response_model=OutcomeOut)
+async def create_hold(
+    req: HoldRequest, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OPERATE))
+) -> OutcomeOut:
+    """Hold a bay for a token (arrival grace); 409 if the bay cannot be held now."""
+    bay_or_404(ctx.station, req.bay_id)
+    try:
+        out = await ctx.station.place_hold(
+            req.bay_id, req.token, req.duration_s, actor=audit_actor(user)
+        )
+    except UnknownBay:
+        raise ApiError(404, "unknown_bay", f"There is no bay {req.bay_id!r}.") from None
+    return OutcomeOut(**_plain(refuse_if_failed(out)))
+
+
+@router.delete("/holds/{hold_id}", tags=["holds"], response_model=OutcomeOut)
+async def cancel_hold(
+    hold_id: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OPERATE))
+) -> OutcomeOut:
+    for rt in ctx.station.bays.values():
+        if rt.state.hold is not None and rt.state.hold.hold_id == hold_id:
+            out = await ctx.station.cancel_hold(rt.cfg.id, hold_id, actor=audit_actor(user))
+            return OutcomeOut(**_plain(refuse_if_failed(out)))
+    raise ApiError(404, "unknown_hold", f"There is no active hold {hold_id!r}.")
+
+
+@router.get("/tariff", tags=["station"], response_model=Tariff)
+async def tariff(ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))) -> Tariff:
+    return ctx.station.cfg.tariff
+
+
+def _plain(out: Any) -> dict[str, Any]:
+    return {
+        "ok": out.ok,
+        "code": out.code,
+        "message": out.message,
+        "session_id": out.session_id,
+        "data": dict(out.data),
+    }

@@ -1,0 +1,130 @@
+"""What every route needs: the station, the accounts, the settings registry; auth dependencies.
+
+Cookies: ``es_session`` (HttpOnly, SameSite=Strict) holds the login;
+``es_csrf`` (readable by the page's JS, SameSite=Strict) is the double-submit
+token that every state-changing request must echo in ``X-CSRF-Token``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, Request, WebSocket
+
+from controller.station import Station
+from local_ui.accounts import Accounts, LoginLimiter, User
+from local_ui.errors import ApiError
+from local_ui.settings import SettingsRegistry
+
+SESSION_COOKIE = "es_session"
+CSRF_COOKIE = "es_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+READ = frozenset({"owner", "installer", "viewer"})
+OPERATE = frozenset({"owner", "installer"})
+OWNER = frozenset({"owner"})
+INSTALLER = frozenset({"installer"})
+
+
+@dataclass
+class UiContext:
+    station: Station
+    accounts: Accounts
+    settings: SettingsRegistry
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    kiosk_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    ready: bool = False
+    on_ready: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def ensure_ready(self, announce: str = "") -> None:
+        if self.ready:
+            return
+        await self.accounts.init(announce=announce)
+        secret = await self.station.journal.kv_get("ui.kiosk_secret")
+        if isinstance(secret, str) and len(secret) == 64:
+            self.kiosk_secret = bytes.fromhex(secret)
+        else:
+            await self.station.journal.kv_set("ui.kiosk_secret", self.kiosk_secret.hex())
+        await self.settings.restore(self.station)
+        self.ready = True
+
+    def session_key(self, session_id: str) -> str:
+        """The proof a kiosk holds that it started (or stopped) ``session_id``."""
+        return hmac.new(self.kiosk_secret, session_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def check_session_key(self, session_id: str, key: str) -> bool:
+        return hmac.compare_digest(self.session_key(session_id), key)
+
+
+def get_ctx(request: Request) -> UiContext:
+    ctx: UiContext = request.app.state.ui
+    return ctx
+
+
+async def ready_ctx(request: Request) -> UiContext:
+    ctx = get_ctx(request)
+    await ctx.ensure_ready()
+    return ctx
+
+
+def client_ip(request: Request | WebSocket) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def optional_user(request: Request, ctx: UiContext = Depends(ready_ctx)) -> User | None:
+    sid = request.cookies.get(SESSION_COOKIE)
+    if not sid or len(sid) > 200:
+        return None
+    return await ctx.accounts.session_user(sid)
+
+
+async def current_user(user: User | None = Depends(optional_user)) -> User:
+    if user is None:
+        raise ApiError(401, "login_required", "Please log in.")
+    return user
+
+
+def require(roles: frozenset[str]) -> Callable[..., Awaitable[User]]:
+    async def dep(user: User = Depends(current_user)) -> User:
+        if user.role not in roles:
+            raise ApiError(
+                403, "forbidden", f"The {user.role} role may not do this ({'/'.join(sorted(roles))})."
+            )
+        return user
+
+    return dep
+
+
+async def check_csrf(request: Request) -> None:
+    """Double-submit check for state-changing requests (cookie must equal header)."""
+    if request.method in SAFE_METHODS:
+        return
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    header = request.headers.get(CSRF_HEADER, "")
+    if not cookie or not header or not hmac.compare_digest(cookie, header):
+        raise ApiError(
+            403,
+            "csrf",
+            "Missing or wrong CSRF token: send the es_csrf cookie's value in X-CSRF-Token.",
+        )
+
+
+def audit_actor(user: User) -> str:
+    return f"user:{user.username}"
+
+
+def jsonable(value: Any) -> Any:
+    """Snapshots are plain data already; this only guards against stray non-JSON values."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

@@ -1,0 +1,94 @@
+"""Request and response models of the JSON API (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["standard", "eco", "boost", "solar"]
+Role = Literal["owner", "installer", "viewer"]
+Username = str
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenRequest(_In):
+    token: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+    mode: Mode = "standard"
+    boost_confirmed: bool = False
+    quota_wh: int | None = Field(default=None, ge=1, le=500_000)
+    quota_s: float | None = Field(default=None, gt=0, le=7 * 86400)
+
+
+class KioskStopRequest(_In):
+    session_id: str = Field(min_length=1, max_length=64)
+    key: str = Field(min_length=1, max_length=64)
+
+
+class HoldRequest(_In):
+    bay_id: str = Field(min_length=1, max_length=32)
+    token: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+    duration_s: float | None = Field(default=None, ge=60, le=7 * 86400)
+
+
+class AvailabilityRequest(_In):
+    available: bool
+
+
+class InstallerTestRequest(_In):
+    action: Literal["lock", "unlock", "relay_on", "relay_off", "ramp"]
+    current_a: float | None = Field(default=None, ge=0, le=80)
+
+
+class LoginRequest(_In):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class SetupRequest(_In):
+    code: str = Field(min_length=1, max_length=32)
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+    password: str = Field(min_length=10, max_length=256)
+
+
+class NewUserRequest(_In):
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+    password: str = Field(min_length=10, max_length=256)
+    role: Role
+
+
+class PasswordChange(_In):
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=10, max_length=256)
+
+
+class OutcomeOut(BaseModel):
+    ok: bool
+    code: str
+    message: str
+    session_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class KioskOutcome(OutcomeOut):
+    key: str | None = Field(default=None, description="proof for stop/receipt of this session")
+
+
+class UserOut(BaseModel):
+    username: str
+    role: str
+
+
+class AuthStatus(BaseModel):
+    setup_required: bool
+    user: UserOut | None = None
+
+
+class Page(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[dict[str, Any]]

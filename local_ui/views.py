@@ -1,0 +1,190 @@
+"""Read-only views of the station for the UI: bays, station status, load, sessions, receipts.
+
+Optional parts are probed, never required: the load manager's status
+(``station.load_status``), the central-system link (``station.upstream``),
+meters (``station.meters``) and the PV flag (``station.pv_available`` or a
+meter with role ``pv`` in the config). What is absent is reported as ``None``
+and the pages hide it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from controller.station import BayRuntime, Station
+from local_ui.context import jsonable
+
+NOMINAL_V = 230.0
+
+
+def _probe(obj: Any, name: str) -> Any:
+    value = getattr(obj, name, None)
+    if callable(value):
+        try:
+            value = value()
+        except Exception:
+            return None
+    return value
+
+
+def bay_view(station: Station, rt: BayRuntime, *, public: bool = False) -> dict[str, Any]:
+    snap = station.bay_snapshot(rt)
+    snap["phases"] = rt.cfg.phases
+    snap["min_current_a"] = rt.cfg.min_current_a
+    snap["max_power_w"] = round(rt.cfg.max_current_a * NOMINAL_V * rt.cfg.phases, 1)
+    sp = snap.get("setpoint_a") or 0.0
+    snap["limited_by_site"] = bool(snap["session"]) and 0 < sp < rt.cfg.max_current_a - 0.05
+    if public and snap.get("session"):
+        snap["session"] = {k: v for k, v in snap["session"].items() if k != "token"}
+    return jsonable(snap)  # type: ignore[no-any-return]
+
+
+def public_bay_message(msg: dict[str, Any]) -> dict[str, Any]:
+    """A live message as the kiosk may see it (no tokens)."""
+    if msg.get("type") == "bay" and isinstance(msg.get("bay"), dict):
+        bay = dict(msg["bay"])
+        if isinstance(bay.get("session"), dict):
+            bay["session"] = {k: v for k, v in bay["session"].items() if k != "token"}
+        return {**msg, "bay": bay}
+    return msg
+
+
+def enrich_bay_message(station: Station, msg: dict[str, Any], public: bool) -> dict[str, Any]:
+    if msg.get("type") == "bay" and isinstance(msg.get("bay"), dict):
+        rt = station.bays.get(str(msg["bay"].get("id")))
+        if rt is not None:
+            return {"type": "bay", "bay": bay_view(station, rt, public=public)}
+    return public_bay_message(msg) if public else msg
+
+
+def cloud_online(station: Station) -> bool | None:
+    up = getattr(station, "upstream", None)
+    if up is None:
+        return None
+    online = _probe(up, "online")
+    return bool(online) if online is not None else None
+
+
+def pv_available(station: Station) -> bool:
+    flag = _probe(station, "pv_available")
+    if flag is not None:
+        return bool(flag)
+    meters = station.cfg.extra.get("meters")
+    if isinstance(meters, list):
+        return any(isinstance(m, dict) and m.get("role") in ("pv", "solar") for m in meters)
+    return False
+
+
+def _per_phase(v: Any) -> list[float] | None:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return [float(v)] * 3
+    if isinstance(v, list | tuple) and v and all(isinstance(x, int | float) for x in v):
+        return [float(x) for x in v]
+    return None
+
+
+def load_view(station: Station) -> dict[str, Any] | None:
+    """Building load vs limit and the chargers' share, per phase, if a load manager reports it.
+
+    Accepts a mapping (or an object with attributes) with ``limit_a``,
+    ``building_a`` (everything on the main breaker, chargers included) and
+    ``chargers_a``; each a number or a per-phase list.
+    """
+    status = _probe(station, "load_status")
+    if status is None:
+        return None
+    get = status.get if isinstance(status, dict) else lambda k: getattr(status, k, None)
+    limit = _per_phase(get("limit_a"))
+    building = _per_phase(get("building_a"))
+    if limit is None or building is None:
+        return None
+    chargers = _per_phase(get("chargers_a")) or [0.0] * len(building)
+    phases = []
+    for i, lim in enumerate(limit):
+        total = building[i] if i < len(building) else 0.0
+        ev = chargers[i] if i < len(chargers) else 0.0
+        pct = 100.0 * total / lim if lim > 0 else 100.0
+        level = "ok" if pct < 80 else "warn" if pct < 95 else "high"
+        phases.append(
+            {
+                "phase": f"L{i + 1}",
+                "limit_a": round(lim, 1),
+                "building_a": round(total, 1),
+                "chargers_a": round(ev, 1),
+                "other_a": round(max(0.0, total - ev), 1),
+                "pct": round(pct, 1),
+                "level": level,
+            }
+        )
+    freshness = get("freshness")
+    return {"phases": phases, "freshness": str(freshness) if freshness is not None else None}
+
+
+def station_view(station: Station) -> dict[str, Any]:
+    snap = station.station_snapshot()
+    snap["safe_mode"] = bool(station.blockers)
+    snap["cloud_online"] = cloud_online(station)
+    snap["pv_available"] = pv_available(station)
+    snap["tariff"] = station.cfg.tariff.model_dump(mode="json")
+    snap["exit_grace_s"] = station.cfg.timers.exit_grace_s
+    snap["now"] = station.clock.wall()
+    snap["load"] = load_view(station)
+    return jsonable(snap)  # type: ignore[no-any-return]
+
+
+def iso_local(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def session_view(row: dict[str, Any], *, mask: bool = True) -> dict[str, Any]:
+    d = dict(row)
+    tok = str(d.get("token", ""))
+    if mask:
+        d["token"] = tok if len(tok) <= 4 else "…" + tok[-4:]
+    started, stopped = d.get("started_at"), d.get("stopped_at")
+    d["duration_s"] = round(stopped - started, 1) if started and stopped else None
+    d.pop("tariff", None)
+    return d
+
+
+def receipt(station: Station, row: dict[str, Any]) -> dict[str, Any]:
+    energy = int(row.get("energy_wh") or 0)
+    started = float(row["started_at"])
+    stopped = row.get("stopped_at")
+    duration = (float(stopped) - started) if stopped else None
+    rt = station.bays.get(str(row["bay_id"]))
+    return {
+        "session_id": row["id"],
+        "station": station.cfg.station.name,
+        "bay_id": row["bay_id"],
+        "kind": rt.cfg.kind if rt else "evse",
+        "started_at": started,
+        "stopped_at": stopped,
+        "duration_s": round(duration, 1) if duration is not None else None,
+        "energy_wh": energy,
+        "cost": row.get("cost"),
+        "currency": row.get("currency") or station.cfg.tariff.currency,
+        "stop_reason": row.get("stop_reason"),
+        "mode": row.get("mode"),
+        "state": row.get("state"),
+        "exit_grace_s": station.cfg.timers.exit_grace_s,
+    }
+
+
+def receipt_text(r: dict[str, Any]) -> str:
+    """What the receipt's QR code holds: plain text a phone can show or keep."""
+    mins = int((r.get("duration_s") or 0) // 60)
+    cost = r.get("cost")
+    lines = [
+        f"{r['station']} receipt",
+        f"Session {r['session_id']} bay {r['bay_id']}",
+        f"Start {iso_local(r['started_at'])}",
+        f"End {iso_local(r.get('stopped_at'))}",
+        f"Energy {r['energy_wh'] / 1000:.3f} kWh",
+        f"Time {mins} min",
+        f"Cost {cost:.2f} {r['currency']}" if isinstance(cost, int | float) else "Cost n/a",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""Benchmark: allocate() for 64 bays in a 3-level tree (main -> 4 feeders -> 16 circuits).
+
+p50/p99 over >= 2000 runs with varied inputs (loads, active sets, modes, meter
+state, previous setpoints). Target: p99 < 1 ms.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import pytest
+
+from controller.load.allocate import AllocationInput, BayInput, GridInput, Mode, allocate
+from controller.load.model import LoadConfig
+from controller.load.topology import Topology
+from controller.ports import Freshness
+from tests.bench.report import metric, percentile, write_report
+
+RUNS = 3000
+WARMUP = 200
+
+
+def build_topology() -> Topology:
+    circuits: list[dict[str, Any]] = []
+    bays: list[dict[str, Any]] = []
+    for f in range(4):
+        circuits.append({"id": f"feeder{f}", "limit_a": 100, "guaranteed_headroom_a": 10})
+        for c in range(4):
+            cid = f"f{f}c{c}"
+            circuits.append({"id": cid, "parent": f"feeder{f}", "limit_a": 40})
+            for b in range(4):
+                three = (b % 2) == 0
+                bays.append(
+                    {
+                        "id": f"{cid}b{b}",
+                        "circuit_id": cid,
+                        "phases": 3 if three else 1,
+                        "max_current_a": 32 if three else 16,
+                    }
+                )
+    cfg = LoadConfig.model_validate(
+        {
+            "site": {"main_limit_a": 250, "main_guaranteed_headroom_a": 40, "circuits": circuits},
+            "bays": bays,
+            "rules": [
+                {"id": "evening", "kind": "bay_current_cap", "amps": 20, "priority": 1},
+                {"id": "kw", "kind": "site_power_cap", "kw": 120},
+            ],
+        }
+    )
+    return Topology.from_config(cfg)
+
+
+def make_inputs(topo: Topology, n: int, seed: int = 7) -> list[AllocationInput]:
+    rnd = random.Random(seed)
+    out: list[AllocationInput] = []
+    ids = [s.id for s in topo.bays]
+    for _ in range(n):
+        states = []
+        prev: dict[str, float] = {}
+        ev = [0.0, 0.0, 0.0]
+        for spec in topo.bays:
+            active = rnd.random() < 0.75
+            p = rnd.choice([0.0, round(rnd.uniform(spec.min_a, spec.max_a), 1)])
+            prev[spec.id] = p
+            meas = [0.0, 0.0, 0.0]
+            for ph in spec.phases:
+                meas[ph] = max(0.0, p + rnd.uniform(-1, 0.5))
+                ev[ph] += meas[ph]
+            states.append(
+                BayInput(
+                    spec.id,
+                    active=active,
+                    mode=rnd.choices(list(Mode), weights=[70, 15, 10, 5])[0],
+                    measured_a=(meas[0], meas[1], meas[2]),
+                    boost_confirmed=rnd.random() < 0.5,
+                    session_order=rnd.randint(0, 100),
+                    external_cap_a=rnd.choice([None] * 9 + [rnd.uniform(6, 32)]),
+                    keep_on=rnd.random() < 0.2,
+                    can_start=rnd.random() < 0.9,
+                )
+            )
+        building = [rnd.uniform(20, 200) for _ in range(3)]
+        fresh = rnd.choices([Freshness.FRESH, Freshness.STALE, Freshness.FAILED], weights=[90, 7, 3])[0]
+        rules = topo.config.rules if rnd.random() < 0.3 else ()
+        rotation = tuple(rnd.sample(ids, k=len(ids)))
+        out.append(
+            AllocationInput(
+                topology=topo,
+                bays=tuple(states),
+                grid=GridInput(tuple(b + e for b, e in zip(building, ev, strict=True)), fresh),  # type: ignore[arg-type]
+                previous_a=prev,
+                rules=rules,
+                pv_surplus_w=rnd.uniform(0, 20000),
+                pv_freshness=Freshness.FRESH,
+                station_cap_a=rnd.choice([None, None, rnd.uniform(100, 250)]),
+                rotation=rotation,
+                rotate=rnd.random() < 0.05,
+            )
+        )
+    return out
+
+
+@pytest.mark.bench
+def test_bench_allocate_64_bays() -> None:
+    topo = build_topology()
+    inputs = make_inputs(topo, RUNS)
+    for inp in inputs[:WARMUP]:
+        allocate(inp)
+    times_ms: list[float] = []
+    paused = 0
+    for inp in inputs:
+        t0 = time.perf_counter_ns()
+        alloc = allocate(inp)
+        times_ms.append((time.perf_counter_ns() - t0) / 1e6)
+        paused += sum(1 for v in alloc.setpoints_a.values() if v == 0)
+    p50, p99 = percentile(times_ms, 50), percentile(times_ms, 99)
+    write_report(
+        "allocate_64_bays",
+        {
+            "p50": metric(p50, "ms", target=1.0),
+            "p99": metric(p99, "ms", target=1.0),
+            "max": metric(max(times_ms), "ms"),
+        },
+        notes={
+            "runs": RUNS,
+            "bays": len(topo.bays),
+            "tree": "main -> 4 feeders -> 16 circuits -> 64 bays (half single-phase)",
+            "mean_paused_per_run": round(paused / RUNS, 2),
+        },
+    )
+    assert p99 < 1.0, f"p99 {p99:.3f} ms"

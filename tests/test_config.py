@@ -1,0 +1,95 @@
+"""Config loading and ``edge-station check-config``: a bad config names the field and what is wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller.config import ConfigError, load_config
+
+GOOD = """
+[station]
+id = "site-7"
+data_dir = "state"
+
+[[buses]]
+id = "rs485"
+port = "/dev/edge-bays0"
+
+[[bays]]
+id = "bay1"
+connector = 1
+bus = "rs485"
+address = 1
+max_current_a = 32
+"""
+
+
+def write(tmp: Path, text: str) -> Path:
+    p = tmp / "station.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.bays[0].node_id == "bay1"
+    assert cfg.bays[0].min_current_a == 6.0
+    assert cfg.station.data_dir == (tmp_path / "state").resolve()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            GOOD.replace("max_current_a = 32", "max_current_a = 4"),
+            "bays[0]: max_current_a (4.0) is below min_current_a (6.0)",
+        ),
+        (GOOD.replace('bus = "rs485"', 'bus = "nope"'), "bays[0].bus: unknown bus 'nope'"),
+        (GOOD.replace("connector = 1", "connector = 0"), "bays[0].connector: Input should be"),
+        (GOOD + "\n[tariff]\nper_kwh = -1\n", "tariff.per_kwh: Input should be"),
+        (GOOD + "\n[surprise]\nx = 1\n", "surprise: Extra inputs are not permitted"),
+        (GOOD.replace("[station]", "[station"), "TOML syntax"),
+        (GOOD + "\n[[bays]]" + GOOD.split("[[bays]]")[1], "bays: duplicate 'bay1'"),
+    ],
+)
+def test_bad_config_names_field(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert any(expected in p for p in err.value.problems), err.value.problems
+
+
+def test_binary_garbage_is_a_clear_error(tmp_path: Path) -> None:
+    p = tmp_path / "station.toml"
+    p.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(p)
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "check-config", str(write(tmp_path, GOOD))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "check-config",
+            str(write(tmp_path, GOOD.replace("max_current_a = 32", 'max_current_a = "lots"'))),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "bays[0].max_current_a" in bad.stderr
+    assert "Traceback" not in bad.stderr

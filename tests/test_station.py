@@ -1,0 +1,199 @@
+"""The station supervisor with a real journal and a fake node hub: flows, recovery, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.auth import free_vend_step
+from controller.bay import StopReason
+from controller.config import StationConfig, parse_config
+from controller.journal import Journal
+from controller.ports import NodeLink, PilotState
+from controller.station import Station, UnknownBay, UnknownSession
+from tests.support.fake_nodes import FakeHub
+
+
+def make_cfg(tmp: Path, kinds: tuple[str, ...] = ("evse", "locker")) -> StationConfig:
+    return parse_config(
+        {
+            "station": {"id": "test-1", "data_dir": str(tmp)},
+            "timers": {"tick_s": 0.05, "lease_s": 1.0},
+            "tariff": {"per_kwh": 0.5, "per_session": 1.0},
+            "buses": [{"id": "bus1", "port": "/dev/null"}],
+            "bays": [
+                {"id": f"b{i + 1}", "connector": i + 1, "kind": k, "bus": "bus1", "address": i + 1}
+                for i, k in enumerate(kinds)
+            ],
+        }
+    )
+
+
+class Rig:
+    def __init__(self, station: Station, hub: FakeHub, journal: Journal) -> None:
+        self.station, self.hub, self.journal = station, hub, journal
+        self.updates = station.subscribe()
+
+    async def until(
+        self, bay_id: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        snap = self.station.bay_snapshot(self.station.bays[bay_id])
+        async with asyncio.timeout(timeout):
+            while not pred(snap):
+                msg = await self.updates.get()
+                if msg["type"] == "bay" and msg["bay"]["id"] == bay_id:
+                    snap = msg["bay"]
+        return snap
+
+    async def status(self, bay_id: str, status: str, timeout: float = 5.0) -> dict[str, Any]:
+        return await self.until(bay_id, lambda s: s["status"] == status, timeout)
+
+    async def energy(self, bay_id: str, wh: int) -> dict[str, Any]:
+        return await self.until(
+            bay_id, lambda s: bool(s["session"]) and s["session"]["energy_wh"] == wh
+        )
+
+
+@contextlib.asynccontextmanager
+async def running(tmp: Path, kinds: tuple[str, ...] = ("evse", "locker")) -> AsyncIterator[Rig]:
+    cfg = make_cfg(tmp, kinds)
+    journal = await Journal.open(tmp / "journal.sqlite3")
+    hub = FakeHub()
+    station = Station(cfg, journal, hubs={"bus1": hub})
+    station.authorizer.add(free_vend_step())
+    await station.restore()
+    task = asyncio.create_task(station.run())
+    try:
+        await asyncio.wait_for(hub.running.wait(), 5)
+        yield Rig(station, hub, journal)
+    finally:
+        station.request_stop("test")
+        await asyncio.wait_for(task, 5)
+        await journal.close()
+
+
+async def test_evse_session_end_to_end(tmp_path: Path) -> None:
+    async with running(tmp_path) as rig:
+        hub, st = rig.hub, rig.station
+        hub.telemetry("b1", energy_wh=1000, pilot=PilotState.B)
+        await rig.status("b1", "Available")
+        out = await st.present_token("b1", "CARD-1")
+        assert out.ok and out.session_id
+        relay, amps, lease = await hub.nodes["b1"].wait_output(lambda o: o[0])
+        assert (relay, amps, lease) == (True, 16.0, 1.0)
+        hub.telemetry("b1", current_a=16, energy_wh=1000, relay_on=True, pilot=PilotState.C)
+        await rig.status("b1", "Charging")
+        hub.telemetry("b1", current_a=16, energy_wh=3500, relay_on=True, pilot=PilotState.C)
+        await rig.energy("b1", 2500)
+        stop = await st.present_token("b1", "CARD-1")  # same card again stops it
+        assert stop.ok and stop.code == "stopped"
+        await hub.nodes["b1"].wait_output(lambda o: not o[0])
+        row = await rig.journal.session(out.session_id)
+        assert row is not None
+        assert row["state"] == "closed" and row["energy_wh"] == 2500
+        assert row["meter_start_wh"] == 1000 and row["meter_stop_wh"] == 3500
+        assert row["stop_reason"] == "Local"
+        assert row["cost"] == pytest.approx(1.0 + 0.5 * 2.5)
+        outbox = await rig.journal.query("SELECT action, payload FROM outbox ORDER BY id")
+        assert [o["action"] for o in outbox] == ["StartTransaction", "StopTransaction"]
+        assert json.loads(outbox[1]["payload"])["meterStop"] == 3500
+
+
+async def test_refusals_are_clear(tmp_path: Path) -> None:
+    async with running(tmp_path) as rig:
+        st = rig.station
+        out = await st.present_token("b1", "X")  # node never spoke: faulted
+        assert not out.ok and out.code == "bay_faulted"
+        with pytest.raises(UnknownBay):
+            await st.present_token("nope", "X")
+        with pytest.raises(UnknownSession):
+            await st.stop_session("does-not-exist", StopReason.LOCAL)
+        rig.hub.telemetry("unknown-node", energy_wh=5)  # logged, ignored
+        rig.hub.telemetry("b1")
+        await rig.status("b1", "Available")
+        assert (await st.present_token("b1", "A")).ok
+        busy = await st.present_token("b1", "B")
+        assert not busy.ok and busy.code == "bay_in_use"
+
+
+async def test_journal_unwritable_refuses_new_sessions_keeps_running_one(tmp_path: Path) -> None:
+    async with running(tmp_path) as rig:
+        st, hub = rig.station, rig.hub
+        hub.telemetry("b1")
+        hub.telemetry("b2", door_closed=True)
+        await rig.status("b1", "Available")
+        await rig.status("b2", "Available")
+        first = await st.present_token("b1", "A")
+        assert first.ok
+        await rig.journal._w.execute("PRAGMA query_only=ON")  # the disk turned read-only
+        out = await st.present_token("b2", "B")
+        assert not out.ok
+        assert "journal" in st.blockers
+        assert st.bays["b1"].state.session is not None  # the running session is kept
+        await rig.journal._w.execute("PRAGMA query_only=OFF")
+
+
+async def test_node_offline_faults_bay_and_keeps_session(tmp_path: Path) -> None:
+    async with running(tmp_path) as rig:
+        st, hub = rig.station, rig.hub
+        hub.telemetry("b1", pilot=PilotState.B)
+        await rig.status("b1", "Available")
+        out = await st.present_token("b1", "A")
+        hub.emit(NodeLink("b1", 0.0, online=False, reason="heartbeat lost"))
+        await rig.status("b1", "Faulted")
+        assert st.bays["b1"].state.session is not None
+        hub.telemetry("b1", current_a=10, energy_wh=10, relay_on=True, pilot=PilotState.C)
+        await rig.status("b1", "Charging")
+        row = await rig.journal.session(out.session_id or "")
+        assert row is not None and row["state"] == "open"
+
+
+async def test_locker_flow_commands_lock(tmp_path: Path) -> None:
+    async with running(tmp_path, ("locker",)) as rig:
+        st, hub = rig.station, rig.hub
+        hub.telemetry("b1", door_closed=True, locked=True)
+        await rig.status("b1", "Available")
+        out = await st.present_token("b1", "BIKE")
+        assert out.ok
+        node = hub.nodes["b1"]
+        async with asyncio.timeout(5):
+            while not node.locks:
+                node.changed.clear()
+                await node.changed.wait()
+        assert node.locks[-1] is False
+
+
+@pytest.mark.parametrize(("relay_on", "expected"), [(True, "open"), (False, "closed")])
+async def test_recovery_resumes_or_closes(tmp_path: Path, relay_on: bool, expected: str) -> None:
+    async with running(tmp_path) as rig:
+        rig.hub.telemetry("b1", pilot=PilotState.C, energy_wh=100)
+        await rig.status("b1", "Available")
+        out = await rig.station.present_token("b1", "A")
+        rig.hub.telemetry("b1", current_a=10, energy_wh=400, relay_on=True, pilot=PilotState.C)
+        await rig.energy("b1", 300)
+    sid = out.session_id
+    assert sid
+    # Restart on the same journal: the node reports whether it kept charging.
+    async with running(tmp_path) as rig:
+        assert rig.station.bays["b1"].state.session is not None
+        rig.hub.telemetry(
+            "b1",
+            current_a=10 if relay_on else 0,
+            energy_wh=900,
+            relay_on=relay_on,
+            pilot=PilotState.C,
+        )
+        await rig.status("b1", "Charging" if relay_on else "Finishing")
+        row = await rig.journal.session(sid)
+        assert row is not None and row["state"] == expected
+        if not relay_on:
+            assert row["stop_reason"] == "Reboot"  # the previous stop was clean
+            assert row["meter_stop_wh"] == 900 and row["energy_wh"] == 800
+        sessions = await rig.journal.sessions()
+        assert len(sessions) == 1
