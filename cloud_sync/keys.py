@@ -104,13 +104,13 @@ DEFS: dict[str, KeyDef] = {d.name: d for d in _DEFS}
 
 
 class ConfigKeys:
-    """The current key values; ``changed`` is set on every accepted change."""
+    """The current key values; :meth:`wait_changed` wakes on every accepted change."""
 
     def __init__(self, journal: Journal, *, fixed: dict[str, str] | None = None) -> None:
         self._journal = journal
         self._fixed = dict(fixed or {})  # read-only facts of this station (NumberOfConnectors …)
         self._values: dict[str, str] = {}
-        self.changed = asyncio.Event()
+        self._changed = asyncio.Event()
 
     async def load(self, initial: dict[str, str] | None = None) -> None:
         """Defaults, then the config's ``keys``, then what the CSMS changed (persisted)."""
@@ -165,4 +165,14 @@ class ConfigKeys:
         stored[name] = value
         await self._journal.kv_set(KV_KEY, stored)
         self._values[name] = value
-        self.changed.set()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_changed(self, timeout_s: float) -> bool:
+        """Wait until a key changes (True) or ``timeout_s`` passes (False)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._changed.wait()
+        except TimeoutError:
+            return False
+        return True

@@ -79,7 +79,7 @@ async def run_station(
     station = await open_station(cfg, hubs=hubs)
     for name, svc in services or []:
         station.add_service(name, svc)
-    notifier = Notifier()
+    notifier = Notifier.from_env(unset_environment=True)
     interval = watchdog_interval()
     if interval is not None:
         station.add_service(

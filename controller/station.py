@@ -68,6 +68,7 @@ from controller.ports import (
     NodeTelemetry,
     NodeUpdate,
 )
+from controller.safety import SafeMode
 
 log = structlog.get_logger(__name__)
 
@@ -160,12 +161,14 @@ class Station:
         self._services: list[tuple[str, Service]] = []
         self._started = asyncio.Event()
         self.setpoint_provider: Callable[[BayRuntime], float] = lambda rt: rt.cfg.max_current_a
-        self.blockers: dict[str, str] = {}  # cause -> message; any blocker refuses new sessions
+        self.safe = SafeMode()
+        self.stop_input_pressed = False
         self.started_at = time.monotonic()
         self.dropped_updates = 0
         self.clean_restart = False
         self.exit_code = 0
         self._stop_requested = asyncio.Event()
+        self._bg: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ setup
 
@@ -238,6 +241,8 @@ class Station:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
+        if self._bg:
+            await asyncio.gather(*self._bg, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._flush_samples()
         with contextlib.suppress(Exception):
@@ -671,21 +676,66 @@ class Station:
     async def clear_fault(self, bay_id: str, *, actor: str = "owner") -> None:
         await self.apply(bay_id, FaultCleared(), actor=actor)
 
-    # ------------------------------------------------------------------ safety blockers
+    # ------------------------------------------------------------------ safe mode
+
+    @property
+    def blockers(self) -> dict[str, str]:
+        """Safe-mode causes that refuse new sessions (cause -> message)."""
+        return self.safe.refusing
 
     def _block(self, cause: str, message: str) -> None:
-        if cause not in self.blockers:
-            self.blockers[cause] = message
-            log.error("station.blocked", cause=cause, message=message)
+        entry = self.safe.enter(cause, message, self.clock.wall())
+        if entry is not None:
+            log.error("safe_mode.entered", cause=cause, message=message)
+            self._spawn_audit("safe_mode_entered", "station", {"cause": cause, "message": message})
             self._publish({"type": "station", "station": self.station_snapshot()})
 
-    def _unblock(self, cause: str) -> None:
-        if self.blockers.pop(cause, None) is not None:
-            log.info("station.unblocked", cause=cause)
-            self._publish({"type": "station", "station": self.station_snapshot()})
+    def _unblock(self, cause: str, *, actor: str = "station", owner: bool = False) -> bool:
+        entry = self.safe.leave(cause, owner=owner)
+        if entry is None:
+            return False
+        log.info("safe_mode.left", cause=cause, actor=actor)
+        self._spawn_audit("safe_mode_left", actor, {"cause": cause})
+        self._publish({"type": "station", "station": self.station_snapshot()})
+        return True
 
     block = _block
     unblock = _unblock
+
+    def _spawn_audit(self, kind: str, actor: str, detail: dict[str, Any]) -> None:
+        # Safe-mode changes happen inside callbacks and transitions; the audit row
+        # is written by its own small task (kept, so nothing is orphaned).
+        if kind == "safe_mode_entered" and detail.get("cause") == "journal":
+            return  # cannot be journaled; the log line stands for it
+        task = asyncio.get_running_loop().create_task(self._audit(kind, actor, detail))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def settle(self) -> None:
+        """Wait for background audit writes (tests, shutdown)."""
+        while self._bg:
+            await asyncio.gather(*list(self._bg), return_exceptions=True)
+
+    async def emergency_stop(self, pressed: bool) -> None:
+        """The emergency-stop input changed. Pressed: all relays off, all sessions stopped, latched."""
+        self.stop_input_pressed = pressed
+        if not pressed:
+            log.info("emergency_stop.released", note="latched until an owner clears it")
+            self._publish({"type": "station", "station": self.station_snapshot()})
+            return
+        self._block("emergency_stop", "Emergency stop: the station is stopped.")
+        for bay_id in list(self.bays):
+            await self.apply(bay_id, FaultRaised("emergency_stop"), actor="emergency_stop")
+
+    async def clear_emergency_stop(self, *, actor: str) -> Outcome:
+        if self.stop_input_pressed:
+            return Outcome(False, "still_pressed", "Release the emergency stop first.")
+        if not self._unblock("emergency_stop", actor=actor, owner=True):
+            return Outcome(False, "not_active", "No emergency stop to clear.")
+        for bay_id, rt in self.bays.items():
+            if rt.state.fault == "emergency_stop":
+                await self.apply(bay_id, FaultCleared(), actor=actor)
+        return Outcome(True, "cleared", "Emergency stop cleared.")
 
     async def _audit(self, kind: str, actor: str, detail: dict[str, Any]) -> None:
         try:
@@ -786,6 +836,8 @@ class Station:
             "id": self.cfg.station.id,
             "name": self.cfg.station.name,
             "blocked": dict(self.blockers),
+            "safe_mode": self.safe.snapshot(),
+            "emergency_stop_pressed": self.stop_input_pressed,
             "accepting_sessions": not self.blockers,
             "bays": len(self.bays),
             "uptime_s": round(time.monotonic() - self.started_at, 1),

@@ -72,7 +72,7 @@ def tok(token: str = "CARD1", sid: str = "s1", **kw: object) -> TokenPresented:
 
 def test_evse_full_session() -> None:
     s = online(BayKind.EVSE, meter_wh=1000)
-    s, (e1, e2, e3, e4, e5) = run(
+    s, (_, e2, e3, _, e5) = run(
         s,
         (0, Telemetry(0, 0, 1000, PilotState.B)),
         (1, tok()),

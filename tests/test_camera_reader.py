@@ -61,18 +61,26 @@ class WatchedDecoder:
         self.name = inner.name
         self.calls = Counter()
         self.hits = Counter()
+        self._hit_at_call: list[int] = []  # call number of each hit (decode thread)
+        self._n_calls = 0
 
     def decode(self, image: Image) -> list[str]:
         texts = self.inner.decode(image)
+        self._n_calls += 1
         if texts:
+            self._hit_at_call.append(self._n_calls)
             self.hits.bump()
         self.calls.bump()
         return texts
 
     async def settled_after_hits(self, n: int) -> None:
-        """Hit n has been decoded *and published* (its publish precedes the call count n+1)."""
+        """Hit n has been decoded *and published*.
+
+        The reader schedules a frame's publish before it decodes the next
+        frame, so once the loop has seen the call after hit n, publish n ran.
+        """
         await self.hits.reach(n)
-        await self.calls.reach(self.calls.n + 1)
+        await self.calls.reach(self._hit_at_call[n - 1] + 1)
 
 
 @asynccontextmanager

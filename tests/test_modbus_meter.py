@@ -130,7 +130,7 @@ async def running() -> AsyncIterator[tuple[MeterSimulator, ModbusMeter, Readings
 async def test_silent_meter_fails_then_recovers(
     running: tuple[MeterSimulator, ModbusMeter, Readings], caplog: pytest.LogCaptureFixture
 ) -> None:
-    sim, meter, readings = running
+    sim, _meter, readings = running
     caplog.set_level(logging.INFO, logger="drivers.modbus.meter")
     first = await readings.next()
     assert first.freshness is Freshness.FRESH and first.sample is not None and first.meter == "grid"
@@ -355,7 +355,7 @@ def test_meter_config() -> None:
         MeterConfig.model_validate(
             {"name": "g", "map": "nope", "bus": {"transport": "tcp", "host": "h"}}
         )
-    with pytest.raises(ValueError, match="unit_id must be 1..247"):
+    with pytest.raises(ValueError, match=r"unit_id must be 1\.\.247"):
         MeterConfig.model_validate(
             {"name": "g", "map": "em24", "unit_id": 0, "bus": {"transport": "rtu", "device": "d"}}
         )

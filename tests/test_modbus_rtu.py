@@ -62,8 +62,9 @@ async def test_rtu_round_trip_and_silence(pty_pair: tuple[str, str], map_name: s
             s = await meter.poll_once()
             assert s.current_a[0] == pytest.approx(8.0, abs=0.002)
             assert s.power_total_w == pytest.approx(
-                sum(v * i for v, i in zip(s.voltage_v, (8.0, 4.0, 2.0), strict=True)), abs=0.5
-            )  # type: ignore[misc, operator]
+                sum((v or 0.0) * i for v, i in zip(s.voltage_v, (8.0, 4.0, 2.0), strict=True)),
+                abs=0.5,
+            )
             assert max(c for _, _, c in sim.requests) <= sim.map.max_registers
             sim.set_fault(Fault.SILENT)
             with pytest.raises(DriverTimeout):

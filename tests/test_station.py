@@ -197,3 +197,29 @@ async def test_recovery_resumes_or_closes(tmp_path: Path, relay_on: bool, expect
             assert row["meter_stop_wh"] == 900 and row["energy_wh"] == 800
         sessions = await rig.journal.sessions()
         assert len(sessions) == 1
+
+
+async def test_emergency_stop_latched_until_owner_clears(tmp_path: Path) -> None:
+    async with running(tmp_path) as rig:
+        st, hub = rig.station, rig.hub
+        hub.telemetry("b1", pilot=PilotState.C)
+        hub.telemetry("b2", door_closed=True)
+        await rig.status("b1", "Available")
+        await rig.status("b2", "Available")
+        out = await st.present_token("b1", "A")
+        await st.emergency_stop(True)
+        row = await rig.journal.session(out.session_id or "")
+        assert row is not None and row["stop_reason"] == "EmergencyStop"
+        await hub.nodes["b1"].wait_output(lambda o: not o[0])
+        refused = await st.present_token("b2", "B")
+        assert not refused.ok and refused.code == "blocked_emergency_stop"
+        assert (await st.clear_emergency_stop(actor="owner")).code == "still_pressed"
+        await st.emergency_stop(False)
+        assert "emergency_stop" in st.blockers  # latched after release
+        assert (await st.clear_emergency_stop(actor="owner")).ok
+        await rig.status("b2", "Available")
+        assert (await st.present_token("b2", "B")).ok
+        await st.settle()
+        audit = await rig.journal.audit_log()
+        kinds = [a["kind"] for a in audit]
+        assert "safe_mode_entered" in kinds and "safe_mode_left" in kinds

@@ -254,8 +254,8 @@ _MDWE_PROBE = textwrap.dedent(
             print("FAIL", name, type(exc).__name__, exc)
         else:
             ok.append(name)
-    import numpy, cv2
     if "cv2" in ok:
+        import numpy, cv2
         cv2.QRCodeDetector().detectAndDecode(numpy.zeros((64, 64, 3), numpy.uint8))
     if "argon2" in ok:
         importlib.import_module("argon2").PasswordHasher().hash("x")

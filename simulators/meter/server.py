@@ -313,7 +313,7 @@ class MeterSimulator:
     async def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> MeterSimulator:
         await self.start()

@@ -1,0 +1,155 @@
+"""API: session history (filters, pagination), detail with events, stop, CSV export, monthly stats."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response, StreamingResponse
+
+from controller.bay import StopReason
+from controller.station import UnknownSession
+from local_ui import history
+from local_ui.accounts import User
+from local_ui.api_bays import _ERRORS, _plain
+from local_ui.charts import monthly_svg
+from local_ui.context import OPERATE, READ, UiContext, audit_actor, check_csrf, ready_ctx, require
+from local_ui.errors import ApiError
+from local_ui.schemas import OutcomeOut, Page
+from local_ui.views import session_view
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=_ERRORS)
+
+StopReasonName = Literal[tuple(r.value for r in StopReason)]  # type: ignore[valid-type]
+
+
+def session_filter(
+    since: dt.datetime | None = Query(None, description="ISO date/time (local if naive), inclusive"),
+    until: dt.datetime | None = Query(None, description="ISO date/time, exclusive"),
+    bay_id: str | None = Query(None, max_length=32),
+    mode: Literal["standard", "eco", "boost", "solar"] | None = None,
+    stop_reason: StopReasonName | None = None,
+    outcome: Literal["success", "error"] | None = None,
+    state: Literal["open", "closed"] | None = None,
+) -> history.SessionFilter:
+    if since is not None and until is not None and _ts(until) <= _ts(since):
+        raise ApiError(422, "invalid_request", "until must be after since.")
+    return history.SessionFilter(since, until, bay_id, mode, stop_reason, outcome, state)
+
+
+def _ts(d: dt.datetime) -> float:
+    return (d if d.tzinfo else d.astimezone()).timestamp()
+
+
+@router.get("/sessions", tags=["sessions"], response_model=Page)
+async def list_sessions(
+    f: history.SessionFilter = Depends(session_filter),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=10_000_000),
+    ctx: UiContext = Depends(ready_ctx),
+    user: User = Depends(require(READ)),
+) -> Page:
+    """Sessions, newest first, with the total count of the filtered set."""
+    total, rows = await history.page(ctx.station.journal, f, limit, offset)
+    items = []
+    for r in rows:
+        v = session_view(r)
+        v["outcome"] = history.outcome_of(r.get("stop_reason"))
+        items.append(v)
+    return Page(total=total, limit=limit, offset=offset, items=items)
+
+
+@router.get("/sessions.csv", tags=["sessions"], response_class=StreamingResponse)
+async def sessions_csv(
+    f: history.SessionFilter = Depends(session_filter),
+    ctx: UiContext = Depends(ready_ctx),
+    user: User = Depends(require(READ)),
+) -> StreamingResponse:
+    """UTF-8 CSV of the filtered sessions (oldest first), with a header row."""
+    name = f"sessions-{ctx.station.cfg.station.id}-{dt.date.today().isoformat()}.csv"
+    return StreamingResponse(
+        history.csv_chunks(ctx.station.journal, f),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/sessions/{session_id}", tags=["sessions"])
+async def session_detail(
+    session_id: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))
+) -> dict[str, Any]:
+    """One session with its events, oldest first."""
+    row = await ctx.station.journal.session(session_id)
+    if row is None:
+        raise ApiError(404, "unknown_session", f"There is no session {session_id!r}.")
+    view = session_view(row)
+    view["outcome"] = history.outcome_of(row.get("stop_reason"))
+    view["events"] = await ctx.station.journal.events(session_id=session_id, limit=1000)
+    return view
+
+
+@router.post("/sessions/{session_id}/stop", tags=["sessions"], response_model=OutcomeOut)
+async def stop_session(
+    session_id: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OPERATE))
+) -> OutcomeOut:
+    """Stop a running session (stop reason ``Owner``); 409 if it has already ended."""
+    if len(session_id) > 64:
+        raise ApiError(404, "unknown_session", "There is no such session.")
+    try:
+        out = await ctx.station.stop_session(
+            session_id, StopReason.OWNER, actor=audit_actor(user)
+        )
+    except UnknownSession:
+        raise ApiError(404, "unknown_session", f"There is no session {session_id!r}.") from None
+    if not out.ok:
+        raise ApiError(409, out.code, out.message)
+    return OutcomeOut(**_plain(out))
+
+
+async def _stats(
+    ctx: UiContext, months: int, bay_id: str | None, until: dt.datetime | None
+) -> dict[str, Any]:
+    end = until.date() if until else dt.date.today()
+    since = dt.datetime.combine(history.month_start(end, months - 1), dt.time())
+    rows = await history.monthly(ctx.station.journal, since, until, bay_id)
+    t = ctx.station.cfg.tariff
+    kwh = round(sum(r["energy_kwh"] for r in rows), 3)
+    n = sum(r["sessions"] for r in rows)
+    tariff_missing = t.per_kwh == 0 and t.per_minute == 0 and t.per_session == 0
+    return {
+        "months": rows,
+        "trend_kwh": history.trend([r["energy_kwh"] for r in rows]),
+        "totals": {
+            "energy_kwh": kwh,
+            "sessions": n,
+            "avg_kwh_per_session": round(kwh / n, 3) if n else 0.0,
+            "cost": None if tariff_missing else round(sum(r["cost"] for r in rows), 2),
+            "currency": t.currency,
+        },
+        "tariff_missing": tariff_missing,
+    }
+
+
+@router.get("/stats/monthly", tags=["sessions"])
+async def stats_monthly(
+    months: int = Query(12, ge=1, le=120),
+    bay_id: str | None = Query(None, max_length=32),
+    until: dt.datetime | None = None,
+    ctx: UiContext = Depends(ready_ctx),
+    user: User = Depends(require(READ)),
+) -> dict[str, Any]:
+    """kWh, sessions and cost per month (closed sessions), a trend line and the totals."""
+    return await _stats(ctx, months, bay_id, until)
+
+
+@router.get("/stats/monthly.svg", tags=["sessions"], response_class=Response)
+async def stats_monthly_svg(
+    months: int = Query(12, ge=1, le=120),
+    bay_id: str | None = Query(None, max_length=32),
+    ctx: UiContext = Depends(ready_ctx),
+    user: User = Depends(require(READ)),
+) -> Response:
+    """The monthly kWh bar chart with its trend line, as SVG."""
+    s = await _stats(ctx, months, bay_id, None)
+    return Response(monthly_svg(s["months"], s["trend_kwh"]), media_type="image/svg+xml")
