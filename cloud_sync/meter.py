@@ -27,7 +27,9 @@ log = structlog.get_logger(__name__)
 PHASES = ("L1", "L2", "L3")
 
 
-def _sv(value: float | int, measurand: str, unit: str, context: str, phase: str | None = None) -> dict[str, Any]:
+def _sv(
+    value: float | int, measurand: str, unit: str, context: str, phase: str | None = None
+) -> dict[str, Any]:
     v: dict[str, Any] = {
         "value": str(int(value)) if isinstance(value, int) else f"{value:.1f}",
         "context": context,
@@ -100,7 +102,11 @@ class MeterService:
             if rt.state.session is None or tel is None:
                 continue
             values = sampled_values(
-                tel, measurands, phases=bay_phases(rt), context=context, offered_a=rt.state.setpoint_a
+                tel,
+                measurands,
+                phases=bay_phases(rt),
+                context=context,
+                offered_a=rt.state.setpoint_a,
             )
             if not values:
                 continue
@@ -149,7 +155,9 @@ class MeterService:
                 continue
             await self.station.clock.sleep(interval)
             try:
-                await self.sample_sessions("Sample.Periodic", self.keys.get_list("MeterValuesSampledData"))
+                await self.sample_sessions(
+                    "Sample.Periodic", self.keys.get_list("MeterValuesSampledData")
+                )
             except Exception:
                 log.exception("ocpp.meter_sample_failed")
 

@@ -175,8 +175,16 @@ class OutboxSender:
         if attempts >= limit:
             await self._give_up(row, text)
             return
-        retry_at = self.clock.wall() + self.keys.get_int("TransactionMessageRetryInterval") * attempts
-        log.warning("ocpp.tx_message_error", id=row["id"], action=row["action"], attempts=attempts, error=text)
+        retry_at = (
+            self.clock.wall() + self.keys.get_int("TransactionMessageRetryInterval") * attempts
+        )
+        log.warning(
+            "ocpp.tx_message_error",
+            id=row["id"],
+            action=row["action"],
+            attempts=attempts,
+            error=text,
+        )
         await self.journal.outbox_failed(
             row["id"], self.clock.wall(), text, give_up=False, retry_at=retry_at
         )

@@ -16,6 +16,7 @@ the period (or of the bay) at 230 V.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable
@@ -105,7 +106,7 @@ def check(p: Profile, *, max_stack: int, max_periods: int) -> str | None:
     if p.periods[0].start_s != 0:
         return "the first period must start at 0"
     starts = [q.start_s for q in p.periods]
-    if any(b <= a for a, b in zip(starts, starts[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(starts)):
         return "period starts must ascend"
     if any(q.limit < 0 for q in p.periods):
         return "negative limit"
@@ -172,7 +173,9 @@ def to_amps(limit: float, unit: str, phases: int) -> float:
     return limit if unit == "A" else limit / (VOLTAGE_V * max(1, phases))
 
 
-def _winner(profiles: Iterable[Profile], t: float, tx_start: float | None) -> tuple[Profile, Period] | None:
+def _winner(
+    profiles: Iterable[Profile], t: float, tx_start: float | None
+) -> tuple[Profile, Period] | None:
     for p in sorted(profiles, key=lambda q: -q.stack_level):
         period = limit_at(p, t, tx_start)
         if period is not None:
@@ -213,7 +216,11 @@ def connector_limit_a(
                     for p in ps
                     if p.purpose == TX
                     and p.connector == ctx.connector
-                    and (p.transaction_id is None or ctx.tx_id is None or p.transaction_id == ctx.tx_id)
+                    and (
+                        p.transaction_id is None
+                        or ctx.tx_id is None
+                        or p.transaction_id == ctx.tx_id
+                    )
                 ),
                 t,
                 ctx.tx_start,
@@ -258,7 +265,7 @@ def composite(
         value = amps if unit == "A" else amps * VOLTAGE_V * phases
         value = round(value, 1)
         if not out or out[-1][1] != value:
-            out.append((int(round(t - start)), value))
+            out.append((round(t - start), value))
         changes = [c for p in ps if (c := next_change(p, t, ctx.tx_start)) is not None]
         t = min([*changes, end])
     return out
@@ -296,7 +303,11 @@ class ProfileStore:
             q.id
             for q in self.profiles.values()
             if q.id == p.id
-            or (q.purpose == p.purpose and q.stack_level == p.stack_level and q.connector == p.connector)
+            or (
+                q.purpose == p.purpose
+                and q.stack_level == p.stack_level
+                and q.connector == p.connector
+            )
         ]
         if len(self.profiles) - len(replaced) >= self.max_installed:
             return "too many profiles installed"

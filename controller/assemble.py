@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
@@ -25,6 +25,15 @@ from controller.station import Station
 log = structlog.get_logger(__name__)
 
 JOURNAL_FILE = "journal.sqlite3"
+
+
+def _bind(
+    make: Callable[[Station], Awaitable[None]], station: Station
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def run() -> None:
+        await make(station)
+
+    return run
 
 
 def build_authorizer(cfg: StationConfig) -> Authorizer:
@@ -62,9 +71,11 @@ async def open_station(
         ext.attach(station)
     if cfg.auth.free_vend:
         station.authorizer.add(free_vend_step())
-    if http:
+    if http and "http" in registry.names(registry.SERVICES):
         serve = registry.load(registry.SERVICES, "http")(station)
         station.add_service("http", serve)
+    elif http:
+        log.warning("station.no_http", note="the local_ui package is not installed")
     return station
 
 
@@ -72,14 +83,19 @@ async def run_station(
     cfg: StationConfig,
     *,
     hubs: dict[str, NodeHub] | None = None,
-    services: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] | None = None,
+    station_services: Sequence[tuple[str, Callable[[Station], Awaitable[None]]]] = (),
     station_ready: Callable[[Station], None] | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT or a reset; returns the process exit code."""
+    """Run until SIGTERM/SIGINT or a reset; returns the process exit code.
+
+    ``station_services`` are extra long-running coroutines (the simulators'
+    helpers, for instance) started in the station's TaskGroup.
+    """
     station = await open_station(cfg, hubs=hubs)
-    for name, svc in services or []:
-        station.add_service(name, svc)
+    for name, make in station_services:
+        station.add_service(name, _bind(make, station))
     notifier = Notifier.from_env(unset_environment=True)
+    station.stop_listeners.append(notifier.stopping)
     interval = watchdog_interval()
     if interval is not None:
         station.add_service(
@@ -99,6 +115,5 @@ async def run_station(
     try:
         await station.run(on_ready=ready)
     finally:
-        notifier.stopping()
         await station.journal.close()
     return station.exit_code

@@ -12,10 +12,12 @@ How the station uses it (``edge-station.service`` is ``Type=notify`` with
     notifier = Notifier.from_env()
     async with asyncio.TaskGroup() as tg:
         ...open the journal, start the drivers and the HTTP UI...
-        notifier.ready()  # once; systemd then starts the kiosk
         if (interval := watchdog_interval()) is not None:
             tg.create_task(watchdog_loop(notifier, interval, supervisor.healthy))
-    notifier.stopping()  # on SIGTERM, before the orderly shutdown
+        notifier.ready()  # once; systemd then starts the kiosk
+        await stop_requested.wait()  # set by the SIGTERM handler
+        notifier.stopping()  # before the orderly shutdown, not after it
+        ...park the bays, close the journal, cancel the group's tasks...
 
 The watchdog pings come from the event loop itself: a loop that is blocked
 (or a supervisor that reports itself unhealthy) stops pinging, and systemd

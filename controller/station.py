@@ -73,6 +73,7 @@ from controller.safety import SafeMode
 log = structlog.get_logger(__name__)
 
 CHECKPOINT_S = 30.0
+EXIT_RESTART = 75
 SAMPLE_FLUSH_S = 2.0
 Service = Callable[[], Coroutine[Any, Any, None]]
 
@@ -168,6 +169,7 @@ class Station:
         self.clean_restart = False
         self.exit_code = 0
         self._stop_requested = asyncio.Event()
+        self.stop_listeners: list[Callable[[], None]] = []
         self._bg: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ setup
@@ -659,9 +661,14 @@ class Station:
             return sess.session_id
 
     def request_stop(self, reason: str, exit_code: int = 0) -> None:
-        """Ask the supervisor to stop (SIGTERM, soft or hard reset). Open sessions stay open."""
+        """Ask the supervisor to stop (SIGTERM, soft or hard reset). Open sessions stay open.
+
+        A reset passes ``EXIT_RESTART`` (75): the unit restarts on it without logging a failure.
+        """
         log.info("station.stop_requested", reason=reason)
         self.exit_code = exit_code
+        for listener in self.stop_listeners:
+            listener()
         self._stop_requested.set()
 
     async def _watch_stop(self) -> None:

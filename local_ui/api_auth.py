@@ -62,8 +62,10 @@ async def auth_status(
 @router.get("/csrf")
 async def csrf(request: Request, response: Response) -> dict[str, str]:
     """The double-submit token (also set as the ``es_csrf`` cookie on every page)."""
-    token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
-    response.set_cookie(CSRF_COOKIE, token, samesite="strict", path="/")
+    token = request.cookies.get(CSRF_COOKIE) or request.scope.get("state", {}).get("csrf_new")
+    if not token:
+        token = secrets.token_urlsafe(24)
+        response.set_cookie(CSRF_COOKIE, token, samesite="strict", path="/")
     return {"csrf_token": token, "header": "X-CSRF-Token"}
 
 

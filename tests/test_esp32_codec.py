@@ -192,7 +192,7 @@ _deci = st.integers(0, 65535).map(lambda n: n / 10)
 _milli = st.integers(0, 2**32 - 1).map(lambda n: n / 1000)
 _centi = st.integers(0, 65535).map(lambda n: n / 100)
 _u16 = st.integers(0, 0xFFFF)
-_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
+_text = st.text(st.characters(codec="utf-8"), max_size=8)
 
 messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Heartbeat, st.integers(0, 2**32 - 1)),

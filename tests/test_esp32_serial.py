@@ -71,6 +71,12 @@ def event(node_id: str, kind: NodeEventKind) -> Callable[[NodeUpdate], bool]:
     return lambda u: isinstance(u, NodeEvent) and u.node_id == node_id and u.kind is kind
 
 
+def telemetry(node_id: str, setpoint_a: float) -> Callable[[NodeUpdate], bool]:
+    return lambda u: (
+        isinstance(u, NodeTelemetry) and u.node_id == node_id and u.setpoint_a == setpoint_a
+    )
+
+
 def configs(n: int, safe_a: float = 6.0, host_timeout_s: float = 5.0) -> list[NodeConfig]:
     return [NodeConfig(f"bay{i}", i, safe_a, host_timeout_s, 0.1) for i in range(1, n + 1)]
 
@@ -272,13 +278,7 @@ async def test_several_nodes_share_one_bus(tmp_path: Path) -> None:
             10.0,
         ]
         for i in range(1, 5):
-            await sink.wait_for(
-                lambda u, i=i: (
-                    isinstance(u, NodeTelemetry)
-                    and u.node_id == f"bay{i}"
-                    and u.setpoint_a == 6.0 + i
-                )
-            )
+            await sink.wait_for(telemetry(f"bay{i}", setpoint_a=6.0 + i))
 
 
 async def test_unknown_address_is_counted_and_logged_once(tmp_path: Path) -> None:
@@ -292,7 +292,7 @@ async def test_unknown_address_is_counted_and_logged_once(tmp_path: Path) -> Non
 
 
 async def test_rejections_are_permanent_errors(tmp_path: Path) -> None:
-    async with running(tmp_path, specs(1), configs(1), QUIET) as (bus, hub, sink):
+    async with running(tmp_path, specs(1), configs(1), QUIET) as (bus, hub, _):
         with pytest.raises(CommandRejected) as info:
             await hub.node("bay1").set_lock(locked=True)  # an EVSE without a lock
         assert info.value.status is AckStatus.UNSUPPORTED

@@ -399,3 +399,12 @@ def test_faulted_bay_gets_zero_and_decision_says_why() -> None:
     a = run(topo(), [on("b0", faulted=True)], prev={"b0": 10})
     assert sp(a)["b0"] == 0
     assert a.decisions[0].reason is Reason.FAULTED and a.decisions[0].old_a == 10
+
+
+def test_main_reserve_is_kept_free_while_metered() -> None:
+    t = topo(main=32, main_reserve_a=4, main_guaranteed_headroom_a=16)
+    a = run(t, [on("b0"), on("b1")])
+    assert sp(a) == {"b0": 14, "b1": 14, "b2": 0}
+    assert a.ev_budget_a["main:L1"] == 28
+    failed = run(t, [on("b0"), on("b1")], fresh=FAILED, prev={"b0": 14, "b1": 14})
+    assert sp(failed) == {"b0": 8, "b1": 8, "b2": 0}

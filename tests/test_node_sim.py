@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.ports import NodeEventKind, NodeTelemetry, NodeUpdate, PilotState
+from controller.ports import NodeEventKind, NodeLink, NodeTelemetry, NodeUpdate, PilotState
 from drivers.esp32.messages import (
     FLAG_MORE,
     Ack,
@@ -26,6 +26,16 @@ from drivers.esp32.messages import (
 from drivers.esp32.serial_hub import HubTiming, NodeConfig, SerialNodeHub
 from simulators.esp32_node import SimNode, SimulatedBus, specs
 from simulators.esp32_node.control import SOCKET_NAME, arequest, serve
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def is_link(path: str) -> bool:
+    return os.path.islink(path)
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(path)
 
 
 def cmd(node: SimNode, msg: SetOutput | SetLock | Configure | Heartbeat, now: float) -> Frame:
@@ -46,7 +56,11 @@ def test_hello_first_then_events_then_telemetry() -> None:
     second = cmd(node, Heartbeat(0), 0.2)
     assert second.msg == Event(NodeEventKind.DOOR_OPENED, "forced") and not second.flags & FLAG_MORE
     third = cmd(node, Heartbeat(0), 0.3)
-    assert isinstance(third.msg, Telemetry) and third.msg.door_closed is False and third.msg.locked is True
+    assert (
+        isinstance(third.msg, Telemetry)
+        and third.msg.door_closed is False
+        and third.msg.locked is True
+    )
     assert isinstance(cmd(node, Heartbeat(0), 0.4).msg, Heartbeat)  # telemetry not due yet
 
 
@@ -59,10 +73,10 @@ def test_broadcast_and_other_addresses_are_never_answered() -> None:
 
 def test_ev_follows_setpoint_after_response_delay_and_energy_integrates() -> None:
     node = SimNode("bay1", 1, now=0.0, response_delay_s=2.0)
-    cmd(node, Configure(1, 6.0, 100.0, 1.0), 0.0)
+    cmd(node, Configure(1, 6.0, 1e6, 1.0), 0.0)
     node.plug_in(0.0, max_a=16.0, phases=3)
     assert node.physics.pilot() is PilotState.B
-    assert cmd(node, SetOutput(2, True, 10.0, 3600.0), 0.0).msg == Ack(2)
+    assert cmd(node, SetOutput(2, True, 10.0, 7200.0), 0.0).msg == Ack(2)
     node.tick(1.0)
     assert node.physics.currents() == (0.0, 0.0, 0.0)
     node.tick(2.0)
@@ -115,7 +129,9 @@ def test_host_silence_below_six_amps_opens_the_relay() -> None:
     assert not node.physics.relay_closed and node.host_silent
     assert kinds(node) == [NodeEventKind.HOST_SILENT]
     cmd(node, Heartbeat(0), 4.0)
-    assert not node.host_silent and not node.physics.relay_closed  # the host must switch it on again
+    assert (
+        not node.host_silent and not node.physics.relay_closed
+    )  # the host must switch it on again
 
 
 def test_duplicate_command_is_acked_but_applied_once() -> None:
@@ -162,12 +178,15 @@ async def test_fake_clock_drives_the_bus(tmp_path: Path) -> None:
     now = [100.0]
     async with SimulatedBus(tmp_path, specs(1), clock=lambda: now[0]) as bus:
         node = bus.nodes["bay1"]
-        cmd(node, SetOutput(1, True, 16.0, 5.0), now[0])
+        cmd(node, Configure(1, 0.0, 60.0, 1.0), now[0])
+        cmd(node, SetOutput(2, True, 16.0, 5.0), now[0])
         now[0] += 6.0
-        await bus.wait_until(lambda: node.physics.setpoint_a == 0.0 and not node.physics.relay_closed)
+        await bus.wait_until(
+            lambda: node.physics.setpoint_a == 0.0 and not node.physics.relay_closed
+        )
         assert kinds(node) == [NodeEventKind.LEASE_EXPIRED]
-        assert os.path.islink(bus.port_path)
-    assert not os.path.exists(bus.port_path)
+        assert is_link(bus.port_path)
+    assert not exists(bus.port_path)
 
 
 async def test_control_socket(tmp_path: Path) -> None:
@@ -182,9 +201,9 @@ async def test_control_socket(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match="unknown op"):
             await arequest(tmp_path, "explode", "bay1")
         await arequest(tmp_path, "unplug_usb")
-        assert not os.path.exists(bus.port_path)
+        assert not exists(bus.port_path)
         await arequest(tmp_path, "replug_usb")
-        assert os.path.islink(bus.port_path)
+        assert is_link(bus.port_path)
         everything = await arequest(tmp_path, "state")
         assert set(everything) == {"bay1", "bay2"}
         server.cancel()
@@ -200,7 +219,7 @@ async def test_standalone_process_with_a_controller_in_this_one(tmp_path: Path) 
         "--nodes",
         "2",
         stdout=asyncio.subprocess.PIPE,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=REPO,
     )
     try:
         assert proc.stdout is not None
@@ -208,27 +227,25 @@ async def test_standalone_process_with_a_controller_in_this_one(tmp_path: Path) 
             while not (line := (await proc.stdout.readline()).decode()).startswith("READY"):
                 assert line, "simulator exited"
         port = line.split()[1]
-        seen: list[NodeUpdate] = []
-        got = asyncio.Event()
+        online = asyncio.Event()
+        charging = asyncio.Event()
 
         def sink(u: NodeUpdate) -> None:
-            seen.append(u)
+            if isinstance(u, NodeLink) and u.node_id == "bay2" and u.online:
+                online.set()
             if isinstance(u, NodeTelemetry) and u.node_id == "bay2" and u.current_a[0] == 12.0:
-                got.set()
+                charging.set()
 
         timing = HubTiming(poll_period_s=0.05)
-        hub = SerialNodeHub(port, 115200, [NodeConfig("bay1", 1, 6.0), NodeConfig("bay2", 2, 6.0, 5.0, 0.1)], timing=timing)
+        nodes = [NodeConfig("bay1", 1, 6.0), NodeConfig("bay2", 2, 6.0, 5.0, 0.1)]
+        hub = SerialNodeHub(port, 115200, nodes, timing=timing)
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(hub.run(sink))
             await arequest(tmp_path, "plug_in", "bay2", max_a=12, phases=1)
             async with asyncio.timeout(5):
-                while True:  # the node may still be waiting for its configure
-                    try:
-                        await hub.node("bay2").set_output(relay_on=True, current_a=16.0, lease_s=5.0)
-                        break
-                    except Exception:
-                        await asyncio.sleep(0.05)
-                await got.wait()
+                await online.wait()
+                await hub.node("bay2").set_output(relay_on=True, current_a=16.0, lease_s=5.0)
+                await charging.wait()
             task.cancel()
     finally:
         proc.terminate()

@@ -175,6 +175,7 @@ def allocate(inp: AllocationInput) -> Allocation:
     ntree = nnodes * 3
     caps: list[float] = [0.0] * ntree
     nonev: list[float] = [0.0] * ntree
+    reserve = site.main_reserve_a
     for p in range(3):
         lim0 = topo.node_limit[0][p]
         if freshness is Freshness.FAILED:
@@ -201,6 +202,11 @@ def allocate(inp: AllocationInput) -> Allocation:
         for p in range(3):
             c = lim[p] - nonev[k * 3 + p]
             caps[k * 3 + p] = c if c > 0.0 else 0.0
+    if freshness is not Freshness.FAILED:
+        # The reserve covers building load steps until the EVs follow a cut; with a
+        # failed meter the fallback budget is already the whole allowance.
+        for p in range(3):
+            caps[p] = max(0.0, caps[p] - reserve[p])
     labels: list[tuple[Reason, str]] = [(Reason.CIRCUIT_LIMIT, lab) for lab in topo.labels]
 
     # --- rules and per-bay upper bounds -----------------------------------------------

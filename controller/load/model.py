@@ -67,6 +67,8 @@ class SiteConfig(_Model):
 
     main_limit_a: PerPhaseA
     main_guaranteed_headroom_a: PerPhaseA = (0.0, 0.0, 0.0)
+    main_reserve_a: PerPhaseA = (0.0, 0.0, 0.0)
+    """Kept free at the main breaker for building load steps while the EVs take time to follow."""
     circuits: tuple[CircuitConfig, ...] = ()
     nominal_voltage_v: float = Field(230.0, gt=0)
     grid_meter_timeout_s: float = Field(3.0, gt=0)
@@ -96,6 +98,11 @@ class SiteConfig(_Model):
             if head > lim:
                 raise ValueError(
                     f"main_guaranteed_headroom_a: {head} A on {PHASES[p]} above main_limit_a {lim} A"
+                )
+        for p, (res, lim) in enumerate(zip(self.main_reserve_a, self.main_limit_a, strict=True)):
+            if res >= lim:
+                raise ValueError(
+                    f"main_reserve_a: {res} A on {PHASES[p]} leaves nothing of main_limit_a {lim} A"
                 )
         if self.fallback_budget_a is not None:
             for p, (fb, head) in enumerate(

@@ -29,10 +29,14 @@ def build_topology() -> Topology:
     circuits: list[dict[str, Any]] = []
     bays: list[dict[str, Any]] = []
     for f in range(4):
-        circuits.append({"id": f"feeder{f}", "limit_a": 100, "guaranteed_headroom_a": 10})
+        circuits.append({"id": f"feeder{f}", "limit_a": 100, "guaranteed_headroom_a": 60})
         for c in range(4):
             cid = f"f{f}c{c}"
-            circuits.append({"id": cid, "parent": f"feeder{f}", "limit_a": 40})
+            # Dedicated charger circuits (nothing else on them) except one shared per feeder.
+            head = 10 if c == 0 else 40
+            circuits.append(
+                {"id": cid, "parent": f"feeder{f}", "limit_a": 40, "guaranteed_headroom_a": head}
+            )
             for b in range(4):
                 three = (b % 2) == 0
                 bays.append(
@@ -127,7 +131,8 @@ def test_bench_allocate_64_bays() -> None:
             runs.append((time.perf_counter_ns() - t0) / 1e6)
         raw_ms.append(runs[0])
         best_ms.append(min(runs))
-        paused += sum(1 for v in alloc.setpoints_a.values() if v == 0)
+        active = {b.bay_id for b in inp.bays if b.active}
+        paused += sum(1 for k, v in alloc.setpoints_a.items() if v == 0 and k in active)
     gc.unfreeze()
     p50, p99 = percentile(best_ms, 50), percentile(best_ms, 99)
     write_report(
@@ -148,7 +153,7 @@ def test_bench_allocate_64_bays() -> None:
                 "on a shared machine); raw_*: the first call of each input"
             ),
             "loadavg_1m": round(os.getloadavg()[0], 2),
-            "mean_paused_per_run": round(paused / RUNS, 2),
+            "mean_paused_of_active_per_run": round(paused / RUNS, 2),
         },
     )
     assert p99 < 1.0, f"p99 {p99:.3f} ms"

@@ -1,0 +1,158 @@
+"""One OCPP-J 1.6 connection: the ``ocpp`` library's ChargePoint with our dispatch rules.
+
+- Each incoming CALL is served in its own task, so a handler may itself call
+  the CSMS (Authorize) without blocking the receive loop.
+- While a CALL is being served, our own requests wait (:meth:`Link.wait_quiet`):
+  the answer goes out before anything the handler caused (a StopTransaction
+  after RemoteStopTransaction, a StatusNotification after ReserveNow).
+- Follow-ups registered with :meth:`Link.after` run once the answer was sent
+  (TriggerMessage: the answer first, then the requested message).
+- A malformed CALL is answered with a CALLERROR carrying its id, in the 1.6
+  spelling (FormationViolation, OccurenceConstraintViolation); an unknown
+  action gets NotImplemented, a known action we do not support NotSupported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import structlog
+from ocpp.charge_point import camel_to_snake_case
+from ocpp.exceptions import (
+    FormationViolationError,
+    FormatViolationError,
+    NotSupportedError,
+    OccurenceConstraintViolationError,
+    OccurrenceConstraintViolationError,
+    OCPPError,
+    ProtocolError,
+)
+from ocpp.exceptions import (
+    NotImplementedError as OcppNotImplemented,
+)
+from ocpp.messages import Call, CallError, unpack
+from ocpp.routing import on as _on
+from ocpp.v16 import ChargePoint, call
+from ocpp.v16.enums import Action
+
+log = structlog.get_logger(__name__)
+
+FollowUp = Callable[[], Awaitable[None]]
+_followups: contextvars.ContextVar[list[FollowUp] | None] = contextvars.ContextVar(
+    "ocpp_followups", default=None
+)
+_V16_ACTIONS = frozenset(a.value for a in Action)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def on(action: str) -> Callable[[_F], _F]:
+    """``ocpp.routing.on`` with its type kept (the library is untyped)."""
+    return cast(Callable[[_F], _F], _on(action))
+
+
+def spec_error(err: OCPPError) -> OCPPError:
+    """The library raises some 2.0.1 spellings; OCPP-J 1.6 has its own."""
+    details = {k: v for k, v in (err.details or {}).items() if k != "ocpp_message"}
+    if isinstance(err, FormatViolationError):
+        return FormationViolationError(description=err.description, details=details)
+    if isinstance(err, OccurrenceConstraintViolationError):
+        return OccurenceConstraintViolationError(description=err.description, details=details)
+    err.details = details
+    return err
+
+
+class Link(ChargePoint):  # type: ignore[misc]
+    def __init__(
+        self, cp_id: str, ws: Any, *, response_timeout: float, drop_calls: Callable[[], bool]
+    ) -> None:
+        super().__init__(cp_id, ws, response_timeout=response_timeout)
+        self._drop_calls = drop_calls
+        self._serving = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        self.last_call_at = time.monotonic()
+        self.calls_in = 0
+        self.calls_out = 0
+        self.status_sent: dict[int, str] = {}  # connector -> last status sent on this link
+
+    # ------------------------------------------------------------------ receiving
+
+    async def start(self) -> None:
+        """Receive until the connection closes (raises ``ConnectionClosed``)."""
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                raw = await self._connection.recv()
+                try:
+                    msg = json.loads(raw)
+                except (ValueError, TypeError):
+                    log.warning("ocpp.garbage_frame", frame=str(raw)[:200])
+                    continue
+                if isinstance(msg, list) and msg and msg[0] == Call.message_type_id:
+                    if self._drop_calls():
+                        log.info("ocpp.call_ignored_rejected", frame=str(raw)[:200])
+                        continue
+                    self._quiet.clear()
+                    self._serving += 1
+                    tg.create_task(self._serve(raw, msg))
+                else:
+                    await self.route_message(raw)
+
+    async def _serve(self, raw: str, msg: list[Any]) -> None:
+        followups: list[FollowUp] = []
+        token = _followups.set(followups)
+        try:
+            self.calls_in += 1
+            uid = str(msg[1]) if len(msg) > 1 else ""
+            try:
+                parsed = unpack(raw)
+                if not isinstance(parsed, Call) or not isinstance(parsed.payload, dict):
+                    raise FormationViolationError(details={"cause": "payload must be an object"})
+                if not isinstance(parsed.action, str) or parsed.action not in self.route_map:
+                    if isinstance(parsed.action, str) and parsed.action in _V16_ACTIONS:
+                        raise NotSupportedError(details={"cause": f"{parsed.action} not supported"})
+                    raise OcppNotImplemented(details={"cause": f"unknown action {parsed.action!r}"})
+                await self._handle_call(parsed)
+            except OCPPError as err:
+                err = spec_error(err)
+                if isinstance(err, ProtocolError | FormationViolationError) and not uid:
+                    return
+                log.info("ocpp.call_error_sent", code=err.code, id=uid)
+                error = CallError(uid, err.code, err.description, err.details)
+                await self._send(error.to_json())
+        finally:
+            self._serving -= 1
+            if self._serving == 0:
+                self._quiet.set()
+            _followups.reset(token)
+        for follow in followups:
+            try:
+                await follow()
+            except (OCPPError, TimeoutError) as err:
+                log.warning("ocpp.followup_failed", error=str(err))
+
+    def after(self, follow: FollowUp) -> None:
+        """Run ``follow`` once the answer of the call being served went out."""
+        pending = _followups.get()
+        if pending is None:
+            raise RuntimeError("after() outside a CSMS call")
+        pending.append(follow)
+
+    async def wait_quiet(self) -> None:
+        await self._quiet.wait()
+
+    # ------------------------------------------------------------------ sending
+
+    async def call_raw(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send an OCPP-shaped (camelCase) payload; the answer comes back in snake_case keys."""
+        req = getattr(call, action)(**camel_to_snake_case(payload))
+        self.last_call_at = time.monotonic()
+        self.calls_out += 1
+        resp = await self.call(req, suppress=False)
+        out: dict[str, Any] = dataclasses.asdict(resp)
+        return out

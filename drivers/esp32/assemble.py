@@ -1,0 +1,22 @@
+"""Factory for the composition root: a serial node hub from a ``[[buses]]`` entry and its bays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from controller.config import BayConfig, BusConfig
+from drivers.esp32.link import NodeConfig
+from drivers.esp32.serial_hub import HubTiming, SerialNodeHub
+
+
+def build_serial(bus: BusConfig, bays: Sequence[BayConfig]) -> SerialNodeHub:
+    nodes = [
+        NodeConfig(
+            node_id=b.node_id,
+            address=b.address,
+            safe_current_a=b.safe_current_a,
+            host_timeout_s=bus.host_timeout_s,
+        )
+        for b in bays
+    ]
+    return SerialNodeHub(bus.port, bus.baud, nodes, timing=HubTiming())

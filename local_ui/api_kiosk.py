@@ -1,0 +1,129 @@
+"""API for the touchscreen (no login): driver actions only.
+
+A driver can present a token at a bay, stop the session their kiosk started
+(or stopped: it holds the session's ``key``), and read that session's
+receipt. Presenting the same token again at the bay also stops the session,
+so a driver who walked away from the screen can still end their own session;
+nobody can end someone else's. Tokens never appear in what the kiosk reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from controller.bay import StopReason
+from controller.station import UnknownSession
+from local_ui.accounts import LoginLimiter
+from local_ui.actions import bay_or_404, present_token
+from local_ui.api_bays import _ERRORS
+from local_ui.charts import qr_svg
+from local_ui.context import UiContext, check_csrf, client_ip, ready_ctx
+from local_ui.errors import ApiError
+from local_ui.schemas import KioskOutcome, KioskStopRequest, TokenRequest
+from local_ui.views import bay_view, receipt, receipt_text, station_view
+
+router = APIRouter(
+    prefix="/api/v1/kiosk", tags=["kiosk"], dependencies=[Depends(check_csrf)], responses=_ERRORS
+)
+
+# Typing codes at random is slowed down, but a kiosk shared by all drivers is not locked out.
+_codes = LoginLimiter(free_attempts=10, max_delay_s=60.0)
+
+
+def _out(ctx: UiContext, out: Any) -> KioskOutcome:
+    return KioskOutcome(
+        ok=out.ok,
+        code=out.code,
+        message=out.message,
+        session_id=out.session_id,
+        data=dict(out.data),
+        key=ctx.session_key(out.session_id) if out.session_id else None,
+    )
+
+
+@router.get("/state")
+async def kiosk_state(ctx: UiContext = Depends(ready_ctx)) -> dict[str, Any]:
+    """Everything the idle screen shows: station status, every bay, the kiosk settings."""
+    st = station_view(ctx.station)
+    st.pop("load", None)
+    return {
+        "station": st,
+        "bays": [bay_view(ctx.station, rt, public=True) for rt in ctx.station.bays.values()],
+        "kiosk": ctx.settings.kiosk.model_dump(mode="json"),
+    }
+
+
+@router.post("/bays/{bay_id}/token", response_model=KioskOutcome)
+async def kiosk_token(
+    bay_id: str, req: TokenRequest, request: Request, ctx: UiContext = Depends(ready_ctx)
+) -> KioskOutcome:
+    """Present a code (typed or scanned) at a bay: start, or stop this code's own session."""
+    key = f"kiosk:{client_ip(request)}"
+    wait = _codes.retry_after(key)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "too_many_attempts",
+            f"Too many wrong codes. Try again in {int(wait) + 1} s.",
+            headers={"Retry-After": str(int(wait) + 1)},
+        )
+    try:
+        out = await present_token(ctx.station, bay_id, req, source="kiosk")
+    except ApiError as err:
+        if err.code == "not_authorized":
+            _codes.failed(key)
+        raise
+    _codes.succeeded(key)
+    return _out(ctx, out)
+
+
+@router.post("/bays/{bay_id}/stop", response_model=KioskOutcome)
+async def kiosk_stop(
+    bay_id: str, req: KioskStopRequest, ctx: UiContext = Depends(ready_ctx)
+) -> KioskOutcome:
+    """Stop the session this kiosk started on the bay (proved by its key)."""
+    bay_or_404(ctx.station, bay_id)
+    if not ctx.check_session_key(req.session_id, req.key):
+        raise ApiError(403, "not_your_session", "Scan or type your code to stop this session.")
+    sess = ctx.station.bays[bay_id].state.session
+    if sess is None or sess.session_id != req.session_id:
+        raise ApiError(409, "not_running", "This session has already ended.")
+    try:
+        out = await ctx.station.stop_session(req.session_id, StopReason.LOCAL, actor="kiosk")
+    except UnknownSession:
+        raise ApiError(404, "unknown_session", "There is no such session.") from None
+    if not out.ok:
+        raise ApiError(409, out.code, out.message)
+    return _out(ctx, out)
+
+
+@router.get("/sessions/{session_id}/receipt")
+async def kiosk_receipt(
+    session_id: str,
+    key: str = Query(..., min_length=1, max_length=64),
+    ctx: UiContext = Depends(ready_ctx),
+) -> dict[str, Any]:
+    """The receipt of a session (energy, time, cost) and a QR code holding it."""
+    if len(session_id) > 64 or not ctx.check_session_key(session_id, key):
+        raise ApiError(404, "unknown_session", "There is no such receipt.")
+    row = await ctx.station.journal.session(session_id)
+    if row is None:
+        raise ApiError(404, "unknown_session", "There is no such receipt.")
+    r = receipt(ctx.station, row)
+    r["qr_svg"] = qr_svg(receipt_text(r), scale=4)
+    return r
+
+
+@router.get("/bays/{bay_id}/qr.svg", response_class=Response)
+async def bay_qr(bay_id: str, request: Request, ctx: UiContext = Depends(ready_ctx)) -> Response:
+    """A QR code linking to the bay's page on this station (generated locally)."""
+    bay_or_404(ctx.station, bay_id)
+    url = str(request.base_url).rstrip("/") + f"/kiosk?bay={bay_id}"
+    return Response(
+        qr_svg(url, scale=5),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "max-age=3600"},
+    )

@@ -1,0 +1,120 @@
+"""Live updates over WebSocket: ``/api/v1/live`` (logged in) and ``/api/v1/kiosk/live`` (public).
+
+On connect the page gets a full ``snapshot``; then every station message
+(``bay``, ``station``, ``notice``, ``settings``) as it happens, a ``load``
+message when the load manager's figures change, and a ``tick`` every few
+seconds so a page notices a dead link. The kiosk's stream carries no tokens
+and no load figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from local_ui.context import SESSION_COOKIE, UiContext
+from local_ui.views import bay_view, enrich_bay_message, load_view, station_view
+
+router = APIRouter()
+TICK_S = 5.0
+
+
+def _same_origin(ws: WebSocket) -> bool:
+    origin = ws.headers.get("origin")
+    if not origin:
+        return True  # not a browser: cookies and CSRF are the browser's problem
+    host = ws.headers.get("host", "")
+    return origin.split("://", 1)[-1].rstrip("/") == host
+
+
+def snapshot(ctx: UiContext, public: bool) -> dict[str, Any]:
+    st = station_view(ctx.station)
+    if public:
+        st.pop("load", None)
+    return {
+        "type": "snapshot",
+        "station": st,
+        "bays": [bay_view(ctx.station, rt, public=public) for rt in ctx.station.bays.values()],
+        "kiosk": ctx.settings.kiosk.model_dump(mode="json"),
+    }
+
+
+def _message(ctx: UiContext, msg: dict[str, Any], public: bool) -> dict[str, Any]:
+    if msg.get("type") == "station":
+        st = station_view(ctx.station)
+        if public:
+            st.pop("load", None)
+        return {"type": "station", "station": st}
+    if msg.get("type") == "settings" and public and msg.get("section") not in ("kiosk", "tariff"):
+        return {"type": "settings", "section": msg.get("section")}
+    return enrich_bay_message(ctx.station, msg, public)
+
+
+async def _stream(ws: WebSocket, ctx: UiContext, public: bool) -> None:
+    async with ctx.station.updates() as q:
+        await ws.send_json(snapshot(ctx, public))
+
+        async def sender() -> None:
+            last_load = load_view(ctx.station) if not public else None
+            last_tick = time.monotonic()
+            while True:
+                try:
+                    async with asyncio.timeout(1.0):
+                        msg = await q.get()
+                except TimeoutError:
+                    if not public:
+                        load = load_view(ctx.station)
+                        if load != last_load:
+                            last_load = load
+                            await ws.send_json({"type": "load", "load": load})
+                    if time.monotonic() - last_tick >= TICK_S:
+                        last_tick = time.monotonic()
+                        await ws.send_json({"type": "tick", "now": ctx.station.clock.wall()})
+                    continue
+                await ws.send_json(_message(ctx, msg, public))
+
+        async def receiver() -> None:
+            while True:
+                m = await ws.receive()
+                if m["type"] == "websocket.disconnect":
+                    return
+
+        tasks = [asyncio.create_task(sender()), asyncio.create_task(receiver())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                    await t
+
+
+@router.websocket("/api/v1/live")
+async def live(ws: WebSocket) -> None:
+    ctx: UiContext = ws.app.state.ui
+    await ctx.ensure_ready()
+    sid = ws.cookies.get(SESSION_COOKIE)
+    user = await ctx.accounts.session_user(sid[:200]) if sid else None
+    if user is None or not _same_origin(ws):
+        await ws.close(code=4401 if user is None else 4403)
+        return
+    await ws.accept()
+    with contextlib.suppress(WebSocketDisconnect):
+        await _stream(ws, ctx, public=False)
+
+
+@router.websocket("/api/v1/kiosk/live")
+async def kiosk_live(ws: WebSocket) -> None:
+    ctx: UiContext = ws.app.state.ui
+    await ctx.ensure_ready()
+    if not _same_origin(ws):
+        await ws.close(code=4403)
+        return
+    await ws.accept()
+    with contextlib.suppress(WebSocketDisconnect):
+        await _stream(ws, ctx, public=True)

@@ -1,0 +1,59 @@
+"""HTML pages: the kiosk (public), the owner/installer UI (login), login and first-run setup.
+
+Pages are static files from ``local_ui/static`` (no CDN, no template engine);
+their small vanilla JS reads the JSON API and the live WebSocket.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from local_ui.accounts import User
+from local_ui.context import UiContext, optional_user, ready_ctx
+
+STATIC = Path(__file__).parent / "static"
+router = APIRouter(include_in_schema=False)
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _page(name: str) -> FileResponse:
+    return FileResponse(STATIC / name, media_type="text/html; charset=utf-8", headers=_NO_STORE)
+
+
+@router.get("/")
+async def root(
+    ctx: UiContext = Depends(ready_ctx), user: User | None = Depends(optional_user)
+) -> Response:
+    if ctx.accounts.setup_code is not None:
+        return RedirectResponse("/setup", 303)
+    return RedirectResponse("/owner" if user else "/login", 303)
+
+
+@router.get("/kiosk")
+async def kiosk() -> Response:
+    return _page("kiosk.html")
+
+
+@router.get("/login")
+async def login_page(ctx: UiContext = Depends(ready_ctx)) -> Response:
+    if ctx.accounts.setup_code is not None:
+        return RedirectResponse("/setup", 303)
+    return _page("login.html")
+
+
+@router.get("/setup")
+async def setup_page(ctx: UiContext = Depends(ready_ctx)) -> Response:
+    if ctx.accounts.setup_code is None:
+        return RedirectResponse("/login", 303)
+    return _page("setup.html")
+
+
+@router.get("/owner")
+async def owner(request: Request, user: User | None = Depends(optional_user)) -> Response:
+    if user is None:
+        return RedirectResponse("/login", 303)
+    return _page("owner.html")
