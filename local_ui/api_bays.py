@@ -29,7 +29,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody},
     404: {"model": ErrorBody},
     409: {"model": ErrorBody},
+    413: {"model": ErrorBody},
     422: {"model": ErrorBody},
+    429: {"model": ErrorBody},
 }
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=_ERRORS)
@@ -47,12 +49,21 @@ async def station_status(
 async def clear_blocker(
     cause: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OWNER))
 ) -> dict[str, Any]:
-    """Clear a latched safe-mode cause (e.g. an emergency stop) once its reason is gone."""
-    if cause not in ctx.station.blockers:
-        raise ApiError(404, "unknown_blocker", f"The station is not blocked by {cause!r}.")
-    ctx.station.unblock(cause)
-    await ctx.station.audit("blocker_cleared", audit_actor(user), {"cause": cause})
-    return station_view(ctx.station)
+    """Clear a latched safe-mode cause (the emergency stop) once its reason is gone."""
+    st = ctx.station
+    causes = getattr(getattr(st, "safe", None), "causes", None)
+    known = causes if isinstance(causes, dict) else st.blockers
+    if cause not in known:
+        raise ApiError(404, "unknown_blocker", f"The station is not in safe mode for {cause!r}.")
+    if cause == "emergency_stop" and hasattr(st, "clear_emergency_stop"):
+        refuse_if_failed(await st.clear_emergency_stop(actor=audit_actor(user)))
+    elif isinstance(causes, dict) and not getattr(causes[cause], "latched", False):
+        raise ApiError(
+            409, "not_latched", "This cause clears by itself once its condition is gone."
+        )
+    else:
+        st.unblock(cause, actor=audit_actor(user), owner=True)
+    return station_view(st)
 
 
 @router.get("/bays", tags=["bays"])

@@ -171,11 +171,9 @@ async def csv_chunks(journal: Journal, f: SessionFilter, batch: int = 500) -> As
 
 
 def month_start(d: dt.date, back: int) -> dt.date:
-    y, m = d.year, d.month - back
-    while m <= 0:
-        m += 12
-        y -= 1
-    return dt.date(y, m, 1)
+    """The first day of the month ``back`` months before ``d`` (negative: after)."""
+    y, m = divmod(d.year * 12 + d.month - 1 - back, 12)
+    return dt.date(y, m + 1, 1)
 
 
 async def monthly(journal: Journal, since: dt.datetime, until: dt.datetime | None, bay_id: str | None) -> list[dict[str, Any]]:

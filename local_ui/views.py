@@ -3,7 +3,7 @@
 Optional parts are probed, never required: the load manager's status
 (``station.load_status``), the central-system link (``station.upstream``),
 meters (``station.meters``) and the PV flag (``station.pv_available`` or a
-meter with role ``pv`` in the config). What is absent is reported as ``None``
+meter named or with role ``pv``/``solar`` in the config). What is absent is reported as ``None``
 and the pages hide it.
 """
 
@@ -70,9 +70,13 @@ def pv_available(station: Station) -> bool:
     flag = _probe(station, "pv_available")
     if flag is not None:
         return bool(flag)
-    meters = station.cfg.extra.get("meters")
+    meters = getattr(station.cfg, "meters", None)
     if isinstance(meters, list):
-        return any(isinstance(m, dict) and m.get("role") in ("pv", "solar") for m in meters)
+        return any(
+            isinstance(m, dict)
+            and ("pv" in (m.get("role"), m.get("name")) or "solar" in (m.get("role"), m.get("name")))
+            for m in meters
+        )
     return False
 
 
@@ -123,7 +127,7 @@ def load_view(station: Station) -> dict[str, Any] | None:
 
 def station_view(station: Station) -> dict[str, Any]:
     snap = station.station_snapshot()
-    snap["safe_mode"] = bool(station.blockers)
+    snap["accepting_sessions"] = not station.blockers
     snap["cloud_online"] = cloud_online(station)
     snap["pv_available"] = pv_available(station)
     snap["tariff"] = station.cfg.tariff.model_dump(mode="json")

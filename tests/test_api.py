@@ -26,6 +26,8 @@ async def test_everything_needs_login_but_kiosk_and_schema(tmp_path: Path) -> No
         assert (await client.get("/api/v1/kiosk/state")).status_code == 200
         assert (await client.get("/api/v1/openapi.json")).status_code == 200
         r = await client.get("/owner", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        r = await client.get("/login", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/setup"
 
 
@@ -113,9 +115,12 @@ async def test_sessions_filters_pagination_csv_and_stats(tmp_path: Path) -> None
         for token, mode in (("1234", "standard"), ("5678", "eco"), ("2468", "standard")):
             r = await client.post("/api/v1/bays/bay1/token", json={"token": token, "mode": mode})
             assert r.status_code == 200, r.text
-            await rig.until(lambda: rig.status("bay1") == "Charging")
+            await rig.until(lambda: (rig.station.bays["bay1"].state.session or _Z).energy_wh > 0)
             ids.append(r.json()["session_id"])
             assert (await client.post(f"/api/v1/sessions/{ids[-1]}/stop")).status_code == 200
+            rig.hub.plug("bay1", False)  # the EV leaves: the bay is free again
+            await rig.until(lambda: rig.status("bay1") == "Available")
+            rig.hub.plug("bay1")
         page = (await client.get("/api/v1/sessions", params={"limit": 2})).json()
         assert page["total"] == 3 and len(page["items"]) == 2
         assert page["items"][0]["id"] == ids[-1]  # newest first
@@ -131,7 +136,9 @@ async def test_sessions_filters_pagination_csv_and_stats(tmp_path: Path) -> None
         assert err["total"] == 0
         future = (await client.get("/api/v1/sessions", params={"since": "2999-01-01"})).json()
         assert future["total"] == 0
-        r = await client.get("/api/v1/sessions", params={"since": "2026-02-01", "until": "2026-01-01"})
+        r = await client.get(
+            "/api/v1/sessions", params={"since": "2026-02-01", "until": "2026-01-01"}
+        )
         assert r.status_code == 422
         r = await client.get("/api/v1/sessions.csv")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
@@ -176,9 +183,15 @@ async def test_roles(tmp_path: Path) -> None:
         assert (await viewer.get("/api/v1/bays")).status_code == 200
         r = await viewer.post("/api/v1/bays/bay1/token", json={"token": "1234"})
         assert r.status_code == 403 and r.json()["error"] == "forbidden"
-        assert (await viewer.patch("/api/v1/settings/tariff", json={"per_kwh": 1})).status_code == 403
-        assert (await installer.patch("/api/v1/settings/tariff", json={"per_kwh": 1})).status_code == 403
-        assert (await installer.patch("/api/v1/settings/kiosk", json={"idle_timeout_s": 90})).status_code == 200
+        assert (
+            await viewer.patch("/api/v1/settings/tariff", json={"per_kwh": 1})
+        ).status_code == 403
+        assert (
+            await installer.patch("/api/v1/settings/tariff", json={"per_kwh": 1})
+        ).status_code == 403
+        assert (
+            await installer.patch("/api/v1/settings/kiosk", json={"idle_timeout_s": 90})
+        ).status_code == 200
         assert (await installer.get("/api/v1/users")).status_code == 403
         r = await owner.post("/api/v1/diagnostics/bays/locker1/test", json={"action": "unlock"})
         assert r.status_code == 403
@@ -205,13 +218,18 @@ async def test_diagnostics_and_station(tmp_path: Path) -> None:
         assert d["ocpp"] == {"connected": None, "outbox_depth": 0}
         assert d["meters"] is None and d["load"] is None
         st = (await client.get("/api/v1/station")).json()
-        assert st["safe_mode"] is False and st["pv_available"] is False
-        rig.station.block("emergency_stop", "Emergency stop pressed.")
+        assert st["accepting_sessions"] is True and st["pv_available"] is False
+        await rig.station.emergency_stop(True)
         st = (await client.get("/api/v1/station")).json()
-        assert st["safe_mode"] is True and "emergency_stop" in st["blocked"]
+        assert st["accepting_sessions"] is False and "emergency_stop" in st["blocked"]
         r = await client.post("/api/v1/bays/bay1/token", json={"token": "1234"})
         assert r.status_code == 409 and r.json()["error"] == "blocked_emergency_stop"
-        assert (await client.post("/api/v1/station/blockers/emergency_stop/clear")).status_code == 200
+        r = await client.post("/api/v1/station/blockers/emergency_stop/clear")
+        assert r.status_code == 409 and r.json()["error"] == "still_pressed"
+        await rig.station.emergency_stop(False)
+        assert "emergency_stop" in rig.station.blockers  # latched
+        r = await client.post("/api/v1/station/blockers/emergency_stop/clear")
+        assert r.status_code == 200 and r.json()["accepting_sessions"] is True
         assert not rig.station.blockers
 
 
@@ -234,7 +252,9 @@ async def test_login_rate_limit_and_logout(tmp_path: Path) -> None:
         other = await api_client(rig.station)
         other.headers["X-CSRF-Token"] = other.cookies["es_csrf"]
         for _ in range(4):
-            r = await other.post("/api/v1/auth/login", json={"username": "owner", "password": "wrong!"})
+            r = await other.post(
+                "/api/v1/auth/login", json={"username": "owner", "password": "wrong!"}
+            )
             assert r.status_code == 401
         r = await other.post("/api/v1/auth/login", json={"username": "owner", "password": "wrong!"})
         assert r.status_code == 401

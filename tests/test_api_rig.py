@@ -74,7 +74,9 @@ class AutoNode:
 
 
 class AutoHub:
-    def __init__(self, bays: list[tuple[str, str, int]], *, period_s: float = 0.1, speed: float = 50.0):
+    def __init__(
+        self, bays: list[tuple[str, str, int]], *, period_s: float = 0.1, speed: float = 50.0
+    ):
         self.nodes = {nid: AutoNode(nid, kind, phases) for nid, kind, phases in bays}
         self.period_s = period_s
         self.speed = speed
@@ -122,9 +124,14 @@ class AutoHub:
                 n.kick.clear()
             last = now
             self.kick.clear()
-            waits = [asyncio.ensure_future(e.wait()) for e in [self.kick, *(n.kick for n in self.nodes.values())]]
+            waits = [
+                asyncio.ensure_future(e.wait())
+                for e in [self.kick, *(n.kick for n in self.nodes.values())]
+            ]
             try:
-                await asyncio.wait(waits, timeout=self.period_s, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    waits, timeout=self.period_s, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 for w in waits:
                     w.cancel()
@@ -192,7 +199,9 @@ async def running_station(tmp: Path, **cfg_over: Any) -> AsyncIterator[Rig]:
 
 async def api_client(station: Station, **app_kw: Any) -> httpx.AsyncClient:
     app = create_app(station, **app_kw)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://station.test")
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://station.test"
+    )
     await client.get("/api/v1/auth/csrf")
     client.headers["X-CSRF-Token"] = client.cookies["es_csrf"]
     return client

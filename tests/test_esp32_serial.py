@@ -11,11 +11,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from controller.ports import (
+    BayNode,
     ConnectionLost,
     DriverTimeout,
     NodeEvent,
     NodeEventKind,
     NodeHello,
+    NodeHub,
     NodeLink,
     NodeTelemetry,
     NodeUpdate,
@@ -37,6 +39,12 @@ FAST = HubTiming(
 )
 # Polls only at start-up (hello, configure): commands then own the bus, so fault counters are exact.
 QUIET = HubTiming(ack_timeout_s=0.1, retries=3, offline_after_s=60.0, poll_period_s=30.0)
+
+
+def test_the_hub_implements_the_ports() -> None:
+    hub: NodeHub = SerialNodeHub("/dev/null", 115200, configs(1))
+    node: BayNode = hub.node("bay1")
+    assert node.node_id == "bay1"
 
 
 class Collector:
@@ -120,7 +128,7 @@ async def test_command_is_acked_and_applied(tmp_path: Path) -> None:
 
 async def test_telemetry_reports_the_ev_drawing_the_setpoint(tmp_path: Path) -> None:
     async with running(tmp_path, specs(1), configs(1)) as (bus, hub, sink):
-        bus.nodes["bay1"].plug_in(bus.clock(), max_a=10.0, phases=3)
+        bus.nodes["bay1"].plug_in(max_a=10.0, phases=3)
         await hub.node("bay1").set_output(relay_on=True, current_a=16.0, lease_s=5.0)
 
         def charging(u: NodeUpdate) -> bool:
@@ -142,9 +150,9 @@ async def test_locker_lock_and_door_events(tmp_path: Path) -> None:
         await hub.node("bay1").set_lock(locked=False)
         assert not bus.nodes["bay1"].physics.locked
         await sink.wait_for(event("bay1", NodeEventKind.UNLOCKED))
-        bus.nodes["bay1"].open_door(bus.clock())
+        bus.nodes["bay1"].open_door()
         await sink.wait_for(event("bay1", NodeEventKind.DOOR_OPENED))
-        bus.nodes["bay1"].close_door(bus.clock())
+        bus.nodes["bay1"].close_door()
         await sink.wait_for(event("bay1", NodeEventKind.DOOR_CLOSED))
 
 

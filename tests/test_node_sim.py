@@ -74,7 +74,7 @@ def test_broadcast_and_other_addresses_are_never_answered() -> None:
 def test_ev_follows_setpoint_after_response_delay_and_energy_integrates() -> None:
     node = SimNode("bay1", 1, now=0.0, response_delay_s=2.0)
     cmd(node, Configure(1, 6.0, 1e6, 1.0), 0.0)
-    node.plug_in(0.0, max_a=16.0, phases=3)
+    node.plug_in(now=0.0, max_a=16.0, phases=3)
     assert node.physics.pilot() is PilotState.B
     assert cmd(node, SetOutput(2, True, 10.0, 7200.0), 0.0).msg == Ack(2)
     node.tick(1.0)
@@ -89,7 +89,7 @@ def test_ev_follows_setpoint_after_response_delay_and_energy_integrates() -> Non
 
 def test_single_phase_ev_limited_by_its_own_max() -> None:
     node = SimNode("bay1", 1, now=0.0)
-    node.plug_in(0.0, max_a=13.0, phases=1)
+    node.plug_in(now=0.0, max_a=13.0, phases=1)
     cmd(node, SetOutput(1, True, 32.0, 10.0), 0.0)
     assert node.physics.currents() == (13.0, 0.0, 0.0)
 
@@ -97,7 +97,7 @@ def test_single_phase_ev_limited_by_its_own_max() -> None:
 def test_soc_rises_and_a_full_ev_stops_drawing() -> None:
     node = SimNode("bay1", 1, now=0.0)
     cmd(node, Configure(1, 6.0, 1e6, 1.0), 0.0)
-    node.plug_in(0.0, max_a=16.0, phases=1, soc_pct=99.0, capacity_wh=1000.0)
+    node.plug_in(now=0.0, max_a=16.0, phases=1, soc_pct=99.0, capacity_wh=1000.0)
     cmd(node, SetOutput(2, True, 16.0, 1e6), 0.0)
     node.tick(10.0)
     assert node.physics.ev is not None and node.physics.ev.soc_pct == pytest.approx(100.0)
@@ -145,7 +145,7 @@ def test_duplicate_command_is_acked_but_applied_once() -> None:
 
 def test_knobs_overcurrent_stuck_relay_and_rejections() -> None:
     node = SimNode("bay1", 1, now=0.0)
-    node.plug_in(0.0, max_a=16.0, phases=3)
+    node.plug_in(now=0.0, max_a=16.0, phases=3)
     cmd(node, SetOutput(1, True, 10.0, 60.0), 0.0)
     node.set_knobs(overcurrent_a=5.0)
     node.tick(1.0)
@@ -164,7 +164,7 @@ def test_knobs_overcurrent_stuck_relay_and_rejections() -> None:
 
 def test_locker_outlet_and_reboot_keeps_energy() -> None:
     node = SimNode("bay1", 1, "locker", now=0.0)
-    node.plug_in(0.0, charger_a=2.0)
+    node.plug_in(now=0.0, charger_a=2.0)
     cmd(node, SetOutput(1, True, 3.0, 3600.0), 0.0)
     assert node.physics.currents() == (2.0, 0.0, 0.0)
     node.tick(3600.0)

@@ -66,6 +66,7 @@ class SimulatedBus:
                 s.name,
                 s.address,
                 s.kind,
+                clock=clock,
                 now=now,
                 max_current_a=s.max_current_a,
                 response_delay_s=s.response_delay_s,

@@ -41,7 +41,7 @@ def apply(bus: SimulatedBus, request: dict[str, Any]) -> Any:
     node = bus.nodes[str(request["node"])]
     match op:
         case "plug_in":
-            node.plug_in(now, **args)
+            node.plug_in(now=now, **args)
         case "unplug":
             node.unplug(now)
         case "open_door":

@@ -10,7 +10,9 @@ lease expires or the host is silent past ``host_timeout_s``. Fault knobs
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controller.ports import NodeEventKind
@@ -70,7 +72,8 @@ class SimNode:
         address: int,
         kind: Kind = "evse",
         *,
-        now: float,
+        clock: Callable[[], float] = time.monotonic,
+        now: float | None = None,
         max_current_a: float = 32.0,
         voltage_v: float = 230.0,
         response_delay_s: float = 0.0,
@@ -78,6 +81,9 @@ class SimNode:
     ) -> None:
         self.name = name
         self.address = address
+        self.clock = clock
+        if now is None:
+            now = clock()
         self.kind: Kind = kind
         self.max_current_a = max_current_a
         self.physics = BayPhysics(kind=kind, voltage_v=voltage_v, response_delay_s=response_delay_s)
@@ -109,7 +115,7 @@ class SimNode:
 
     def plug_in(
         self,
-        now: float,
+        now: float | None = None,
         *,
         max_a: float = 16.0,
         phases: int = 3,
@@ -118,6 +124,7 @@ class SimNode:
         charger_a: float = 1.5,
     ) -> None:
         """EVSE: an EV arrives. Locker: a charger of ``charger_a`` is plugged into the outlet."""
+        now = self._now(now)
         if self.kind == "evse":
             if phases not in (1, 3):
                 raise ValueError("phases must be 1 or 3")
@@ -128,27 +135,32 @@ class SimNode:
             self.physics.charger_a = charger_a
         self.physics.change(now)
 
-    def unplug(self, now: float) -> None:
+    def unplug(self, now: float | None = None) -> None:
+        now = self._now(now)
         self.physics.ev = None
         self.physics.charger_a = None
         self.physics.change(now)
 
-    def open_door(self, now: float) -> None:
+    def open_door(self, now: float | None = None) -> None:
         if self.physics.door_closed:
             self.physics.door_closed = False
             self._event(NodeEventKind.DOOR_OPENED, "forced" if self.physics.locked else "")
 
-    def close_door(self, now: float) -> None:
+    def close_door(self, now: float | None = None) -> None:
         if not self.physics.door_closed:
             self.physics.door_closed = True
             self._event(NodeEventKind.DOOR_CLOSED)
 
-    def reboot(self, now: float) -> None:
+    def reboot(self, now: float | None = None) -> None:
         """Power-cycle the node: configuration and leases lost, energy counter kept (NVS)."""
+        now = self._now(now)
         self.physics.relay_cmd = False
         self.physics.setpoint_a = 0.0
         self._boot(now)
         self.physics.change(now)
+
+    def _now(self, now: float | None) -> float:
+        return self.clock() if now is None else now
 
     def set_knobs(self, **values: float | int | bool) -> None:
         for key, value in values.items():
@@ -159,7 +171,8 @@ class SimNode:
             else:
                 raise ValueError(f"unknown knob {key!r}")
 
-    def snapshot(self, now: float) -> dict[str, object]:
+    def snapshot(self, now: float | None = None) -> dict[str, object]:
+        now = self._now(now)
         self.tick(now)
         p = self.physics
         return {

@@ -90,7 +90,9 @@ def make_inputs(topo: Topology, n: int, seed: int = 7) -> list[AllocationInput]:
                 )
             )
         building = [rnd.uniform(20, 200) for _ in range(3)]
-        fresh = rnd.choices([Freshness.FRESH, Freshness.STALE, Freshness.FAILED], weights=[90, 7, 3])[0]
+        fresh = rnd.choices(
+            [Freshness.FRESH, Freshness.STALE, Freshness.FAILED], weights=[90, 7, 3]
+        )[0]
         rules = topo.config.rules if rnd.random() < 0.3 else ()
         rotation = tuple(rnd.sample(ids, k=len(ids)))
         out.append(

@@ -30,18 +30,23 @@ from controller.ports import Freshness
 from tests.bench.report import metric, write_report
 
 PERIOD_S = 0.25
-HOURS = 24
+HOURS = 24.0
 EV_RESPONSE_MAX_S = 5.0
 LIMIT_A = 63.0
 RESERVE_A = 4.0
 SPIKE_A = (1.0, 10.0)
 SEED = 20260301
+DEBUG = False
 
 
 def building_trace(rnd: np.random.Generator, ticks: int) -> np.ndarray:
     """Per tick and phase: a daily curve (morning and evening peaks) plus appliance spikes."""
     hours = np.arange(ticks) * PERIOD_S / 3600.0
-    curve = 6.0 + 14.0 * np.exp(-(((hours - 8.0) / 1.5) ** 2)) + 22.0 * np.exp(-(((hours - 19.0) / 2.0) ** 2))
+    curve = (
+        6.0
+        + 14.0 * np.exp(-(((hours - 8.0) / 1.5) ** 2))
+        + 22.0 * np.exp(-(((hours - 19.0) / 2.0) ** 2))
+    )
     load = np.stack([curve * f for f in (1.0, 0.8, 1.2)], axis=1)
     load += rnd.normal(0.0, 0.3, size=load.shape)
     t = 0.0
@@ -112,7 +117,12 @@ def config() -> LoadConfig:
                 "ramp_step_a": 2,
             },
             "bays": [
-                {"id": f"b{i}", "circuit_id": "chargers", "phases": 3 if i < 4 else 1, "max_current_a": 16}
+                {
+                    "id": f"b{i}",
+                    "circuit_id": "chargers",
+                    "phases": 3 if i < 4 else 1,
+                    "max_current_a": 16,
+                }
                 for i in range(8)
             ],
         }
@@ -128,7 +138,16 @@ def test_bench_compliance_24h() -> None:
     evs = make_evs(rnd)
     ctl = LoadController(config())
     day0 = dt.datetime(2026, 3, 2)
-    modes = [Mode.STANDARD, Mode.STANDARD, Mode.ECO, Mode.STANDARD, Mode.STANDARD, Mode.BOOST, Mode.STANDARD, Mode.STANDARD]
+    modes = [
+        Mode.STANDARD,
+        Mode.STANDARD,
+        Mode.ECO,
+        Mode.STANDARD,
+        Mode.STANDARD,
+        Mode.BOOST,
+        Mode.STANDARD,
+        Mode.STANDARD,
+    ]
 
     worst_ratio = 0.0
     worst_at = 0.0
@@ -155,6 +174,12 @@ def test_bench_compliance_24h() -> None:
         if ratio > worst_ratio:
             worst_ratio, worst_at = ratio, t
         if ratio > 1.0 + 1e-9:
+            if DEBUG and run_ticks > 21:
+                print(
+                    f"t={t:.2f} site={[round(x, 1) for x in site]} bld={[round(x, 1) for x in building[k]]} "
+                    f"draw={[round(e.draw_a, 1) for e in evs]} cmd={[e.last_cmd for e in evs]} "
+                    f"act={[int(e.active(t)) for e in evs]} q={[list(e.queue) for e in evs]}"
+                )
             run_ticks += 1
             if run_ticks == 1:
                 events += 1
@@ -184,6 +209,23 @@ def test_bench_compliance_24h() -> None:
             ),
         )
         step_s += time.perf_counter() - s0
+        if DEBUG and 63750 <= t <= 63760:
+            print(
+                t,
+                "meas",
+                [b.measured_a for b in bays][4:8],
+                "grid",
+                [round(x, 1) for x in prev_site],
+                "budget",
+                {
+                    k: round(v, 1)
+                    for k, v in res.allocation.ev_budget_a.items()
+                    if k.startswith("main")
+                },
+                "tgt",
+                dict(res.targets_a),
+                [a.reason for a in res.audit],
+            )
         assert not res.new_faults, res.audit
         for ev in evs:
             v = res.setpoints_a[ev.bay]

@@ -25,7 +25,10 @@ BAYS = 16
 
 def _post(url: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
     req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}, method="POST"
+        url,
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "cookie": "es_csrf=b", "x-csrf-token": "b"},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -53,13 +56,20 @@ def test_bench_footprint(tmp_path: Path) -> None:
             request(tmp_path / "sim", "plug_in", f"bay{i}", max_a=16.0, phases=3)
         ctl.log.wait_for(lambda ln: ln.get("event") == "station.ready")
         for i in range(1, BAYS + 1):
-            ctl.log.wait_for(lambda ln, n=i: ln.get("event") == "esp32.configured" and ln.get("node") == f"bay{n}")
+            ctl.log.wait_for(
+                lambda ln, n=i: (
+                    ln.get("event") == "esp32.configured" and ln.get("node") == f"bay{n}"
+                )
+            )
         started = 0
         deadline = time.monotonic() + 30
         while started < BAYS and time.monotonic() < deadline:
             started = 0
             for i in range(1, BAYS + 1):
-                code, _ = _post(f"http://127.0.0.1:{http_port}/api/v1/bays/bay{i}/token", {"token": f"T{i}"})
+                code, _ = _post(
+                    f"http://127.0.0.1:{http_port}/api/v1/kiosk/bays/bay{i}/token",
+                    {"token": f"T{i}"},
+                )
                 started += code == 200
             if started < BAYS:
                 time.sleep(0.5)

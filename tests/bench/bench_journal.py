@@ -92,7 +92,9 @@ async def test_bench_journal(tmp_path: Path) -> None:
         {
             "station": {"data_dir": str(tmp_path)},
             "buses": [{"id": "bus1"}],
-            "bays": [{"id": f"b{i}", "connector": i, "bus": "bus1", "address": i} for i in range(1, 17)],
+            "bays": [
+                {"id": f"b{i}", "connector": i, "bus": "bus1", "address": i} for i in range(1, 17)
+            ],
         }
     )
     rec: list[float] = []

@@ -52,7 +52,9 @@ class LogWatcher:
                 del self.raw[: -self._keep]
                 self._cond.notify_all()
 
-    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 20.0, start: int = 0) -> dict[str, Any]:
+    def wait_for(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 20.0, start: int = 0
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self._cond:
             i = start
@@ -73,8 +75,15 @@ class LogWatcher:
 
 
 class Proc:
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
-        full_env = {**os.environ, "EDGE_STATION_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **(env or {})}
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        full_env = {
+            **os.environ,
+            "EDGE_STATION_LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         full_env.pop("NOTIFY_SOCKET", None)
         self.popen = subprocess.Popen(
             args,
@@ -104,7 +113,19 @@ class Proc:
 
 
 def start_node_sim(directory: Path, nodes: int, kind: str = "evse") -> Proc:
-    p = Proc([sys.executable, "-m", "simulators.esp32_node", "--dir", str(directory), "--nodes", str(nodes), "--kind", kind])
+    p = Proc(
+        [
+            sys.executable,
+            "-m",
+            "simulators.esp32_node",
+            "--dir",
+            str(directory),
+            "--nodes",
+            str(nodes),
+            "--kind",
+            kind,
+        ]
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if any(r.startswith("READY") for r in p.log.raw):

@@ -1,0 +1,116 @@
+"""Shared rig for the OCPP tests: a real Station (journal in tmp_path, fake node hub), the real
+OCPP client and the development CSMS on loopback. (No tests here.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloud_sync.assemble import build
+from cloud_sync.config import OcppConfig
+from cloud_sync.devrun import FakeHub, open_station
+from cloud_sync.upstream import OcppUpstream
+from controller.station import Station
+from simulators.csms import CsmsSim
+
+CP = "CP1"
+
+
+@dataclass
+class Rig:
+    station: Station
+    hub: FakeHub
+    up: OcppUpstream
+    sim: CsmsSim
+    task: asyncio.Task[None]
+
+    async def until(self, pred: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait for a condition on the station side, re-checked on every station update."""
+        async with asyncio.timeout(timeout), self.station.updates() as q:
+            while not pred():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await q.get()
+
+    async def online(self, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.up.online:
+                await self.up.online_changed.wait()
+
+    async def offline(self, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.up.online:
+                await self.up.online_changed.wait()
+
+    async def drained(self, timeout: float = 15.0) -> None:
+        """Until the outbox holds no pending message (and the CSMS answered the last one)."""
+        async with asyncio.timeout(timeout):
+            while await self.station.journal.outbox_depth():
+                self.up.outbox.idle.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await self.up.outbox.idle.wait()
+
+    def bay(self, n: int) -> Any:
+        return self.station.bay_by_connector(n)
+
+    async def start_session(self, connector: int, tag: str) -> str:
+        rt = self.bay(connector)
+        out = await self.station.present_token(rt.cfg.id, tag, source="kiosk")
+        assert out.ok, out
+        assert out.session_id is not None
+        return out.session_id
+
+    def tx_messages(self) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (r.action, r.payload)
+            for r in self.sim.received
+            if r.action in ("StartTransaction", "StopTransaction", "MeterValues")
+        ]
+
+
+@contextlib.asynccontextmanager
+async def rig(
+    tmp_path: Path,
+    *,
+    bays: int = 3,
+    keys: dict[str, str] | None = None,
+    csms_up: bool = True,
+    sim: CsmsSim | None = None,
+    cfg: dict[str, Any] | None = None,
+    **sim_kwargs: Any,
+) -> AsyncIterator[Rig]:
+    sim = sim or CsmsSim(**sim_kwargs)
+    if csms_up:
+        await sim.start()
+    else:
+        await sim.start()  # learn a free port, then go down
+        await sim.stop()
+    station, hub = await open_station(tmp_path, bays, period_s=0.05)
+    base: dict[str, Any] = {
+        "url": sim.url,
+        "charge_point_id": CP,
+        "backoff_min_s": 0.05,
+        "backoff_max_s": 0.2,
+        "response_timeout_s": 5.0,
+        "keys": {"MeterValueSampleInterval": "0", "HeartbeatInterval": "300", **(keys or {})},
+    }
+    base.update(cfg or {})
+    up = build(OcppConfig.model_validate(base), station)
+    station.add_service("ocpp", up.run)
+    task = asyncio.create_task(station.run())
+    r = Rig(station, hub, up, sim, task)
+    try:
+        await r.until(lambda: all(b.state.node_online for b in station.bays.values()))
+        yield r
+    finally:
+        if not task.done():
+            station.request_stop("test over")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await station.journal.close()
+        await sim.stop()
