@@ -198,7 +198,7 @@ def run_crash_loop(tmp: Path, kills: int, seed: int) -> dict[str, int]:
     driver = Driver(base, rng, tmp / "sim")
     summary: dict[str, int] = {}
     try:
-        for k in range(kills):
+        for _ in range(kills):
             ctl = start_controller(cfg)
             try:
                 _wait_up(ctl, base)
