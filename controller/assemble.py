@@ -16,7 +16,7 @@ import structlog
 
 from controller import registry
 from controller.auth import Authorizer, free_vend_step, local_list_step
-from controller.config import StationConfig
+from controller.config import StationConfig, load_token_keys
 from controller.journal import Journal
 from controller.ports import NodeHub
 from controller.sdnotify import Notifier, watchdog_interval, watchdog_loop
@@ -66,6 +66,7 @@ async def open_station(
         hubs=hubs if hubs is not None else build_hubs(cfg),
         authorizer=build_authorizer(cfg),
     )
+    station.token_keys = load_token_keys(cfg)
     await station.restore()
     for ext in registry.extensions():
         ext.attach(station)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controller.accounting import Tariff
+from controller.tokens import TokenKeys, parse_hmac_key
 
 
 class ConfigError(Exception):
@@ -103,12 +104,21 @@ class AuthSection(_Strict):
     )
 
 
+class TokensSection(_Strict):
+    """Signed QR tokens (see controller/TOKENS.md): the keys this station trusts."""
+
+    hmac_key_files: list[Path] = Field(default_factory=list)
+    ed25519_public_key_files: list[Path] = Field(default_factory=list)
+    leeway_s: float = Field(default=60.0, ge=0, le=3600, description="tolerated clock skew")
+
+
 class StationConfig(_Strict):
     station: StationSection = StationSection()
     http: HttpSection = HttpSection()
     timers: TimersSection = TimersSection()
     tariff: Tariff = Tariff()
     auth: AuthSection = AuthSection()
+    tokens: TokensSection = TokensSection()
     buses: list[BusConfig] = Field(default_factory=list)
     bays: list[BayConfig] = Field(default_factory=list)
     # Sections of optional parts, validated by the part itself (see controller.registry.Extension):
@@ -179,4 +189,35 @@ def load_config(path: Path) -> StationConfig:
     cfg = parse_config(data, str(path))
     if not cfg.station.data_dir.is_absolute():
         cfg.station.data_dir = (path.parent / cfg.station.data_dir).resolve()
+    t = cfg.tokens
+    t.hmac_key_files = [(path.parent / f).resolve() for f in t.hmac_key_files]
+    t.ed25519_public_key_files = [(path.parent / f).resolve() for f in t.ed25519_public_key_files]
     return cfg
+
+
+def load_token_keys(cfg: StationConfig) -> TokenKeys | None:
+    """The token keys named by ``[tokens]``, or None when the station accepts no signed tokens."""
+    t = cfg.tokens
+    if not t.hmac_key_files and not t.ed25519_public_key_files:
+        return None
+    problems: list[str] = []
+    hmacs: list[bytes] = []
+    eds: list[bytes] = []
+    for i, f in enumerate(t.hmac_key_files):
+        try:
+            hmacs.append(parse_hmac_key(f.read_bytes()))
+        except (OSError, ValueError) as err:
+            problems.append(f"tokens.hmac_key_files[{i}]: {f}: {err}")
+    for i, f in enumerate(t.ed25519_public_key_files):
+        try:
+            eds.append(f.read_bytes())
+        except OSError as err:
+            problems.append(f"tokens.ed25519_public_key_files[{i}]: {f}: {err}")
+    if not problems:
+        try:
+            return TokenKeys.build(
+                cfg.station.id, ed25519_public=eds, hmac_keys=hmacs, leeway_s=t.leeway_s
+            )
+        except ValueError as err:
+            problems.append(f"tokens: {err}")
+    raise ConfigError("tokens", problems)

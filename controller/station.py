@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from controller import tokens
 from controller.auth import Authorizer, AuthRequest
 from controller.bay import (
     AvailabilityChanged,
@@ -69,6 +70,7 @@ from controller.ports import (
     NodeUpdate,
 )
 from controller.safety import SafeMode
+from controller.tokens import Outcome as TokenOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +149,9 @@ class Station:
         self.clock = clock or SystemClock()
         self.new_id = new_id or (lambda: uuid.uuid4().hex[:16])
         self.authorizer = authorizer or Authorizer()
+        self.token_keys: tokens.TokenKeys | None = None
+        self._nonces = JournalNonceStore(journal, self.clock)
+        self._focus: tuple[str, float] | None = None
         t = cfg.timers
         self.timers = Timers(
             connection_timeout_s=t.connection_timeout_s,
@@ -537,7 +542,7 @@ class Station:
         """A driver (or the CSMS) presents ``token`` at a bay: start, or stop own session."""
         rt = self.bay(bay_id)
         sess = rt.state.session
-        if sess is not None and sess.token == token:
+        if sess is not None and self._owns_session(token, sess.token, rt):
             return await self.stop_session(sess.session_id, StopReason.LOCAL, actor=source)
         if self.blockers and sess is None:
             cause, msg = next(iter(self.blockers.items()))
@@ -546,6 +551,12 @@ class Station:
         pre = _precheck(rt.state)
         if pre is not None:
             return Outcome(False, pre.code, pre.message)
+        if preauthorized is None:
+            verdict = await self._verify_signed(token, rt, source)
+            if not verdict.outcome.ok:
+                return Outcome(False, verdict.outcome.value, verdict.message)
+            if verdict.outcome is TokenOutcome.ACCEPTED and verdict.id_tag:
+                token, preauthorized = verdict.id_tag, "qr_token"
         if preauthorized is None:
             auth = await self.authorizer.authorize(
                 AuthRequest(token, bay_id, rt.cfg.connector, source)
@@ -568,6 +579,72 @@ class Station:
             actor=source,
         )
         return _outcome(effects)
+
+    def _owns_session(self, presented: str, session_token: str, rt: BayRuntime) -> bool:
+        """The same card, or the same signed QR code shown again (its id tag), stops a session."""
+        if presented == session_token:
+            return True
+        if self.token_keys is None or not presented.startswith("ES"):
+            return False
+        res = tokens.check(presented, self.clock.wall(), rt.cfg.connector, self.token_keys)
+        return res.claims is not None and res.claims.id_tag == session_token
+
+    async def _verify_signed(self, text: str, rt: BayRuntime, source: str) -> tokens.VerifyResult:
+        """Signed tokens are verified offline (signature, window, bay, replay); others pass through."""
+        if self.token_keys is None:
+            if tokens.classify_plain(text):
+                return tokens.VerifyResult(TokenOutcome.PLAIN_ID_TAG, "")
+            res = tokens.check(text, self.clock.wall(), rt.cfg.connector, _NO_KEYS)
+        else:
+            res = await tokens.verify(
+                text, self.clock.wall(), rt.cfg.connector, self.token_keys, self._nonces
+            )
+        if not res.outcome.ok:
+            await self._audit(
+                "token_rejected",
+                source,
+                {"bay_id": rt.cfg.id, "outcome": res.outcome.value, "detail": res.detail[:200]},
+            )
+            log.info(
+                "token.rejected",
+                bay_id=rt.cfg.id,
+                outcome=res.outcome.value,
+                detail=res.detail[:200],
+            )
+        return res
+
+    def focus_bay(self, bay_id: str | None, seconds: float = 60.0) -> None:
+        """The kiosk shows this bay: a code the camera sees now is meant for it."""
+        if bay_id is not None:
+            self.bay(bay_id)
+        self._focus = (bay_id, self.clock.monotonic() + seconds) if bay_id else None
+
+    async def code_scanned(
+        self, text: str, *, camera: str = "camera", bay_id: str | None = None
+    ) -> Outcome:
+        """A QR code seen by a camera: find its bay (the token's, the camera's, the kiosk's)."""
+        target = bay_id
+        if target is None and self.token_keys is not None:
+            res = tokens.check(text, self.clock.wall(), 0, self.token_keys)
+            if res.claims is not None and res.claims.bay is not None:
+                with contextlib.suppress(UnknownBay):
+                    target = self.bay_by_connector(res.claims.bay).cfg.id
+        if target is None and self._focus is not None and self._focus[1] > self.clock.monotonic():
+            target = self._focus[0]
+        if target is None:
+            out = Outcome(False, "choose_bay", "Choose a bay on the screen first.")
+        else:
+            out = await self.present_token(target, text, source=camera)
+        self._publish(
+            {
+                "type": "scan",
+                "bay_id": target,
+                "ok": out.ok,
+                "code": out.code,
+                "message": out.message,
+            }
+        )
+        return out
 
     async def stop_session(
         self, session_id: str, reason: StopReason, *, actor: str = "local"
@@ -852,6 +929,20 @@ class Station:
 
     def link_stats(self) -> dict[str, LinkStats]:
         return {bay_id: rt.node.stats() for bay_id, rt in self.bays.items() if rt.node is not None}
+
+
+class JournalNonceStore:
+    """Replay memory of signed tokens, in the journal (so a restart forgets nothing)."""
+
+    def __init__(self, journal: Journal, clock: SystemClock) -> None:
+        self._journal = journal
+        self._clock = clock
+
+    async def seen_or_add(self, nonce: str, expires_wall: float) -> bool:
+        return await self._journal.nonce_seen_or_add(nonce, expires_wall, self._clock.wall())
+
+
+_NO_KEYS = tokens.TokenKeys("-")
 
 
 def _mask(token: str) -> str:

@@ -59,7 +59,7 @@ class UiContext:
         return hmac.new(self.kiosk_secret, session_id.encode(), hashlib.sha256).hexdigest()[:32]
 
     def check_session_key(self, session_id: str, key: str) -> bool:
-        return hmac.compare_digest(self.session_key(session_id), key)
+        return hmac.compare_digest(self.session_key(session_id).encode(), key.encode())
 
 
 def get_ctx(request: Request) -> UiContext:
@@ -107,7 +107,7 @@ async def check_csrf(request: Request) -> None:
         return
     cookie = request.cookies.get(CSRF_COOKIE, "")
     header = request.headers.get(CSRF_HEADER, "")
-    if not cookie or not header or not hmac.compare_digest(cookie, header):
+    if not cookie or not header or not hmac.compare_digest(cookie.encode(), header.encode()):
         raise ApiError(
             403,
             "csrf",

@@ -223,3 +223,50 @@ async def test_emergency_stop_latched_until_owner_clears(tmp_path: Path) -> None
         audit = await rig.journal.audit_log()
         kinds = [a["kind"] for a in audit]
         assert "safe_mode_entered" in kinds and "safe_mode_left" in kinds
+
+
+async def test_signed_qr_tokens_through_the_station(tmp_path: Path) -> None:
+    import time
+
+    from controller import tokens
+
+    secret = b"k" * 32
+    async with running(tmp_path) as rig:
+        st, hub = rig.station, rig.hub
+        st.token_keys = tokens.TokenKeys.build("test-1", hmac_keys=[secret])
+        signer = tokens.HmacSigner(secret)
+        now = int(time.time())
+        good = tokens.mint(
+            signer, station_id="test-1", bay=1, not_before=now - 5, expires=now + 600, id_tag="BOOK-1"
+        )
+        hub.telemetry("b1", pilot=PilotState.B)
+        hub.telemetry("b2", door_closed=True)
+        await rig.status("b1", "Available")
+        await rig.status("b2", "Available")
+        wrong_bay = await st.present_token("b2", good)
+        assert (wrong_bay.ok, wrong_bay.code) == (False, "wrong_bay")
+        started = await st.present_token("b1", good)
+        assert started.ok
+        row = await rig.journal.session(started.session_id or "")
+        assert row is not None and (row["token"], row["auth_source"]) == ("BOOK-1", "qr_token")
+        again = await st.present_token("b1", good)  # the same code shown again stops it
+        assert again.code == "stopped"
+        rig.hub.telemetry("b1", pilot=PilotState.A)
+        await rig.status("b1", "Available")
+        replay = await st.present_token("b1", good)
+        assert (replay.ok, replay.code) == (False, "replayed")
+        expired = tokens.mint(
+            signer, station_id="test-1", bay=None, not_before=now - 900, expires=now - 300, id_tag="OLD"
+        )
+        for text, code in [
+            (expired, "expired"),
+            ("https://example.com/pay?x=1", "unrecognized"),
+            ("WIFI:S:guest;T:WPA;P:secret;;", "unrecognized"),
+            ("\x00\xff" * 1500, "unrecognized"),
+            (good[:-3] + "AAA", "bad_signature"),
+        ]:
+            out = await st.present_token("b2", text)
+            assert (out.ok, out.code) == (False, code), text[:40]
+        audit = await rig.journal.audit_log(kind="token_rejected")
+        assert len(audit) == 7
+        assert st.bays["b2"].state.session is None

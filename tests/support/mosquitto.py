@@ -102,7 +102,7 @@ class Mosquitto:
                     f"persistence_location {self.data}/",
                     "autosave_interval 1",
                     "max_queued_messages 10000",
-                    "log_dest stdout",
+                    "log_dest stderr",  # unbuffered: readiness shows at once
                     "log_type error",
                     "log_type warning",
                     "log_type notice",
