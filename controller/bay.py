@@ -222,6 +222,14 @@ class SetpointChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class ModeChanged:
+    """The driver (or owner) switched the running session's mode (standard, eco, boost, solar)."""
+
+    mode: str
+    session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     pass
 
@@ -239,6 +247,7 @@ Event = (
     | FaultCleared
     | AvailabilityChanged
     | SetpointChanged
+    | ModeChanged
     | Tick
 )
 
@@ -406,6 +415,13 @@ def _step(s: BayState, ev: Event, now: float, t: Timers, out: _Out) -> BayState:
             if s.phase is Phase.SUSPENDED_EVSE and amps > 0:
                 return replace(s, phase=Phase.CHARGING, deadline=None)
             return s
+        case ModeChanged(mode=mode, session_id=sid):
+            if s.session is None or (sid is not None and s.session.session_id != sid):
+                out.add(Refused("no_session", f"no such session on bay {s.bay_id}"))
+                return s
+            sess = replace(s.session, mode=mode)
+            out.add(UpdateSession(sess))
+            return replace(s, session=sess)
         case Tick():
             return _tick(s, now, t, out)
     raise AssertionError(f"unhandled event {ev!r}")

@@ -22,6 +22,7 @@ from controller.bay import (
     Hold,
     HoldEnded,
     HoldPlaced,
+    ModeChanged,
     OpenSession,
     Phase,
     Refused,
@@ -199,8 +200,10 @@ def build_commit(
                         sess.session_id,
                     )
                 )
-            case UpdateSession(session=sess) if checkpoint:
-                c.session_update.append(session_row_progress(sess))
+            case UpdateSession(session=sess) if checkpoint or isinstance(event, ModeChanged):
+                row = session_row_progress(sess)
+                row["mode"] = sess.mode
+                c.session_update.append(row)
             case CloseSession():
                 c.session_update.append(session_row_close(eff, tariff))
                 c.events.append(

@@ -36,6 +36,7 @@ from controller.bay import (
     HoldCancelled,
     HoldPlaced,
     LockChanged,
+    ModeChanged,
     NodeOnline,
     Notice,
     OpenSession,
@@ -61,6 +62,7 @@ from controller.ports import (
     BayNode,
     DriverError,
     LinkStats,
+    MeterReading,
     NodeEvent,
     NodeEventKind,
     NodeHello,
@@ -122,6 +124,13 @@ class BayRuntime:
 
 
 @dataclass(frozen=True, slots=True)
+class MeterInput:
+    role: str  # "grid", "pv" or "bay"
+    bay_id: str | None
+    reading: MeterReading
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What a driver-facing command did: ``ok`` plus a message fit for the kiosk."""
 
@@ -152,6 +161,8 @@ class Station:
         self.token_keys: tokens.TokenKeys | None = None
         self._nonces = JournalNonceStore(journal, self.clock)
         self._focus: tuple[str, float] | None = None
+        self.load_changed = asyncio.Event()  # something the load manager reads has changed
+        self.meters: dict[str, MeterInput] = {}
         t = cfg.timers
         self.timers = Timers(
             connection_timeout_s=t.connection_timeout_s,
@@ -659,6 +670,17 @@ class Station:
             raise UnknownSession(session_id)
         return Outcome(False, "not_running", "This session has already ended.", session_id)
 
+    async def set_mode(self, session_id: str, mode: str, *, actor: str = "kiosk") -> Outcome:
+        """Switch a running session's mode; the load manager applies it at its next step."""
+        for rt in self.bays.values():
+            if rt.state.session is not None and rt.state.session.session_id == session_id:
+                effects = await self.apply(rt.cfg.id, ModeChanged(mode, session_id), actor=actor)
+                self.load_changed.set()
+                return _outcome(effects, ok_code="mode_changed")
+        if await self.journal.session(session_id) is None:
+            raise UnknownSession(session_id)
+        return Outcome(False, "not_running", "This session has already ended.", session_id)
+
     async def place_hold(
         self,
         bay_id: str,
@@ -910,6 +932,33 @@ class Station:
             ),
             "session": session,
         }
+
+    def on_meter_reading(
+        self, reading: MeterReading, *, role: str, bay_id: str | None = None
+    ) -> None:
+        """A meter published (called on the loop by the meter adapter)."""
+        prev = self.meters.get(reading.meter)
+        self.meters[reading.meter] = MeterInput(role, bay_id, reading)
+        if role in ("grid", "pv"):
+            self.load_changed.set()
+        if prev is None or prev.reading.freshness != reading.freshness:
+            log.info(
+                "meter.freshness",
+                meter=reading.meter,
+                role=role,
+                freshness=reading.freshness.value,
+                error=reading.error or None,
+            )
+
+    def meter_of(self, role: str) -> MeterInput | None:
+        for m in self.meters.values():
+            if m.role == role:
+                return m
+        return None
+
+    @property
+    def pv_available(self) -> bool:
+        return self.meter_of("pv") is not None
 
     def healthy(self) -> bool:
         """For the watchdog and /healthz: the loop runs (we are called) and the journal writes."""

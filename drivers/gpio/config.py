@@ -28,13 +28,6 @@ class InputPin(_Strict):
     pull: Literal["up", "down", "none"] = "up"
     debounce_s: float = Field(default=0.05, ge=0, le=2)
 
-    @model_validator(mode="after")
-    def _polarity(self) -> InputPin:
-        if self.pull == "up" and self.active_high or self.pull == "down" and not self.active_high:
-            # Legal but almost always a wiring mistake: the idle pull reads as "active".
-            pass
-        return self
-
 
 class OutputPin(_Strict):
     pin: PinName
@@ -126,7 +119,9 @@ def check_gpio(section: dict[str, Any] | None) -> list[str]:
         for e in err.errors():
             path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in e["loc"])
             path = path.replace(".[", "[")
-            out.append(f"gpio{'.' + path if path else ''}: {e['msg'].removeprefix('Value error, ')}")
+            out.append(
+                f"gpio{'.' + path if path else ''}: {e['msg'].removeprefix('Value error, ')}"
+            )
         return out
     return []
 

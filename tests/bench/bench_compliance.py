@@ -37,6 +37,7 @@ RESERVE_A = 4.0
 SPIKE_A = (1.0, 10.0)
 SEED = 20260301
 DEBUG = False
+DEBUG_WINDOW = (0.0, 0.0)
 
 
 def building_trace(rnd: np.random.Generator, ticks: int) -> np.ndarray:
@@ -175,7 +176,7 @@ def test_bench_compliance_24h() -> None:
         if ratio > worst_ratio:
             worst_ratio, worst_at = ratio, t
         if ratio > 1.0 + 1e-9:
-            if DEBUG and run_ticks > 21:
+            if DEBUG and DEBUG_WINDOW[0] <= t <= DEBUG_WINDOW[1]:
                 print(
                     f"t={t:.2f} site={[round(x, 1) for x in site]} bld={[round(x, 1) for x in building[k]]} "
                     f"draw={[round(e.draw_a, 1) for e in evs]} cmd={[e.last_cmd for e in evs]} "
@@ -210,7 +211,7 @@ def test_bench_compliance_24h() -> None:
             ),
         )
         step_s += time.perf_counter() - s0
-        if DEBUG and 63750 <= t <= 63760:
+        if DEBUG and DEBUG_WINDOW[0] <= t <= DEBUG_WINDOW[1]:
             print(
                 t,
                 "meas",

@@ -1,0 +1,54 @@
+"""The ``gpio`` extension: checks the ``[gpio]`` section and runs the emergency-stop input.
+
+Entry point ``edge_station.extensions: gpio = drivers.gpio.extension:EXTENSION``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from drivers.gpio.config import check_gpio, parse_gpio
+from drivers.gpio.estop import GpioStopInput, run_stop_input
+from drivers.gpio.io import pin_factory
+
+if TYPE_CHECKING:
+    from controller.config import StationConfig
+    from controller.station import Station
+
+GPIO_TRANSPORT = "gpio"
+
+
+class GpioExtension:
+    name = "gpio"
+
+    def check(self, cfg: StationConfig) -> list[str]:
+        problems = check_gpio(cfg.gpio)
+        gpio_buses = {b.id for b in cfg.buses if b.transport == GPIO_TRANSPORT}
+        if problems:
+            return problems
+        if cfg.gpio is None:
+            if gpio_buses:
+                problems.append("gpio: section missing (a bus uses transport 'gpio')")
+            return problems
+        g = parse_gpio(cfg.gpio)
+        wired = {b.node for b in g.bays}
+        node_ids = {b.node_id for b in cfg.bays}
+        for i, b in enumerate(g.bays):
+            if b.node not in node_ids:
+                problems.append(f"gpio.bays[{i}].node: no bay with node id {b.node!r}")
+        for i, bay in enumerate(cfg.bays):
+            if bay.bus in gpio_buses and bay.node_id not in wired:
+                problems.append(f"bays[{i}]: on GPIO bus {bay.bus!r} but not in [[gpio.bays]]")
+        return problems
+
+    def attach(self, station: Station) -> None:
+        if station.cfg.gpio is None:
+            return
+        g = parse_gpio(station.cfg.gpio)
+        if g.emergency_stop is None:
+            return
+        stop = GpioStopInput(g.emergency_stop, factory=pin_factory(g.pin_factory))
+        station.add_service("gpio-emergency-stop", lambda: run_stop_input(station, stop))
+
+
+EXTENSION = GpioExtension()
