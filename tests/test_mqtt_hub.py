@@ -136,7 +136,7 @@ async def test_anonymous_and_bad_password_are_refused(mosq: Mosquitto) -> None:
 
 
 async def test_a_node_cannot_publish_on_another_nodes_topic(mosq: Mosquitto) -> None:
-    async with hub_and_nodes(mosq, n=2) as (hub, sim, rec):
+    async with hub_and_nodes(mosq, n=2) as (hub, _sim, rec):
         await rec.wait_for(online("bay1"))
         await rec.wait_for(online("bay2"))
         forged = Frame(2, HOST_ADDRESS, 999, Event(NodeEventKind.FAULT, "forged"))

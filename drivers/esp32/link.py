@@ -8,8 +8,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controller.ports import LinkStats, PermanentError
-from drivers.esp32.messages import MAX_NODE_ADDRESS, AckStatus
+from controller.ports import (
+    LinkStats,
+    NodeEvent,
+    NodeHello,
+    NodeTelemetry,
+    NodeUpdate,
+    PermanentError,
+)
+from drivers.esp32.messages import (
+    MAX_NODE_ADDRESS,
+    Ack,
+    AckStatus,
+    Event,
+    Heartbeat,
+    Hello,
+    Message,
+    Telemetry,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +87,38 @@ class NodeState:
         rebooted = self.last_uptime_ms is not None and uptime_ms < self.last_uptime_ms
         self.last_uptime_ms = uptime_ms
         return rebooted
+
+    def on_message(self, msg: Message, now: float) -> NodeUpdate | None:
+        """Book-keep a message from the node; the update for the controller, if any."""
+        node_id = self.cfg.node_id
+        if isinstance(msg, Telemetry):
+            return NodeTelemetry(
+                node_id=node_id,
+                at=now,
+                current_a=msg.current_a,
+                voltage_v=msg.voltage_v,
+                energy_wh=msg.energy_wh,
+                relay_on=msg.relay_on,
+                setpoint_a=msg.setpoint_a,
+                lease_remaining_s=msg.lease_remaining_s,
+                locked=msg.locked,
+                door_closed=msg.door_closed,
+                pilot=msg.pilot,
+                temperature_c=msg.temperature_c,
+                soc_pct=None if msg.soc_pct is None else float(msg.soc_pct),
+            )
+        if isinstance(msg, Event):
+            return NodeEvent(node_id, now, msg.kind, msg.detail)
+        if isinstance(msg, Hello):
+            self.stats.firmware = msg.firmware
+            self.needs_config = True
+            return NodeHello(node_id, now, msg.firmware, msg.protocol_version, msg.capabilities)
+        if isinstance(msg, Heartbeat):
+            if self.note_uptime(msg.uptime_ms):
+                self.needs_config = True  # the node rebooted
+        elif not isinstance(msg, Ack):
+            self._bump("unexpected")  # a command sent by a node
+        return None
 
     def _bump(self, key: str, n: int = 1) -> None:
         self.stats.extra[key] = self.stats.extra.get(key, 0) + n

@@ -37,11 +37,8 @@ from controller.ports import (
     ConnectionLost,
     DriverTimeout,
     LinkStats,
-    NodeEvent,
-    NodeHello,
     NodeLink,
     NodeSink,
-    NodeTelemetry,
     NodeUpdate,
     PermanentError,
 )
@@ -53,14 +50,12 @@ from drivers.esp32.messages import (
     AckStatus,
     Command,
     Configure,
-    Event,
     Frame,
     Heartbeat,
     Hello,
     Message,
     SetLock,
     SetOutput,
-    Telemetry,
 )
 from drivers.esp32.mqtt_config import (
     STATUS_OFFLINE,
@@ -380,45 +375,21 @@ class MqttNodeHub:
 
     def _dispatch(self, node: _Node, msg: Message, now: float) -> None:
         st = node.st
-        node_id = st.cfg.node_id
-        if isinstance(msg, Telemetry):
-            self._emit(
-                NodeTelemetry(
-                    node_id=node_id,
-                    at=now,
-                    current_a=msg.current_a,
-                    voltage_v=msg.voltage_v,
-                    energy_wh=msg.energy_wh,
-                    relay_on=msg.relay_on,
-                    setpoint_a=msg.setpoint_a,
-                    lease_remaining_s=msg.lease_remaining_s,
-                    locked=msg.locked,
-                    door_closed=msg.door_closed,
-                    pilot=msg.pilot,
-                    temperature_c=msg.temperature_c,
-                    soc_pct=None if msg.soc_pct is None else float(msg.soc_pct),
-                )
-            )
-        elif isinstance(msg, Ack):
+        if isinstance(msg, Ack):
             fut = node.pending.get(msg.cmd_id)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
-        elif isinstance(msg, Event):
-            self._emit(NodeEvent(node_id, now, msg.kind, msg.detail))
-        elif isinstance(msg, Hello):
-            st.stats.firmware = msg.firmware
-            st.needs_config = True
+            return
+        if isinstance(msg, Hello):
             log.info(
-                "mqtt.hello", node=node_id, firmware=msg.firmware, protocol=msg.protocol_version
+                "mqtt.hello",
+                node=st.cfg.node_id,
+                firmware=msg.firmware,
+                protocol=msg.protocol_version,
             )
-            self._emit(
-                NodeHello(node_id, now, msg.firmware, msg.protocol_version, msg.capabilities)
-            )
-        elif isinstance(msg, Heartbeat):
-            if st.note_uptime(msg.uptime_ms):
-                st.needs_config = True  # the node rebooted
-        else:
-            st.stats.extra["unexpected"] = st.stats.extra.get("unexpected", 0) + 1
+        update = st.on_message(msg, now)  # the transport-neutral mapping, shared with serial
+        if update is not None:
+            self._emit(update)
 
     def _emit(self, update: NodeUpdate) -> None:
         if self._sink is None:

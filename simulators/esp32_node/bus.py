@@ -38,9 +38,12 @@ class SimNodeSpec:
     response_delay_s: float = 0.0
 
 
-def specs(count: int, kind: Kind = "evse") -> list[SimNodeSpec]:
-    """``bay1``..``bayN`` at bus addresses 1..N."""
-    return [SimNodeSpec(f"bay{i}", i, kind) for i in range(1, count + 1)]
+def specs(count: int, kind: str = "evse") -> list[SimNodeSpec]:
+    """``bay1``..``bayN`` at bus addresses 1..N, all of one kind (``evse`` or ``locker``)."""
+    if kind not in ("evse", "locker"):
+        raise ValueError(f"unknown node kind {kind!r}")
+    node_kind: Kind = "evse" if kind == "evse" else "locker"
+    return [SimNodeSpec(f"bay{i}", i, node_kind) for i in range(1, count + 1)]
 
 
 class SimulatedBus:

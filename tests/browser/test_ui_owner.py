@@ -1,0 +1,137 @@
+"""Owner UI in Chromium at 1280x800: first-run setup, login, live dashboard, settings, CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from controller.bay import StopReason
+from tests.browser.conftest import Live
+from tests.test_api_rig import PASSWORD
+
+pytestmark = pytest.mark.browser
+
+
+async def _setup_owner(browser: Browser, live: Live) -> Page:
+    page = await browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    page.set_default_timeout(5000)
+    await page.goto(live.base + "/")
+    await expect(page).to_have_url(live.base + "/setup")
+    await page.fill('input[name="code"]', live.setup_code.lower())  # case does not matter
+    await page.fill('input[name="username"]', "owner")
+    await page.fill('input[name="password"]', PASSWORD)
+    await page.fill('input[name="password2"]', PASSWORD)
+    await page.click('button[type="submit"]')
+    await expect(page).to_have_url(live.base + "/owner")
+    await expect(page.locator("body")).to_have_attribute("data-live", "up")
+    return page
+
+
+async def test_first_run_setup_login_and_live_dashboard(
+    browser: Browser, live: Live, artifacts: Path
+) -> None:
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    page.set_default_timeout(5000)
+    await page.goto(live.base + "/owner")
+    await expect(page).to_have_url(live.base + "/setup")  # no owner yet: no login possible
+    await page.fill('input[name="code"]', "AAAA-BBBB-CCCC")
+    await page.fill('input[name="username"]', "owner")
+    await page.fill('input[name="password"]', PASSWORD)
+    await page.fill('input[name="password2"]', PASSWORD)
+    await page.click('button[type="submit"]')
+    await expect(page.locator("#msg")).to_contain_text("setup code is not right")
+    await page.fill('input[name="code"]', live.setup_code)
+    await page.click('button[type="submit"]')
+    await expect(page).to_have_url(live.base + "/owner")
+    card = page.locator('#dash-bays [data-bay="bay1"]')
+    await expect(card).to_contain_text("Available")
+    live.rig.hub.plug("bay1")
+    await live.rig.station.present_token("bay1", "1234")
+    await expect(card).to_contain_text("Charging")  # pushed over the WebSocket
+    await expect(card.locator(".sess")).to_contain_text("kWh")
+    await page.screenshot(path=str(artifacts / "owner-dashboard-1280x800.png"))
+    await card.get_by_role("button", name="Stop session").click()
+    await expect(page.locator("#flash")).to_have_text("Session stopped.")
+    await expect(card).not_to_contain_text("Charging")
+    await page.click("#logout")
+    await expect(page).to_have_url(live.base + "/login")
+    await page.fill('input[name="username"]', "owner")
+    await page.fill('input[name="password"]', "not the password")
+    await page.click('button[type="submit"]')
+    await expect(page.locator("#msg")).to_have_text("Wrong user name or password.")
+    await page.fill('input[name="password"]', PASSWORD)
+    await page.click('button[type="submit"]')
+    await expect(page).to_have_url(live.base + "/owner")
+    await expect(page.locator("#who")).to_have_text("owner (owner)")
+
+
+async def test_settings_change_takes_effect(browser: Browser, live: Live, artifacts: Path) -> None:
+    page = await _setup_owner(browser, live)
+    kiosk = await browser.new_page(viewport={"width": 800, "height": 480})
+    await kiosk.goto(live.base + "/kiosk")
+    await expect(kiosk.locator("body")).to_have_attribute("data-live", "up")
+    await page.click('nav a[href="#settings"]')
+    form = page.locator('form[data-section="tariff"]')
+    await form.locator('input[name="per_kwh"]').fill("-1")
+    await form.get_by_role("button").click()
+    await expect(page.locator("#flash")).to_contain_text("per_kwh")  # refused, with the reason
+    assert live.rig.station.cfg.tariff.per_kwh == 0.30
+    await form.locator('input[name="per_kwh"]').fill("0.45")
+    await form.get_by_role("button").click()
+    await expect(page.locator("#flash")).to_have_text("Tariff saved.")
+    await page.screenshot(path=str(artifacts / "owner-settings-1280x800.png"))
+    assert live.rig.station.cfg.tariff.per_kwh == 0.45
+    # The kiosk, already open, shows the new price without a reload.
+    await kiosk.locator('[data-bay="bay1"]').click()
+    for d in "1234":
+        await kiosk.locator(f'#keypad [data-key="{d}"]').click()
+    await kiosk.locator('#keypad [data-key="OK"]').click()
+    await expect(kiosk.locator("#price")).to_contain_text("0.45 EUR per kWh")
+    await page.click('nav a[href="#audit"]')
+    await expect(page.locator("#a-rows")).to_contain_text("settings_changed")
+
+
+async def test_sessions_filter_csv_export_and_stats(
+    browser: Browser, live: Live, artifacts: Path
+) -> None:
+    st, hub = live.rig.station, live.rig.hub
+    ids = []
+    hub.plug("locker1")
+    for token, mode in (("1234", "eco"), ("5678", "standard")):
+        out = await st.present_token("bay1" if mode == "eco" else "locker1", token, mode=mode)
+        assert out.ok and out.session_id
+        ids.append(out.session_id)
+    hub.plug("bay1")
+    await live.rig.until(lambda: all(rt.state.session and rt.state.session.energy_wh > 0 for rt in st.bays.values()))
+    for sid in ids:
+        assert (await st.stop_session(sid, StopReason.LOCAL)).ok
+    page = await _setup_owner(browser, live)
+    await page.click('nav a[href="#sessions"]')
+    rows = page.locator("#s-rows tr")
+    await expect(rows).to_have_count(2)
+    await page.select_option('#s-filter select[name="mode"]', "eco")
+    await page.click('#s-filter button[type="submit"]')
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_have_attribute("data-session", ids[0])
+    await rows.first.click()
+    await expect(page.locator("#s-detail")).to_contain_text("Session " + ids[0])
+    await page.screenshot(path=str(artifacts / "owner-sessions-1280x800.png"))
+    async with page.expect_download() as info:
+        await page.click("#csv")
+    download = await info.value
+    text = Path(await download.path()).read_bytes().decode("utf-8")
+    table = list(csv.reader(io.StringIO(text)))
+    assert table[0][0] == "session_id" and "energy_kwh" in table[0]
+    assert [r[0] for r in table[1:]] == [ids[0]]  # the export follows the filter
+    assert table[1][table[0].index("mode")] == "eco"
+    assert float(table[1][table[0].index("energy_kwh")]) > 0
+    await page.click('nav a[href="#stats"]')
+    await expect(page.locator("#chart svg rect").first).to_be_visible()
+    await expect(page.locator("#totals")).to_contain_text("2 sessions")
+    await page.screenshot(path=str(artifacts / "owner-stats-1280x800.png"))
+    await page.click('nav a[href="#diagnostics"]')
+    await expect(page.locator("#d-nodes")).to_contain_text("fake-1.2.3")
