@@ -332,7 +332,7 @@ class OcppUpstream:
         self._set_link(link, accepted=False)
         registered = False
 
-        async def register() -> None:
+        async def register(tg: asyncio.TaskGroup) -> None:
             nonlocal registered
             if self.cfg.boot_every_connect or self.boot_status != "Accepted":
                 await self._boot(link)
@@ -341,15 +341,14 @@ class OcppUpstream:
             self._dirty.update(self._connectors())
             for c in self._connectors():
                 await self._send_status(link, c, force=True)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._heartbeat(link), name="ocpp:heartbeat")
-                tg.create_task(self._push_status(link), name="ocpp:status")
-                tg.create_task(self.outbox.run(link.call_raw, link.wait_quiet), name="ocpp:outbox")
+            tg.create_task(self._heartbeat(link), name="ocpp:heartbeat")
+            tg.create_task(self._push_status(link), name="ocpp:status")
+            tg.create_task(self.outbox.run(link.call_raw, link.wait_quiet), name="ocpp:outbox")
 
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(link.start(), name="ocpp:recv")
-                tg.create_task(register(), name="ocpp:register")
+                tg.create_task(register(tg), name="ocpp:register")
         except* _LINK_ERRORS as eg:
             self._note_error(eg.exceptions[0])
         finally:

@@ -47,7 +47,7 @@ def build_hubs(cfg: StationConfig) -> dict[str, NodeHub]:
     hubs: dict[str, NodeHub] = {}
     for bus in cfg.buses:
         factory = registry.load(registry.NODE_HUBS, bus.transport)
-        hubs[bus.id] = factory(bus, [b for b in cfg.bays if b.bus == bus.id])
+        hubs[bus.id] = factory(bus, [b for b in cfg.bays if b.bus == bus.id], cfg)
     return hubs
 
 

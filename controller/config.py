@@ -58,7 +58,7 @@ class BusConfig(_Strict):
     """One link to bay nodes: a serial (RS-485/UART) port, or the simulator's pseudo-terminal."""
 
     id: str = Field(min_length=1)
-    transport: Literal["serial", "mqtt"] = "serial"
+    transport: Literal["serial", "mqtt", "gpio"] = "serial"
     port: str = ""
     baud: int = Field(default=115200, gt=0)
     host_timeout_s: float = Field(default=10.0, gt=0)

@@ -6,25 +6,22 @@ import dataclasses
 import json
 import sqlite3
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import ValidationError
 
 from controller.journal import JournalError
 from controller.ports import DriverError
-from local_ui.accounts import User
 from local_ui.actions import bay_or_404
 from local_ui.api_bays import _ERRORS
 from local_ui.context import (
-    INSTALLER,
-    OWNER,
-    READ,
-    UiContext,
+    Ctx,
+    InstallerOnly,
+    OwnerOnly,
+    Reader,
     audit_actor,
     check_csrf,
-    ready_ctx,
-    require,
 )
 from local_ui.errors import ApiError
 from local_ui.schemas import InstallerTestRequest, NewUserRequest, UserOut
@@ -37,17 +34,13 @@ router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], respons
 
 
 @router.get("/settings", tags=["settings"])
-async def get_settings(
-    ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))
-) -> dict[str, Any]:
+async def get_settings(ctx: Ctx, user: Reader) -> dict[str, Any]:
     """Every settings section: its values, its JSON schema and the roles that may change it."""
     return {"sections": {n: ctx.settings.describe(ctx.station, n) for n in ctx.settings.sections}}
 
 
 @router.get("/settings/{section}", tags=["settings"])
-async def get_section(
-    section: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))
-) -> dict[str, Any]:
+async def get_section(section: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
     if section not in ctx.settings.sections:
         raise ApiError(404, "unknown_section", f"There is no settings section {section!r}.")
     return ctx.settings.describe(ctx.station, section)
@@ -56,9 +49,9 @@ async def get_section(
 @router.patch("/settings/{section}", tags=["settings"])
 async def patch_section(
     section: str,
-    patch: dict[str, Any] = Body(..., description="fields to change; the rest stay"),
-    ctx: UiContext = Depends(ready_ctx),
-    user: User = Depends(require(READ)),
+    patch: Annotated[dict[str, Any], Body(description="fields to change; the rest stay")],
+    ctx: Ctx,
+    user: Reader,
 ) -> dict[str, Any]:
     """Validate, apply live, keep and audit a change to one section."""
     sec = ctx.settings.sections.get(section)
@@ -76,7 +69,11 @@ async def patch_section(
             422,
             "invalid_setting",
             f"{where}: {e['msg']}" if where else str(e["msg"]),
-            extra={"details": [{"loc": [str(p) for p in x["loc"]], "msg": x["msg"]} for x in err.errors()]},
+            extra={
+                "details": [
+                    {"loc": [str(p) for p in x["loc"]], "msg": x["msg"]} for x in err.errors()
+                ]
+            },
         ) from None
     await ctx.settings.apply(ctx.station, section, value)
     new = value.model_dump(mode="json")
@@ -93,10 +90,10 @@ async def patch_section(
 
 @router.get("/audit", tags=["audit"])
 async def audit_log(
-    limit: int = Query(200, ge=1, le=1000),
-    kind: str | None = Query(None, max_length=64),
-    ctx: UiContext = Depends(ready_ctx),
-    user: User = Depends(require(READ)),
+    ctx: Ctx,
+    user: Reader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
 ) -> list[dict[str, Any]]:
     """The audit log, newest first: who changed what (settings, stops, holds, throttling)."""
     rows = await ctx.station.journal.audit_log(limit=limit, kind=kind)
@@ -112,9 +109,7 @@ async def audit_log(
 
 
 @router.get("/diagnostics", tags=["diagnostics"])
-async def diagnostics(
-    ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))
-) -> dict[str, Any]:
+async def diagnostics(ctx: Ctx, user: Reader) -> dict[str, Any]:
     """Nodes (heartbeat age, firmware, link counters), OCPP link, meters, journal, load."""
     st = ctx.station
     now_m = st.clock.monotonic()
@@ -188,8 +183,8 @@ def _meters(st: Any) -> dict[str, Any] | None:
 async def installer_test(
     bay_id: str,
     req: InstallerTestRequest,
-    ctx: UiContext = Depends(ready_ctx),
-    user: User = Depends(require(INSTALLER)),
+    ctx: Ctx,
+    user: InstallerOnly,
 ) -> dict[str, Any]:
     """Installer tests on an idle bay: lock/unlock, relay on/off, current ramp.
 
@@ -220,19 +215,25 @@ async def installer_test(
         elif req.action == "relay_on":
             amps = req.current_a if req.current_a is not None else rt.cfg.min_current_a
             amps = min(amps, rt.cfg.max_current_a)
-            await step(f"relay_on {amps} A", node.set_output(relay_on=True, current_a=amps, lease_s=lease))
+            await step(
+                f"relay_on {amps} A", node.set_output(relay_on=True, current_a=amps, lease_s=lease)
+            )
         elif req.action == "relay_off":
             await step("relay_off", node.set_output(relay_on=False, current_a=0.0, lease_s=lease))
         else:
             top = min(req.current_a or rt.cfg.max_current_a, rt.cfg.max_current_a)
             amps = rt.cfg.min_current_a
             while amps <= top + 1e-9:
-                await step(f"{amps:g} A", node.set_output(relay_on=True, current_a=amps, lease_s=lease))
+                await step(
+                    f"{amps:g} A", node.set_output(relay_on=True, current_a=amps, lease_s=lease)
+                )
                 amps += 2.0
             await step("relay_off", node.set_output(relay_on=False, current_a=0.0, lease_s=lease))
     except DriverError as err:
         await st.audit(
-            "installer_test", audit_actor(user), {"bay_id": bay_id, "action": req.action, "error": str(err)}
+            "installer_test",
+            audit_actor(user),
+            {"bay_id": bay_id, "action": req.action, "error": str(err)},
         )
         raise ApiError(502, "node_error", f"The node did not confirm: {err}") from None
     rt.output_changed.set()  # let the output loop restore the wanted state now
@@ -258,16 +259,12 @@ async def installer_test(
 
 
 @router.get("/users", tags=["users"])
-async def list_users(
-    ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OWNER))
-) -> list[dict[str, Any]]:
+async def list_users(ctx: Ctx, user: OwnerOnly) -> list[dict[str, Any]]:
     return await ctx.accounts.list_users()
 
 
 @router.post("/users", tags=["users"], status_code=201, response_model=UserOut)
-async def create_user(
-    req: NewUserRequest, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OWNER))
-) -> UserOut:
+async def create_user(req: NewUserRequest, ctx: Ctx, user: OwnerOnly) -> UserOut:
     if await ctx.accounts.get_user(req.username) is not None:
         raise ApiError(409, "user_exists", f"There is already a user {req.username!r}.")
     created = await ctx.accounts.create_user(req.username, req.password, req.role)
@@ -278,9 +275,7 @@ async def create_user(
 
 
 @router.delete("/users/{username}", tags=["users"])
-async def delete_user(
-    username: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OWNER))
-) -> dict[str, Any]:
+async def delete_user(username: str, ctx: Ctx, user: OwnerOnly) -> dict[str, Any]:
     if username == user.username:
         raise ApiError(409, "cannot_delete_self", "You cannot delete your own account.")
     if not await ctx.accounts.delete_user(username):

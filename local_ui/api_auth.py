@@ -8,18 +8,17 @@ import secrets
 import structlog
 from fastapi import APIRouter, Depends, Request, Response
 
-from local_ui.accounts import User
 from local_ui.api_bays import _ERRORS
 from local_ui.context import (
     CSRF_COOKIE,
     SESSION_COOKIE,
+    AnyUser,
+    Ctx,
+    MaybeUser,
     UiContext,
     audit_actor,
     check_csrf,
     client_ip,
-    current_user,
-    optional_user,
-    ready_ctx,
 )
 from local_ui.errors import ApiError
 from local_ui.schemas import AuthStatus, LoginRequest, PasswordChange, SetupRequest, UserOut
@@ -49,9 +48,7 @@ def _throttle(ctx: UiContext, *keys: str) -> None:
 
 
 @router.get("/status", response_model=AuthStatus)
-async def auth_status(
-    ctx: UiContext = Depends(ready_ctx), user: User | None = Depends(optional_user)
-) -> AuthStatus:
+async def auth_status(ctx: Ctx, user: MaybeUser) -> AuthStatus:
     """Whether the first-run setup is pending, and who is logged in."""
     return AuthStatus(
         setup_required=ctx.accounts.setup_code is not None,
@@ -70,9 +67,7 @@ async def csrf(request: Request, response: Response) -> dict[str, str]:
 
 
 @router.post("/setup", response_model=UserOut, status_code=201)
-async def setup(
-    req: SetupRequest, request: Request, response: Response, ctx: UiContext = Depends(ready_ctx)
-) -> UserOut:
+async def setup(req: SetupRequest, request: Request, response: Response, ctx: Ctx) -> UserOut:
     """Create the owner account with the one-time setup code from the station's log."""
     ip_key = f"setup:{client_ip(request)}"
     _throttle(ctx, ip_key, "setup:any")
@@ -83,7 +78,9 @@ async def setup(
     if not hmac.compare_digest(given.encode(), code.encode()):
         ctx.limiter.failed(ip_key, "setup:any")
         log.warning("ui.setup_code_wrong", ip=client_ip(request))
-        raise ApiError(403, "wrong_setup_code", "This setup code is not right (see the station log).")
+        raise ApiError(
+            403, "wrong_setup_code", "This setup code is not right (see the station log)."
+        )
     ctx.limiter.succeeded(ip_key)
     ctx.accounts.setup_code = None
     user = await ctx.accounts.create_user(req.username, req.password, "owner")
@@ -93,9 +90,7 @@ async def setup(
 
 
 @router.post("/login", response_model=UserOut)
-async def login(
-    req: LoginRequest, request: Request, response: Response, ctx: UiContext = Depends(ready_ctx)
-) -> UserOut:
+async def login(req: LoginRequest, request: Request, response: Response, ctx: Ctx) -> UserOut:
     """Log in; failed attempts are limited per IP and per user name with a growing delay."""
     keys = (f"ip:{client_ip(request)}", f"user:{req.username.lower()}")
     _throttle(ctx, *keys)
@@ -113,9 +108,7 @@ async def login(
 
 
 @router.post("/logout")
-async def logout(
-    request: Request, response: Response, ctx: UiContext = Depends(ready_ctx)
-) -> dict[str, bool]:
+async def logout(request: Request, response: Response, ctx: Ctx) -> dict[str, bool]:
     sid = request.cookies.get(SESSION_COOKIE)
     if sid:
         await ctx.accounts.end_session(sid[:200])
@@ -127,8 +120,8 @@ async def logout(
 async def change_password(
     req: PasswordChange,
     request: Request,
-    ctx: UiContext = Depends(ready_ctx),
-    user: User = Depends(current_user),
+    ctx: Ctx,
+    user: AnyUser,
 ) -> dict[str, bool]:
     keys = (f"ip:{client_ip(request)}", f"user:{user.username.lower()}")
     _throttle(ctx, *keys)

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
 from controller.accounting import Tariff
 from controller.station import UnknownBay
-from local_ui.accounts import User
 from local_ui.actions import bay_or_404, present_token, refuse_if_failed
 from local_ui.context import (
-    OPERATE,
-    OWNER,
-    READ,
-    UiContext,
+    Ctx,
+    Operator,
+    OwnerOnly,
+    Reader,
     audit_actor,
     check_csrf,
-    ready_ctx,
-    require,
 )
 from local_ui.errors import ApiError, ErrorBody
 from local_ui.schemas import AvailabilityRequest, HoldRequest, OutcomeOut, TokenRequest
@@ -38,17 +35,13 @@ router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], respons
 
 
 @router.get("/station", tags=["station"])
-async def station_status(
-    ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))
-) -> dict[str, Any]:
+async def station_status(ctx: Ctx, user: Reader) -> dict[str, Any]:
     """Station status: safe mode, cloud link, PV availability, tariff, load (when known)."""
     return station_view(ctx.station)
 
 
 @router.post("/station/blockers/{cause}/clear", tags=["station"])
-async def clear_blocker(
-    cause: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OWNER))
-) -> dict[str, Any]:
+async def clear_blocker(cause: str, ctx: Ctx, user: OwnerOnly) -> dict[str, Any]:
     """Clear a latched safe-mode cause (the emergency stop) once its reason is gone."""
     st = ctx.station
     causes = getattr(getattr(st, "safe", None), "causes", None)
@@ -67,17 +60,13 @@ async def clear_blocker(
 
 
 @router.get("/bays", tags=["bays"])
-async def list_bays(
-    ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))
-) -> list[dict[str, Any]]:
+async def list_bays(ctx: Ctx, user: Reader) -> list[dict[str, Any]]:
     """Every bay's live snapshot."""
     return [bay_view(ctx.station, rt) for rt in ctx.station.bays.values()]
 
 
 @router.get("/bays/{bay_id}", tags=["bays"])
-async def bay_detail(
-    bay_id: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))
-) -> dict[str, Any]:
+async def bay_detail(bay_id: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
     bay_or_404(ctx.station, bay_id)
     rt = ctx.station.bays[bay_id]
     view = bay_view(ctx.station, rt)
@@ -92,8 +81,8 @@ async def bay_detail(
 async def bay_token(
     bay_id: str,
     req: TokenRequest,
-    ctx: UiContext = Depends(ready_ctx),
-    user: User = Depends(require(OPERATE)),
+    ctx: Ctx,
+    user: Operator,
 ) -> OutcomeOut:
     """Present a token at a bay: starts a session (or stops the one this token runs).
 
@@ -108,8 +97,8 @@ async def bay_token(
 async def bay_availability(
     bay_id: str,
     req: AvailabilityRequest,
-    ctx: UiContext = Depends(ready_ctx),
-    user: User = Depends(require(OPERATE)),
+    ctx: Ctx,
+    user: Operator,
 ) -> OutcomeOut:
     """Make a bay (un)available; a running session finishes first."""
     bay_or_404(ctx.station, bay_id)
@@ -118,9 +107,7 @@ async def bay_availability(
 
 
 @router.post("/bays/{bay_id}/clear-fault", tags=["bays"], response_model=OutcomeOut)
-async def bay_clear_fault(
-    bay_id: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OPERATE))
-) -> OutcomeOut:
+async def bay_clear_fault(bay_id: str, ctx: Ctx, user: Operator) -> OutcomeOut:
     bay_or_404(ctx.station, bay_id)
     if ctx.station.bays[bay_id].state.fault is None:
         raise ApiError(409, "no_fault", "This bay has no fault to clear.")
@@ -130,9 +117,9 @@ async def bay_clear_fault(
 
 @router.get("/holds", tags=["holds"])
 async def list_holds(
-    ctx: UiContext = Depends(ready_ctx),
-    user: User = Depends(require(READ)),
-    limit: int = Query(50, ge=1, le=500),
+    ctx: Ctx,
+    user: Reader,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """Active holds (one per bay at most) and the most recent ones."""
     active = []
@@ -158,9 +145,7 @@ async def list_holds(
 
 
 @router.post("/holds", tags=["holds"], status_code=201, response_model=OutcomeOut)
-async def create_hold(
-    req: HoldRequest, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OPERATE))
-) -> OutcomeOut:
+async def create_hold(req: HoldRequest, ctx: Ctx, user: Operator) -> OutcomeOut:
     """Hold a bay for a token (arrival grace); 409 if the bay cannot be held now."""
     bay_or_404(ctx.station, req.bay_id)
     try:
@@ -173,9 +158,7 @@ async def create_hold(
 
 
 @router.delete("/holds/{hold_id}", tags=["holds"], response_model=OutcomeOut)
-async def cancel_hold(
-    hold_id: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OPERATE))
-) -> OutcomeOut:
+async def cancel_hold(hold_id: str, ctx: Ctx, user: Operator) -> OutcomeOut:
     for rt in ctx.station.bays.values():
         if rt.state.hold is not None and rt.state.hold.hold_id == hold_id:
             out = await ctx.station.cancel_hold(rt.cfg.id, hold_id, actor=audit_actor(user))
@@ -184,7 +167,7 @@ async def cancel_hold(
 
 
 @router.get("/tariff", tags=["station"], response_model=Tariff)
-async def tariff(ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))) -> Tariff:
+async def tariff(ctx: Ctx, user: Reader) -> Tariff:
     return ctx.station.cfg.tariff
 
 

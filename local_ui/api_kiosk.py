@@ -9,7 +9,7 @@ nobody can end someone else's. Tokens never appear in what the kiosk reads.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -20,7 +20,12 @@ from local_ui.accounts import LoginLimiter
 from local_ui.actions import bay_or_404, present_token
 from local_ui.api_bays import _ERRORS
 from local_ui.charts import qr_svg
-from local_ui.context import UiContext, check_csrf, client_ip, ready_ctx
+from local_ui.context import (
+    Ctx,
+    UiContext,
+    check_csrf,
+    client_ip,
+)
 from local_ui.errors import ApiError
 from local_ui.schemas import KioskOutcome, KioskStopRequest, TokenRequest
 from local_ui.views import bay_view, receipt, receipt_text, station_view
@@ -45,7 +50,7 @@ def _out(ctx: UiContext, out: Any) -> KioskOutcome:
 
 
 @router.get("/state")
-async def kiosk_state(ctx: UiContext = Depends(ready_ctx)) -> dict[str, Any]:
+async def kiosk_state(ctx: Ctx) -> dict[str, Any]:
     """Everything the idle screen shows: station status, every bay, the kiosk settings."""
     st = station_view(ctx.station)
     st.pop("load", None)
@@ -57,9 +62,7 @@ async def kiosk_state(ctx: UiContext = Depends(ready_ctx)) -> dict[str, Any]:
 
 
 @router.post("/bays/{bay_id}/token", response_model=KioskOutcome)
-async def kiosk_token(
-    bay_id: str, req: TokenRequest, request: Request, ctx: UiContext = Depends(ready_ctx)
-) -> KioskOutcome:
+async def kiosk_token(bay_id: str, req: TokenRequest, request: Request, ctx: Ctx) -> KioskOutcome:
     """Present a code (typed or scanned) at a bay: start, or stop this code's own session."""
     key = f"kiosk:{client_ip(request)}"
     wait = _codes.retry_after(key)
@@ -81,9 +84,7 @@ async def kiosk_token(
 
 
 @router.post("/bays/{bay_id}/stop", response_model=KioskOutcome)
-async def kiosk_stop(
-    bay_id: str, req: KioskStopRequest, ctx: UiContext = Depends(ready_ctx)
-) -> KioskOutcome:
+async def kiosk_stop(bay_id: str, req: KioskStopRequest, ctx: Ctx) -> KioskOutcome:
     """Stop the session this kiosk started on the bay (proved by its key)."""
     bay_or_404(ctx.station, bay_id)
     if not ctx.check_session_key(req.session_id, req.key):
@@ -103,8 +104,8 @@ async def kiosk_stop(
 @router.get("/sessions/{session_id}/receipt")
 async def kiosk_receipt(
     session_id: str,
-    key: str = Query(..., min_length=1, max_length=64),
-    ctx: UiContext = Depends(ready_ctx),
+    key: Annotated[str, Query(min_length=1, max_length=64)],
+    ctx: Ctx,
 ) -> dict[str, Any]:
     """The receipt of a session (energy, time, cost) and a QR code holding it."""
     if len(session_id) > 64 or not ctx.check_session_key(session_id, key):
@@ -118,7 +119,7 @@ async def kiosk_receipt(
 
 
 @router.get("/bays/{bay_id}/qr.svg", response_class=Response)
-async def bay_qr(bay_id: str, request: Request, ctx: UiContext = Depends(ready_ctx)) -> Response:
+async def bay_qr(bay_id: str, request: Request, ctx: Ctx) -> Response:
     """A QR code linking to the bay's page on this station (generated locally)."""
     bay_or_404(ctx.station, bay_id)
     url = str(request.base_url).rstrip("/") + f"/kiosk?bay={bay_id}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response, StreamingResponse
@@ -11,31 +11,42 @@ from fastapi.responses import Response, StreamingResponse
 from controller.bay import StopReason
 from controller.station import UnknownSession
 from local_ui import history
-from local_ui.accounts import User
 from local_ui.api_bays import _ERRORS, _plain
 from local_ui.charts import monthly_svg
-from local_ui.context import OPERATE, READ, UiContext, audit_actor, check_csrf, ready_ctx, require
+from local_ui.context import (
+    Ctx,
+    Operator,
+    Reader,
+    UiContext,
+    audit_actor,
+    check_csrf,
+)
 from local_ui.errors import ApiError
 from local_ui.schemas import OutcomeOut, Page
 from local_ui.views import session_view
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=_ERRORS)
 
-StopReasonName = Literal[tuple(r.value for r in StopReason)]  # type: ignore[valid-type]
-
 
 def session_filter(
-    since: dt.datetime | None = Query(None, description="ISO date/time (local if naive), inclusive"),
-    until: dt.datetime | None = Query(None, description="ISO date/time, exclusive"),
-    bay_id: str | None = Query(None, max_length=32),
+    since: Annotated[
+        dt.datetime | None, Query(description="ISO date/time (local if naive), inclusive")
+    ] = None,
+    until: Annotated[dt.datetime | None, Query(description="ISO date/time, exclusive")] = None,
+    bay_id: Annotated[str | None, Query(max_length=32)] = None,
     mode: Literal["standard", "eco", "boost", "solar"] | None = None,
-    stop_reason: StopReasonName | None = None,
+    stop_reason: StopReason | None = None,
     outcome: Literal["success", "error"] | None = None,
     state: Literal["open", "closed"] | None = None,
 ) -> history.SessionFilter:
     if since is not None and until is not None and _ts(until) <= _ts(since):
         raise ApiError(422, "invalid_request", "until must be after since.")
-    return history.SessionFilter(since, until, bay_id, mode, stop_reason, outcome, state)
+    return history.SessionFilter(
+        since, until, bay_id, mode, stop_reason.value if stop_reason else None, outcome, state
+    )
+
+
+Filter = Annotated[history.SessionFilter, Depends(session_filter)]
 
 
 def _ts(d: dt.datetime) -> float:
@@ -44,11 +55,11 @@ def _ts(d: dt.datetime) -> float:
 
 @router.get("/sessions", tags=["sessions"], response_model=Page)
 async def list_sessions(
-    f: history.SessionFilter = Depends(session_filter),
-    limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0, le=10_000_000),
-    ctx: UiContext = Depends(ready_ctx),
-    user: User = Depends(require(READ)),
+    ctx: Ctx,
+    user: Reader,
+    f: Filter,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Page:
     """Sessions, newest first, with the total count of the filtered set."""
     total, rows = await history.page(ctx.station.journal, f, limit, offset)
@@ -62,9 +73,9 @@ async def list_sessions(
 
 @router.get("/sessions.csv", tags=["sessions"], response_class=StreamingResponse)
 async def sessions_csv(
-    f: history.SessionFilter = Depends(session_filter),
-    ctx: UiContext = Depends(ready_ctx),
-    user: User = Depends(require(READ)),
+    f: Filter,
+    ctx: Ctx,
+    user: Reader,
 ) -> StreamingResponse:
     """UTF-8 CSV of the filtered sessions (oldest first), with a header row."""
     name = f"sessions-{ctx.station.cfg.station.id}-{dt.date.today().isoformat()}.csv"
@@ -76,9 +87,7 @@ async def sessions_csv(
 
 
 @router.get("/sessions/{session_id}", tags=["sessions"])
-async def session_detail(
-    session_id: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(READ))
-) -> dict[str, Any]:
+async def session_detail(session_id: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
     """One session with its events, oldest first."""
     row = await ctx.station.journal.session(session_id)
     if row is None:
@@ -90,16 +99,12 @@ async def session_detail(
 
 
 @router.post("/sessions/{session_id}/stop", tags=["sessions"], response_model=OutcomeOut)
-async def stop_session(
-    session_id: str, ctx: UiContext = Depends(ready_ctx), user: User = Depends(require(OPERATE))
-) -> OutcomeOut:
+async def stop_session(session_id: str, ctx: Ctx, user: Operator) -> OutcomeOut:
     """Stop a running session (stop reason ``Owner``); 409 if it has already ended."""
     if len(session_id) > 64:
         raise ApiError(404, "unknown_session", "There is no such session.")
     try:
-        out = await ctx.station.stop_session(
-            session_id, StopReason.OWNER, actor=audit_actor(user)
-        )
+        out = await ctx.station.stop_session(session_id, StopReason.OWNER, actor=audit_actor(user))
     except UnknownSession:
         raise ApiError(404, "unknown_session", f"There is no session {session_id!r}.") from None
     if not out.ok:
@@ -133,11 +138,11 @@ async def _stats(
 
 @router.get("/stats/monthly", tags=["sessions"])
 async def stats_monthly(
-    months: int = Query(12, ge=1, le=120),
-    bay_id: str | None = Query(None, max_length=32),
+    ctx: Ctx,
+    user: Reader,
+    months: Annotated[int, Query(ge=1, le=120)] = 12,
+    bay_id: Annotated[str | None, Query(max_length=32)] = None,
     until: dt.datetime | None = None,
-    ctx: UiContext = Depends(ready_ctx),
-    user: User = Depends(require(READ)),
 ) -> dict[str, Any]:
     """kWh, sessions and cost per month (closed sessions), a trend line and the totals."""
     return await _stats(ctx, months, bay_id, until)
@@ -145,10 +150,10 @@ async def stats_monthly(
 
 @router.get("/stats/monthly.svg", tags=["sessions"], response_class=Response)
 async def stats_monthly_svg(
-    months: int = Query(12, ge=1, le=120),
-    bay_id: str | None = Query(None, max_length=32),
-    ctx: UiContext = Depends(ready_ctx),
-    user: User = Depends(require(READ)),
+    ctx: Ctx,
+    user: Reader,
+    months: Annotated[int, Query(ge=1, le=120)] = 12,
+    bay_id: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
     """The monthly kWh bar chart with its trend line, as SVG."""
     s = await _stats(ctx, months, bay_id, None)

@@ -26,7 +26,7 @@ def monthly_svg(months: list[dict[str, Any]], trend_kwh: list[float]) -> str:
         parts.append(
             f'<line x1="{left}" y1="{y:.1f}" x2="{w - 4}" y2="{y:.1f}" stroke="#ddd"/>'
             f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">'
-            f"{peak * frac:.0f}</text>"
+            f"{peak * frac:.3g}</text>"
         )
     pts = []
     for i, m in enumerate(months):
@@ -35,7 +35,7 @@ def monthly_svg(months: list[dict[str, Any]], trend_kwh: list[float]) -> str:
         parts.append(
             f'<rect x="{x:.1f}" y="{h - bottom - bh:.1f}" width="{bar:.1f}" height="{bh:.1f}"'
             f' fill="#2b6cb0"><title>{escape(m["month"])}: {m["energy_kwh"]:.1f} kWh,'
-            f' {m["sessions"]} sessions</title></rect>'
+            f" {m['sessions']} sessions</title></rect>"
         )
         if n <= 13 or i % max(1, n // 12) == 0:
             parts.append(

@@ -12,7 +12,7 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, WebSocket
 
@@ -77,28 +77,45 @@ def client_ip(request: Request | WebSocket) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def optional_user(request: Request, ctx: UiContext = Depends(ready_ctx)) -> User | None:
+Ctx = Annotated[UiContext, Depends(ready_ctx)]
+
+
+async def optional_user(request: Request, ctx: Ctx) -> User | None:
     sid = request.cookies.get(SESSION_COOKIE)
     if not sid or len(sid) > 200:
         return None
     return await ctx.accounts.session_user(sid)
 
 
-async def current_user(user: User | None = Depends(optional_user)) -> User:
+MaybeUser = Annotated[User | None, Depends(optional_user)]
+
+
+async def current_user(user: MaybeUser) -> User:
     if user is None:
         raise ApiError(401, "login_required", "Please log in.")
     return user
 
 
+AnyUser = Annotated[User, Depends(current_user)]
+
+
 def require(roles: frozenset[str]) -> Callable[..., Awaitable[User]]:
-    async def dep(user: User = Depends(current_user)) -> User:
+    async def dep(user: AnyUser) -> User:
         if user.role not in roles:
             raise ApiError(
-                403, "forbidden", f"The {user.role} role may not do this ({'/'.join(sorted(roles))})."
+                403,
+                "forbidden",
+                f"The {user.role} role may not do this ({'/'.join(sorted(roles))}).",
             )
         return user
 
     return dep
+
+
+Reader = Annotated[User, Depends(require(READ))]
+Operator = Annotated[User, Depends(require(OPERATE))]
+OwnerOnly = Annotated[User, Depends(require(OWNER))]
+InstallerOnly = Annotated[User, Depends(require(INSTALLER))]
 
 
 async def check_csrf(request: Request) -> None:

@@ -79,7 +79,9 @@ def outcome_of(stop_reason: str | None) -> str | None:
     return "success" if stop_reason in {r.value for r in SUCCESS_REASONS} else "error"
 
 
-async def page(journal: Journal, f: SessionFilter, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+async def page(
+    journal: Journal, f: SessionFilter, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
     where, params = f.where()
     total = (await journal.query(f"SELECT count(*) AS n FROM sessions {where}", params))[0]["n"]
     rows = await journal.query(
@@ -134,7 +136,9 @@ def csv_row(r: dict[str, Any]) -> list[Any]:
             duration,
             round((r.get("energy_wh") or 0) / 1000, 3),
             round((r.get("peak_power_w") or 0) / 1000, 3),
-            round((r.get("avg_power_w") or 0) / 1000, 3) if r.get("avg_power_w") is not None else "",
+            round((r.get("avg_power_w") or 0) / 1000, 3)
+            if r.get("avg_power_w") is not None
+            else "",
             r.get("mode") or "",
             r.get("state") or "",
             r.get("stop_reason") or "",
@@ -176,7 +180,9 @@ def month_start(d: dt.date, back: int) -> dt.date:
     return dt.date(y, m + 1, 1)
 
 
-async def monthly(journal: Journal, since: dt.datetime, until: dt.datetime | None, bay_id: str | None) -> list[dict[str, Any]]:
+async def monthly(
+    journal: Journal, since: dt.datetime, until: dt.datetime | None, bay_id: str | None
+) -> list[dict[str, Any]]:
     # Sessions still open, or with a counter that went backwards, stay out of the aggregates.
     clauses = ["state = 'closed'", "energy_wh >= 0", "started_at >= ?"]
     params: list[Any] = [_epoch(since)]
@@ -194,7 +200,7 @@ async def monthly(journal: Journal, since: dt.datetime, until: dt.datetime | Non
         params,
     )
     by_month = {r["month"]: r for r in rows}
-    out = []
+    out: list[dict[str, Any]] = []
     cur = dt.date(since.year, since.month, 1)
     end = (until or dt.datetime.now()).date()
     while cur <= end and len(out) < 240:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from local_ui.accounts import User
-from local_ui.context import UiContext, optional_user, ready_ctx
+from local_ui.context import (
+    Ctx,
+    MaybeUser,
+)
 
 STATIC = Path(__file__).parent / "static"
 router = APIRouter(include_in_schema=False)
@@ -25,9 +27,7 @@ def _page(name: str) -> FileResponse:
 
 
 @router.get("/")
-async def root(
-    ctx: UiContext = Depends(ready_ctx), user: User | None = Depends(optional_user)
-) -> Response:
+async def root(ctx: Ctx, user: MaybeUser) -> Response:
     if ctx.accounts.setup_code is not None:
         return RedirectResponse("/setup", 303)
     return RedirectResponse("/owner" if user else "/login", 303)
@@ -39,21 +39,21 @@ async def kiosk() -> Response:
 
 
 @router.get("/login")
-async def login_page(ctx: UiContext = Depends(ready_ctx)) -> Response:
+async def login_page(ctx: Ctx) -> Response:
     if ctx.accounts.setup_code is not None:
         return RedirectResponse("/setup", 303)
     return _page("login.html")
 
 
 @router.get("/setup")
-async def setup_page(ctx: UiContext = Depends(ready_ctx)) -> Response:
+async def setup_page(ctx: Ctx) -> Response:
     if ctx.accounts.setup_code is None:
         return RedirectResponse("/login", 303)
     return _page("setup.html")
 
 
 @router.get("/owner")
-async def owner(request: Request, user: User | None = Depends(optional_user)) -> Response:
+async def owner(request: Request, user: MaybeUser) -> Response:
     if user is None:
         return RedirectResponse("/login", 303)
     return _page("owner.html")

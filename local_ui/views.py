@@ -74,7 +74,9 @@ def pv_available(station: Station) -> bool:
     if isinstance(meters, list):
         return any(
             isinstance(m, dict)
-            and ("pv" in (m.get("role"), m.get("name")) or "solar" in (m.get("role"), m.get("name")))
+            and (
+                "pv" in (m.get("role"), m.get("name")) or "solar" in (m.get("role"), m.get("name"))
+            )
             for m in meters
         )
     return False
@@ -98,7 +100,12 @@ def load_view(station: Station) -> dict[str, Any] | None:
     status = _probe(station, "load_status")
     if status is None:
         return None
-    get = status.get if isinstance(status, dict) else lambda k: getattr(status, k, None)
+
+    def get(key: str) -> Any:
+        if isinstance(status, dict):
+            return status.get(key)
+        return getattr(status, key, None)
+
     limit = _per_phase(get("limit_a"))
     building = _per_phase(get("building_a"))
     if limit is None or building is None:

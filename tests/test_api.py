@@ -216,7 +216,7 @@ async def test_diagnostics_and_station(tmp_path: Path) -> None:
         assert node["online"] and node["firmware"] == "fake-1.2.3"
         assert 0 <= node["heartbeat_age_s"] < 5 and node["link"]["frames_rx"] > 0
         assert d["ocpp"] == {"connected": None, "outbox_depth": 0}
-        assert d["meters"] is None and d["load"] is None
+        assert not d["meters"] and d["load"] is None  # no meter, no load manager here
         st = (await client.get("/api/v1/station")).json()
         assert st["accepting_sessions"] is True and st["pv_available"] is False
         await rig.station.emergency_stop(True)
@@ -287,5 +287,5 @@ async def test_csrf_and_setup_code(tmp_path: Path) -> None:
         assert row[0]["password_hash"].startswith("$argon2id$")
         r = await client.get("/kiosk")
         assert "default-src 'self'" in r.headers["content-security-policy"]
-        session_cookie = [c for c in client.cookies.jar if c.name == "es_session"][0]
+        session_cookie = next(c for c in client.cookies.jar if c.name == "es_session")
         assert session_cookie.has_nonstandard_attr("HttpOnly")

@@ -86,8 +86,7 @@ async def door_lock(lock: LockConfig | None, rec: Recorder) -> AsyncIterator[Gpi
     dl = GpioDoorLock("bay1", lock, door_cfg())
     task = asyncio.create_task(dl.run(rec))
     try:
-        while dl.door_closed is None:  # run() claims the pins in a worker thread
-            await asyncio.sleep(0)
+        await asyncio.wait_for(dl.opened.wait(), 5)  # run() claims the pins in a worker thread
         yield dl
     finally:
         task.cancel()
@@ -220,8 +219,7 @@ def station_cfg(tmp: Path, kinds: tuple[str, str]) -> StationConfig:
         {
             "station": {"id": "gpio-1", "data_dir": str(tmp)},
             "timers": {"tick_s": 0.05, "lease_s": 3.0},
-            # TODO(lead): transport = "gpio" once BusConfig.transport accepts it.
-            "buses": [{"id": "pi", "transport": "serial"}],
+            "buses": [{"id": "pi", "transport": "gpio"}],
             "bays": [
                 {"id": "bay1", "connector": 1, "kind": kinds[0], "bus": "pi", "address": 1},
                 {"id": "bay2", "connector": 2, "kind": kinds[1], "bus": "pi", "address": 2},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import Any
 
 from controller.load.allocate import BayInput, GridInput, Mode
@@ -71,7 +72,7 @@ def test_start_at_minimum_then_ramp_after_delay() -> None:
     # Held for 2 s (increase_delay_s) from the first step that wants more, then +2 A per step.
     assert seen[:5] == [6, 6, 6, 6, 6]
     assert seen[5:11] == [8, 10, 12, 14, 16, 16]
-    assert all(b - a <= 2 for a, b in zip(seen, seen[1:], strict=False))
+    assert all(b - a <= 2 for a, b in itertools.pairwise(seen))
 
 
 def test_decrease_is_immediate_and_audited() -> None:
@@ -81,7 +82,7 @@ def test_decrease_is_immediate_and_audited() -> None:
     assert ctl.setpoints_a["b0"] == 16
     r = step(ctl, 10.0, [on("b0", measured_a=(16, 16, 16))], grid=16 + 24)
     assert r.setpoints_a["b0"] == 8
-    rec = [a for a in r.audit if a.bay_id == "b0"][0]
+    rec = next(a for a in r.audit if a.bay_id == "b0")
     assert (rec.old_a, rec.new_a, rec.reason, rec.source) == (16, 8, "circuit_limit", "main:L1")
 
 

@@ -70,25 +70,25 @@ class SiteConfig(_Model):
     main_reserve_a: PerPhaseA = (0.0, 0.0, 0.0)
     """Kept free at the main breaker for building load steps while the EVs take time to follow."""
     circuits: tuple[CircuitConfig, ...] = ()
-    nominal_voltage_v: float = Field(230.0, gt=0)
-    grid_meter_timeout_s: float = Field(3.0, gt=0)
+    nominal_voltage_v: float = Field(default=230.0, gt=0)
+    grid_meter_timeout_s: float = Field(default=3.0, gt=0)
     fallback_budget_a: PerPhaseA | None = None
     """EV budget at the main breaker while the grid meter has FAILED; default: the guaranteed headroom."""
-    eco_current_a: float = Field(10.0, gt=0)
-    overcurrent_tolerance_a: float = Field(2.0, ge=0)
-    overcurrent_s: float = Field(10.0, ge=0)
-    ev_response_s: float = Field(5.0, ge=0)
+    eco_current_a: float = Field(default=10.0, gt=0)
+    overcurrent_tolerance_a: float = Field(default=2.0, ge=0)
+    overcurrent_s: float = Field(default=10.0, ge=0)
+    ev_response_s: float = Field(default=5.0, ge=0)
     """How long an EV may take to follow a lower setpoint before that counts as overcurrent."""
-    min_on_time_s: float = Field(120.0, ge=0)
-    min_off_time_s: float = Field(60.0, ge=0)
-    relay_cycles_per_hour: int = Field(20, ge=1)
-    rotation_slot_s: float = Field(900.0, gt=0)
+    min_on_time_s: float = Field(default=120.0, ge=0)
+    min_off_time_s: float = Field(default=60.0, ge=0)
+    relay_cycles_per_hour: int = Field(default=20, ge=1)
+    rotation_slot_s: float = Field(default=900.0, gt=0)
     """When not everyone fits at minimum current, waiting bays take their turn this often."""
-    ramp_step_a: float = Field(2.0, gt=0)
-    increase_hysteresis_a: float = Field(1.0, ge=0)
-    increase_delay_s: float = Field(3.0, ge=0)
-    solar_start_margin_w: float = Field(300.0, ge=0)
-    solar_stop_margin_w: float = Field(300.0, ge=0)
+    ramp_step_a: float = Field(default=2.0, gt=0)
+    increase_hysteresis_a: float = Field(default=1.0, ge=0)
+    increase_delay_s: float = Field(default=3.0, ge=0)
+    solar_start_margin_w: float = Field(default=300.0, ge=0)
+    solar_stop_margin_w: float = Field(default=300.0, ge=0)
 
     @model_validator(mode="after")
     def _check_tree(self) -> Self:
@@ -168,9 +168,9 @@ class BayLoadConfig(_Model):
     phases: Literal[1, 3] = 3
     phase: PhaseName | Literal["auto"] = "auto"
     """For single-phase bays, the phase it loads; ``auto`` rotates L1/L2/L3 by bay index."""
-    min_current_a: float = Field(6.0, gt=0)
+    min_current_a: float = Field(default=6.0, gt=0)
     max_current_a: float = Field(gt=0)
-    safe_current_a: float = Field(0.0, ge=0)
+    safe_current_a: float = Field(default=0.0, ge=0)
     """Where the node falls by itself when its lease expires: 0 or within [min, max]."""
 
     @model_validator(mode="after")
@@ -201,8 +201,8 @@ class _RuleBase(_Model):
     id: str = Field(min_length=1)
     priority: int = 0
     """Higher wins when rules agree in direction; a contradiction is reported (the lower limit applies)."""
-    from_time: dt.time | None = Field(None, alias="from")
-    to_time: dt.time | None = Field(None, alias="to")
+    from_time: dt.time | None = Field(default=None, alias="from")
+    to_time: dt.time | None = Field(default=None, alias="to")
     days: tuple[Weekday, ...] = WEEKDAYS
     """Days on which the window starts (a window past midnight belongs to the day it began)."""
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from controller.config import BayConfig, BusConfig
+from controller.config import BayConfig, BusConfig, StationConfig
 from drivers.esp32.link import NodeConfig
 from drivers.esp32.serial_hub import HubTiming, SerialNodeHub
 
 
-def build_serial(bus: BusConfig, bays: Sequence[BayConfig]) -> SerialNodeHub:
+def build_serial(
+    bus: BusConfig, bays: Sequence[BayConfig], station: StationConfig | None = None
+) -> SerialNodeHub:
     nodes = [
         NodeConfig(
             node_id=b.node_id,

@@ -48,6 +48,7 @@ class GpioDoorLock:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._pulse: asyncio.TimerHandle | None = None
+        self.opened = asyncio.Event()  # set while run() holds the pins
         self.commanded: bool | None = None
         self.faults = 0
         self.tampers = 0
@@ -98,9 +99,11 @@ class GpioDoorLock:
     async def run(self, sink: NodeSink) -> None:
         """``DoorLock.run``: claim the pins, report door changes until cancelled."""
         await asyncio.to_thread(self.open, sink, asyncio.get_running_loop())
+        self.opened.set()
         try:
             await asyncio.Future()
         finally:
+            self.opened.clear()
             await asyncio.to_thread(self.close)
 
     # ------------------------------------------------------------------ commands

@@ -185,7 +185,7 @@
     if (!data.ok) return;
     const tt = data.data.totals;
     $("totals").replaceChildren(
-      el("span", { cls: "fig", text: tt.energy_kwh.toFixed(1) + " kWh" }),
+      el("span", { cls: "fig", text: tt.energy_kwh.toFixed(tt.energy_kwh < 10 ? 2 : 1) + " kWh" }),
       el("span", { cls: "fig", text: tt.sessions + " sessions" }),
       el("span", { cls: "fig", text: tt.avg_kwh_per_session.toFixed(2) + " kWh/session" }),
       el("span", { cls: "fig", text: tt.cost === null ? "cost –" : tt.cost.toFixed(2) + " " + tt.currency }),

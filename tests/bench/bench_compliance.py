@@ -45,8 +45,6 @@ class Trace:
 TYPICAL = Trace("typical", spike_every_s=300.0, spike_a=(1.0, 8.0))
 STRESS = Trace("stress", spike_every_s=90.0, spike_a=(1.0, 10.0))
 SEED = 20260301
-DEBUG = False
-DEBUG_WINDOW = (0.0, 0.0)
 
 
 def building_trace(rnd: np.random.Generator, ticks: int, trace: Trace) -> np.ndarray:
@@ -72,7 +70,8 @@ def building_trace(rnd: np.random.Generator, ticks: int, trace: Trace) -> np.nda
             load[a:b, rnd.integers(0, 3)] += amp
         else:
             load[a:b, :] += amp
-    return np.clip(load, 0.0, 0.9 * LIMIT_A)
+    clipped: np.ndarray = np.clip(load, 0.0, 0.9 * LIMIT_A)
+    return clipped
 
 
 @dataclass
@@ -184,12 +183,6 @@ def simulate(trace: Trace, seed: int = SEED) -> dict[str, float]:
         if ratio > worst_ratio:
             worst_ratio, worst_at = ratio, t
         if ratio > 1.0 + 1e-9:
-            if DEBUG and DEBUG_WINDOW[0] <= t <= DEBUG_WINDOW[1]:
-                print(
-                    f"t={t:.2f} site={[round(x, 1) for x in site]} bld={[round(x, 1) for x in building[k]]} "
-                    f"draw={[round(e.draw_a, 1) for e in evs]} cmd={[e.last_cmd for e in evs]} "
-                    f"act={[int(e.active(t)) for e in evs]} q={[list(e.queue) for e in evs]}"
-                )
             run_ticks += 1
             if run_ticks == 1:
                 events += 1
@@ -219,23 +212,6 @@ def simulate(trace: Trace, seed: int = SEED) -> dict[str, float]:
             ),
         )
         step_s += time.perf_counter() - s0
-        if DEBUG and DEBUG_WINDOW[0] <= t <= DEBUG_WINDOW[1]:
-            print(
-                t,
-                "meas",
-                [b.measured_a for b in bays][4:8],
-                "grid",
-                [round(x, 1) for x in prev_site],
-                "budget",
-                {
-                    k: round(v, 1)
-                    for k, v in res.allocation.ev_budget_a.items()
-                    if k.startswith("main")
-                },
-                "tgt",
-                dict(res.targets_a),
-                [a.reason for a in res.audit],
-            )
         assert not res.new_faults, res.audit
         for ev in evs:
             v = res.setpoints_a[ev.bay]

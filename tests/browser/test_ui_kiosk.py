@@ -117,9 +117,7 @@ async def test_kiosk_returns_to_idle_after_inactivity(browser: Browser, live: Li
     await expect(page.locator("#s-idle")).to_be_visible()
 
 
-async def test_kiosk_reconnects_after_controller_restart(
-    browser: Browser, tmp_path: Path
-) -> None:
+async def test_kiosk_reconnects_after_controller_restart(browser: Browser, tmp_path: Path) -> None:
     import asyncio
     import contextlib
 

@@ -1,0 +1,105 @@
+"""Browser-side figures: live event -> DOM update latency (kiosk and owner dashboard), kiosk page weight.
+
+Latency: the station changes a bay (availability toggled, which publishes a
+``bay`` message); the page records when it has rendered the change
+(``window.__kioskApplied`` / ``__ownerApplied``, wall clock); the difference to
+the wall time just before the change is one sample. Page weight: every
+response body loaded by ``/kiosk`` (HTML, CSS, JS, bay QR), uncompressed.
+
+Run: ``.venv/bin/pytest -m bench tests/bench/bench_ui.py``. Targets: p99 < 1000 ms
+(the users' "within 1 s"), kiosk page < 300 KB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, async_playwright, expect
+
+from tests.bench.report import metric, percentile, write_report
+from tests.browser.conftest import ARGS, CHROMIUM, Live, live_server
+
+SAMPLES = 100
+
+
+async def _latencies(live: Live, page: Page, selector: str, mark: str) -> list[float]:
+    st = live.rig.station
+    out: list[float] = []
+    for i in range(SAMPLES):
+        available = i % 2 == 1
+        want = "Available" if available else ("Not available" if "kiosk" in mark else "Unavailable")
+        t0 = time.time() * 1000
+        await st.set_availability("bay1", available, actor="bench")
+        await page.wait_for_function(
+            "([sel, want]) => { const e = document.querySelector(sel); return e && e.textContent.includes(want); }",
+            arg=[selector, want],
+            polling="raf",
+        )
+        applied = await page.evaluate(f"window.{mark}")
+        out.append(float(applied) - t0)
+    return out
+
+
+@pytest.mark.bench
+async def test_bench_ui_event_to_dom_and_page_weight(tmp_path: Path) -> None:
+    asyncio.get_running_loop().set_debug(False)
+    async with live_server(tmp_path) as live, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            kiosk = await browser.new_page(viewport={"width": 800, "height": 480})
+            sizes: dict[str, int] = {}
+
+            async def record(resp: object) -> None:
+                try:
+                    body = await resp.body()  # type: ignore[attr-defined]
+                except Exception:
+                    return
+                sizes[resp.url] = len(body) + sum(  # type: ignore[attr-defined]
+                    len(k) + len(v) + 4
+                    for k, v in (await resp.all_headers()).items()  # type: ignore[attr-defined]
+                )
+
+            pending: list[asyncio.Task[None]] = []
+            kiosk.on("response", lambda r: pending.append(asyncio.ensure_future(record(r))))
+            await kiosk.goto(live.base + "/kiosk")
+            await expect(kiosk.locator("body")).to_have_attribute("data-live", "up")
+            await kiosk.locator('[data-bay="bay1"]').click()  # the auth screen loads the bay QR
+            await expect(kiosk.locator("#bay-qr")).to_have_js_property("complete", True)
+            await asyncio.gather(*pending)
+            weight = sum(sizes.values())
+            await kiosk.locator("#s-auth .back").click()
+            kiosk_lat = await _latencies(live, kiosk, '[data-bay="bay1"] .state', "__kioskApplied")
+
+            owner = await browser.new_page(viewport={"width": 1280, "height": 800})
+            ui = live.app.state.ui
+            await ui.accounts.create_user("bench", "correct horse battery", "owner")
+            ui.accounts.setup_code = None
+            await owner.goto(live.base + "/login")
+            await owner.fill('input[name="username"]', "bench")
+            await owner.fill('input[name="password"]', "correct horse battery")
+            await owner.click('button[type="submit"]')
+            await expect(owner.locator("body")).to_have_attribute("data-live", "up")
+            owner_lat = await _latencies(
+                live, owner, '#dash-bays [data-bay="bay1"] .status', "__ownerApplied"
+            )
+        finally:
+            await browser.close()
+    write_report(
+        "ui_live_and_weight",
+        {
+            "kiosk_event_to_dom_p50_ms": metric(percentile(kiosk_lat, 50), "ms"),
+            "kiosk_event_to_dom_p99_ms": metric(percentile(kiosk_lat, 99), "ms", target=1000.0),
+            "owner_event_to_dom_p50_ms": metric(percentile(owner_lat, 50), "ms"),
+            "owner_event_to_dom_p99_ms": metric(percentile(owner_lat, 99), "ms", target=1000.0),
+            "kiosk_page_bytes": metric(float(weight), "bytes", target=300_000.0),
+        },
+        notes={
+            "samples": SAMPLES,
+            "resources": {u.split("/", 3)[-1]: n for u, n in sorted(sizes.items())},
+        },
+    )
+    assert weight < 300_000
+    assert percentile(kiosk_lat, 99) < 1000 and percentile(owner_lat, 99) < 1000
