@@ -154,5 +154,10 @@ class Link(ChargePoint):  # type: ignore[misc]
         self.last_call_at = time.monotonic()
         self.calls_out += 1
         resp = await self.call(req, suppress=False)
+        # The library waits with asyncio.wait_for, which on Python 3.11 swallows a
+        # cancellation that lands together with the answer: cancel must cancel.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         out: dict[str, Any] = dataclasses.asdict(resp)
         return out

@@ -92,7 +92,7 @@ class OcppUpstream:
         self.last_error = ""
         self.clock_offset_s: float | None = None
         self.on_limits_changed: Callable[[], None] | None = None
-        self.online_changed = asyncio.Event()
+        self.changed = asyncio.Event()
         self._boot_trigger = asyncio.Event()
         self._dirty: set[int] = set()
         self._dirty_evt = asyncio.Event()
@@ -323,8 +323,12 @@ class OcppUpstream:
         self.link = link
         self.accepted = accepted
         if was != self.online:
-            self.online_changed.set()
-            self.online_changed = asyncio.Event()
+            self._fire()
+
+    def _fire(self) -> None:
+        """Wake whoever waits on :attr:`changed` (link, registration or boot state changed)."""
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
 
     async def _session(self, ws: Any) -> bool:
         """Serve one connection; True once BootNotification was accepted on it."""
@@ -393,6 +397,7 @@ class OcppUpstream:
                 await self.keys.set_internal("HeartbeatInterval", str(interval))
             return True
         self.rejected = self.boot_status == "Rejected"
+        self._fire()
         self._boot_wait = float(interval) if interval > 0 else self.cfg.boot_retry_s
         return False
 

@@ -18,6 +18,7 @@ from controller import registry
 from controller.auth import Authorizer, free_vend_step, local_list_step
 from controller.config import StationConfig, load_token_keys
 from controller.journal import Journal
+from controller.loadloop import LoadLoop, load_manager_config
 from controller.ports import NodeHub
 from controller.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from controller.station import Station
@@ -68,6 +69,14 @@ async def open_station(
     )
     station.token_keys = load_token_keys(cfg)
     await station.restore()
+    lcfg = load_manager_config(cfg)
+    if lcfg is not None:
+        station.load = LoadLoop(station, lcfg)
+        station.add_service("load", station.load.run)
+    else:
+        log.warning(
+            "station.no_load_management", note="no [site] in the config: bays get their maximum"
+        )
     for ext in registry.extensions():
         ext.attach(station)
     if cfg.auth.free_vend:

@@ -17,8 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from controller import registry
 from controller.config import ConfigError, StationConfig, load_config
+from controller.load import check_safe_shares
+from controller.loadloop import load_manager_config
 from controller.logs import setup_logging
 
 EXIT_CONFIG = 2
@@ -101,6 +105,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def check(cfg: StationConfig) -> list[str]:
     """Problems beyond the schema: the optional parts' sections and the safe-share proof."""
     problems: list[str] = []
+    try:
+        lcfg = load_manager_config(cfg)
+    except ValidationError as err:
+        problems += [
+            f"{'.'.join(str(p) for p in e['loc']) or 'site'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        ]
+        lcfg = None
+    if lcfg is not None:
+        problems += [f"safe shares: {p}" for p in check_safe_shares(lcfg.site, lcfg.bays)]
     for ext in registry.extensions():
         problems.extend(ext.check(cfg))
     return problems

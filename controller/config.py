@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controller.accounting import Tariff
+from controller.load.model import RuleConfig, SiteConfig
 from controller.tokens import TokenKeys, parse_hmac_key
 
 
@@ -121,6 +122,8 @@ class StationConfig(_Strict):
     tokens: TokensSection = TokensSection()
     buses: list[BusConfig] = Field(default_factory=list)
     bays: list[BayConfig] = Field(default_factory=list)
+    site: SiteConfig | None = Field(default=None, description="the site tree for load management")
+    rules: list[RuleConfig] = Field(default_factory=list)
     # Sections of optional parts, validated by the part itself (see controller.registry.Extension):
     ocpp: dict[str, Any] | None = None
     meters: list[dict[str, Any]] = Field(default_factory=list)

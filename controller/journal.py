@@ -243,6 +243,7 @@ class Journal:
         self._lock = asyncio.Lock()
         self.outbox_changed = asyncio.Event()
         self.writable = True
+        self._inflight: set[asyncio.Future[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -265,6 +266,8 @@ class Journal:
         return cls(path, writer, reader)
 
     async def close(self) -> None:
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
         async with self._lock:
             await self._r.close()
             await self._w.close()
@@ -280,6 +283,14 @@ class Journal:
         """Write ``c`` atomically; raises :class:`JournalError` (and marks the journal unwritable)."""
         if c.empty():
             return
+        # A transaction is never abandoned half-way: cancelling the caller lets the commit
+        # finish (or roll back) on its own; the task is kept until it is done.
+        task = asyncio.ensure_future(self._commit(c))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        await asyncio.shield(task)
+
+    async def _commit(self, c: Commit) -> None:
         async with self._lock:
             try:
                 await self._w.execute("BEGIN IMMEDIATE")

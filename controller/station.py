@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -74,6 +74,9 @@ from controller.ports import (
 from controller.safety import SafeMode
 from controller.tokens import Outcome as TokenOutcome
 
+if TYPE_CHECKING:
+    from controller.loadloop import LoadLoop
+
 log = structlog.get_logger(__name__)
 
 CHECKPOINT_S = 30.0
@@ -121,6 +124,7 @@ class BayRuntime:
     last_ack_at: float | None = None
     last_output: tuple[bool, float] | None = None
     output_errors: int = 0
+    load_setpoint_a: float = 0.0  # nothing until the load manager has decided
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +181,8 @@ class Station:
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
         self._services: list[tuple[str, Service]] = []
         self._started = asyncio.Event()
-        self.setpoint_provider: Callable[[BayRuntime], float] = lambda rt: rt.cfg.max_current_a
+        # Without a load manager ([site] absent) a bay gets its configured maximum.
+        self.load: LoadLoop | None = None
         self.safe = SafeMode()
         self.stop_input_pressed = False
         self.started_at = time.monotonic()
@@ -410,8 +415,10 @@ class Station:
             rt.output_changed.clear()
             if rt.node is None or not rt.state.node_online or not rt.reconciled:
                 continue
-            relay = rt.want_relay and rt.state.fault is None
-            amps = self.setpoint_provider(rt) if relay else 0.0
+            if self.load is not None and self.load.steps == 0:
+                continue  # the node keeps its lease (or its safe share) until the first decision
+            amps = self._setpoint(rt) if rt.want_relay and rt.state.fault is None else 0.0
+            relay = amps > 0
             try:
                 await rt.node.set_output(relay_on=relay, current_a=amps, lease_s=lease)
             except DriverError as err:
@@ -932,6 +939,21 @@ class Station:
             ),
             "session": session,
         }
+
+    def _setpoint(self, rt: BayRuntime) -> float:
+        if self.load is None:
+            return rt.cfg.max_current_a
+        return rt.load_setpoint_a
+
+    def set_load_setpoint(self, bay_id: str, amps: float) -> None:
+        """The load manager's setpoint for a bay; sent at once when it changes."""
+        rt = self.bay(bay_id)
+        if rt.load_setpoint_a != amps:
+            rt.load_setpoint_a = amps
+            rt.output_changed.set()
+
+    def load_status(self) -> dict[str, Any] | None:
+        return self.load.status() if self.load is not None else None
 
     def on_meter_reading(
         self, reading: MeterReading, *, role: str, bay_id: str | None = None

@@ -1,7 +1,7 @@
 """Read-only views of the station for the UI: bays, station status, load, sessions, receipts.
 
 Optional parts are probed, never required: the load manager's status
-(``station.load_status``), the central-system link (``station.upstream``),
+(``station.load_status`` or ``station.load.status()``), the central-system link (``station.upstream``),
 meters (``station.meters``) and the PV flag (``station.pv_available`` or a
 meter named or with role ``pv``/``solar`` in the config). What is absent is reported as ``None``
 and the pages hide it.
@@ -99,6 +99,9 @@ def load_view(station: Station) -> dict[str, Any] | None:
     """
     status = _probe(station, "load_status")
     if status is None:
+        manager = getattr(station, "load", None)  # controller.loadloop.LoadLoop
+        status = _probe(manager, "status") if manager is not None else None
+    if status is None:
         return None
 
     def get(key: str) -> Any:
@@ -129,7 +132,12 @@ def load_view(station: Station) -> dict[str, Any] | None:
             }
         )
     freshness = get("freshness")
-    return {"phases": phases, "freshness": str(freshness) if freshness is not None else None}
+    conflicts = get("conflicts")
+    return {
+        "phases": phases,
+        "freshness": str(freshness) if freshness is not None else None,
+        "conflicts": [str(c) for c in conflicts] if isinstance(conflicts, list) else [],
+    }
 
 
 def station_view(station: Station) -> dict[str, Any]:

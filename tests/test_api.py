@@ -236,7 +236,7 @@ async def test_diagnostics_and_station(tmp_path: Path) -> None:
 async def test_load_bar_appears_when_a_load_manager_reports(tmp_path: Path) -> None:
     async with running_station(tmp_path) as rig:
         client = await _owner(rig)
-        rig.station.load_status = lambda: {  # type: ignore[attr-defined]
+        rig.station.load_status = lambda: {  # type: ignore[method-assign]
             "limit_a": 32,
             "building_a": [20, 31, 10],
             "chargers_a": [8, 8, 8],
@@ -289,3 +289,20 @@ async def test_csrf_and_setup_code(tmp_path: Path) -> None:
         assert "default-src 'self'" in r.headers["content-security-policy"]
         session_cookie = next(c for c in client.cookies.jar if c.name == "es_session")
         assert session_cookie.has_nonstandard_attr("HttpOnly")
+
+
+async def test_load_bar_shows_freshness_and_rule_conflicts(tmp_path: Path) -> None:
+    status = {
+        "limit_a": [25, 25, 25],
+        "building_a": [24, 10, 5],
+        "chargers_a": [0, 0, 0],
+        "freshness": "stale",
+        "conflicts": ["rule a vs rule b"],
+    }
+    async with running_station(tmp_path) as rig:
+        client = await _owner(rig)
+        assert (await client.get("/api/v1/station")).json()["load"] is None  # no [site]
+        rig.station.load_status = lambda: status  # type: ignore[method-assign]
+        load = (await client.get("/api/v1/station")).json()["load"]
+        assert load["phases"][0]["level"] == "high" and load["freshness"] == "stale"
+        assert load["conflicts"] == ["rule a vs rule b"]

@@ -39,12 +39,18 @@ class Rig:
     async def online(self, timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout):
             while not self.up.online:
-                await self.up.online_changed.wait()
+                await self.up.changed.wait()
 
     async def offline(self, timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout):
             while self.up.online:
-                await self.up.online_changed.wait()
+                await self.up.changed.wait()
+
+    async def upstream(self, pred: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait for a condition on the upstream's link / boot state."""
+        async with asyncio.timeout(timeout):
+            while not pred():
+                await self.up.changed.wait()
 
     async def drained(self, timeout: float = 15.0) -> None:
         """Until the outbox holds no pending message (and the CSMS answered the last one)."""

@@ -67,6 +67,10 @@
         el("span", { cls: "num", text: p.building_a + " / " + p.limit_a + " A (chargers " + p.chargers_a + " A)" }),
       ]));
     }
+    if (load.freshness && load.freshness !== "fresh") {
+      bars.append(el("p", { cls: "error", text: "Grid meter " + load.freshness + ": chargers run on the safe fallback." }));
+    }
+    for (const c of load.conflicts || []) bars.append(el("p", { cls: "error", text: "Rule conflict: " + c }));
   }
 
   function renderBays() {

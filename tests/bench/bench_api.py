@@ -28,6 +28,7 @@ from tests.bench.report import metric, percentile, write_report
 CLIENTS = 50
 REQUESTS_PER_CLIENT = 40
 PASSWORD = "correct horse battery"
+ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def _free_port() -> int:
@@ -114,8 +115,8 @@ async def test_bench_api_50_clients(tmp_path: Path) -> None:
         "-c",
         code,
         stdout=asyncio.subprocess.PIPE,
-        cwd=Path(__file__).resolve().parents[2],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
     )
     try:
         assert proc.stdout is not None
@@ -125,12 +126,13 @@ async def test_bench_api_50_clients(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base) as http:
             async with asyncio.timeout(10):
-                while True:
+                token = ""
+                while not token:
                     with contextlib.suppress(httpx.TransportError):
-                        r = await http.get("/api/v1/auth/csrf")
+                        token = (await http.get("/api/v1/auth/csrf")).json()["csrf_token"]
                         break
                     await asyncio.sleep(0.05)
-            http.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+            http.headers["X-CSRF-Token"] = token
             r = await http.post(
                 "/api/v1/auth/login", json={"username": "bench", "password": PASSWORD}
             )

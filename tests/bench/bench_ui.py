@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, Response, async_playwright, expect
 
 from tests.bench.report import metric, percentile, write_report
 from tests.browser.conftest import ARGS, CHROMIUM, Live, live_server
@@ -52,15 +52,13 @@ async def test_bench_ui_event_to_dom_and_page_weight(tmp_path: Path) -> None:
             kiosk = await browser.new_page(viewport={"width": 800, "height": 480})
             sizes: dict[str, int] = {}
 
-            async def record(resp: object) -> None:
+            async def record(resp: Response) -> None:
                 try:
-                    body = await resp.body()  # type: ignore[attr-defined]
+                    body = await resp.body()
                 except Exception:
-                    return
-                sizes[resp.url] = len(body) + sum(  # type: ignore[attr-defined]
-                    len(k) + len(v) + 4
-                    for k, v in (await resp.all_headers()).items()  # type: ignore[attr-defined]
-                )
+                    return  # a redirect or an aborted load has no body
+                headers = await resp.all_headers()
+                sizes[resp.url] = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
 
             pending: list[asyncio.Task[None]] = []
             kiosk.on("response", lambda r: pending.append(asyncio.ensure_future(record(r))))

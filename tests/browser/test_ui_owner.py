@@ -50,6 +50,16 @@ async def test_first_run_setup_login_and_live_dashboard(
     await expect(page).to_have_url(live.base + "/owner")
     card = page.locator('#dash-bays [data-bay="bay1"]')
     await expect(card).to_contain_text("Available")
+    await expect(page.locator("#load")).to_be_hidden()  # no load manager yet
+    live.rig.station.load_status = lambda: {  # type: ignore[method-assign]
+        "limit_a": 32,
+        "building_a": [20, 31, 12],
+        "chargers_a": [16, 16, 0],
+        "freshness": "fresh",
+    }
+    await expect(page.locator("#load")).to_be_visible()  # pushed as a "load" message
+    await expect(page.locator("#load .track")).to_have_count(3)
+    await expect(page.locator("#load .track.lvl-high")).to_have_count(1)
     live.rig.hub.plug("bay1")
     await live.rig.station.present_token("bay1", "1234")
     await expect(card).to_contain_text("Charging")  # pushed over the WebSocket

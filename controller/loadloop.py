@@ -1,0 +1,215 @@
+"""The load manager at run time: the pure controller in the loop of the station.
+
+It owns nothing but the glue: on every grid-meter reading (and at least once
+a second) it gathers the inputs from the station — meters, bay telemetry,
+session modes, OCPP caps — runs :class:`controller.load.LoadController`, hands
+the setpoints to the bays (decreases go out at once: the station's output
+loop sends as soon as a setpoint changes) and journals every change as an
+audit record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from controller.bay import Phase
+from controller.journal import Commit, EventRow, JournalError
+from controller.load import (
+    BayInput,
+    BayLoadConfig,
+    GridInput,
+    LoadConfig,
+    LoadController,
+    Mode,
+    StepInput,
+    StepResult,
+)
+from controller.ports import Freshness
+
+if TYPE_CHECKING:
+    from controller.config import StationConfig
+    from controller.station import BayRuntime, Station
+
+log = structlog.get_logger(__name__)
+
+MAX_PERIOD_S = 1.0
+TELEMETRY_FRESH_S = 3.0
+_SESSION_PHASES = (Phase.AUTHORIZED, Phase.CHARGING, Phase.SUSPENDED_EV, Phase.SUSPENDED_EVSE)
+
+# connector (0 = the station) -> amps cap from the central system's charging profiles
+CapsProvider = Callable[[float], dict[int, float | None]]
+
+
+def load_manager_config(cfg: StationConfig) -> LoadConfig | None:
+    """The load manager's view of the station config; None when no ``[site]`` is configured."""
+    if cfg.site is None:
+        return None
+    return LoadConfig(
+        site=cfg.site,
+        bays=tuple(
+            BayLoadConfig(
+                id=b.id,
+                circuit_id=b.circuit,
+                phases=b.phases,
+                phase=b.phase,
+                min_current_a=b.min_current_a,
+                max_current_a=b.max_current_a,
+                safe_current_a=b.safe_current_a,
+            )
+            for b in cfg.bays
+        ),
+        rules=tuple(cfg.rules),
+    )
+
+
+class LoadLoop:
+    def __init__(self, station: Station, config: LoadConfig) -> None:
+        self.station = station
+        self.config = config
+        self.ctl = LoadController(config)
+        self.last: StepResult | None = None
+        self.caps: CapsProvider | None = None
+        self.steps = 0
+
+    async def run(self) -> None:
+        st = self.station
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MAX_PERIOD_S):
+                    await st.load_changed.wait()
+            st.load_changed.clear()
+            try:
+                await self.step()
+            except JournalError:
+                st.block("journal", "The journal cannot be written.")
+            except Exception:
+                log.exception("load.step_failed")
+
+    def _bay_input(self, rt: BayRuntime, now: float, caps: dict[int, float | None]) -> BayInput:
+        s = rt.state
+        sess = s.session
+        tel = rt.telemetry
+        active = sess is not None and s.phase in _SESSION_PHASES and s.node_online
+        try:
+            mode = Mode(sess.mode) if sess else Mode.STANDARD
+        except ValueError:
+            mode = Mode.STANDARD
+        return BayInput(
+            bay_id=rt.cfg.id,
+            active=active,
+            mode=mode,
+            measured_a=tel.current_a if tel else (0.0, 0.0, 0.0),
+            measured_fresh=tel is not None and now - tel.at < TELEMETRY_FRESH_S,
+            boost_confirmed=mode is Mode.BOOST,
+            session_order=int(sess.started_at * 1000) if sess else 0,
+            external_cap_a=caps.get(rt.cfg.connector),
+            faulted=s.fault is not None or not s.node_online,
+        )
+
+    def _pv_surplus(self, grid: GridInput) -> tuple[float | None, Freshness]:
+        st = self.station
+        if st.meter_of("pv") is None:
+            return None, Freshness.FAILED
+        g = st.meter_of("grid")
+        if g is None or g.reading.sample is None or g.reading.sample.power_total_w is None:
+            return None, Freshness.FAILED
+        export_w = max(0.0, -g.reading.sample.power_total_w)
+        solar_draw = sum(
+            rt.telemetry.power_w
+            for rt in st.bays.values()
+            if rt.telemetry and rt.state.session and rt.state.session.mode == "solar"
+        )
+        return export_w + solar_draw, g.reading.freshness
+
+    async def step(self) -> StepResult:
+        st = self.station
+        now = time.monotonic()
+        caps = self.caps(st.clock.wall()) if self.caps else {}
+        grid_m = st.meter_of("grid")
+        grid = (
+            GridInput.from_reading(grid_m.reading)
+            if grid_m is not None
+            else GridInput((None, None, None), Freshness.FAILED, None)
+        )
+        pv_w, pv_fresh = self._pv_surplus(grid)
+        res = self.ctl.step(
+            now,
+            StepInput(
+                bays=tuple(self._bay_input(rt, now, caps) for rt in st.bays.values()),
+                grid=grid,
+                wall_time=dt.datetime.now(),
+                pv_surplus_w=pv_w,
+                pv_freshness=pv_fresh,
+                station_cap_a=caps.get(0),
+            ),
+        )
+        self.last = res
+        self.steps += 1
+        if res.grid_freshness is Freshness.FAILED:
+            st.block("grid_meter", "Grid meter silent: charging within the guaranteed headroom.")
+        else:
+            st.unblock("grid_meter")
+        for bay_id, amps in res.setpoints_a.items():
+            st.set_load_setpoint(bay_id, amps if res.relay_on.get(bay_id, amps > 0) else 0.0)
+        for bay_id in res.new_faults:
+            await st.raise_fault(bay_id, "overcurrent", actor="load")
+        if res.audit:
+            wall = st.clock.wall()
+            await st.journal.commit(
+                Commit(
+                    events=[EventRow("load_decision", wall, None, None, {"n": len(res.audit)})],
+                    audit=[
+                        (
+                            "load",
+                            "throttle" if a.bay_id != "site" else "rule_conflict",
+                            {
+                                "bay_id": a.bay_id,
+                                "old_a": round(a.old_a, 2),
+                                "new_a": round(a.new_a, 2),
+                                "reason": a.reason,
+                                "source": a.source,
+                                "detail": a.detail,
+                            },
+                        )
+                        for a in res.audit
+                    ],
+                )
+            )
+        return res
+
+    def status(self) -> dict[str, Any] | None:
+        """For the owner's load bar: building load vs limit and the chargers' share, per phase."""
+        res = self.last
+        st = self.station
+        grid_m = st.meter_of("grid")
+        if res is None or grid_m is None or grid_m.reading.sample is None:
+            return None
+        building = [c or 0.0 for c in grid_m.reading.sample.current_a]
+        chargers = [0.0, 0.0, 0.0]
+        for rt in st.bays.values():
+            if rt.telemetry is not None:
+                for i, c in enumerate(rt.telemetry.current_a):
+                    chargers[i] += c
+        return {
+            "limit_a": list(self.config.site.main_limit_a),
+            "building_a": building,
+            "chargers_a": [round(c, 2) for c in chargers],
+            "freshness": res.grid_freshness.value,
+            "setpoints_a": dict(res.setpoints_a),
+            "conflicts": [str(c) for c in res.conflicts],
+            "health": {
+                b: {
+                    "cycles_total": h.cycles_total,
+                    "cycles_last_hour": h.cycles_last_hour,
+                    "faulted": h.faulted,
+                }
+                for b, h in res.health.items()
+            },
+        }

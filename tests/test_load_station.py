@@ -1,0 +1,140 @@
+"""The load manager in the station's loop: meter readings → setpoints → node leases, audited."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from controller.auth import free_vend_step
+from controller.config import parse_config
+from controller.journal import Journal
+from controller.loadloop import LoadLoop, load_manager_config
+from controller.ports import Freshness, MeterReading, MeterSample, PilotState
+from controller.station import Station
+from tests.support.fake_nodes import FakeHub
+
+LIMIT = 32.0
+
+
+def grid(currents: tuple[float, float, float], fresh: Freshness = Freshness.FRESH) -> MeterReading:
+    sample = (
+        MeterSample(at=time.monotonic(), current_a=currents) if fresh is Freshness.FRESH else None
+    )
+    return MeterReading("grid", time.monotonic(), fresh, sample, "" if sample else "timeout")
+
+
+@contextlib.asynccontextmanager
+async def station_with_load(tmp: Path) -> AsyncIterator[tuple[Station, FakeHub]]:
+    cfg = parse_config(
+        {
+            "station": {"id": "lm", "data_dir": str(tmp)},
+            "timers": {"tick_s": 0.1, "lease_s": 3.0},
+            "buses": [{"id": "bus"}],
+            "bays": [
+                {"id": f"b{i}", "connector": i, "bus": "bus", "address": i, "max_current_a": 16}
+                for i in (1, 2)
+            ],
+            "site": {
+                "main_limit_a": LIMIT,
+                "min_on_time_s": 0,
+                "min_off_time_s": 0,
+                "increase_delay_s": 0,
+                "ramp_step_a": 16,
+                "eco_current_a": 8,
+            },
+        }
+    )
+    journal = await Journal.open(tmp / "j.sqlite3")
+    hub = FakeHub()
+    st = Station(cfg, journal, hubs={"bus": hub})
+    st.authorizer.add(free_vend_step())
+    await st.restore()
+    lcfg = load_manager_config(cfg)
+    assert lcfg is not None
+    st.load = LoadLoop(st, lcfg)
+    st.add_service("load", st.load.run)
+    task = asyncio.create_task(st.run())
+    try:
+        await asyncio.wait_for(hub.running.wait(), 5)
+        yield st, hub
+    finally:
+        st.request_stop("test")
+        await asyncio.wait_for(task, 5)
+        await journal.close()
+
+
+async def test_fair_share_then_spike_reduces_at_once_and_is_audited(tmp_path: Path) -> None:
+    async with station_with_load(tmp_path) as (st, hub):
+        for b in ("b1", "b2"):
+            hub.telemetry(b, pilot=PilotState.B)
+        st.on_meter_reading(grid((4.0, 4.0, 4.0)), role="grid")
+        for b in ("b1", "b2"):
+            await _until(st, lambda b=b: st.bays[b].state.node_online)
+            assert (await st.present_token(b, f"T{b}")).ok
+        n1, n2 = hub.nodes["b1"], hub.nodes["b2"]
+        await n1.wait_output(lambda o: o[0] and o[1] > 0)
+        await n2.wait_output(lambda o: o[0] and o[1] > 0)
+        # Both bays draw what they were given; the building draws 4 A.
+        for _ in range(4):
+            a1, a2 = n1.outputs[-1][1], n2.outputs[-1][1]
+            hub.telemetry("b1", current_a=a1, relay_on=True, pilot=PilotState.C)
+            hub.telemetry("b2", current_a=a2, relay_on=True, pilot=PilotState.C)
+            await _until(
+                st, lambda a1=a1, a2=a2: _measured(st, "b1") == a1 and _measured(st, "b2") == a2
+            )
+            st.on_meter_reading(grid((4 + a1 + a2,) * 3), role="grid")  # type: ignore[arg-type]
+            await st.load.step()  # type: ignore[union-attr]
+        a1, a2 = n1.outputs[-1][1], n2.outputs[-1][1]
+        assert a1 == a2 == 14.0  # fair: (32 - 4) / 2
+        # A heat pump starts: the building now draws 20 A more.
+        st.on_meter_reading(grid((24 + a1 + a2,) * 3), role="grid")  # type: ignore[arg-type]
+        out1 = await n1.wait_output(lambda o: o[1] < a1)
+        out2 = await n2.wait_output(lambda o: o[1] < a2)
+        assert 24 + out1[1] + out2[1] <= LIMIT or not (out1[0] and out2[0])
+        await st.settle()
+        audit = await st.journal.audit_log(kind="throttle")
+        assert any(a["detail"] and '"new_a"' in a["detail"] for a in audit)
+
+
+async def test_failed_grid_meter_enters_safe_mode_and_never_increases(tmp_path: Path) -> None:
+    async with station_with_load(tmp_path) as (st, hub):
+        hub.telemetry("b1", pilot=PilotState.B)
+        st.on_meter_reading(grid((2.0, 2.0, 2.0)), role="grid")
+        await _until(st, lambda: st.bays["b1"].state.node_online)
+        assert (await st.present_token("b1", "A")).ok
+        await hub.nodes["b1"].wait_output(lambda o: o[1] > 0)
+        st.on_meter_reading(grid((0, 0, 0), Freshness.FAILED), role="grid")
+        # No guaranteed headroom: the fallback budget is 0 A, so the bay is paused.
+        await hub.nodes["b1"].wait_output(lambda o: o[1] == 0 and not o[0])
+        assert "grid_meter" in {c["cause"] for c in st.station_snapshot()["safe_mode"]}
+        assert st.station_snapshot()["accepting_sessions"]  # a silent meter pauses, not refuses
+
+
+async def test_mode_switch_applies_within_3_s(tmp_path: Path) -> None:
+    async with station_with_load(tmp_path) as (st, hub):
+        hub.telemetry("b1", pilot=PilotState.B)
+        st.on_meter_reading(grid((1.0, 1.0, 1.0)), role="grid")
+        await _until(st, lambda: st.bays["b1"].state.node_online)
+        out = await st.present_token("b1", "A")
+        await hub.nodes["b1"].wait_output(lambda o: o[1] == 16)
+        t0 = time.monotonic()
+        assert (await st.set_mode(out.session_id or "", "eco")).ok
+        await hub.nodes["b1"].wait_output(lambda o: 0 < o[1] <= 8, timeout=3.0)
+        assert time.monotonic() - t0 < 3.0
+        row = await st.journal.session(out.session_id or "")
+        assert row is not None and row["mode"] == "eco"
+
+
+def _measured(st: Station, bay: str) -> float | None:
+    tel = st.bays[bay].telemetry
+    return tel.current_a[0] if tel else None
+
+
+async def _until(st: Station, pred: object, timeout: float = 5.0) -> None:
+    assert callable(pred)
+    async with st.updates() as q, asyncio.timeout(timeout):
+        while not pred():
+            await q.get()
