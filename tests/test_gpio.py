@@ -351,7 +351,8 @@ def test_gpio_config_is_checked(tmp_path: Path) -> None:
     stray = gpio_section()
     stray["bays"][1]["node"] = "nowhere"
     assert EXTENSION.check(cfg.model_copy(update={"gpio": stray})) == [
-        "gpio.bays[1].node: no bay with node id 'nowhere'"
+        "gpio.bays[1].node: no bay with node id 'nowhere'",
+        "bays[1]: on GPIO bus 'pi' but not in [[gpio.bays]]",
     ]
     bad = gpio_section(pin_factory="wiringpi")
     assert EXTENSION.check(cfg.model_copy(update={"gpio": bad}))[0].startswith("gpio.pin_factory")
