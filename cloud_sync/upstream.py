@@ -313,6 +313,8 @@ class OcppUpstream:
             await asyncio.sleep(delay)
 
     def _note_error(self, err: BaseException) -> None:
+        while isinstance(err, BaseExceptionGroup) and err.exceptions:
+            err = err.exceptions[0]
         text = f"{type(err).__name__}: {err}"
         if text != self.last_error:
             log.warning("ocpp.link_error", error=text)

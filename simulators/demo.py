@@ -82,10 +82,72 @@ def sim_config(
                 "max_current_a": 16.0 if kind == "evse" else 4.0,
                 "min_current_a": 6.0 if kind == "evse" else 0.5,
                 "phases": 3 if kind == "evse" else 1,
+                "phase": "auto" if kind == "evse" else f"L{(i - 1) % 3 + 1}",
             }
             for i, kind in enumerate(kinds, start=1)
         ],
     }
+
+
+def wiring(raw: dict[str, Any]) -> dict[str, int]:
+    """Which phase each single-phase bay loads (the simulator's L1 is the wired phase)."""
+    out: dict[str, int] = {}
+    for b in raw["bays"]:
+        phase = b.get("phase", "auto")
+        out[b["id"]] = int(phase[1]) - 1 if phase != "auto" else 0
+    return out
+
+
+async def grid_meter_part(
+    raw: dict[str, Any], stack: contextlib.AsyncExitStack, bus: SimulatedBus
+) -> None:
+    """A building with a daily load curve and appliance spikes behind a 40 A main breaker."""
+    from simulators.meter.profile import BuildingProfile
+    from simulators.meter.server import MeterSimulator
+
+    shift = wiring(raw)
+
+    def charging_amps() -> tuple[float, float, float]:
+        total = [0.0, 0.0, 0.0]
+        for name, node in bus.nodes.items():
+            c = node.physics.currents()
+            k = shift.get(name, 0)
+            for i in range(3):
+                total[(i + k) % 3] += c[i]
+        return (total[0], total[1], total[2])
+
+    sim = await stack.enter_async_context(
+        MeterSimulator(
+            "sdm630",
+            port=0,
+            role="grid",
+            speed=20.0,  # a day in 72 minutes: the evening peak shows load management at work
+            start_time_of_day_s=16.5 * 3600,
+            profile=BuildingProfile(),
+            extra_load=charging_amps,
+        )
+    )
+    raw["meters"] = [
+        {
+            "name": "grid",
+            "map": "sdm630",
+            "role": "grid",
+            "poll_interval_s": 0.25,
+            "bus": {"transport": "tcp", "host": "127.0.0.1", "port": sim.port},
+        }
+    ]
+    raw["site"] = {
+        "main_limit_a": 40.0,
+        "main_guaranteed_headroom_a": 10.0,
+        "main_reserve_a": 2.0,
+        "eco_current_a": 8.0,
+        "min_on_time_s": 30,
+        "min_off_time_s": 20,
+    }
+    log.info("simulate.grid_meter", port=sim.port, limit_a=40.0)
+
+
+PARTS.append(grid_meter_part)
 
 
 async def simulate(args: argparse.Namespace) -> int:
@@ -138,28 +200,36 @@ class DemoDrivers:
                     soc_pct=20.0 + 10 * i,
                     capacity_wh=40_000,
                 )
+        done: set[tuple[str, str]] = set()
         async with station.updates() as q:
             while True:
                 msg = await q.get()
-                if msg.get("type") != "bay":
-                    continue
-                await self._react(msg["bay"])
+                if msg.get("type") == "bay":
+                    await self._react(station, msg["bay"]["id"], done)
 
-    async def _react(self, bay: dict[str, Any]) -> None:
-        if bay["kind"] != "locker":
+    async def _react(self, station: Station, bay_id: str, done: set[tuple[str, str]]) -> None:
+        rt = station.bays[bay_id]
+        node = self.bus.nodes.get(rt.cfg.node_id)
+        if rt.cfg.kind != "locker" or node is None:
             return
-        node = self.bus.nodes.get(bay["id"])
-        if node is None:
-            return
-        phase, locked, door_closed = bay["phase"], bay["locked"], bay["door_closed"]
-        if phase == "authorized" and locked is False and door_closed:
+        s = rt.state
+        # Read the live state (queued messages may be old) and act once per session and stage.
+        if s.phase.value == "authorized" and s.session and s.locked is False and s.door_closed:
+            key = (s.session.session_id, "place")
+            if key in done:
+                return
+            done.add(key)
             # The rider opens the door, plugs the charger in and closes the door.
             await asyncio.sleep(1.0)
             node.open_door(self.bus.clock())
             node.plug_in(self.bus.clock(), charger_a=1.8)
             await asyncio.sleep(1.5)
             node.close_door(self.bus.clock())
-        elif phase == "finishing" and locked is False and door_closed:
+        elif s.phase.value == "finishing" and s.locked is False and s.door_closed:
+            key = (f"{bay_id}:{s.deadline}", "take")
+            if key in done:
+                return
+            done.add(key)
             await asyncio.sleep(1.0)
             node.open_door(self.bus.clock())
             node.unplug(self.bus.clock())

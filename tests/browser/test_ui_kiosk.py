@@ -41,6 +41,12 @@ async def test_driver_flow_locker(browser: Browser, live: Live, artifacts: Path)
     assert box and box["height"] >= 48 and box["width"] >= 48
     await bay.click()
     await expect(page.locator("#s-auth")).to_be_visible()
+    for key in await page.locator("#keypad button").all():
+        kb = await key.bounding_box()
+        assert kb and kb["height"] >= 48 and kb["width"] >= 48  # large touch targets
+    await page.locator('#keypad [data-key="9"]').click()
+    await page.screenshot(path=str(artifacts / "kiosk-keypad-800x480.png"))
+    await page.locator('#keypad [data-key="⌫"]').click()
     await _type_code(page, "1234")
     await expect(page.locator("#s-mode")).to_be_visible()
     await expect(page.locator('[data-mode="solar"]')).to_be_hidden()  # no PV meter here

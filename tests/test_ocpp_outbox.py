@@ -1,0 +1,157 @@
+"""Reliable delivery: offline queueing, replay in order with remapped transactionIds, CallErrors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_ocpp_support import CP, Rig, rig
+
+pytestmark = pytest.mark.timeout(60)
+
+OFFLINE = {"AllowOfflineTxForUnknownId": "true"}
+
+
+async def _three_sessions_offline(r: Rig) -> list[str]:
+    """Three sessions start, get two meter values each and stop while the CSMS is down."""
+    sids = []
+    for n, tag in ((1, "A"), (2, "B"), (3, "C")):
+        sid = await r.start_session(n, tag)
+        sids.append(sid)
+    for _ in range(2):
+        assert await r.up.meter.sample_sessions("Sample.Periodic", ["Energy.Active.Import.Register"]) == 3
+    for sid in sids:
+        out = await r.station.stop_session(sid, __import__("controller.bay").bay.StopReason.LOCAL)
+        assert out.ok
+    return sids
+
+
+def _check_replay(r: Rig) -> None:
+    msgs = r.tx_messages()
+    # Once each, in order per session: Start, MeterValues x2, Stop; transaction ids remapped.
+    assert len(msgs) == 12, [a for a, _ in msgs]
+    starts = [p for a, p in msgs if a == "StartTransaction"]
+    assert [p["idTag"] for p in starts] == ["A", "B", "C"]
+    tx_of_connector = {}
+    for t in r.sim.transactions.values():
+        tx_of_connector[t.connector] = t.id
+    for action, p in msgs:
+        if action != "StartTransaction":
+            assert "transactionId" in p
+    per_tx: dict[int, list[str]] = {}
+    seen_start: set[int] = set()
+    for action, p in msgs:
+        if action == "StartTransaction":
+            tx = tx_of_connector[p["connectorId"]]
+            seen_start.add(tx)
+            per_tx.setdefault(tx, []).append(action)
+        else:
+            assert p["transactionId"] in seen_start  # never before its start
+            per_tx[p["transactionId"]].append(action)
+    for actions in per_tx.values():
+        assert actions == ["StartTransaction", "MeterValues", "MeterValues", "StopTransaction"]
+    for t in r.sim.transactions.values():
+        assert t.meter_values == 2 and t.meter_stop is not None
+
+
+async def test_offline_sessions_delivered_once_in_order_after_reconnect(tmp_path: Path) -> None:
+    async with rig(tmp_path, csms_up=False, keys=OFFLINE) as r:
+        sids = await _three_sessions_offline(r)
+        assert await r.station.journal.outbox_depth() == 12
+        await r.sim.start()
+        await r.online()
+        await r.drained()
+        _check_replay(r)
+        rows = await r.station.journal.query("SELECT id, ocpp_tx_id, sync_state FROM sessions")
+        assert {row["id"] for row in rows} == set(sids)
+        assert all(row["sync_state"] == "synced" and row["ocpp_tx_id"] for row in rows)
+        assert (await r.up.outbox.counts())["done"] == 12
+
+
+async def test_csms_restarts_in_the_middle_of_a_replay(tmp_path: Path) -> None:
+    async with rig(tmp_path, csms_up=False, keys=OFFLINE) as r:
+        await _three_sessions_offline(r)
+        r.sim.silence_next("MeterValues", 1)  # the 2nd tx message hangs; then the CSMS dies
+        await r.sim.start()
+        await r.online()
+        await r.sim.wait_for(lambda: len(r.tx_messages()) >= 2)
+        await r.sim.stop()
+        await r.offline()
+        first_run = r.tx_messages()
+        r.sim.received.clear()
+        await r.sim.start()
+        await r.online()
+        await r.drained()
+        # The unanswered MeterValues is sent again; nothing else is repeated.
+        assert [a for a, _ in first_run] == ["StartTransaction", "MeterValues"]
+        assert r.tx_messages()[0] == first_run[1]
+        r.sim.received[:0] = [x for x in [] if x]  # keep type
+        full = first_run[:1] + r.tx_messages()
+        r.sim.received.clear()
+        assert len(full) == 12
+
+
+async def test_call_error_on_transaction_message_retries_then_fails(tmp_path: Path) -> None:
+    keys = {**OFFLINE, "TransactionMessageAttempts": "3", "TransactionMessageRetryInterval": "0"}
+    async with rig(tmp_path, keys=keys) as r:
+        await r.online()
+        r.sim.fail_next("StartTransaction", "InternalError", times=3)
+        sid = await r.start_session(1, "A")
+        await r.station.stop_session(sid, __import__("controller.bay").bay.StopReason.LOCAL)
+        sid2 = await r.start_session(2, "B")
+        await r.drained()
+        starts = r.sim.actions("StartTransaction")
+        assert [s.payload["idTag"] for s in starts] == ["A", "A", "A", "B"]
+        rows = await r.station.journal.query("SELECT action, state, attempts, last_error FROM outbox ORDER BY id")
+        assert rows[0]["state"] == "failed" and rows[0]["attempts"] == 3
+        assert "InternalError" in rows[0]["last_error"]
+        # Its StopTransaction cannot be sent without a transactionId: failed, visible, not dropped.
+        assert rows[1]["action"] == "StopTransaction" and rows[1]["state"] == "failed"
+        assert rows[2]["state"] == "done"
+        assert (await r.up.outbox.counts()) == {"pending": 0, "failed": 2, "done": 1}
+        assert not r.sim.actions("StopTransaction")
+        state = await r.station.journal.query("SELECT id, sync_state FROM sessions ORDER BY started_at")
+        assert state == [{"id": sid, "sync_state": "failed"}, {"id": sid2, "sync_state": "started"}]
+
+
+async def test_retry_interval_is_honoured_and_success_after_retry(tmp_path: Path) -> None:
+    keys = {"TransactionMessageAttempts": "2", "TransactionMessageRetryInterval": "1"}
+    async with rig(tmp_path, keys=keys) as r:
+        await r.online()
+        r.sim.fail_next("StartTransaction", "GenericError")
+        await r.start_session(1, "A")
+        await r.sim.wait_for(lambda: len(r.sim.actions("StartTransaction")) == 2, timeout=5)
+        a, b = r.sim.actions("StartTransaction")
+        assert b.at - a.at >= 0.9
+        await r.drained()
+        assert (await r.up.outbox.counts())["done"] == 1
+
+
+async def test_start_not_accepted_stops_the_session_deauthorized(tmp_path: Path) -> None:
+    async with rig(tmp_path, csms_up=False, keys=OFFLINE, tag_statuses={"BAD": "Blocked"}) as r:
+        sid = await r.start_session(1, "BAD")  # accepted offline as unknown
+        await r.sim.start()
+        await r.online()
+        await r.sim.wait_for(lambda: bool(r.sim.actions("StopTransaction")))
+        stop = r.sim.actions("StopTransaction")[0].payload
+        assert stop["reason"] == "DeAuthorized" and stop["transactionId"] == 1
+        row = await r.station.journal.session(sid)
+        assert row is not None and row["stop_reason"] == "DeAuthorized"
+        assert r.up.local.cache["BAD"].status == "Blocked"
+
+
+async def test_cancel_cancels_a_call_whose_answer_arrives_at_once(tmp_path: Path) -> None:
+    import asyncio
+
+    async with rig(tmp_path, bays=1) as r:
+        await r.online()
+        link = r.up.link
+        assert link is not None
+        for _ in range(20):
+            task = asyncio.create_task(link.call_raw("Heartbeat", {}))
+            await r.sim.wait_for(lambda n=len(r.sim.received): len(r.sim.received) > n)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert CP in r.sim.connections
