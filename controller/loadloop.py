@@ -189,9 +189,11 @@ class LoadLoop:
         res = self.last
         st = self.station
         grid_m = st.meter_of("grid")
-        if res is None or grid_m is None or grid_m.reading.sample is None:
+        if res is None or grid_m is None:
             return None
-        building = [c or 0.0 for c in grid_m.reading.sample.current_a]
+        sample = grid_m.reading.sample
+        # Without a fresh sample the bar still shows the limit, marked with the meter's freshness.
+        building = [c or 0.0 for c in sample.current_a] if sample else [0.0, 0.0, 0.0]
         chargers = [0.0, 0.0, 0.0]
         for rt in st.bays.values():
             if rt.telemetry is not None:

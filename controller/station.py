@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from controller import tokens
+from controller.accounting import Tariff
 from controller.auth import Authorizer, AuthRequest
 from controller.bay import (
     AvailabilityChanged,
@@ -125,6 +126,7 @@ class BayRuntime:
     last_output: tuple[bool, float] | None = None
     output_errors: int = 0
     load_setpoint_a: float = 0.0  # nothing until the load manager has decided
+    tariff: Tariff | None = None  # the running session's tariff snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,9 @@ class Station:
                 state = BayState(bcfg.id, kind)
             rt = BayRuntime(cfg=bcfg, state=state)
             row = open_sessions.pop(bcfg.id, None)
+            if row is not None:
+                with contextlib.suppress(ValueError, TypeError):
+                    rt.tariff = Tariff.model_validate(json.loads(row["tariff"]))
             if state.session is not None or row is not None:
                 rt.reconciled = False
                 rt.want_relay = True
@@ -476,7 +481,9 @@ class Station:
                 new=new,
                 effects=effects,
                 now=now,
-                tariff=self.cfg.tariff,
+                tariff=(rt.tariff or self.cfg.tariff)
+                if old.session is not None
+                else self.cfg.tariff,
                 checkpoint=checkpoint,
                 actor=actor,
             )
@@ -508,6 +515,7 @@ class Station:
                     rt.lock_changed.set()
                 case OpenSession(session=s):
                     rt.checkpoint_at = s.started_at
+                    rt.tariff = self.cfg.tariff  # the snapshot the session is billed with
                     log.info(
                         "session.opened",
                         bay_id=rt.cfg.id,
@@ -893,7 +901,7 @@ class Station:
         if s.session is not None:
             sess = s.session
             elapsed = max(0.0, now - sess.started_at)
-            t = self.cfg.tariff
+            t = rt.tariff or self.cfg.tariff
             session = {
                 "id": sess.session_id,
                 "token": _mask(sess.token),

@@ -28,17 +28,21 @@ def refuse_if_failed(out: Outcome) -> Outcome:
     return out
 
 
+def check_mode(station: Station, mode: str, boost_confirmed: bool) -> None:
+    if mode == "solar" and not pv_available(station):
+        raise ApiError(
+            409, "solar_unavailable", "Solar charging needs a PV meter; this site has none."
+        )
+    if mode == "boost" and not boost_confirmed:
+        raise ApiError(409, "confirm_boost", BOOST_WARNING)
+
+
 async def present_token(station: Station, bay_id: str, req: TokenRequest, source: str) -> Outcome:
     bay_or_404(station, bay_id)
     sess = station.bays[bay_id].state.session
     stopping = sess is not None and sess.token == req.token
     if not stopping:
-        if req.mode == "solar" and not pv_available(station):
-            raise ApiError(
-                409, "solar_unavailable", "Solar charging needs a PV meter; this site has none."
-            )
-        if req.mode == "boost" and not req.boost_confirmed:
-            raise ApiError(409, "confirm_boost", BOOST_WARNING)
+        check_mode(station, req.mode, req.boost_confirmed)
     try:
         out = await station.present_token(
             bay_id,

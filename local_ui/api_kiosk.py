@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from controller.bay import StopReason
 from controller.station import UnknownSession
 from local_ui.accounts import LoginLimiter
-from local_ui.actions import bay_or_404, present_token
+from local_ui.actions import bay_or_404, check_mode, present_token
 from local_ui.api_bays import _ERRORS
 from local_ui.charts import qr_svg
 from local_ui.context import (
@@ -27,7 +27,7 @@ from local_ui.context import (
     client_ip,
 )
 from local_ui.errors import ApiError
-from local_ui.schemas import KioskOutcome, KioskStopRequest, TokenRequest
+from local_ui.schemas import KioskModeRequest, KioskOutcome, KioskStopRequest, TokenRequest
 from local_ui.views import bay_view, receipt, receipt_text, station_view
 
 router = APIRouter(
@@ -94,6 +94,22 @@ async def kiosk_stop(bay_id: str, req: KioskStopRequest, ctx: Ctx) -> KioskOutco
         raise ApiError(409, "not_running", "This session has already ended.")
     try:
         out = await ctx.station.stop_session(req.session_id, StopReason.LOCAL, actor="kiosk")
+    except UnknownSession:
+        raise ApiError(404, "unknown_session", "There is no such session.") from None
+    if not out.ok:
+        raise ApiError(409, out.code, out.message)
+    return _out(ctx, out)
+
+
+@router.post("/bays/{bay_id}/mode", response_model=KioskOutcome)
+async def kiosk_mode(bay_id: str, req: KioskModeRequest, ctx: Ctx) -> KioskOutcome:
+    """Switch the mode of the session this kiosk started (applied by the load manager within 3 s)."""
+    bay_or_404(ctx.station, bay_id)
+    if not ctx.check_session_key(req.session_id, req.key):
+        raise ApiError(403, "not_your_session", "Scan or type your code to change this session.")
+    check_mode(ctx.station, req.mode, req.boost_confirmed)
+    try:
+        out = await ctx.station.set_mode(req.session_id, req.mode, actor="kiosk")
     except UnknownSession:
         raise ApiError(404, "unknown_session", "There is no such session.") from None
     if not out.ok:

@@ -28,6 +28,11 @@ class KioskStopRequest(_In):
     key: str = Field(min_length=1, max_length=64)
 
 
+class KioskModeRequest(KioskStopRequest):
+    mode: Literal["standard", "eco", "boost", "solar"]
+    boost_confirmed: bool = False
+
+
 class HoldRequest(_In):
     bay_id: str = Field(min_length=1, max_length=32)
     token: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")

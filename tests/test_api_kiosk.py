@@ -177,3 +177,22 @@ async def test_extra_routers_are_mounted(tmp_path: Path) -> None:
         client = await api_client(rig.station, extra_routers=[demo])
         assert (await client.get("/demo/ping")).json() == {"pong": "yes"}
         await setup_owner(client)
+
+
+async def test_kiosk_mode_switch_needs_the_session_key_and_boost_confirmation(
+    tmp_path: Path,
+) -> None:
+    async with running_station(tmp_path) as rig:
+        kiosk = await api_client(rig.station)
+        started = (await kiosk.post("/api/v1/kiosk/bays/bay1/token", json={"token": "5678"})).json()
+        assert started.get("key"), started
+        sid, key = started["session_id"], started["key"]
+        url = "/api/v1/kiosk/bays/bay1/mode"
+        wrong = await kiosk.post(url, json={"session_id": sid, "key": "x" * 32, "mode": "eco"})
+        assert wrong.status_code == 403
+        boost = await kiosk.post(url, json={"session_id": sid, "key": key, "mode": "boost"})
+        assert boost.status_code == 409 and boost.json()["error"] == "confirm_boost"
+        eco = await kiosk.post(url, json={"session_id": sid, "key": key, "mode": "eco"})
+        assert eco.status_code == 200, eco.text
+        row = await rig.station.journal.session(sid)
+        assert row is not None and row["mode"] == "eco"

@@ -66,7 +66,7 @@ class Transaction:
 @dataclass(slots=True)
 class _Injections:
     errors: dict[str, list[str]] = field(default_factory=dict)
-    silence: dict[str, int] = field(default_factory=dict)
+    silence: dict[str, list[bool]] = field(default_factory=dict)
 
 
 class CsmsConnection(ChargePoint):  # type: ignore[misc]
@@ -338,19 +338,17 @@ class CsmsSim:
         """Answer the next ``times`` calls of ``action`` with a CallError ``code``."""
         self._inject.errors.setdefault(action, []).extend([code] * times)
 
-    def silence_next(self, action: str, times: int = 1) -> None:
-        """Do not answer the next ``times`` calls of ``action`` at all."""
-        self._inject.silence[action] = self._inject.silence.get(action, 0) + times
+    def silence_next(self, action: str, times: int = 1, *, after: int = 0) -> None:
+        """Answer ``after`` more calls of ``action``, then leave the next ``times`` unanswered."""
+        self._inject.silence.setdefault(action, []).extend([False] * after + [True] * times)
 
     def _take_error(self, action: str) -> str | None:
         q = self._inject.errors.get(action)
         return q.pop(0) if q else None
 
     def _take_silence(self, action: str) -> bool:
-        n = self._inject.silence.get(action, 0)
-        if n:
-            self._inject.silence[action] = n - 1
-        return n > 0
+        q = self._inject.silence.get(action)
+        return q.pop(0) if q else False
 
     # ------------------------------------------------------------------ CSMS → charge point
 
