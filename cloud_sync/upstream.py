@@ -83,6 +83,7 @@ class OcppUpstream:
         self.local = LocalAuth(j)
         self.profiles = ProfileStore(j)
         self.outbox = OutboxSender(j, self.keys, self.local, station.clock, self._start_rejected)
+        self.outbox.overlap_done_marks = cfg.overlap_done_marks
         self.meter = MeterService(station, self.keys, self._send_meter_direct)
         self.link: StationLink | None = None
         self.accepted = False
@@ -224,7 +225,7 @@ class OcppUpstream:
         # Give the StopTransactions a moment to reach the CSMS; they stay queued if not.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
-                while self.online and await self.station.journal.outbox_depth():
+                while self.online and await self.outbox.pending():
                     self.outbox.idle.clear()
                     await self.outbox.idle.wait()
         self.station.request_stop(f"{kind.lower()} reset", exit_code=3)
@@ -319,6 +320,7 @@ class OcppUpstream:
         if text != self.last_error:
             log.warning("ocpp.link_error", error=text)
         self.last_error = text
+        self._fire()
 
     def _set_link(self, link: StationLink | None, *, accepted: bool) -> None:
         was = self.online

@@ -122,7 +122,11 @@ async def test_malformed_and_unknown_calls_get_call_errors_and_link_stays(tmp_pa
         assert f[0] == 4 and f[2] in ("ProtocolError", "OccurenceConstraintViolation")
         f = await r.sim.send_frame(CP, '[2,"m3","FlyToTheMoon",{}]', "m3")
         assert f[0] == 4 and f[2] == "NotImplemented"
-        f = await r.sim.send_frame(CP, '[2,"m4","UpdateFirmware",{"location":"x","retrieveDate":"2024-01-01T00:00:00Z"}]', "m4")
+        f = await r.sim.send_frame(
+            CP,
+            '[2,"m4","UpdateFirmware",{"location":"x","retrieveDate":"2024-01-01T00:00:00Z"}]',
+            "m4",
+        )
         assert f[0] == 4 and f[2] == "NotSupported"
         f = await r.sim.send_frame(CP, '[2,"m5","Reset",{"type":"Soft","extra":1}]', "m5")
         assert f[0] == 4 and f[2] == "FormationViolation"
@@ -141,10 +145,14 @@ async def test_data_transfer_and_configuration(tmp_path: Path) -> None:
         assert resp.status == "UnknownVendorId"
         resp = await r.sim.call(CP, call.DataTransfer(vendor_id="edge-station", message_id="Nope"))
         assert resp.status == "UnknownMessageId"
-        resp = await r.sim.call(CP, call.DataTransfer(vendor_id="edge-station", message_id="Ping", data="x"))
+        resp = await r.sim.call(
+            CP, call.DataTransfer(vendor_id="edge-station", message_id="Ping", data="x")
+        )
         assert resp.status == "Accepted" and resp.data == "x"
         resp = await r.sim.call(CP, call.GetConfiguration(key=["NumberOfConnectors", "Bogus"]))
-        assert resp.configuration_key == [{"key": "NumberOfConnectors", "readonly": True, "value": "2"}]
+        assert resp.configuration_key == [
+            {"key": "NumberOfConnectors", "readonly": True, "value": "2"}
+        ]
         assert resp.unknown_key == ["Bogus"]
         resp = await r.sim.call(CP, call.GetConfiguration())
         assert len(resp.configuration_key) > 30
@@ -178,7 +186,9 @@ async def test_change_availability_unlock_and_reset(tmp_path: Path) -> None:
         assert resp.status == "Unlocked"
         await r.sim.wait_for(lambda: bool(r.sim.actions("StopTransaction")))
         assert r.sim.actions("StopTransaction")[0].payload["reason"] == "UnlockCommand"
-        await r.sim.wait_for(lambda: r.sim.statuses[CP] == {0: "Unavailable", 1: "Unavailable", 2: "Unavailable"})
+        await r.sim.wait_for(
+            lambda: r.sim.statuses[CP] == {0: "Unavailable", 1: "Unavailable", 2: "Unavailable"}
+        )
         resp = await r.sim.call(CP, call.ChangeAvailability(connector_id=0, type="Operative"))
         assert resp.status == "Accepted"
         await r.start_session(2, "T2")

@@ -20,7 +20,10 @@ async def _three_sessions_offline(r: Rig) -> list[str]:
         sid = await r.start_session(n, tag)
         sids.append(sid)
     for _ in range(2):
-        assert await r.up.meter.sample_sessions("Sample.Periodic", ["Energy.Active.Import.Register"]) == 3
+        assert (
+            await r.up.meter.sample_sessions("Sample.Periodic", ["Energy.Active.Import.Register"])
+            == 3
+        )
     for sid in sids:
         out = await r.station.stop_session(sid, __import__("controller.bay").bay.StopReason.LOCAL)
         assert out.ok
@@ -58,7 +61,7 @@ def _check_replay(r: Rig) -> None:
 async def test_offline_sessions_delivered_once_in_order_after_reconnect(tmp_path: Path) -> None:
     async with rig(tmp_path, csms_up=False, keys=OFFLINE) as r:
         sids = await _three_sessions_offline(r)
-        assert await r.station.journal.outbox_depth() == 12
+        assert await r.up.outbox.pending() == 12
         await r.sim.start()
         await r.online()
         await r.drained()
@@ -101,7 +104,9 @@ async def test_call_error_on_transaction_message_retries_then_fails(tmp_path: Pa
         await r.drained()
         starts = r.sim.actions("StartTransaction")
         assert [s.payload["idTag"] for s in starts] == ["A", "A", "A", "B"]
-        rows = await r.station.journal.query("SELECT action, state, attempts, last_error FROM outbox ORDER BY id")
+        rows = await r.station.journal.query(
+            "SELECT action, state, attempts, last_error FROM outbox ORDER BY id"
+        )
         assert rows[0]["state"] == "failed" and rows[0]["attempts"] == 3
         assert "InternalError" in rows[0]["last_error"]
         # Its StopTransaction cannot be sent without a transactionId: failed, visible, not dropped.
@@ -109,7 +114,9 @@ async def test_call_error_on_transaction_message_retries_then_fails(tmp_path: Pa
         assert rows[2]["state"] == "done"
         assert (await r.up.outbox.counts()) == {"pending": 0, "failed": 2, "done": 1}
         assert not r.sim.actions("StopTransaction")
-        state = await r.station.journal.query("SELECT id, sync_state FROM sessions ORDER BY started_at")
+        state = await r.station.journal.query(
+            "SELECT id, sync_state FROM sessions ORDER BY started_at"
+        )
         assert state == [{"id": sid, "sync_state": "failed"}, {"id": sid2, "sync_state": "started"}]
 
 
@@ -148,7 +155,12 @@ async def test_cancel_cancels_a_call_whose_answer_arrives_at_once(tmp_path: Path
         assert link is not None
         for _ in range(20):
             task = asyncio.create_task(link.call_raw("Heartbeat", {}))
-            await r.sim.wait_for(lambda n=len(r.sim.received): len(r.sim.received) > n)
+            n = len(r.sim.received)
+
+            def grew(n: int = n) -> bool:
+                return len(r.sim.received) > n
+
+            await r.sim.wait_for(grew)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -55,7 +55,7 @@ class Rig:
     async def drained(self, timeout: float = 15.0) -> None:
         """Until the outbox holds no pending message (and the CSMS answered the last one)."""
         async with asyncio.timeout(timeout):
-            while await self.station.journal.outbox_depth():
+            while await self.up.outbox.pending():
                 self.up.outbox.idle.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.2):

@@ -1,0 +1,130 @@
+"""Backlog replay: 10,000 queued transaction messages delivered after a reconnect.
+
+The bound is one call in flight: 1 / round-trip time, measured with Heartbeat
+calls on the same connection right after the replay. Target: ≥ 80 % of it.
+Run: ``.venv/bin/pytest -m bench tests/bench/bench_ocpp_backlog.py``.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+
+import pytest
+
+from controller.journal import Commit, EventRow, OutboxRow
+from simulators.csms import CsmsSim
+from tests.bench.report import metric, percentile, write_report
+from tests.test_ocpp_support import rig
+
+MESSAGES = 10_000
+PER_SESSION = 5  # Start, 3 x MeterValues, Stop
+
+
+async def _queue(journal: object, sessions: int) -> None:
+    from controller.journal import Journal
+
+    assert isinstance(journal, Journal)
+    for i in range(sessions):
+        sid = f"bench{i:05d}"
+        mv = {
+            "connectorId": 1,
+            "meterValue": [
+                {"timestamp": "2024-01-01T00:00:00Z", "sampledValue": [{"value": str(i)}]}
+            ],
+        }
+        await journal.commit(
+            Commit(
+                events=[EventRow("bench", 0.0, "bay1", sid)],
+                session_open=[
+                    {
+                        "id": sid,
+                        "bay_id": f"hist{i}",
+                        "connector": 1,
+                        "token": "T",
+                        "auth_source": "bench",
+                        "mode": "standard",
+                        "state": "closed",
+                        "started_at": float(i),
+                        "meter_start_wh": 0,
+                        "meter_wh": 10,
+                        "tariff": {},
+                    }
+                ],
+                outbox=[
+                    OutboxRow(
+                        "StartTransaction",
+                        {
+                            "connectorId": 1,
+                            "idTag": "T",
+                            "meterStart": 0,
+                            "timestamp": "2024-01-01T00:00:00Z",
+                        },
+                        sid,
+                    ),
+                    *[OutboxRow("MeterValues", mv, sid) for _ in range(3)],
+                    OutboxRow(
+                        "StopTransaction",
+                        {"meterStop": 10, "timestamp": "2024-01-01T00:00:01Z", "reason": "Local"},
+                        sid,
+                    ),
+                ],
+            )
+        )
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("overlap", [False, True], ids=["strict", "overlap"])
+async def test_backlog_replay_throughput(tmp_path: Path, overlap: bool) -> None:
+    sim = CsmsSim(log_messages=False)
+    cfg = {"overlap_done_marks": overlap}
+    async with rig(tmp_path, bays=1, sim=sim, csms_up=False, cfg=cfg) as r:
+        await _queue(r.station.journal, MESSAGES // PER_SESSION)
+        assert await r.up.outbox.pending() == MESSAGES
+        await sim.start()
+        await r.online()
+        t0 = time.perf_counter()
+        await r.drained(timeout=600)
+        elapsed = time.perf_counter() - t0
+        link = r.up.link
+        assert link is not None
+        rtts = []
+        for _ in range(500):
+            t = time.perf_counter()
+            await link.call_raw("Heartbeat", {})
+            rtts.append(time.perf_counter() - t)
+        counts = await r.up.outbox.counts()
+        retried = await r.station.journal.query(
+            "SELECT id, action, attempts, last_error FROM outbox WHERE attempts > 0"
+        )
+    assert counts == {"pending": 0, "failed": 0, "done": MESSAGES}
+    tx = [
+        x
+        for x in sim.received
+        if x.action in ("StartTransaction", "MeterValues", "StopTransaction")
+    ]
+    assert len(tx) == MESSAGES, (collections.Counter(x.action for x in sim.received), retried)
+    rate = MESSAGES / elapsed
+    rtt = sum(rtts) / len(rtts)
+    bound = 1 / rtt
+    ratio = rate / bound
+    write_report(
+        f"ocpp_backlog_{'overlap' if overlap else 'strict'}",
+        {
+            "messages_per_s": metric(rate, "msg/s", "higher"),
+            "bound_msg_per_s": metric(bound, "msg/s", "higher"),
+            "ratio_of_bound": metric(ratio * 100, "%", "higher", target=80.0),
+            "heartbeat_rtt_mean": metric(rtt * 1000, "ms"),
+            "heartbeat_rtt_p99": metric(percentile(rtts, 99) * 1000, "ms"),
+            "replay_s": metric(elapsed, "s"),
+        },
+        {
+            "messages": MESSAGES,
+            "overlap_done_marks": overlap,
+            "journal": "SQLite WAL synchronous=FULL in tmp_path",
+            "loopback": True,
+        },
+    )
+    assert ratio >= 0.8, f"{rate:.0f} msg/s is {ratio:.0%} of the bound {bound:.0f} msg/s"
