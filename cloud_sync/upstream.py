@@ -36,7 +36,7 @@ from controller.auth import AuthRequest
 from controller.bay import StopReason
 from controller.persist import iso
 from controller.ports import AuthResult, AuthStatus
-from controller.station import BayRuntime, Station, UnknownSession
+from controller.station import EXIT_RESTART, BayRuntime, Station, UnknownSession
 
 log = structlog.get_logger(__name__)
 
@@ -228,7 +228,7 @@ class OcppUpstream:
                 while self.online and await self.outbox.pending():
                     self.outbox.idle.clear()
                     await self.outbox.idle.wait()
-        self.station.request_stop(f"{kind.lower()} reset", exit_code=3)
+        self.station.request_stop(f"{kind.lower()} reset", exit_code=EXIT_RESTART)
 
     async def triggered(self, link: StationLink, what: str, connector: int | None) -> None:
         if what == "BootNotification":

@@ -289,9 +289,8 @@ class Journal:
             await self._w.close()
 
     async def schema_version(self) -> int:
-        cur = await self._r.execute("PRAGMA user_version")
-        row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        rows = await self._r.execute_fetchall("PRAGMA user_version")
+        return int(next(iter(rows))[0]) if rows else 0
 
     # ------------------------------------------------------------------ writing
 
@@ -418,9 +417,10 @@ class Journal:
         )
 
     async def kv_get(self, key: str, default: Any = None) -> Any:
-        cur = await self._r.execute("SELECT value FROM kv WHERE key=?", (key,))
-        row = await cur.fetchone()
-        return json.loads(row[0]) if row else default
+        # Read every row (closing the statement): an open statement would pin the
+        # reader to an old WAL snapshot and later reads would miss new commits.
+        rows = list(await self._r.execute_fetchall("SELECT value FROM kv WHERE key=?", (key,)))
+        return json.loads(rows[0][0]) if rows else default
 
     async def nonce_seen_or_add(self, nonce: str, expires_at: float, now: float) -> bool:
         """True if ``nonce`` was already used (a replay); otherwise remember it until it expires."""
@@ -440,13 +440,10 @@ class Journal:
 
     async def outbox_next(self, now: float) -> dict[str, Any] | None:
         """The oldest undelivered message (strict order: the head blocks the queue until done)."""
-        cur = await self._r.execute(
-            "SELECT * FROM outbox WHERE state='pending' ORDER BY id LIMIT 1",
-        )
-        row = await cur.fetchone()
-        if row is None:
+        rows = await self.query("SELECT * FROM outbox WHERE state='pending' ORDER BY id LIMIT 1")
+        if not rows:
             return None
-        d = dict(row)
+        d = rows[0]
         d["payload"] = json.loads(d["payload"])
         return d
 
@@ -467,15 +464,14 @@ class Journal:
         )
 
     async def outbox_depth(self) -> int:
-        cur = await self._r.execute("SELECT count(*) FROM outbox WHERE state='pending'")
-        row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        rows = await self.query("SELECT count(*) AS n FROM outbox WHERE state='pending'")
+        return int(rows[0]["n"])
 
     # ------------------------------------------------------------------ reading
 
     async def bay_states(self) -> dict[str, dict[str, Any]]:
-        cur = await self._r.execute("SELECT bay_id, data FROM bay_state")
-        return {r[0]: json.loads(r[1]) for r in await cur.fetchall()}
+        rows = await self.query("SELECT bay_id, data FROM bay_state")
+        return {r["bay_id"]: json.loads(r["data"]) for r in rows}
 
     async def open_sessions(self) -> list[dict[str, Any]]:
         return await self.query("SELECT * FROM sessions WHERE state='open' ORDER BY started_at")
@@ -538,8 +534,8 @@ class Journal:
     async def query(
         self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
     ) -> list[dict[str, Any]]:
-        cur = await self._r.execute(sql, params)
-        return [dict(r) for r in await cur.fetchall()]
+        async with self._r.execute(sql, params) as cur:
+            return [dict(r) for r in await cur.fetchall()]
 
 
 def _session_filter(

@@ -56,7 +56,7 @@ def setup_logging(level: str = "INFO", *, json_lines: bool | None = None) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiosqlite", "websockets", "uvicorn.access", "pymodbus", "asyncio"):
+    for noisy in ("aiosqlite", "websockets", "uvicorn.access", "pymodbus", "asyncio", "ocpp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -71,6 +71,7 @@ from controller.ports import (
     NodeLink,
     NodeTelemetry,
     NodeUpdate,
+    Upstream,
 )
 from controller.safety import SafeMode
 from controller.tokens import Outcome as TokenOutcome
@@ -185,6 +186,7 @@ class Station:
         self._started = asyncio.Event()
         # Without a load manager ([site] absent) a bay gets its configured maximum.
         self.load: LoadLoop | None = None
+        self.upstream: Upstream | None = None  # the central system, when one is configured
         self.safe = SafeMode()
         self.stop_input_pressed = False
         self.started_at = time.monotonic()

@@ -147,7 +147,17 @@ async def grid_meter_part(
     log.info("simulate.grid_meter", port=sim.port, limit_a=40.0)
 
 
+async def csms_part(raw: dict[str, Any], stack: contextlib.AsyncExitStack, bus: SimulatedBus) -> None:
+    """A development central system on a free port, reached through the real OCPP client."""
+    from simulators.csms.server import CsmsSim
+
+    csms = await stack.enter_async_context(CsmsSim("127.0.0.1", 0, heartbeat_interval=60))
+    raw["ocpp"] = {"url": csms.url, "charge_point_id": raw["station"]["id"]}
+    log.info("simulate.csms", url=csms.url)
+
+
 PARTS.append(grid_meter_part)
+PARTS.append(csms_part)
 
 
 async def simulate(args: argparse.Namespace) -> int:

@@ -18,4 +18,7 @@ def _debug_loop() -> asyncio.AbstractEventLoop:
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Any]:
+    # Benchmarks measure the product, not asyncio's debug instrumentation.
+    if "bench" in item.path.parts:
+        return {"plain": asyncio.new_event_loop}
     return {"debug": _debug_loop}

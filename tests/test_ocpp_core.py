@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from ocpp.v16 import call
 
+from controller.station import EXIT_RESTART
 from tests.test_ocpp_support import CP, rig
 
 pytestmark = pytest.mark.timeout(60)
@@ -195,6 +196,6 @@ async def test_change_availability_unlock_and_reset(tmp_path: Path) -> None:
         resp = await r.sim.call(CP, call.Reset(type="Soft"))
         assert resp.status == "Accepted"
         await r.task  # the station stops itself
-        assert r.station.exit_code == 3
+        assert r.station.exit_code == EXIT_RESTART
         stops = r.sim.actions("StopTransaction")
         assert stops[-1].payload["reason"] == "SoftReset"

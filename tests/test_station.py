@@ -237,7 +237,12 @@ async def test_signed_qr_tokens_through_the_station(tmp_path: Path) -> None:
         signer = tokens.HmacSigner(secret)
         now = int(time.time())
         good = tokens.mint(
-            signer, station_id="test-1", bay=1, not_before=now - 5, expires=now + 600, id_tag="BOOK-1"
+            signer,
+            station_id="test-1",
+            bay=1,
+            not_before=now - 5,
+            expires=now + 600,
+            id_tag="BOOK-1",
         )
         hub.telemetry("b1", pilot=PilotState.B)
         hub.telemetry("b2", door_closed=True)
@@ -256,7 +261,12 @@ async def test_signed_qr_tokens_through_the_station(tmp_path: Path) -> None:
         replay = await st.present_token("b1", good)
         assert (replay.ok, replay.code) == (False, "replayed")
         expired = tokens.mint(
-            signer, station_id="test-1", bay=None, not_before=now - 900, expires=now - 300, id_tag="OLD"
+            signer,
+            station_id="test-1",
+            bay=None,
+            not_before=now - 900,
+            expires=now - 300,
+            id_tag="OLD",
         )
         for text, code in [
             (expired, "expired"),

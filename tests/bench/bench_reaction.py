@@ -39,14 +39,24 @@ async def test_bench_reaction(tmp_path: Path) -> None:
         def ev_amps() -> tuple[float, float, float]:
             return node.physics.currents()
 
-        async with MeterSimulator("sdm630", port=0, role="grid", speed=0, extra_load=ev_amps) as meter:
+        async with MeterSimulator(
+            "sdm630", port=0, role="grid", speed=0, extra_load=ev_amps
+        ) as meter:
             meter.set_currents((5.0, 5.0, 5.0))
             cfg = parse_config(
                 {
                     "station": {"id": "react", "data_dir": str(tmp_path)},
                     "auth": {"free_vend": True},
                     "buses": [{"id": "bays", "port": bus.port_path}],
-                    "bays": [{"id": "bay1", "connector": 1, "bus": "bays", "address": 1, "max_current_a": 16}],
+                    "bays": [
+                        {
+                            "id": "bay1",
+                            "connector": 1,
+                            "bus": "bays",
+                            "address": 1,
+                            "max_current_a": 16,
+                        }
+                    ],
                     "site": {
                         "main_limit_a": LIMIT,
                         "min_on_time_s": 0,
@@ -96,7 +106,15 @@ async def test_bench_reaction(tmp_path: Path) -> None:
                     await bus.wait_until(lambda t=target: node.physics.setpoint_a <= t + 1e-6, 5)
                     lat.append((time.perf_counter() - t0) * 1000)
                     meter.set_currents((5.0, 5.0, 5.0))
-                    await bus.wait_until(lambda: node.physics.setpoint_a >= 15.9, 60)
+                    try:
+                        await bus.wait_until(lambda: node.physics.setpoint_a >= 15.9, 60)
+                    except TimeoutError:
+                        res = st.load.last
+                        raise AssertionError(
+                            f"no recovery: setpoint {node.physics.setpoint_a} A, "
+                            f"targets {res and dict(res.targets_a)}, "
+                            f"limits {res and res.allocation.limits}, grid {res and res.grid_freshness}"
+                        ) from None
             finally:
                 st.request_stop("bench")
                 await task
