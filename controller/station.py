@@ -128,6 +128,9 @@ class BayRuntime:
     output_errors: int = 0
     load_setpoint_a: float = 0.0  # nothing until the load manager has decided
     tariff: Tariff | None = None  # the running session's tariff snapshot
+    test_output: tuple[bool, float, float] | None = (
+        None  # installer test: relay, A, until (monotonic)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,6 +429,12 @@ class Station:
                 continue  # the node keeps its lease (or its safe share) until the first decision
             amps = self._setpoint(rt) if rt.want_relay and rt.state.fault is None else 0.0
             relay = amps > 0
+            test = rt.test_output
+            if test is not None:
+                if test[2] > self.clock.monotonic() and rt.state.session is None:
+                    relay, amps = test[0], test[1]
+                else:
+                    rt.test_output = None
             try:
                 await rt.node.set_output(relay_on=relay, current_a=amps, lease_s=lease)
             except DriverError as err:
@@ -790,6 +799,32 @@ class Station:
     async def _watch_stop(self) -> None:
         await self._stop_requested.wait()
         raise _StopStation()
+
+    async def installer_test_output(
+        self, bay_id: str, *, relay_on: bool, current_a: float, hold_s: float, actor: str
+    ) -> Outcome:
+        """Hold a test output on an idle bay (relay, current ramp) for ``hold_s`` seconds.
+
+        Refused while a session runs or the station is in safe mode; the current is
+        clipped to the bay's maximum, and the lease still guards it.
+        """
+        rt = self.bay(bay_id)
+        if rt.state.session is not None:
+            return Outcome(False, "bay_in_use", "A session is running on this bay.")
+        if self.safe.active:
+            return Outcome(False, "safe_mode", "The station is in safe mode.")
+        amps = max(0.0, min(current_a, rt.cfg.max_current_a)) if relay_on else 0.0
+        hold = max(0.0, min(hold_s, 60.0))
+        rt.test_output = (relay_on, amps, self.clock.monotonic() + hold)
+        rt.output_changed.set()
+        await self._audit(
+            "installer_test",
+            actor,
+            {"bay_id": bay_id, "relay_on": relay_on, "current_a": amps, "hold_s": hold},
+        )
+        return Outcome(
+            True, "testing", f"Test output held for {hold:.0f} s.", data={"current_a": amps}
+        )
 
     async def raise_fault(
         self, bay_id: str, code: str, *, stop: bool = True, actor: str = "station"
