@@ -90,9 +90,9 @@ async def test_bench_reaction(tmp_path: Path) -> None:
             rng = random.Random(7)
             try:
                 await bus.wait_until(lambda: node.configured, 10)
-                async with asyncio.timeout(10):
+                async with st.updates() as q, asyncio.timeout(10):
                     while not st.bays["bay1"].state.node_online:
-                        await asyncio.sleep(0.05)
+                        await q.get()
                 assert (await st.present_token("bay1", "REACT")).ok
                 await bus.wait_until(lambda: node.physics.setpoint_a >= 15.9, 60)
                 for i in range(ROUNDS):
