@@ -47,6 +47,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print("--bays must be 1..32")
         return 2
     setup_logging(args.log_level)
+    args.data_dir = (args.data_dir or Path("data") / f"sim-{args.http_port}").resolve()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    (args.data_dir / "camera").mkdir(exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(simulate(args))
     return 0
@@ -147,7 +150,9 @@ async def grid_meter_part(
     log.info("simulate.grid_meter", port=sim.port, limit_a=40.0)
 
 
-async def csms_part(raw: dict[str, Any], stack: contextlib.AsyncExitStack, bus: SimulatedBus) -> None:
+async def csms_part(
+    raw: dict[str, Any], stack: contextlib.AsyncExitStack, bus: SimulatedBus
+) -> None:
     """A development central system on a free port, reached through the real OCPP client."""
     from simulators.csms.server import CsmsSim
 
@@ -161,8 +166,7 @@ PARTS.append(csms_part)
 
 
 async def simulate(args: argparse.Namespace) -> int:
-    data: Path = (args.data_dir or Path("data") / f"sim-{args.http_port}").resolve()
-    data.mkdir(parents=True, exist_ok=True)
+    data: Path = args.data_dir
     kinds = kinds_for(args.bays, args.kind)
     specs = [
         SimNodeSpec(f"bay{i}", i, "evse" if k == "evse" else "locker", 32.0, 2.0)
@@ -180,6 +184,7 @@ async def simulate(args: argparse.Namespace) -> int:
         ]
         if drivers is not None:
             services.append(("demo-drivers", drivers.run))
+        services.append(("sim-camera", lambda st: camera_service(st, data / "camera")))
         log.info(
             "simulate.started",
             data_dir=str(data),
@@ -189,6 +194,52 @@ async def simulate(args: argparse.Namespace) -> int:
         )
         return await run_station(cfg, station_services=services)
     return 0
+
+
+async def camera_service(station: Station, folder: Path) -> None:
+    """A simulated QR camera, through the real capture/decode pipeline.
+
+    Drop a file into ``folder`` to show a code to the station: ``bay2.txt``
+    holding the code's text (or ``bay2.png``, an image) shows it in front of
+    bay2's camera for a few seconds; ``any.txt`` lets the code (a signed token)
+    name its bay.
+    """
+    from drivers.camera.extension import run_camera
+    from drivers.camera.reader import QrCameraReader
+    from simulators.camera.camera import SimulatedCamera
+
+    cam = SimulatedCamera(fps=10)
+    reader = QrCameraReader(cam, camera="sim-camera", decode_hz=5, dedup_s=5)
+
+    def take() -> tuple[str, str | None, str | None]:
+        """The next file in the folder: (name, text or None, image path or None); removed."""
+        for f in sorted(folder.iterdir()):
+            if f.suffix == ".txt":
+                text = f.read_text(encoding="utf-8").strip()
+                f.unlink(missing_ok=True)
+                return f.stem, text, None
+            if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+                return f.stem, None, str(f)
+        return "", None, None
+
+    async def watch() -> None:
+        while True:  # a development helper: polling a folder is good enough here
+            await asyncio.sleep(0.5)
+            stem, text, image = await asyncio.to_thread(take)
+            if text is None and image is None:
+                continue
+            bay = stem if stem in station.bays else None
+            station.focus_bay(bay, seconds=5.0)
+            if text is not None:
+                cam.show(text, seconds=3.0)
+            elif image is not None:
+                cam.show_image(image, seconds=3.0)
+                await asyncio.to_thread(Path(image).unlink, True)
+            log.info("sim_camera.showing", file=stem, bay_id=bay)
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(run_camera(station, reader, camera="sim-camera", bay=None))
+        tg.create_task(watch())
 
 
 class DemoDrivers:
