@@ -163,7 +163,7 @@ def test_suspended_states() -> None:
 def test_quota_ends_session(
     quota: dict[str, float], steps: list[tuple[float, int]], reason_at: int
 ) -> None:
-    s, _ = run(online(BayKind.EVSE, meter_wh=0), (0, tok(**quota)))
+    s, _ = run(online(BayKind.EVSE, meter_wh=0), (0, tok("CARD1", "s1", **quota)))
     results = []
     for now, wh in steps:
         s, eff = transition(s, Telemetry(10, 2300, wh, PilotState.C, True), now, T)

@@ -11,7 +11,9 @@ import json
 import os
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -37,6 +39,10 @@ def _post(url: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
         return err.code, json.loads(err.read() or b"{}")
 
 
+def _configured(node: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda ln: ln.get("event") == "esp32.configured" and ln.get("node") == node
+
+
 def test_bench_footprint(tmp_path: Path) -> None:
     duration = float(os.environ.get("BENCH_FOOTPRINT_S", "60"))
     sim = start_node_sim(tmp_path / "sim", BAYS)
@@ -55,12 +61,14 @@ def test_bench_footprint(tmp_path: Path) -> None:
         for i in range(1, BAYS + 1):
             request(tmp_path / "sim", "plug_in", f"bay{i}", max_a=16.0, phases=3)
         ctl.log.wait_for(lambda ln: ln.get("event") == "station.ready")
-        for i in range(1, BAYS + 1):
-            ctl.log.wait_for(
-                lambda ln, n=i: (
-                    ln.get("event") == "esp32.configured" and ln.get("node") == f"bay{n}"
-                )
+        configured = {f"bay{i}" for i in range(1, BAYS + 1)}
+        ctl.log.wait_for(
+            lambda ln: (
+                ln.get("event") == "esp32.configured"
+                and configured.discard(str(ln.get("node"))) is None
+                and not configured
             )
+        )
         started = 0
         deadline = time.monotonic() + 30
         while started < BAYS and time.monotonic() < deadline:

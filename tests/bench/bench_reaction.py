@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,10 @@ from tests.bench.report import median, metric, percentile, write_report
 pytestmark = pytest.mark.bench
 ROUNDS = 40
 LIMIT = 40.0
+
+
+def _at_most(node: object, amps: float) -> Callable[[], bool]:
+    return lambda: float(node.physics.setpoint_a) <= amps + 1e-6  # type: ignore[attr-defined]
 
 
 async def test_bench_reaction(tmp_path: Path) -> None:
@@ -103,7 +108,7 @@ async def test_bench_reaction(tmp_path: Path) -> None:
                     await asyncio.sleep(rng.uniform(0, 0.25))
                     t0 = time.perf_counter()
                     meter.set_currents((5.0 + spike,) * 3)
-                    await bus.wait_until(lambda t=target: node.physics.setpoint_a <= t + 1e-6, 5)
+                    await bus.wait_until(_at_most(node, target), 5)
                     lat.append((time.perf_counter() - t0) * 1000)
                     meter.set_currents((5.0, 5.0, 5.0))
                     try:
