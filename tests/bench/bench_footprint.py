@@ -61,14 +61,8 @@ def test_bench_footprint(tmp_path: Path) -> None:
         for i in range(1, BAYS + 1):
             request(tmp_path / "sim", "plug_in", f"bay{i}", max_a=16.0, phases=3)
         ctl.log.wait_for(lambda ln: ln.get("event") == "station.ready")
-        configured = {f"bay{i}" for i in range(1, BAYS + 1)}
-        ctl.log.wait_for(
-            lambda ln: (
-                ln.get("event") == "esp32.configured"
-                and configured.discard(str(ln.get("node"))) is None
-                and not configured
-            )
-        )
+        for i in range(1, BAYS + 1):
+            ctl.log.wait_for(_configured(f"bay{i}"))
         started = 0
         deadline = time.monotonic() + 30
         while started < BAYS and time.monotonic() < deadline:
