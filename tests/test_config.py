@@ -93,3 +93,39 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "bays[0].max_current_a" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_check_config_proves_safe_shares(tmp_path: Path) -> None:
+    """Safe shares that the guaranteed headroom cannot carry are refused, naming circuit and phase."""
+    site = "\n[site]\nmain_limit_a = 63\nmain_guaranteed_headroom_a = 10\n"
+    two_bays = GOOD.replace("max_current_a = 32", "max_current_a = 32\nsafe_current_a = 6") + (
+        '\n[[bays]]\nid = "bay2"\nconnector = 2\nbus = "rs485"\naddress = 2\nsafe_current_a = 6\n'
+    )
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "check-config",
+            str(write(tmp_path, two_bays + site)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2, bad.stdout
+    assert "safe shares" in bad.stderr and "L1" in bad.stderr and "12" in bad.stderr
+    ok_site = site.replace("headroom_a = 10", "headroom_a = 12")
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "check-config",
+            str(write(tmp_path, two_bays + ok_site)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
