@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from controller import registry
+from controller import looplag, registry
 from controller.auth import Authorizer, free_vend_step, local_list_step
 from controller.config import StationConfig, load_token_keys
 from controller.journal import Journal
@@ -68,6 +68,7 @@ async def open_station(
         authorizer=build_authorizer(cfg),
     )
     station.token_keys = load_token_keys(cfg)
+    looplag.attach(station)  # station.loop_lag, read by /healthz and /metrics
     await station.restore()
     lcfg = load_manager_config(cfg)
     if lcfg is not None:

@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_token_commands(sub)
 
+    from controller import backup, ops
+
+    ops.add_commands(sub)  # status
+    backup.add_commands(sub)  # backup, restore
+
     for name in registry.names(registry.COMMANDS):
         registry.load(registry.COMMANDS, name)(sub)
     return p

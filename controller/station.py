@@ -78,6 +78,7 @@ from controller.tokens import Outcome as TokenOutcome
 
 if TYPE_CHECKING:
     from controller.loadloop import LoadLoop
+    from controller.looplag import LoopLagMonitor
 
 log = structlog.get_logger(__name__)
 
@@ -190,6 +191,7 @@ class Station:
         # Without a load manager ([site] absent) a bay gets its configured maximum.
         self.load: LoadLoop | None = None
         self.upstream: Upstream | None = None  # the central system, when one is configured
+        self.loop_lag: LoopLagMonitor | None = None  # set by controller.looplag.attach
         self.safe = SafeMode()
         self.stop_input_pressed = False
         self.started_at = time.monotonic()

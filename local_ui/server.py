@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controller.station import Station
 from local_ui import api_admin, api_auth, api_bays, api_kiosk, api_sessions, errors, live, pages
+from local_ui import ops as ops_routes
 from local_ui.accounts import Accounts
 from local_ui.context import CSRF_COOKIE, UiContext
 from local_ui.settings import SettingsRegistry, default_registry
@@ -128,6 +129,7 @@ def create_app(
         api_kiosk.router,
         live.router,
         pages.router,
+        ops_routes.router,
         *extra_routers,
     ):
         app.include_router(r)
