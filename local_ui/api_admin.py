@@ -8,11 +8,11 @@ import sqlite3
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
-from pydantic import ValidationError
+from fastapi import APIRouter, Body, Depends, Query, Response
+from pydantic import BaseModel, ValidationError
 
 from controller.journal import JournalError
-from controller.ports import DriverError
+from local_ui.accounts import User
 from local_ui.actions import bay_or_404
 from local_ui.api_bays import _ERRORS
 from local_ui.context import (
@@ -20,11 +20,14 @@ from local_ui.context import (
     InstallerOnly,
     OwnerOnly,
     Reader,
+    UiContext,
     audit_actor,
     check_csrf,
 )
 from local_ui.errors import ApiError
+from local_ui.installer import Refused
 from local_ui.schemas import InstallerTestRequest, NewUserRequest, UserOut
+from local_ui.settings import Section, SettingRefused, dump
 from local_ui.views import cloud_online, load_view
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=_ERRORS)
@@ -46,6 +49,67 @@ async def get_section(section: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
     return ctx.settings.describe(ctx.station, section)
 
 
+def _invalid(err: ValidationError) -> ApiError:
+    e = err.errors()[0]
+    where = ".".join(str(p) for p in e["loc"])
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    return ApiError(
+        422,
+        "invalid_setting",
+        f"{where}: {msg}" if where else msg,
+        extra={
+            "field": where,
+            "details": [
+                {
+                    "loc": [str(p) for p in x["loc"]],
+                    "msg": str(x["msg"]).removeprefix("Value error, "),
+                }
+                for x in err.errors()
+            ],
+        },
+    )
+
+
+def _validated(
+    ctx: UiContext, section: str, patch: dict[str, Any], user: User
+) -> tuple[Section, BaseModel, list[dict[str, Any]]]:
+    """The section, the merged and validated value, and its warnings (or an ApiError)."""
+    sec = ctx.settings.sections.get(section)
+    if sec is None:
+        raise ApiError(404, "unknown_section", f"There is no settings section {section!r}.")
+    if user.role not in sec.roles:
+        raise ApiError(403, "forbidden", f"The {user.role} role may not change {sec.title}.")
+    note = ctx.settings.unavailable(ctx.station, section)
+    if note is not None:
+        raise ApiError(409, "unavailable", note)
+    try:
+        value = ctx.settings.validate(ctx.station, section, patch)
+    except ValidationError as err:
+        raise _invalid(err) from None
+    try:
+        warnings = ctx.settings.check(ctx.station, section, value)
+    except SettingRefused as err:
+        raise ApiError(
+            422,
+            "invalid_setting",
+            err.message,
+            extra={"field": err.field, "details": [{"loc": [err.field], "msg": err.message}]},
+        ) from None
+    return sec, value, warnings
+
+
+@router.post("/settings/{section}/check", tags=["settings"])
+async def check_section(
+    section: str,
+    patch: Annotated[dict[str, Any], Body(description="fields to change; the rest stay")],
+    ctx: Ctx,
+    user: Reader,
+) -> dict[str, Any]:
+    """Validate a change without applying it: the values it would give and its warnings."""
+    _sec, value, warnings = _validated(ctx, section, patch, user)
+    return {"name": section, "values": dump(value), "warnings": warnings}
+
+
 @router.patch("/settings/{section}", tags=["settings"])
 async def patch_section(
     section: str,
@@ -53,36 +117,23 @@ async def patch_section(
     ctx: Ctx,
     user: Reader,
 ) -> dict[str, Any]:
-    """Validate, apply live, keep and audit a change to one section."""
-    sec = ctx.settings.sections.get(section)
-    if sec is None:
-        raise ApiError(404, "unknown_section", f"There is no settings section {section!r}.")
-    if user.role not in sec.roles:
-        raise ApiError(403, "forbidden", f"The {user.role} role may not change {sec.title}.")
-    old = sec.get(ctx.station).model_dump(mode="json")
-    try:
-        value = ctx.settings.validate(ctx.station, section, patch)
-    except ValidationError as err:
-        e = err.errors()[0]
-        where = ".".join(str(p) for p in e["loc"])
-        raise ApiError(
-            422,
-            "invalid_setting",
-            f"{where}: {e['msg']}" if where else str(e["msg"]),
-            extra={
-                "details": [
-                    {"loc": [str(p) for p in x["loc"]], "msg": x["msg"]} for x in err.errors()
-                ]
-            },
-        ) from None
+    """Validate, apply live, keep and audit a change to one section.
+
+    Warnings (rule conflicts) do not refuse the change; they come back with it.
+    """
+    sec, value, warnings = _validated(ctx, section, patch, user)
+    old = dump(sec.get(ctx.station))
     await ctx.settings.apply(ctx.station, section, value)
-    new = value.model_dump(mode="json")
+    new = dump(value)
     changed = {k: {"old": old.get(k), "new": v} for k, v in new.items() if old.get(k) != v}
-    await ctx.station.audit(
-        "settings_changed", audit_actor(user), {"section": section, "changes": changed}
-    )
+    detail: dict[str, Any] = {"section": section, "changes": changed}
+    if warnings:
+        detail["warnings"] = [w["message"] for w in warnings]
+    await ctx.station.audit("settings_changed", audit_actor(user), detail)
     ctx.station.publish({"type": "settings", "section": section, "values": new})
-    return ctx.settings.describe(ctx.station, section)
+    out = ctx.settings.describe(ctx.station, section)
+    out["warnings"] = warnings
+    return out
 
 
 # ---------------------------------------------------------------------- audit
@@ -185,74 +236,48 @@ async def installer_test(
     req: InstallerTestRequest,
     ctx: Ctx,
     user: InstallerOnly,
+    response: Response,
 ) -> dict[str, Any]:
     """Installer tests on an idle bay: lock/unlock, relay on/off, current ramp.
 
-    Commands go straight to the node; the station's output loop re-asserts the
-    bay's wanted output at its next lease renewal, so a relay test is a pulse.
+    Refused while a session runs (or in safe mode, or with the node offline).
+    Lock, relay on and relay off answer with their result (a relay test output
+    is held by the station for ``hold_s``); a ramp (minimum → ``current_a`` or
+    the bay's maximum in ``step_a`` steps, each held ``hold_s``) answers 202 at
+    once: read its progress at ``/diagnostics/tests/{id}``. ``relay_off`` stops
+    a running ramp.
     """
     st = ctx.station
     bay_or_404(st, bay_id)
-    rt = st.bays[bay_id]
-    node = rt.node
-    if node is None or not rt.state.node_online:
-        raise ApiError(409, "node_offline", "The bay's node is not connected.")
-    if rt.state.session is not None:
-        raise ApiError(409, "bay_in_use", "Stop the running session first.")
-    lease = min(st.cfg.timers.lease_s, 5.0)
-    steps: list[dict[str, Any]] = []
-
-    async def step(name: str, coro: Any) -> None:
-        t0 = time.perf_counter()
-        await coro
-        steps.append({"step": name, "ack_ms": round((time.perf_counter() - t0) * 1000, 1)})
-
     try:
-        if req.action in ("lock", "unlock"):
-            if rt.cfg.kind != "locker":
-                raise ApiError(409, "not_supported", "This bay has no lock.")
-            await step(req.action, node.set_lock(locked=req.action == "lock"))
-        elif req.action == "relay_on":
-            amps = req.current_a if req.current_a is not None else rt.cfg.min_current_a
-            amps = min(amps, rt.cfg.max_current_a)
-            await step(
-                f"relay_on {amps} A", node.set_output(relay_on=True, current_a=amps, lease_s=lease)
-            )
-        elif req.action == "relay_off":
-            await step("relay_off", node.set_output(relay_on=False, current_a=0.0, lease_s=lease))
-        else:
-            top = min(req.current_a or rt.cfg.max_current_a, rt.cfg.max_current_a)
-            amps = rt.cfg.min_current_a
-            while amps <= top + 1e-9:
-                await step(
-                    f"{amps:g} A", node.set_output(relay_on=True, current_a=amps, lease_s=lease)
-                )
-                amps += 2.0
-            await step("relay_off", node.set_output(relay_on=False, current_a=0.0, lease_s=lease))
-    except DriverError as err:
-        await st.audit(
-            "installer_test",
-            audit_actor(user),
-            {"bay_id": bay_id, "action": req.action, "error": str(err)},
+        run = await ctx.installer.start(
+            st,
+            bay_id,
+            req.action,
+            actor=audit_actor(user),
+            current_a=req.current_a,
+            hold_s=req.hold_s,
+            step_a=req.step_a,
         )
-        raise ApiError(502, "node_error", f"The node did not confirm: {err}") from None
-    rt.output_changed.set()  # let the output loop restore the wanted state now
-    await st.audit("installer_test", audit_actor(user), {"bay_id": bay_id, "action": req.action})
-    tel = rt.telemetry
-    return {
-        "ok": True,
-        "bay_id": bay_id,
-        "action": req.action,
-        "steps": steps,
-        "telemetry": {
-            "relay_on": tel.relay_on,
-            "current_a": list(tel.current_a),
-            "locked": tel.locked,
-            "door_closed": tel.door_closed,
-        }
-        if tel
-        else None,
-    }
+    except Refused as err:
+        raise ApiError(err.status, err.code, err.message) from None
+    if run.state == "running":
+        response.status_code = 202
+    return {"ok": run.state in ("running", "passed"), **run.view()}
+
+
+@router.get("/diagnostics/tests", tags=["diagnostics"])
+async def installer_tests(ctx: Ctx, user: Reader) -> list[dict[str, Any]]:
+    """Recent installer tests, newest first."""
+    return [r.view() for r in ctx.installer.recent()]
+
+
+@router.get("/diagnostics/tests/{run_id}", tags=["diagnostics"])
+async def installer_test_result(run_id: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
+    run = ctx.installer.get(run_id)
+    if run is None:
+        raise ApiError(404, "unknown_test", f"There is no installer test {run_id!r}.")
+    return run.view()
 
 
 # ---------------------------------------------------------------------- users

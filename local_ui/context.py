@@ -19,6 +19,7 @@ from fastapi import Depends, Request, WebSocket
 from controller.station import Station
 from local_ui.accounts import Accounts, LoginLimiter, User
 from local_ui.errors import ApiError
+from local_ui.installer import InstallerTests
 from local_ui.settings import SettingsRegistry
 
 SESSION_COOKIE = "es_session"
@@ -38,6 +39,7 @@ class UiContext:
     accounts: Accounts
     settings: SettingsRegistry
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    installer: InstallerTests = field(default_factory=InstallerTests)
     kiosk_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     ready: bool = False
     on_ready: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

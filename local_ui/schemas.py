@@ -45,7 +45,13 @@ class AvailabilityRequest(_In):
 
 class InstallerTestRequest(_In):
     action: Literal["lock", "unlock", "relay_on", "relay_off", "ramp"]
-    current_a: float | None = Field(default=None, ge=0, le=80)
+    current_a: float | None = Field(
+        default=None, ge=0, le=80, description="relay_on: the current; ramp: where it ends"
+    )
+    hold_s: float | None = Field(
+        default=None, ge=0.1, le=60, description="relay test: how long (5 s); ramp: per step (3 s)"
+    )
+    step_a: float | None = Field(default=None, ge=0.5, le=32, description="ramp step (2 A)")
 
 
 class LoginRequest(_In):

@@ -22,6 +22,19 @@ from controller.station import Station
 log = structlog.get_logger(__name__)
 
 
+class SettingRefused(Exception):
+    """A value that is well-formed but cannot be used here (cross-checks); ``field`` names it."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+SettingWarning = dict[str, Any]
+"""A warning shown before and after saving: at least ``kind`` and ``message``."""
+
+
 @dataclass(frozen=True)
 class Section:
     name: str
@@ -31,6 +44,11 @@ class Section:
     apply: Callable[[Station, BaseModel], Awaitable[None]]
     roles: frozenset[str] = frozenset({"owner"})
     persist: bool = True
+    check: Callable[[Station, BaseModel], list[SettingWarning]] | None = None
+    """Cross-checks against the running station: raises :class:`SettingRefused`, returns warnings."""
+    unavailable: Callable[[Station], str | None] | None = None
+    """Why the section cannot be changed on this station (shown instead of a form), or None."""
+    description: str = ""
 
 
 class KioskSettings(BaseModel):
@@ -50,38 +68,68 @@ class SettingsRegistry:
 
     def describe(self, station: Station, name: str) -> dict[str, Any]:
         sec = self.sections[name]
+        note = self.unavailable(station, name)
+        value = sec.get(station)
+        warnings: list[SettingWarning] = []
+        if note is None and sec.check is not None:
+            try:
+                warnings = sec.check(station, value)
+            except SettingRefused as err:  # the running values no longer pass (config edited)
+                warnings = [{"kind": "invalid", "message": err.message, "field": err.field}]
         return {
             "name": sec.name,
             "title": sec.title,
+            "description": sec.description,
             "roles": sorted(sec.roles),
-            "values": sec.get(station).model_dump(mode="json"),
-            "schema": sec.model.model_json_schema(),
+            "available": note is None,
+            "note": note,
+            "values": dump(value),
+            "warnings": warnings,
+            "schema": sec.model.model_json_schema(by_alias=True),
         }
+
+    def unavailable(self, station: Station, name: str) -> str | None:
+        sec = self.sections[name]
+        return sec.unavailable(station) if sec.unavailable is not None else None
 
     def validate(self, station: Station, name: str, patch: dict[str, Any]) -> BaseModel:
         """Merge ``patch`` into the current values and validate (raises ValidationError)."""
         sec = self.sections[name]
-        merged = {**sec.get(station).model_dump(), **patch}
+        merged = {**dump(sec.get(station)), **patch}
         return sec.model.model_validate(merged)
+
+    def check(self, station: Station, name: str, value: BaseModel) -> list[SettingWarning]:
+        """Cross-checks of a validated value: raises :class:`SettingRefused`, returns warnings."""
+        sec = self.sections[name]
+        return sec.check(station, value) if sec.check is not None else []
 
     async def apply(self, station: Station, name: str, value: BaseModel) -> None:
         sec = self.sections[name]
         await sec.apply(station, value)
         if sec.persist:
-            await station.journal.kv_set(f"ui.settings.{name}", value.model_dump(mode="json"))
+            await station.journal.kv_set(f"ui.settings.{name}", dump(value))
 
     async def restore(self, station: Station) -> None:
         for name, sec in self.sections.items():
-            if not sec.persist:
+            if not sec.persist or self.unavailable(station, name) is not None:
                 continue
             saved = await station.journal.kv_get(f"ui.settings.{name}")
             if not isinstance(saved, dict):
                 continue
             try:
-                await sec.apply(station, sec.model.model_validate(saved))
+                value = sec.model.model_validate(saved)
+                self.check(station, name, value)
+                await sec.apply(station, value)
                 log.info("ui.settings_restored", section=name)
             except ValidationError as err:
                 log.warning("ui.settings_ignored", section=name, error=str(err))
+            except SettingRefused as err:
+                log.warning("ui.settings_ignored", section=name, error=err.message)
+
+
+def dump(value: BaseModel) -> dict[str, Any]:
+    """A section's values as JSON (aliases: rules keep ``from``/``to``)."""
+    return value.model_dump(mode="json", by_alias=True)
 
 
 def default_registry() -> SettingsRegistry:
@@ -116,4 +164,7 @@ def default_registry() -> SettingsRegistry:
             frozenset({"owner", "installer"}),
         )
     )
+    from local_ui.load_settings import add_load_sections  # it builds on Section
+
+    add_load_sections(reg)
     return reg

@@ -34,10 +34,45 @@ def bay_view(station: Station, rt: BayRuntime, *, public: bool = False) -> dict[
     snap["min_current_a"] = rt.cfg.min_current_a
     snap["max_power_w"] = round(rt.cfg.max_current_a * NOMINAL_V * rt.cfg.phases, 1)
     sp = snap.get("setpoint_a") or 0.0
-    snap["limited_by_site"] = bool(snap["session"]) and 0 < sp < rt.cfg.max_current_a - 0.05
+    why = site_limit(station, rt, sp) if snap["session"] else None
+    snap["limited_by_site"] = why is not None
+    snap["limit_reason"] = why
     if public and snap.get("session"):
         snap["session"] = {k: v for k, v in snap["session"].items() if k != "token"}
     return jsonable(snap)  # type: ignore[no-any-return]
+
+
+# What binds a bay's setpoint (controller.load.Reason) that is not the site holding it back.
+_NOT_SITE = frozenset(
+    {"inactive", "faulted", "bay_max", "eco_cap", "solar_surplus", "solar_no_surplus"}
+)
+_REASON_TEXT = {
+    "circuit_limit": "site capacity",
+    "shortage": "site capacity",
+    "anti_flap": "site capacity",
+    "rule": "owner rule",
+    "site_power_cap": "site power cap",
+    "grid_meter_stale": "grid meter",
+    "grid_meter_failed": "grid meter",
+    "external_cap": "operator limit",
+    "station_cap": "operator limit",
+    "controller_cap": "overcurrent protection",
+}
+
+
+def site_limit(station: Station, rt: BayRuntime, setpoint_a: float) -> str | None:
+    """Why the load manager holds a charging bay below its maximum, or None when it does not."""
+    load = station.load
+    if load is None or not 0 < setpoint_a < rt.cfg.max_current_a - 0.05:
+        return None
+    res = load.last
+    limit = res.allocation.limits.get(rt.cfg.id) if res is not None else None
+    if limit is None:
+        return "site capacity"
+    reason = str(limit[0])
+    if reason in _NOT_SITE:
+        return None  # Eco, the bay's own maximum, Solar, or still ramping up to it
+    return _REASON_TEXT.get(reason, reason)
 
 
 def public_bay_message(msg: dict[str, Any]) -> dict[str, Any]:

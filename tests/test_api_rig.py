@@ -22,6 +22,7 @@ import httpx
 from controller.auth import Authorizer, local_list_step
 from controller.config import StationConfig, parse_config
 from controller.journal import Journal
+from controller.loadloop import LoadLoop, load_manager_config
 from controller.ports import LinkStats, NodeHello, NodeSink, NodeTelemetry, PilotState
 from controller.station import Station
 from local_ui.server import create_app
@@ -186,6 +187,10 @@ async def running_station(tmp: Path, **cfg_over: Any) -> AsyncIterator[Rig]:
         cfg, journal, hubs={"bus1": hub}, authorizer=Authorizer([local_list_step(TOKENS)])
     )
     await station.restore()
+    lcfg = load_manager_config(cfg)
+    if lcfg is not None:  # as controller.assemble does when station.toml has a [site]
+        station.load = LoadLoop(station, lcfg)
+        station.add_service("load", station.load.run)
     task = asyncio.create_task(station.run())
     rig = Rig(station, hub, journal)
     try:

@@ -209,6 +209,126 @@
   }
 
   /* ---------------------------------------------------------------- settings */
+  /* Per-phase currents are typed "32" (all phases) or "32, 32, 25" (L1, L2, L3). */
+  function phaseText(v) {
+    if (v === null || v === undefined) return "";
+    if (!Array.isArray(v)) return String(v);
+    return v.every((x) => x === v[0]) ? String(v[0]) : v.join(", ");
+  }
+  function phaseValue(text) {
+    const parts = String(text).split(/[,;\s]+/).filter((x) => x !== "").map(Number);
+    return parts.length === 1 ? parts[0] : parts;
+  }
+  function isPhase(p) { return !!(p && p.prefixItems && p.prefixItems.length === 3); }
+  function textInput(name, value, attrs) { return el("input", Object.assign({ name: name, value: value === null || value === undefined ? "" : String(value) }, attrs || {})); }
+
+  function removeBtn(tr) {
+    const b = btn("Remove", () => { const f = tr.closest("form"); tr.remove(); f.dispatchEvent(new Event("input")); });
+    b.type = "button";
+    return b;
+  }
+
+  const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+  function hhmm(t) { return t ? String(t).slice(0, 5) : ""; }
+
+  function circuitRow(c) {
+    const tr = el("tr", { cls: "circuit" }, [
+      el("td", {}, [textInput("id", c.id, { size: 8, "aria-label": "circuit id" })]),
+      el("td", {}, [textInput("parent", c.parent || "main", { size: 8, "aria-label": "parent" })]),
+      el("td", {}, [textInput("limit_a", phaseText(c.limit_a), { size: 10, "aria-label": "limit (A)" })]),
+      el("td", {}, [textInput("guaranteed_headroom_a", phaseText(c.guaranteed_headroom_a || 0), { size: 10, "aria-label": "headroom (A)" })]),
+    ]);
+    tr.append(el("td", {}, [removeBtn(tr)]));
+    return tr;
+  }
+  function circuitsEditor(list) {
+    const body = el("tbody", {}, list.map(circuitRow));
+    const add = btn("Add circuit", (e) => { e.preventDefault(); body.append(circuitRow({ id: "", parent: "main", limit_a: 16, guaranteed_headroom_a: 0 })); });
+    add.type = "button";
+    return el("div", { cls: "editor", "data-editor": "circuits" }, [
+      el("h4", { text: "Circuits" }),
+      el("table", { cls: "grid-table" }, [el("thead", {}, [el("tr", {}, ["Id", "Parent", "Limit (A)", "Headroom (A)", ""].map((h) => el("th", { text: h })))]), body]),
+      add,
+    ]);
+  }
+  function readCircuits(box) {
+    return [...box.querySelectorAll("tr.circuit")].map((tr) => {
+      const v = (n) => tr.querySelector('[name="' + n + '"]').value.trim();
+      return { id: v("id"), parent: v("parent") || "main", limit_a: phaseValue(v("limit_a")), guaranteed_headroom_a: phaseValue(v("guaranteed_headroom_a") || "0") };
+    });
+  }
+
+  function ruleRow(r) {
+    const kind = el("select", { name: "kind", "aria-label": "kind" }, [
+      el("option", { value: "bay_current_cap", text: "Bay current cap (A)" }),
+      el("option", { value: "site_power_cap", text: "Site power cap (kW)" }),
+    ]);
+    kind.value = r.kind || "bay_current_cap";
+    const days = el("span", { cls: "days" }, DAYS.map((d) => {
+      const box = el("input", { type: "checkbox", name: "day", value: d, "aria-label": d });
+      box.checked = !r.days || r.days.includes(d);
+      return el("label", { cls: "day" }, [box, d]);
+    }));
+    const bays = Array.isArray(r.bays) ? r.bays.join(", ") : "all";
+    const tr = el("tr", { cls: "rule" }, [
+      el("td", {}, [textInput("id", r.id, { size: 8, "aria-label": "rule id" })]),
+      el("td", {}, [kind]),
+      el("td", {}, [textInput("limit", r.kind === "site_power_cap" ? r.kw : r.amps, { type: "number", step: "any", min: 0, cls: "num-s", "aria-label": "limit" })]),
+      el("td", {}, [textInput("bays", bays, { size: 10, "aria-label": "bays" })]),
+      el("td", {}, [textInput("from", hhmm(r.from), { type: "time", "aria-label": "from" }), " – ", textInput("to", hhmm(r.to), { type: "time", "aria-label": "to" })]),
+      el("td", {}, [days]),
+      el("td", {}, [textInput("priority", r.priority || 0, { type: "number", step: 1, cls: "num-s", "aria-label": "priority" })]),
+    ]);
+    tr.append(el("td", {}, [removeBtn(tr)]));
+    return tr;
+  }
+  function rulesEditor(list) {
+    const body = el("tbody", {}, list.map(ruleRow));
+    const add = btn("Add rule", (e) => { e.preventDefault(); body.append(ruleRow({ id: "rule" + (body.children.length + 1), kind: "bay_current_cap", amps: 10, from: "18:00", to: "06:00" })); body.closest("form").dispatchEvent(new Event("input")); });
+    add.type = "button";
+    return el("div", { cls: "editor", "data-editor": "rules" }, [
+      el("table", { cls: "grid-table" }, [el("thead", {}, [el("tr", {}, ["Id", "Kind", "Limit", "Bays", "From – to (empty: all day)", "Days", "Priority", ""].map((h) => el("th", { text: h })))]), body]),
+      add,
+    ]);
+  }
+  function readRules(box) {
+    return [...box.querySelectorAll("tr.rule")].map((tr) => {
+      const v = (n) => tr.querySelector('[name="' + n + '"]').value.trim();
+      const r = { id: v("id"), kind: v("kind"), priority: Number(v("priority") || 0), days: [...tr.querySelectorAll('[name="day"]:checked')].map((x) => x.value) };
+      if (v("from") || v("to")) { r.from = v("from") || null; r.to = v("to") || null; }
+      if (r.kind === "site_power_cap") r.kw = Number(v("limit"));
+      else {
+        r.amps = Number(v("limit"));
+        const b = v("bays");
+        r.bays = !b || b === "all" ? "all" : b.split(/[,\s]+/).filter((x) => x);
+      }
+      return r;
+    });
+  }
+
+  function renderWarnings(box, warnings, error) {
+    box.replaceChildren();
+    if (error) box.append(el("p", { cls: "error", text: error }));
+    for (const w of warnings || []) box.append(el("p", { cls: "warn", "data-kind": w.kind, text: "⚠ " + w.message }));
+    box.hidden = !error && !(warnings && warnings.length);
+  }
+
+  function readForm(form, props) {
+    const body = {};
+    for (const input of form.querySelectorAll("input[data-type]")) {
+      const ty = input.dataset.type;
+      if (ty === "boolean") body[input.name] = input.checked;
+      else if (ty === "phase") body[input.name] = phaseValue(input.value);
+      else if (ty === "number" || ty === "integer") body[input.name] = input.value === "" ? null : Number(input.value);
+      else body[input.name] = input.value;
+    }
+    const c = form.querySelector('[data-editor="circuits"]');
+    if (c && props.circuits) body.circuits = readCircuits(c);
+    const r = form.querySelector('[data-editor="rules"]');
+    if (r && props.rules) body.rules = readRules(r);
+    return body;
+  }
+
   async function loadSettings() {
     const r = await call("GET", "/api/v1/settings");
     if (!r.ok) return;
@@ -216,14 +336,23 @@
     box.replaceChildren();
     for (const name in r.data.sections) {
       const sec = r.data.sections[name];
-      const editable = can(sec.roles);
+      const editable = can(sec.roles) && sec.available !== false;
       const form = el("form", { cls: "panel settings", "data-section": name, novalidate: "" }, [el("h3", { text: sec.title })]);
+      if (sec.available === false) {
+        form.append(el("p", { cls: "muted note", text: sec.note }));
+        box.append(form);
+        continue;
+      }
+      if (sec.description) form.append(el("p", { cls: "muted", text: sec.description }));
       const props = sec.schema.properties || {};
       for (const key in props) {
         const p = props[key];
-        const type = p.type || (p.anyOf ? p.anyOf[0].type : "string");
+        if (key === "circuits") { form.append(circuitsEditor(sec.values.circuits || [])); continue; }
+        if (key === "rules") { form.append(rulesEditor(sec.values.rules || [])); continue; }
+        const type = isPhase(p) ? "phase" : p.type || (p.anyOf ? p.anyOf[0].type : "string");
         const input = el("input", { name: key });
         if (type === "boolean") { input.type = "checkbox"; input.checked = !!sec.values[key]; }
+        else if (type === "phase") { input.type = "text"; input.value = phaseText(sec.values[key]); input.placeholder = "A, or L1, L2, L3"; }
         else {
           input.type = type === "number" || type === "integer" ? "number" : "text";
           if (type === "number") input.step = "any";
@@ -232,22 +361,34 @@
           if (p.maxLength !== undefined) input.maxLength = p.maxLength;
           input.value = sec.values[key] === null || sec.values[key] === undefined ? "" : sec.values[key];
         }
-        input.disabled = !editable;
         input.dataset.type = type;
         form.append(el("label", {}, [(p.title || key) + (p.description ? " (" + p.description + ")" : ""), input]));
       }
+      const warn = el("div", { cls: "warnings", "data-warnings": name });
+      form.append(warn);
+      renderWarnings(warn, sec.warnings);
+      for (const i of form.querySelectorAll("input, select")) i.disabled = !editable;
+      for (const b of form.querySelectorAll(".editor button")) b.hidden = !editable;
       if (editable) form.append(el("button", { type: "submit", cls: "primary", text: "Save " + sec.title.toLowerCase() }));
+      if (editable && sec.available !== undefined) {
+        /* Load-manager sections: check every edit (validation and rule conflicts) before saving. */
+        let timer = null;
+        form.addEventListener("input", () => {
+          clearTimeout(timer);
+          timer = setTimeout(async () => {
+            const res = await api("POST", "/api/v1/settings/" + name + "/check", readForm(form, props));
+            renderWarnings(warn, res.ok ? res.data.warnings : [], res.ok ? "" : res.data.message);
+          }, 300);
+        });
+        form.addEventListener("change", () => form.dispatchEvent(new Event("input")));
+      }
       form.addEventListener("submit", async (e) => {
         e.preventDefault();
-        const body = {};
-        for (const input of form.querySelectorAll("input")) {
-          const ty = input.dataset.type;
-          if (ty === "boolean") body[input.name] = input.checked;
-          else if (ty === "number" || ty === "integer") body[input.name] = input.value === "" ? null : Number(input.value);
-          else body[input.name] = input.value;
-        }
-        const res = await call("PATCH", "/api/v1/settings/" + name, body, sec.title + " saved.");
-        if (res.ok) loadSettings();
+        const res = await call("PATCH", "/api/v1/settings/" + name, readForm(form, props));
+        if (!res.ok) { renderWarnings(warn, [], res.data.message); return; }
+        const n = (res.data.warnings || []).length;
+        flash(sec.title + " saved" + (n ? " with " + n + " warning" + (n > 1 ? "s" : "") + " (the lower limit applies)." : "."), n > 0);
+        await loadSettings();
       });
       box.append(form);
     }
@@ -260,12 +401,41 @@
     $("a-rows").replaceChildren(...r.data.map((a) => el("tr", {}, [cell(t(a.at)), cell(a.actor), cell(a.kind), cell(JSON.stringify(a.detail))])));
   }
 
+  function renderTest(run) {
+    const out = $("d-test");
+    out.hidden = false;
+    const rows = (run.steps || []).map((st) => el("tr", { cls: st.ok ? "" : "error" }, [
+      cell(st.step), cell(st.commanded_a === undefined ? "" : st.commanded_a + " A"),
+      cell(st.reported_a === undefined || st.reported_a === null ? "" : st.reported_a + " A"),
+      cell(st.measured_a === undefined || st.measured_a === null ? "" : st.measured_a.toFixed(1) + " A"),
+      cell(st.telemetry && st.telemetry.locked !== null && st.telemetry.locked !== undefined ? (st.telemetry.locked ? "locked" : "unlocked") : ""),
+      cell(st.ack_ms + " ms"), cell(st.ok ? "ok" : "NOT CONFIRMED"),
+    ]));
+    const plan = run.plan_a && run.plan_a.length ? " · plan " + run.plan_a.join(" → ") + " A" : "";
+    out.replaceChildren(
+      el("h3", { text: "Test " + run.action + " on " + run.bay_id }),
+      el("p", { cls: "test-state " + (run.state === "passed" ? "" : run.state === "running" ? "muted" : "error"), "data-state": run.state, text: run.state.toUpperCase() + (run.message ? ": " + run.message : "") + plan }),
+      el("table", { cls: "grid-table" }, [el("thead", {}, [el("tr", {}, ["Step", "Commanded", "Node reports", "Measured", "Lock", "Confirmed in", "Result"].map((h) => el("th", { text: h })))]), el("tbody", {}, rows)]),
+    );
+  }
   async function installerTest(bay, action) {
     const out = $("d-test");
     out.hidden = false;
-    out.textContent = "Running " + action + " on " + bay + "…";
-    const r = await call("POST", "/api/v1/diagnostics/bays/" + bay + "/test", { action: action });
-    out.textContent = JSON.stringify(r.data, null, 2);
+    out.replaceChildren(el("p", { cls: "muted", text: "Running " + action + " on " + bay + "…" }));
+    const body = { action: action };
+    const hold = Number($("d-hold").value);
+    if (hold > 0 && action !== "lock" && action !== "unlock") body.hold_s = hold;
+    const r = await call("POST", "/api/v1/diagnostics/bays/" + bay + "/test", body);
+    if (!r.ok) { out.replaceChildren(el("p", { cls: "error", text: r.data.message })); return; }
+    renderTest(r.data);
+    let run = r.data;
+    while (run.state === "running") {
+      await new Promise((res) => setTimeout(res, 500));
+      const g = await api("GET", "/api/v1/diagnostics/tests/" + run.id);
+      if (!g.ok) return;
+      run = g.data;
+      renderTest(run);
+    }
   }
   async function loadDiagnostics() {
     const r = await call("GET", "/api/v1/diagnostics");

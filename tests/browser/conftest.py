@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -59,8 +60,8 @@ async def _wait_up(base: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def live_server(tmp: Path) -> AsyncIterator[Live]:
-    async with running_station(tmp) as rig:
+async def live_server(tmp: Path, **cfg_over: Any) -> AsyncIterator[Live]:
+    async with running_station(tmp, **cfg_over) as rig:
         port = free_port()
         app = create_app(rig.station)
         task = asyncio.create_task(serve_app(app, "127.0.0.1", port))

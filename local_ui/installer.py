@@ -1,0 +1,261 @@
+"""Installer tests on an idle bay: lock/unlock, relay on/off and a current ramp.
+
+Outputs go through :meth:`Station.installer_test_output`, which holds a test
+output on an idle bay (refused while a session runs or in safe mode, clipped
+to the bay's maximum, still guarded by the node's lease) and audits it; the
+lock test drives the node's lock directly. Each step records what the node
+reported back in its telemetry. A ramp (minimum → maximum in steps, each held
+a few seconds) runs in the background; its progress is read with
+``GET /api/v1/diagnostics/tests/{id}``. ``relay_off`` also stops a running ramp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from controller.ports import DriverError
+from controller.station import BayRuntime, Station
+
+log = structlog.get_logger(__name__)
+
+CONFIRM_S = 3.0
+"""How long a step waits for the node's telemetry to confirm it."""
+KEEP_RUNS = 20
+
+
+@dataclass
+class TestRun:
+    id: str
+    bay_id: str
+    action: str
+    actor: str
+    started_at: float
+    plan: list[float] = field(default_factory=list)
+    state: str = "running"  # running | passed | failed | aborted | stopped
+    message: str = ""
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    finished_at: float | None = None
+    task: asyncio.Task[None] | None = None
+
+    def finish(self, state: str, message: str, wall: float) -> None:
+        if self.state == "running":
+            self.state, self.message, self.finished_at = state, message, wall
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "bay_id": self.bay_id,
+            "action": self.action,
+            "actor": self.actor,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "state": self.state,
+            "message": self.message,
+            "plan_a": self.plan,
+            "steps": list(self.steps),
+        }
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _telemetry(rt: BayRuntime) -> dict[str, Any] | None:
+    tel = rt.telemetry
+    if tel is None:
+        return None
+    return {
+        "relay_on": tel.relay_on,
+        "setpoint_a": tel.setpoint_a,
+        "current_a": list(tel.current_a),
+        "locked": tel.locked,
+        "door_closed": tel.door_closed,
+    }
+
+
+async def _confirm(rt: BayRuntime, since: float, ok: Any, timeout: float = CONFIRM_S) -> bool:
+    """Wait for a telemetry frame newer than ``since`` (monotonic) for which ``ok(tel)`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tel = rt.telemetry
+        if tel is not None and tel.at >= since and ok(tel):
+            return True
+        await asyncio.sleep(0.05)  # telemetry lands on the runtime without an event to await
+    return False
+
+
+class InstallerTests:
+    def __init__(self) -> None:
+        self.runs: dict[str, TestRun] = {}
+
+    def get(self, run_id: str) -> TestRun | None:
+        return self.runs.get(run_id)
+
+    def recent(self) -> list[TestRun]:
+        return sorted(self.runs.values(), key=lambda r: r.started_at, reverse=True)
+
+    def running_on(self, bay_id: str) -> TestRun | None:
+        for r in self.runs.values():
+            if r.bay_id == bay_id and r.state == "running":
+                return r
+        return None
+
+    def _new(self, st: Station, bay_id: str, action: str, actor: str) -> TestRun:
+        run = TestRun(uuid.uuid4().hex[:12], bay_id, action, actor, st.clock.wall())
+        self.runs[run.id] = run
+        for old in self.recent()[KEEP_RUNS:]:
+            if old.state != "running":
+                self.runs.pop(old.id, None)
+        return run
+
+    @staticmethod
+    def _precheck(st: Station, rt: BayRuntime) -> None:
+        if rt.node is None or not rt.state.node_online:
+            raise Refused(409, "node_offline", "The bay's node is not connected.")
+        if rt.state.session is not None:
+            raise Refused(409, "bay_in_use", "Stop the running session first.")
+        if st.safe.active:
+            raise Refused(409, "safe_mode", "The station is in safe mode.")
+
+    async def start(
+        self,
+        st: Station,
+        bay_id: str,
+        action: str,
+        *,
+        actor: str,
+        current_a: float | None = None,
+        hold_s: float | None = None,
+        step_a: float | None = None,
+    ) -> TestRun:
+        """Run (lock, relay) or start (ramp) a test; raises :class:`Refused`."""
+        rt = st.bays[bay_id]
+        if action in ("lock", "unlock") and rt.cfg.kind != "locker":
+            raise Refused(409, "not_supported", "This bay has no lock.")
+        busy = self.running_on(bay_id)
+        if busy is not None:
+            if action != "relay_off":
+                raise Refused(409, "test_running", "A test is running on this bay.")
+            await self.stop(busy, st)
+        self._precheck(st, rt)
+        run = self._new(st, bay_id, action, actor)
+        if action == "ramp":
+            step = step_a or 2.0
+            top = min(current_a or rt.cfg.max_current_a, rt.cfg.max_current_a)
+            amps = rt.cfg.min_current_a
+            while amps < top - 1e-9:
+                run.plan.append(round(amps, 1))
+                amps += step
+            run.plan.append(round(max(top, rt.cfg.min_current_a), 1))
+            run.task = asyncio.create_task(self._ramp(st, rt, run, hold_s or 3.0))
+            return run
+        try:
+            if action in ("lock", "unlock"):
+                await self._lock(st, rt, run, action == "lock")
+            elif action == "relay_on":
+                amps = current_a if current_a is not None else rt.cfg.min_current_a
+                await self._output(st, rt, run, True, amps, hold_s or 5.0)
+            else:
+                await self._output(st, rt, run, False, 0.0, hold_s or 3.0)
+            ok = all(s["ok"] for s in run.steps)
+            msg = "" if ok else "The node did not confirm."
+            run.finish("passed" if ok else "failed", msg, st.clock.wall())
+        except _Abort as err:
+            run.finish("aborted", str(err), st.clock.wall())
+        except DriverError as err:
+            run.finish("failed", f"The node did not confirm: {err}", st.clock.wall())
+        return run
+
+    async def stop(self, run: TestRun, st: Station) -> None:
+        if run.task is not None and not run.task.done():
+            run.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run.task
+        run.finish("stopped", "Stopped by relay off.", st.clock.wall())
+
+    async def _output(
+        self, st: Station, rt: BayRuntime, run: TestRun, relay: bool, amps: float, hold: float
+    ) -> float:
+        t0 = time.monotonic()
+        out = await st.installer_test_output(
+            rt.cfg.id, relay_on=relay, current_a=amps, hold_s=hold, actor=run.actor
+        )
+        if not out.ok:
+            raise _Abort(out.message)
+        sent = float(out.data.get("current_a", amps))
+        ok = await _confirm(
+            rt,
+            t0,
+            lambda tel: tel.relay_on == relay and (not relay or abs(tel.setpoint_a - sent) < 0.5),
+        )
+        tel = _telemetry(rt)
+        run.steps.append(
+            {
+                "step": f"{sent:g} A" if relay else "relay off",
+                "relay_on": relay,
+                "commanded_a": sent,
+                "reported_a": tel["setpoint_a"] if tel else None,
+                "measured_a": max(tel["current_a"]) if tel else None,
+                "ack_ms": round((time.monotonic() - t0) * 1000, 1),
+                "ok": ok,
+                "telemetry": tel,
+            }
+        )
+        return time.monotonic() - t0
+
+    async def _lock(self, st: Station, rt: BayRuntime, run: TestRun, locked: bool) -> None:
+        node = rt.node
+        assert node is not None
+        t0 = time.monotonic()
+        try:
+            await node.set_lock(locked=locked)
+        finally:
+            await st.audit("installer_test", run.actor, {"bay_id": rt.cfg.id, "action": run.action})
+        ok = await _confirm(rt, t0, lambda tel: tel.locked is None or tel.locked == locked)
+        run.steps.append(
+            {
+                "step": run.action,
+                "ack_ms": round((time.monotonic() - t0) * 1000, 1),
+                "ok": ok,
+                "telemetry": _telemetry(rt),
+            }
+        )
+
+    async def _ramp(self, st: Station, rt: BayRuntime, run: TestRun, hold: float) -> None:
+        try:
+            for amps in run.plan:
+                # Each step's hold outlasts the step, so the relay stays on between steps.
+                took = await self._output(st, rt, run, True, amps, hold + CONFIRM_S + 1.0)
+                await asyncio.sleep(max(0.0, hold - took))
+            ok = all(s["ok"] for s in run.steps)
+            run.finish(
+                "passed" if ok else "failed",
+                "" if ok else "The node did not confirm every step.",
+                st.clock.wall(),
+            )
+        except _Abort as err:
+            run.finish("aborted", str(err), st.clock.wall())
+        except DriverError as err:
+            run.finish("failed", f"The node did not confirm: {err}", st.clock.wall())
+        except Exception as err:
+            log.exception("installer.ramp_failed", bay_id=rt.cfg.id)
+            run.finish("failed", str(err), st.clock.wall())
+        finally:
+            # End the test: the bay goes back to what it wants (relay off while idle).
+            with contextlib.suppress(Exception):
+                await st.installer_test_output(
+                    rt.cfg.id, relay_on=False, current_a=0.0, hold_s=0.0, actor=run.actor
+                )
+
+
+class _Abort(Exception):
+    pass
