@@ -93,6 +93,10 @@ class Driver:
                     )
                     outcome = str(body.get("code", body.get("error")))
                     self.codes[outcome] = self.codes.get(outcome, 0) + 1
+                    if outcome == "bay_finishing":
+                        # The last session there ended (recovery closes some): its driver leaves.
+                        sim_request(self.sim_dir, "unplug", bay)
+                        self.unplugged.add(bay)
                     if code == 200 and body.get("code") == "started" and body.get("session_id"):
                         self.started[body["session_id"]] = bay
                         self.keys[body["session_id"]] = body["key"]
@@ -177,7 +181,19 @@ def _check_journal(db: Path, driver: Driver, counters: dict[str, int]) -> dict[s
         "sessions": len(sessions),
         "open": sum(s["state"] == "open" for s in sessions.values()),
         "energy_wh": sum(s["energy_wh"] for s in sessions.values()),
+        "closed_by_recovery": sum(
+            s["stop_reason"] in ("PowerLoss", "Reboot") for s in sessions.values()
+        ),
     }
+
+
+def _wait_leases_out(sim_dir: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(s["lease_remaining_s"] <= 0 for s in sim_request(sim_dir, "state").values()):
+            return
+        time.sleep(0.2)  # another process's clock: nothing to await here
+    raise TimeoutError("the nodes' leases never ran out")
 
 
 def run_crash_loop(tmp: Path, kills: int, seed: int) -> dict[str, int]:
@@ -198,7 +214,7 @@ def run_crash_loop(tmp: Path, kills: int, seed: int) -> dict[str, int]:
     driver = Driver(base, rng, tmp / "sim")
     summary: dict[str, int] = {}
     try:
-        for _ in range(kills):
+        for k in range(kills):
             ctl = start_controller(cfg)
             try:
                 _wait_up(ctl, base)
@@ -212,6 +228,10 @@ def run_crash_loop(tmp: Path, kills: int, seed: int) -> dict[str, int]:
                 killer.join()
             finally:
                 ctl.kill()
+            if k == kills - 1 or rng.random() < 0.2:
+                # A longer outage: the leases run out and the nodes fall to their safe share
+                # (relay off when it is 0 A), so recovery must close those sessions honestly.
+                _wait_leases_out(tmp / "sim")
         ctl = start_controller(cfg)
         try:
             _wait_up(ctl, base)
@@ -230,11 +250,12 @@ def run_crash_loop(tmp: Path, kills: int, seed: int) -> dict[str, int]:
 
 
 def test_crash_a_few_kills(tmp_path: Path) -> None:
-    summary = run_crash_loop(tmp_path, kills=int(os.environ.get("CRASH_KILLS", "3")), seed=1)
+    summary = run_crash_loop(tmp_path, kills=int(os.environ.get("CRASH_KILLS", "3")), seed=2)
     assert summary["acked_starts"] > 0, "the run never started a session: it tested nothing"
 
 
 @pytest.mark.long
 def test_crash_many_kills(tmp_path: Path) -> None:
-    summary = run_crash_loop(tmp_path, kills=int(os.environ.get("CRASH_KILLS_LONG", "200")), seed=2)
-    assert summary["acked_starts"] > 50
+    kills = int(os.environ.get("CRASH_KILLS_LONG", "200"))
+    summary = run_crash_loop(tmp_path, kills=kills, seed=2)
+    assert summary["acked_starts"] > kills // 2, summary
