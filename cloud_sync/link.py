@@ -10,6 +10,13 @@
 - A malformed CALL is answered with a CALLERROR carrying its id, in the 1.6
   spelling (FormationViolation, OccurenceConstraintViolation); an unknown
   action gets NotImplemented, a known action we do not support NotSupported.
+- Our own calls (:meth:`Link.call_raw`) go out as built, without the library's
+  schema check of the request: every payload is made by this package from the
+  journal and the configuration, and the tests check each kind against the
+  OCPP 1.6 schemas (and the development CSMS validates all it receives). What
+  comes back from the CSMS is always checked against its schema; an answer is
+  small, so that is done at once rather than in a worker thread (validation is
+  pure Python: a thread buys no parallelism under the GIL, only a hand-off).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import structlog
-from ocpp.charge_point import camel_to_snake_case
+from ocpp.charge_point import camel_to_snake_case, remove_nones
 from ocpp.exceptions import (
     FormationViolationError,
     FormatViolationError,
@@ -32,13 +39,15 @@ from ocpp.exceptions import (
     OccurrenceConstraintViolationError,
     OCPPError,
     ProtocolError,
+    TypeConstraintViolationError,
 )
 from ocpp.exceptions import (
     NotImplementedError as OcppNotImplemented,
 )
-from ocpp.messages import Call, CallError, unpack
+from ocpp.messages import Call, CallError, MessageType, get_validator, unpack
+from ocpp.messages import SchemaValidationError as SchemaError  # jsonschema's, re-exported
 from ocpp.routing import on as _on
-from ocpp.v16 import ChargePoint, call
+from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 
 log = structlog.get_logger(__name__)
@@ -65,6 +74,25 @@ def spec_error(err: OCPPError) -> OCPPError:
         return OccurenceConstraintViolationError(description=err.description, details=details)
     err.details = details
     return err
+
+
+def check_payload(message_type: int, action: str, payload: dict[str, Any]) -> None:
+    """Validate against the OCPP 1.6 JSON schema of ``action`` (a Call or a CallResult payload).
+
+    Raises the 1.6 CallError spelling: TypeConstraintViolation (wrong type, too long),
+    ProtocolError (a required field missing), FormationViolation (anything else).
+    """
+    try:
+        get_validator(message_type, action, "1.6").validate(payload)
+    except SchemaError as err:
+        details = {"cause": err.message}
+        if err.validator in ("type", "maxLength"):
+            raise TypeConstraintViolationError(details=details) from err
+        if err.validator == "required":
+            raise ProtocolError(details=details) from err
+        raise FormationViolationError(details=details) from err
+    except OSError as err:  # no schema: not a 1.6 action
+        raise OcppNotImplemented(details={"cause": f"no schema for {action}"}) from err
 
 
 class Link(ChargePoint):  # type: ignore[misc]
@@ -149,15 +177,36 @@ class Link(ChargePoint):  # type: ignore[misc]
     # ------------------------------------------------------------------ sending
 
     async def call_raw(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send an OCPP-shaped (camelCase) payload; the answer comes back in snake_case keys."""
-        req = getattr(call, action)(**camel_to_snake_case(payload))
+        """Send an OCPP-shaped (camelCase) payload; the answer comes back in snake_case keys.
+
+        The library's ``call`` without its round trip through dataclasses for the request
+        and without a worker thread for validation (see the module docstring); the answer
+        is schema-checked and returned as ``dataclasses.asdict`` of its ``call_result``.
+        """
+        result_type = getattr(call_result, action)
+        msg = Call(
+            unique_id=str(self._unique_id_generator()),
+            action=action,
+            payload=remove_nones(payload),
+        )
         self.last_call_at = time.monotonic()
         self.calls_out += 1
-        resp = await self.call(req, suppress=False)
+        async with self._call_lock:
+            await self._send(msg.to_json())
+            try:
+                answer = await self._get_specific_response(msg.unique_id, self._response_timeout)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no answer to {action} {msg.unique_id} in {self._response_timeout}s"
+                ) from None
         # The library waits with asyncio.wait_for, which on Python 3.11 swallows a
         # cancellation that lands together with the answer: cancel must cancel.
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise asyncio.CancelledError
-        out: dict[str, Any] = dataclasses.asdict(resp)
+        if answer.message_type_id == MessageType.CallError:
+            log.warning("ocpp.call_error_received", action=action, code=answer.error_code)
+            raise answer.to_exception()
+        check_payload(MessageType.CallResult, action, answer.payload)
+        out: dict[str, Any] = dataclasses.asdict(result_type(**camel_to_snake_case(answer.payload)))
         return out

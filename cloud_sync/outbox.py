@@ -17,6 +17,7 @@ flight is sent again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,33 @@ TX_ACTIONS = frozenset({"StartTransaction", "StopTransaction", "MeterValues"})
 RawCall = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 Gate = Callable[[], Awaitable[None]]
 OnRejected = Callable[[str, str], Awaitable[None]]
+
+
+SessionWrite = tuple[str, tuple[Any, ...]]
+
+
+def session_write(action: str, session_id: str | None, resp: dict[str, Any]) -> SessionWrite | None:
+    """The session row update an answer implies (SQL and parameters), if any.
+
+    The answer itself is kept with the done mark (``outbox.response``), so the update
+    can always be derived again from it (:meth:`OutboxSender.recover`).
+    """
+    if session_id is None:
+        return None
+    if action == "StartTransaction":
+        info = resp.get("id_tag_info")
+        status = str(info["status"]) if info else "Accepted"
+        state = "started" if status == "Accepted" else f"rejected:{status}"
+        return (
+            "UPDATE sessions SET ocpp_tx_id=?, sync_state=? WHERE id=?",
+            (int(resp["transaction_id"]), state, session_id),
+        )
+    if action == "StopTransaction":
+        return (
+            "UPDATE sessions SET sync_state='synced' WHERE id=? AND sync_state NOT LIKE 'rejected%'",
+            (session_id,),
+        )
+    return None
 
 
 @dataclass(slots=True)
@@ -68,6 +96,8 @@ class OutboxSender:
         # fast link, but after a kill -9 up to two messages may be sent again.
         self.overlap_done_marks = False
         self.idle = asyncio.Event()  # set while the outbox is empty (tests and benchmarks)
+        self.read_ahead = 200  # messages read from the journal at a time
+        self._copying: asyncio.Task[int] | None = None  # a session update after its mark
 
     # ------------------------------------------------------------------ lookups
 
@@ -109,40 +139,68 @@ class OutboxSender:
         rows = await self.journal.query("SELECT count(*) AS n FROM outbox WHERE state='pending'")
         return int(rows[0]["n"])
 
-    async def _head(self) -> dict[str, Any] | None:
-        """The oldest pending message after the last one finished.
+    async def _read_after(self, after_id: int) -> list[dict[str, Any]]:
+        """The next pending messages after ``after_id``, oldest first (payloads decoded).
 
         Not ``Journal.outbox_next``: it leaves its cursor open (``fetchone``), which
         can keep the reader on an old WAL snapshot and return a head already marked
-        done. Ids only grow and the queue is strictly ordered, so ``id > last done``
-        is exact.
+        done. Ids only grow and the queue is strictly ordered, so ``id > last taken``
+        is exact, and only this sender changes a pending row.
         """
         rows = await self.journal.query(
-            "SELECT * FROM outbox WHERE state='pending' AND id > ? ORDER BY id LIMIT 1",
-            (self._last_done,),
+            "SELECT * FROM outbox WHERE state='pending' AND id > ? ORDER BY id LIMIT ?",
+            (after_id, self.read_ahead),
         )
-        if not rows:
-            return None
-        row = rows[0]
-        row["payload"] = json.loads(row["payload"])
-        return row
+        for row in rows:
+            row["payload"] = json.loads(row["payload"])
+        return rows
 
     # ------------------------------------------------------------------ the loop
 
     async def run(self, call: RawCall, gate: Gate) -> None:
-        """Deliver until cancelled (connection lost); the current head stays pending."""
+        """Deliver until cancelled (connection lost); the current head stays pending.
+
+        Between an answer and the next send there is only the done mark (one durable
+        statement), which the crash contract needs there. Everything else is moved
+        off that path: rows are read ahead in batches (the next batch while the last
+        row of one is in flight, on the reader connection), and the session update an
+        answer implies is written just after its mark, while the next call is in
+        flight (the next mark waits for it, so it is never more than one behind).
+        """
+        ahead: collections.deque[dict[str, Any]] = collections.deque()
+        taken = self._last_done  # the last id read into ``ahead``
+        reading: asyncio.Task[list[dict[str, Any]]] | None = None
         marking: asyncio.Task[None] | None = None
+
+        def read_next() -> asyncio.Task[list[dict[str, Any]]]:
+            # Cleared before the read starts: a message committed after this is seen by
+            # the read or sets the event again, so an empty read never misses one.
+            self.journal.outbox_changed.clear()
+            return asyncio.create_task(self._read_after(taken), name="ocpp:outbox-read")
+
+        async def settle() -> None:
+            nonlocal marking
+            if marking is not None:
+                await marking
+                marking = None
+            if self._copying is not None:
+                await self._copying
+                self._copying = None
+
         try:
             while True:
-                self.journal.outbox_changed.clear()
-                row = await self._head()
-                if row is None:
-                    if marking is not None:
-                        await marking
-                        marking = None
-                    self.idle.set()
-                    await self.journal.outbox_changed.wait()
-                    continue
+                if not ahead:
+                    reading = reading or read_next()
+                    rows = await reading
+                    reading = None
+                    if not rows:
+                        await settle()
+                        self.idle.set()
+                        await self.journal.outbox_changed.wait()
+                        continue
+                    ahead.extend(rows)
+                    taken = rows[-1]["id"]
+                row = ahead.popleft()
                 self.idle.clear()
                 wait = float(row["next_attempt_at"]) - self.clock.wall()
                 if wait > 0:
@@ -151,28 +209,47 @@ class OutboxSender:
                 if payload is None:
                     continue
                 await gate()
+                if not ahead and reading is None:
+                    reading = read_next()  # the next batch, while this call is in flight
                 try:
                     resp = await call(row["action"], payload)
                 except (OCPPError, UnknownCallErrorCodeError, TimeoutError) as err:
-                    if marking is not None:
-                        await marking
-                        marking = None
+                    await settle()
                     await self._failed(row, err)
+                    # The head changed (attempts, next try) or was given up: read again.
+                    if reading is not None:
+                        reading.cancel()
+                        await asyncio.gather(reading, return_exceptions=True)
+                        reading = None
+                    ahead.clear()
+                    taken = self._last_done
                     continue
-                if marking is not None:
-                    await marking
-                    marking = None
-                await self._answered(row, payload, resp)
+                await settle()
+                write = await self._answered(row, payload, resp)
                 self._last_done = row["id"]
                 self.stats.delivered += 1
-                done = self.journal.outbox_done(row["id"], self.clock.wall(), resp)
+                done = self._mark(row["id"], resp, write)
                 if self.overlap_done_marks:
-                    marking = asyncio.create_task(done)
+                    marking = asyncio.create_task(done, name="ocpp:outbox-mark")
                 else:
                     await done
         finally:
+            if reading is not None:
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
             if marking is not None:
                 await asyncio.shield(marking)
+            if self._copying is not None:
+                await asyncio.shield(self._copying)
+                self._copying = None
+
+    async def _mark(self, msg_id: int, resp: dict[str, Any], write: SessionWrite | None) -> None:
+        """The durable done mark; then start the session update (awaited before the next mark)."""
+        await self.journal.outbox_done(msg_id, self.clock.wall(), resp)
+        if write is not None:
+            self._copying = asyncio.create_task(
+                self.journal.execute_write(*write), name="ocpp:outbox-session"
+            )
 
     async def _prepare(self, row: dict[str, Any]) -> dict[str, Any] | None:
         payload: dict[str, Any] = dict(row["payload"])
@@ -189,28 +266,44 @@ class OutboxSender:
 
     async def _answered(
         self, row: dict[str, Any], payload: dict[str, Any], resp: dict[str, Any]
-    ) -> None:
+    ) -> SessionWrite | None:
+        """Act on an answer; returns the session row update still to write (after the mark)."""
         action, sid = row["action"], row["session_id"]
         info = resp.get("id_tag_info")
         if info and self.keys.get_bool("AuthorizationCacheEnabled") and payload.get("idTag"):
             await self.auth.remember(payload["idTag"], info)
+        write = session_write(action, sid, resp)
         if action == "StartTransaction" and sid is not None:
             tx = int(resp["transaction_id"])
             status = str(info["status"]) if info else "Accepted"
             self._tx_ids[sid] = tx
-            await self.journal.execute_write(
-                "UPDATE sessions SET ocpp_tx_id=?, sync_state=? WHERE id=?",
-                (tx, "started" if status == "Accepted" else f"rejected:{status}", sid),
-            )
             if status != "Accepted":
+                # Rare: written before the mark and before the stop it may cause.
+                if write is not None:
+                    await self.journal.execute_write(*write)
                 log.warning("ocpp.start_rejected", session_id=sid, status=status, tx_id=tx)
                 if self.keys.get_bool("StopTransactionOnInvalidId"):
                     await self.on_rejected(sid, status)
-        elif action == "StopTransaction" and sid is not None:
-            await self.journal.execute_write(
-                "UPDATE sessions SET sync_state='synced' WHERE id=? AND sync_state NOT LIKE 'rejected%'",
-                (sid,),
-            )
+                return None
+        return write
+
+    async def recover(self) -> None:
+        """After a restart: write the session update of the last answered message again.
+
+        The session copy of an answer (``ocpp_tx_id``, ``sync_state``) is written just
+        after its done mark, and the next mark waits for it; so after a crash at most
+        the last done message can lack it, and its stored answer has what it needs.
+        """
+        rows = await self.journal.query(
+            "SELECT action, session_id, response FROM outbox WHERE state='done'"
+            " ORDER BY id DESC LIMIT 1"
+        )
+        if not rows or not rows[0]["response"]:
+            return
+        row = rows[0]
+        write = session_write(row["action"], row["session_id"], json.loads(row["response"]))
+        if write is not None:
+            await self.journal.execute_write(*write)
 
     async def _failed(self, row: dict[str, Any], err: BaseException) -> None:
         text = f"{type(err).__name__}: {err}"[:500]

@@ -111,6 +111,7 @@ class OcppUpstream:
             await self.keys.load(self.cfg.keys)
             await self.local.load()
             await self.profiles.load()
+            await self.outbox.recover()
             self.profiles.max_installed = self.keys.get_int("MaxChargingProfilesInstalled")
             self._loaded = True
 

@@ -165,3 +165,27 @@ async def test_cancel_cancels_a_call_whose_answer_arrives_at_once(tmp_path: Path
             with pytest.raises(asyncio.CancelledError):
                 await task
         assert CP in r.sim.connections
+
+
+def test_payload_check_raises_the_16_call_errors() -> None:
+    from ocpp.exceptions import FormationViolationError, ProtocolError, TypeConstraintViolationError
+
+    from cloud_sync.link import check_payload
+
+    mv = {"connectorId": 1, "meterValue": [{"timestamp": "2024-01-01T00:00:00Z"}]}
+    with pytest.raises(ProtocolError):  # sampledValue is required
+        check_payload(2, "MeterValues", mv)
+    with pytest.raises(TypeConstraintViolationError):
+        check_payload(
+            2,
+            "StartTransaction",
+            {
+                "connectorId": 1,
+                "idTag": "x" * 21,
+                "meterStart": 0,
+                "timestamp": "2024-01-01T00:00:00Z",
+            },
+        )
+    with pytest.raises(FormationViolationError):
+        check_payload(3, "StartTransaction", {"transactionId": 1, "idTagInfo": {"status": "Nope"}})
+    check_payload(3, "StartTransaction", {"transactionId": 1, "idTagInfo": {"status": "Accepted"}})

@@ -8,16 +8,28 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cloud_sync.assemble import build
 from cloud_sync.config import OcppConfig
 from cloud_sync.devrun import FakeHub, open_station
+from cloud_sync.link import check_payload
 from cloud_sync.upstream import OcppUpstream
 from controller.station import Station
 from simulators.csms import CsmsSim
 
 CP = "CP1"
+
+
+class Csms(Protocol):
+    """What the rig needs of a central system: an address, up and down (in-process or not)."""
+
+    @property
+    def url(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -53,13 +65,17 @@ class Rig:
                 await self.up.changed.wait()
 
     async def drained(self, timeout: float = 15.0) -> None:
-        """Until the outbox holds no pending message (and the CSMS answered the last one)."""
+        """Until the outbox holds no pending message (and the CSMS answered the last one) and
+        the sender is idle (the session update of the last answer is written too)."""
+        idle = self.up.outbox.idle
         async with asyncio.timeout(timeout):
-            while await self.up.outbox.pending():
-                self.up.outbox.idle.clear()
+            while not (idle.is_set() and not await self.up.outbox.pending()):
+                if idle.is_set():
+                    await asyncio.sleep(0.01)  # a new message the sender has yet to take
+                    continue
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.2):
-                        await self.up.outbox.idle.wait()
+                        await idle.wait()
 
     def bay(self, n: int) -> Any:
         return self.station.bay_by_connector(n)
@@ -88,17 +104,21 @@ async def rig(
     csms_up: bool = True,
     sim: CsmsSim | None = None,
     cfg: dict[str, Any] | None = None,
+    csms: Csms | None = None,
     **sim_kwargs: Any,
 ) -> AsyncIterator[Rig]:
+    """``csms``: another central system to run instead of ``sim`` (a child process, say);
+    ``Rig.sim`` then stays an idle, never started simulator."""
     sim = sim or CsmsSim(**sim_kwargs)
+    server: Csms = csms or sim
     if csms_up:
-        await sim.start()
+        await server.start()
     else:
-        await sim.start()  # learn a free port, then go down
-        await sim.stop()
+        await server.start()  # learn a free port, then go down
+        await server.stop()
     station, hub = await open_station(tmp_path, bays, period_s=0.05)
     base: dict[str, Any] = {
-        "url": sim.url,
+        "url": server.url,
         "charge_point_id": CP,
         "backoff_min_s": 0.05,
         "backoff_max_s": 0.2,
@@ -113,10 +133,14 @@ async def rig(
     try:
         await r.until(lambda: all(b.state.node_online for b in station.bays.values()))
         yield r
+        # The client sends its own payloads unchecked (cloud_sync/link.py): every call
+        # the station made in any OCPP test must match its OCPP 1.6 schema.
+        for call in sim.received:
+            check_payload(2, call.action, call.payload)
     finally:
         if not task.done():
             station.request_stop("test over")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 10)
         await station.journal.close()
-        await sim.stop()
+        await server.stop()

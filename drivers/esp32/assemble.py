@@ -21,4 +21,5 @@ def build_serial(
         )
         for b in bays
     ]
-    return SerialNodeHub(bus.port, bus.baud, nodes, timing=HubTiming())
+    timing = HubTiming(offline_after_s=station.timers.node_offline_s) if station else HubTiming()
+    return SerialNodeHub(bus.port, bus.baud, nodes, timing=timing)

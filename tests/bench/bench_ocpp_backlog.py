@@ -2,19 +2,22 @@
 
 The bound is one call in flight: 1 / round-trip time, measured with Heartbeat
 calls on the same connection right after the replay. Target: ≥ 80 % of it.
+The development CSMS runs in its own process (:class:`CsmsProcess`), as a real
+central system would: in-process it shares the station's event loop and core,
+and its work per message would queue behind the station's. The round trips of
+the bound go through that process too.
 Run: ``.venv/bin/pytest -m bench tests/bench/bench_ocpp_backlog.py``.
 """
 
 from __future__ import annotations
 
-import collections
 import time
 from pathlib import Path
 
 import pytest
 
 from controller.journal import Commit, EventRow, OutboxRow
-from simulators.csms import CsmsSim
+from simulators.csms import CsmsProcess
 from tests.bench.report import metric, percentile, write_report
 from tests.test_ocpp_support import rig
 
@@ -78,12 +81,12 @@ async def _queue(journal: object, sessions: int) -> None:
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("overlap", [False, True], ids=["strict", "overlap"])
 async def test_backlog_replay_throughput(tmp_path: Path, overlap: bool) -> None:
-    sim = CsmsSim(log_messages=False)
+    csms = CsmsProcess()
     cfg = {"overlap_done_marks": overlap}
-    async with rig(tmp_path, bays=1, sim=sim, csms_up=False, cfg=cfg) as r:
+    async with rig(tmp_path, bays=1, csms=csms, csms_up=False, cfg=cfg) as r:
         await _queue(r.station.journal, MESSAGES // PER_SESSION)
         assert await r.up.outbox.pending() == MESSAGES
-        await sim.start()
+        await csms.start()
         await r.online()
         t0 = time.perf_counter()
         await r.drained(timeout=600)
@@ -99,13 +102,10 @@ async def test_backlog_replay_throughput(tmp_path: Path, overlap: bool) -> None:
         retried = await r.station.journal.query(
             "SELECT id, action, attempts, last_error FROM outbox WHERE attempts > 0"
         )
+        received: dict[str, int] = (await csms.stats())["received"]
     assert counts == {"pending": 0, "failed": 0, "done": MESSAGES}
-    tx = [
-        x
-        for x in sim.received
-        if x.action in ("StartTransaction", "MeterValues", "StopTransaction")
-    ]
-    assert len(tx) == MESSAGES, (collections.Counter(x.action for x in sim.received), retried)
+    tx = sum(received.get(a, 0) for a in ("StartTransaction", "MeterValues", "StopTransaction"))
+    assert tx == MESSAGES, (received, retried)
     rate = MESSAGES / elapsed
     rtt = sum(rtts) / len(rtts)
     bound = 1 / rtt
@@ -125,6 +125,7 @@ async def test_backlog_replay_throughput(tmp_path: Path, overlap: bool) -> None:
             "overlap_done_marks": overlap,
             "journal": "SQLite WAL synchronous=FULL in tmp_path",
             "loopback": True,
+            "csms": "simulators.csms in its own process",
         },
     )
     assert ratio >= 0.8, f"{rate:.0f} msg/s is {ratio:.0%} of the bound {bound:.0f} msg/s"
