@@ -1,0 +1,243 @@
+"""Safe mode and observation of the station: causes, audit, live updates, snapshots, meters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from controller.bay import (
+    FaultCleared,
+    FaultRaised,
+    ocpp_status,
+)
+from controller.journal import JournalError
+from controller.ports import (
+    LinkStats,
+    MeterReading,
+)
+
+if TYPE_CHECKING:
+    pass
+
+from controller.runtime import BayRuntime, MeterInput, Outcome, StationBase, _mask
+
+log = structlog.get_logger(__name__)
+
+
+class StationObserver(StationBase):
+    # ------------------------------------------------------------------ safe mode
+
+    @property
+    def blockers(self) -> dict[str, str]:
+        """Safe-mode causes that refuse new sessions (cause -> message)."""
+        return self.safe.refusing
+
+    def _block(self, cause: str, message: str) -> None:
+        entry = self.safe.enter(cause, message, self.clock.wall())
+        if entry is not None:
+            log.error("safe_mode.entered", cause=cause, message=message)
+            self._spawn_audit("safe_mode_entered", "station", {"cause": cause, "message": message})
+            self._publish({"type": "station", "station": self.station_snapshot()})
+
+    def _unblock(self, cause: str, *, actor: str = "station", owner: bool = False) -> bool:
+        entry = self.safe.leave(cause, owner=owner)
+        if entry is None:
+            return False
+        log.info("safe_mode.left", cause=cause, actor=actor)
+        self._spawn_audit("safe_mode_left", actor, {"cause": cause})
+        self._publish({"type": "station", "station": self.station_snapshot()})
+        return True
+
+    block = _block
+    unblock = _unblock
+
+    def _spawn_audit(self, kind: str, actor: str, detail: dict[str, Any]) -> None:
+        # Safe-mode changes happen inside callbacks and transitions; the audit row
+        # is written by its own small task (kept, so nothing is orphaned).
+        if kind == "safe_mode_entered" and detail.get("cause") == "journal":
+            return  # cannot be journaled; the log line stands for it
+        task = asyncio.get_running_loop().create_task(self._audit(kind, actor, detail))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def settle(self) -> None:
+        """Wait for background audit writes (tests, shutdown)."""
+        while self._bg:
+            await asyncio.gather(*list(self._bg), return_exceptions=True)
+
+    async def emergency_stop(self, pressed: bool) -> None:
+        """The emergency-stop input changed. Pressed: all relays off, all sessions stopped, latched."""
+        self.stop_input_pressed = pressed
+        if not pressed:
+            log.info("emergency_stop.released", note="latched until an owner clears it")
+            self._publish({"type": "station", "station": self.station_snapshot()})
+            return
+        self._block("emergency_stop", "Emergency stop: the station is stopped.")
+        for bay_id in list(self.bays):
+            await self.apply(bay_id, FaultRaised("emergency_stop"), actor="emergency_stop")
+
+    async def clear_emergency_stop(self, *, actor: str) -> Outcome:
+        if self.stop_input_pressed:
+            return Outcome(False, "still_pressed", "Release the emergency stop first.")
+        if not self._unblock("emergency_stop", actor=actor, owner=True):
+            return Outcome(False, "not_active", "No emergency stop to clear.")
+        for bay_id, rt in self.bays.items():
+            if rt.state.fault == "emergency_stop":
+                await self.apply(bay_id, FaultCleared(), actor=actor)
+        return Outcome(True, "cleared", "Emergency stop cleared.")
+
+    async def _audit(self, kind: str, actor: str, detail: dict[str, Any]) -> None:
+        try:
+            await self.journal.audit(self.clock.wall(), actor, kind, detail)
+        except JournalError:
+            self._block("journal", "The journal cannot be written.")
+
+    audit = _audit
+
+    # ------------------------------------------------------------------ observing
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
+        self._listeners.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+        self._listeners.discard(q)
+
+    @contextlib.asynccontextmanager
+    async def updates(self) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        q = self.subscribe()
+        try:
+            yield q
+        finally:
+            self.unsubscribe(q)
+
+    def _publish(self, msg: dict[str, Any]) -> None:
+        for q in list(self._listeners):
+            if q.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+            q.put_nowait(msg)
+
+    publish = _publish
+
+    def bay_snapshot(self, rt: BayRuntime) -> dict[str, Any]:
+        s = rt.state
+        tel = rt.telemetry
+        now = self.clock.wall()
+        session = None
+        if s.session is not None:
+            sess = s.session
+            elapsed = max(0.0, now - sess.started_at)
+            t = rt.tariff or self.cfg.tariff
+            session = {
+                "id": sess.session_id,
+                "token": _mask(sess.token),
+                "mode": sess.mode,
+                "started_at": sess.started_at,
+                "elapsed_s": round(elapsed, 1),
+                "energy_wh": sess.energy_wh,
+                "peak_power_w": sess.peak_power_w,
+                "cost": round(
+                    t.per_session + t.per_kwh * sess.energy_wh / 1000 + t.per_minute * elapsed / 60,
+                    2,
+                ),
+                "currency": t.currency,
+                "quota_wh": sess.quota_wh,
+                "quota_s": sess.quota_s,
+            }
+        return {
+            "id": rt.cfg.id,
+            "connector": rt.cfg.connector,
+            "kind": rt.cfg.kind,
+            "status": ocpp_status(s).value,
+            "phase": s.phase.value,
+            "node_online": s.node_online,
+            "fault": s.fault,
+            "available": s.available,
+            "pending_unavailable": s.pending_unavailable,
+            "setpoint_a": s.setpoint_a,
+            "max_current_a": rt.cfg.max_current_a,
+            "power_w": round(tel.power_w, 1) if tel else 0.0,
+            "current_a": [round(c, 2) for c in tel.current_a] if tel else [0.0, 0.0, 0.0],
+            "relay_on": tel.relay_on if tel else False,
+            "door_closed": s.door_closed,
+            "locked": s.locked,
+            "pilot": s.pilot.value,
+            "hold": (
+                {
+                    "id": s.hold.hold_id,
+                    "expires_at": s.hold.expires_at,
+                    "reservation_id": s.hold.reservation_id,
+                }
+                if s.hold
+                else None
+            ),
+            "session": session,
+        }
+
+    def _setpoint(self, rt: BayRuntime) -> float:
+        if self.load is None:
+            return rt.cfg.max_current_a
+        return rt.load_setpoint_a
+
+    def set_load_setpoint(self, bay_id: str, amps: float) -> None:
+        """The load manager's setpoint for a bay; sent at once when it changes."""
+        rt = self.bay(bay_id)
+        if rt.load_setpoint_a != amps:
+            rt.load_setpoint_a = amps
+            rt.output_changed.set()
+
+    def load_status(self) -> dict[str, Any] | None:
+        return self.load.status() if self.load is not None else None
+
+    def on_meter_reading(
+        self, reading: MeterReading, *, role: str, bay_id: str | None = None
+    ) -> None:
+        """A meter published (called on the loop by the meter adapter)."""
+        prev = self.meters.get(reading.meter)
+        self.meters[reading.meter] = MeterInput(role, bay_id, reading)
+        if role in ("grid", "pv"):
+            self.load_changed.set()
+        if prev is None or prev.reading.freshness != reading.freshness:
+            log.info(
+                "meter.freshness",
+                meter=reading.meter,
+                role=role,
+                freshness=reading.freshness.value,
+                error=reading.error or None,
+            )
+
+    def meter_of(self, role: str) -> MeterInput | None:
+        for m in self.meters.values():
+            if m.role == role:
+                return m
+        return None
+
+    @property
+    def pv_available(self) -> bool:
+        return self.meter_of("pv") is not None
+
+    def healthy(self) -> bool:
+        """For the watchdog and /healthz: the loop runs (we are called) and the journal writes."""
+        return self._started.is_set() and self.journal.writable
+
+    def station_snapshot(self) -> dict[str, Any]:
+        return {
+            "id": self.cfg.station.id,
+            "name": self.cfg.station.name,
+            "blocked": dict(self.blockers),
+            "safe_mode": self.safe.snapshot(),
+            "emergency_stop_pressed": self.stop_input_pressed,
+            "accepting_sessions": not self.blockers,
+            "bays": len(self.bays),
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+        }
+
+    def link_stats(self) -> dict[str, LinkStats]:
+        return {bay_id: rt.node.stats() for bay_id, rt in self.bays.items() if rt.node is not None}
