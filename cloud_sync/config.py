@@ -36,11 +36,6 @@ class OcppConfig(BaseModel):
     boot_every_connect: bool = Field(
         default=True, description="send BootNotification on every new connection, not only once"
     )
-    overlap_done_marks: bool = Field(
-        default=False,
-        description="write a message's done mark while the next call is in flight (faster backlog;"
-        " after a kill -9 up to two messages, not one, may be sent again)",
-    )
     data_transfer_vendor: str = Field(default="edge-station", max_length=255)
     keys: dict[str, str] = Field(
         default_factory=dict,

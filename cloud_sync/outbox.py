@@ -94,7 +94,6 @@ class OutboxSender:
         self._last_done = 0  # ids only grow: anything at or below this one is finished
         # Overlap the durable "done" mark of a message with the next call: faster on a
         # fast link, but after a kill -9 up to two messages may be sent again.
-        self.overlap_done_marks = False
         self.idle = asyncio.Event()  # set while the outbox is empty (tests and benchmarks)
         self.read_ahead = 200  # messages read from the journal at a time
         self._copying: asyncio.Task[int] | None = None  # a session update after its mark
@@ -170,7 +169,6 @@ class OutboxSender:
         ahead: collections.deque[dict[str, Any]] = collections.deque()
         taken = self._last_done  # the last id read into ``ahead``
         reading: asyncio.Task[list[dict[str, Any]]] | None = None
-        marking: asyncio.Task[None] | None = None
 
         def read_next() -> asyncio.Task[list[dict[str, Any]]]:
             # Cleared before the read starts: a message committed after this is seen by
@@ -179,10 +177,6 @@ class OutboxSender:
             return asyncio.create_task(self._read_after(taken), name="ocpp:outbox-read")
 
         async def settle() -> None:
-            nonlocal marking
-            if marking is not None:
-                await marking
-                marking = None
             if self._copying is not None:
                 await self._copying
                 self._copying = None
@@ -228,17 +222,12 @@ class OutboxSender:
                 write = await self._answered(row, payload, resp)
                 self._last_done = row["id"]
                 self.stats.delivered += 1
-                done = self._mark(row["id"], resp, write)
-                if self.overlap_done_marks:
-                    marking = asyncio.create_task(done, name="ocpp:outbox-mark")
-                else:
-                    await done
+                # Durable before the next send: after a kill -9 only the call in flight repeats.
+                await self._mark(row["id"], resp, write)
         finally:
             if reading is not None:
                 reading.cancel()
                 await asyncio.gather(reading, return_exceptions=True)
-            if marking is not None:
-                await asyncio.shield(marking)
             if self._copying is not None:
                 await asyncio.shield(self._copying)
                 self._copying = None

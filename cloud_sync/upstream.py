@@ -83,7 +83,6 @@ class OcppUpstream:
         self.local = LocalAuth(j)
         self.profiles = ProfileStore(j)
         self.outbox = OutboxSender(j, self.keys, self.local, station.clock, self._start_rejected)
-        self.outbox.overlap_done_marks = cfg.overlap_done_marks
         self.meter = MeterService(station, self.keys, self._send_meter_direct)
         self.link: StationLink | None = None
         self.accepted = False

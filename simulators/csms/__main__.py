@@ -57,6 +57,12 @@ def main() -> None:
     )
     p.add_argument("--quiet", action="store_true", help="log warnings only, not every message")
     p.add_argument(
+        "--answer-delay-ms",
+        type=float,
+        default=0.0,
+        help="answer every call this much later (emulates the network round trip)",
+    )
+    p.add_argument(
         "--control", action="store_true", help="driven by a parent process over stdin/stdout"
     )
     args = p.parse_args()
@@ -75,6 +81,7 @@ def main() -> None:
         passwords=passwords,
         log_messages=not args.quiet,
     )
+    sim.answer_delay_s = args.answer_delay_ms / 1000
     try:
         asyncio.run(_controlled(sim) if args.control else sim.serve_forever())
     except KeyboardInterrupt:

@@ -23,9 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 class CsmsProcess:
     """``python -m simulators.csms --control`` as a child; can go down and come back on one port."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, answer_delay_ms: float = 0.0
+    ) -> None:
         self.host = host
         self.port = port
+        self.answer_delay_ms = answer_delay_ms
         self._proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -44,6 +47,8 @@ class CsmsProcess:
             str(self.port),
             "--quiet",
             "--control",
+            "--answer-delay-ms",
+            str(self.answer_delay_ms),
             cwd=ROOT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
