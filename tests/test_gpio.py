@@ -25,6 +25,7 @@ from controller.station import Station
 from drivers.gpio import GpioDoorLock, GpioHub, build_gpio
 from drivers.gpio.config import InputPin, LockConfig, OutputPin, parse_gpio
 from drivers.gpio.extension import EXTENSION
+from tests.support.watch import BayWatcher
 
 DEBOUNCE = 0.02
 LOCK_OUT, LOCK_FB, DOOR, RELAY1, LED, BUZZER, RELAY2, ESTOP = 6, 13, 19, 5, 26, 21, 12, 4
@@ -229,24 +230,9 @@ def station_cfg(tmp: Path, kinds: tuple[str, str]) -> StationConfig:
     )
 
 
-class Rig:
+class Rig(BayWatcher):
     def __init__(self, station: Station) -> None:
-        self.station = station
-        self.updates = station.subscribe()
-
-    async def until(
-        self, bay_id: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0
-    ) -> dict[str, Any]:
-        snap = self.station.bay_snapshot(self.station.bays[bay_id])
-        async with asyncio.timeout(timeout):
-            while not pred(snap):
-                msg = await self.updates.get()
-                if msg["type"] == "bay" and msg["bay"]["id"] == bay_id:
-                    snap = msg["bay"]
-        return snap
-
-    async def status(self, bay_id: str, status: str) -> dict[str, Any]:
-        return await self.until(bay_id, lambda s: s["status"] == status)
+        super().__init__(station)
 
 
 @contextlib.asynccontextmanager

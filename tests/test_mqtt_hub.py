@@ -38,6 +38,7 @@ from drivers.esp32.mqtt_hub import MqttNodeHub, build_mqtt
 from simulators.esp32_node.bus import SimNodeSpec, specs
 from simulators.esp32_node.mqtt_front import MqttSimNodes
 from tests.support.mosquitto import Mosquitto, broker
+from tests.support.watch import BayWatcher
 
 STATION = "test-1"
 PASSWORDS = {"controller": "controller-secret", **{f"bay{i}": f"pw-bay{i}" for i in range(1, 5)}}
@@ -242,24 +243,10 @@ def station_cfg(tmp: Path, b: Mosquitto, kinds: tuple[str, ...], **mqtt: Any) ->
     )
 
 
-class StationRig:
+class StationRig(BayWatcher):
     def __init__(self, station: Station, hub: MqttNodeHub, sim: MqttSimNodes) -> None:
-        self.station, self.hub, self.sim = station, hub, sim
-        self.updates = station.subscribe()
-
-    async def until(
-        self, bay_id: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0
-    ) -> dict[str, Any]:
-        snap = self.station.bay_snapshot(self.station.bays[bay_id])
-        async with asyncio.timeout(timeout):
-            while not pred(snap):
-                msg = await self.updates.get()
-                if msg["type"] == "bay" and msg["bay"]["id"] == bay_id:
-                    snap = msg["bay"]
-        return snap
-
-    async def status(self, bay_id: str, status: str, timeout: float = 10.0) -> dict[str, Any]:
-        return await self.until(bay_id, lambda s: s["status"] == status, timeout)
+        super().__init__(station, timeout=10.0)
+        self.hub, self.sim = hub, sim
 
 
 @contextlib.asynccontextmanager

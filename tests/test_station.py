@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ from controller.journal import Journal
 from controller.ports import NodeLink, PilotState
 from controller.station import Station, UnknownBay, UnknownSession
 from tests.support.fake_nodes import FakeHub
+from tests.support.watch import BayWatcher
 
 
 def make_cfg(tmp: Path, kinds: tuple[str, ...] = ("evse", "locker")) -> StationConfig:
@@ -35,29 +35,10 @@ def make_cfg(tmp: Path, kinds: tuple[str, ...] = ("evse", "locker")) -> StationC
     )
 
 
-class Rig:
+class Rig(BayWatcher):
     def __init__(self, station: Station, hub: FakeHub, journal: Journal) -> None:
-        self.station, self.hub, self.journal = station, hub, journal
-        self.updates = station.subscribe()
-
-    async def until(
-        self, bay_id: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0
-    ) -> dict[str, Any]:
-        snap = self.station.bay_snapshot(self.station.bays[bay_id])
-        async with asyncio.timeout(timeout):
-            while not pred(snap):
-                msg = await self.updates.get()
-                if msg["type"] == "bay" and msg["bay"]["id"] == bay_id:
-                    snap = msg["bay"]
-        return snap
-
-    async def status(self, bay_id: str, status: str, timeout: float = 5.0) -> dict[str, Any]:
-        return await self.until(bay_id, lambda s: s["status"] == status, timeout)
-
-    async def energy(self, bay_id: str, wh: int) -> dict[str, Any]:
-        return await self.until(
-            bay_id, lambda s: bool(s["session"]) and s["session"]["energy_wh"] == wh
-        )
+        super().__init__(station)
+        self.hub, self.journal = hub, journal
 
 
 @contextlib.asynccontextmanager
