@@ -76,9 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_token_commands(sub)
 
-    from controller import backup, ops
+    from controller import backup, status_cli
 
-    ops.add_commands(sub)  # status
+    status_cli.add_commands(sub)  # status
     backup.add_commands(sub)  # backup, restore
 
     for name in registry.names(registry.COMMANDS):

@@ -17,7 +17,8 @@ import os
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from controller.ops import CONTENT_TYPE, METRICS_TOKEN_ENV, collector_for, health
+from controller.metrics import collector_for
+from controller.ops import CONTENT_TYPE, METRICS_TOKEN_ENV, health
 from local_ui.context import get_ctx
 
 router = APIRouter(include_in_schema=False)

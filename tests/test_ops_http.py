@@ -15,7 +15,8 @@ import pytest
 from controller.bay import StopReason
 from controller.journal import Commit, Journal
 from controller.looplag import LoopLagMonitor
-from controller.ops import Exposition, collector_for, escape_label, format_value, health
+from controller.metrics import Exposition, collector_for, escape_label, format_value
+from controller.ops import health
 from controller.ports import Freshness, MeterReading
 from controller.station import Station
 from tests.test_api_rig import Rig, api_client, make_cfg, running_station
