@@ -14,19 +14,25 @@ DEBS_RUN="python3 python3-venv python3-dev gcc libzbar0 mosquitto"
 DEBS_TEST="$DEBS_RUN chromium systemd make sqlite3"
 VENV=.venv
 
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
 missing_debs() {
     local out="" p
     for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || out="$out $p"
+        installed "$p" && continue
+        [ "$p" = chromium ] && installed chromium-browser && continue
+        out="$out $p"
     done
-    echo "$out"
+    echo "$out "
 }
 
 ensure_debs() {
     command -v dpkg-query >/dev/null || { echo "dev.sh: not a Debian system; install by hand: $*" >&2; return 0; }
     local missing
     missing=$(missing_debs "$@")
-    [ -z "$missing" ] && return 0
+    [ -z "${missing// /}" ] && return 0
     echo "dev.sh: installing Debian packages:$missing" >&2
     local sudo=""
     if [ "$(id -u)" -ne 0 ]; then
@@ -39,6 +45,11 @@ ensure_debs() {
         fi
     fi
     $sudo apt-get update -qq
+    # Raspberry Pi OS names Debian's chromium "chromium-browser" on some images.
+    case " $missing " in
+        *" chromium "*)
+            apt-cache show chromium >/dev/null 2>&1 || missing=$(echo "$missing" | sed 's/ chromium / chromium-browser /') ;;
+    esac
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
 }
 

@@ -18,7 +18,11 @@ from playwright.async_api import Browser, async_playwright
 from local_ui.server import create_app, serve_app
 from tests.test_api_rig import Rig, running_station
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian ships /usr/bin/chromium; Raspberry Pi OS images may only have chromium-browser.
+CHROMIUM = next(
+    (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()),
+    "/usr/bin/chromium",
+)
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
