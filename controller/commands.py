@@ -25,7 +25,7 @@ from controller.bay import (
     StopRequested,
     TokenPresented,
 )
-from controller.journal import Commit, EventRow, OutboxRow
+from controller.journal import Commit, EventRow, JournalError, OutboxRow
 from controller.ports import (
     AuthStatus,
 )
@@ -222,6 +222,116 @@ class StationCommands(StationBase):
                 True, "held", "Bay held.", data={"hold_id": hold.hold_id, "expires_at": expires}
             )
         return out
+
+    # ------------------------------------------------------------------ bookings
+
+    async def add_booking(
+        self,
+        bay_id: str,
+        token: str,
+        start_at: float,
+        hold_s: float | None = None,
+        *,
+        reservation_id: int | None = None,
+        actor: str = "owner",
+    ) -> Outcome:
+        """Book a bay for ``token`` from ``start_at`` (wall time): it becomes a hold then, offline too."""
+        self.bay(bay_id)
+        now = self.clock.wall()
+        hold = hold_s or self.cfg.timers.hold_s
+        if start_at + hold <= now:
+            return Outcome(False, "booking_in_past", "This booking would already be over.")
+        clash = await self.journal.query(
+            "SELECT id FROM bookings WHERE bay_id=? AND state='scheduled'"
+            " AND start_at < ? AND start_at + hold_s > ?",
+            (bay_id, start_at + hold, start_at),
+        )
+        if clash:
+            return Outcome(
+                False, "booking_overlap", f"Bay {bay_id} is already booked then ({clash[0]['id']})."
+            )
+        booking_id = self.new_id()
+        try:
+            await self.journal.commit(
+                Commit(
+                    events=[EventRow("booking_added", now, bay_id, None, {"id": booking_id})],
+                    audit=[
+                        (
+                            actor,
+                            "booking_added",
+                            {"id": booking_id, "bay_id": bay_id, "start_at": start_at},
+                        )
+                    ],
+                    bookings=[
+                        {
+                            "id": booking_id,
+                            "bay_id": bay_id,
+                            "token": token,
+                            "start_at": start_at,
+                            "hold_s": hold,
+                            "reservation_id": reservation_id,
+                            "state": "scheduled",
+                            "created_at": now,
+                            "detail": "",
+                        }
+                    ],
+                )
+            )
+        except JournalError:
+            return Outcome(False, "journal", "The station cannot record bookings right now.")
+        self._publish({"type": "bookings"})
+        return Outcome(True, "booked", "Booked.", data={"booking_id": booking_id})
+
+    async def cancel_booking(self, booking_id: str, *, actor: str = "owner") -> Outcome:
+        rows = await self.journal.query("SELECT * FROM bookings WHERE id=?", (booking_id,))
+        if not rows:
+            return Outcome(False, "unknown_booking", f"There is no booking {booking_id!r}.")
+        b = rows[0]
+        if b["state"] == "placed":
+            # Its hold is on the bay now: cancelling the booking cancels the hold.
+            rt = self.bays.get(b["bay_id"])
+            if (
+                rt is not None
+                and rt.state.hold is not None
+                and rt.state.hold.hold_id == b["detail"]
+            ):
+                await self.cancel_hold(b["bay_id"], b["detail"], actor=actor)
+        elif b["state"] != "scheduled":
+            return Outcome(False, "booking_over", f"This booking is already {b['state']}.")
+        await self._set_booking(booking_id, "cancelled", b["detail"], actor=actor)
+        return Outcome(True, "cancelled", "Booking cancelled.")
+
+    async def place_due_bookings(self) -> None:
+        """Turn every booking whose time has come into a hold (called by the ticker)."""
+        now = self.clock.wall()
+        due = await self.journal.query(
+            "SELECT * FROM bookings WHERE state='scheduled' AND start_at <= ? ORDER BY start_at",
+            (now,),
+        )
+        for b in due:
+            end = b["start_at"] + b["hold_s"]
+            if end <= now:
+                await self._set_booking(b["id"], "missed", "the bay was never free in its window")
+                continue
+            out = await self.place_hold(
+                b["bay_id"], b["token"], end - now, b["reservation_id"], actor=f"booking:{b['id']}"
+            )
+            if out.ok:
+                await self._set_booking(b["id"], "placed", str(out.data.get("hold_id", "")))
+            # Otherwise the bay is busy: try again at the next tick, until the window ends.
+
+    async def _set_booking(
+        self, booking_id: str, state: str, detail: str, *, actor: str = "station"
+    ) -> None:
+        now = self.clock.wall()
+        await self.journal.commit(
+            Commit(
+                events=[EventRow(f"booking_{state}", now, None, None, {"id": booking_id})],
+                audit=[(actor, f"booking_{state}", {"id": booking_id, "detail": detail})],
+                booking_states=[(booking_id, state, detail)],
+            )
+        )
+        self._publish({"type": "bookings"})
 
     async def cancel_hold(self, bay_id: str, hold_id: str, *, actor: str = "owner") -> Outcome:
         return _outcome(

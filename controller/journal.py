@@ -163,6 +163,21 @@ MIGRATIONS: list[str] = [
         expires_at REAL NOT NULL
     );
     """,
+    # 4: the local booking calendar: future holds, placed at their time (also offline)
+    """
+    CREATE TABLE bookings (
+        id TEXT PRIMARY KEY,
+        bay_id TEXT NOT NULL,
+        token TEXT NOT NULL,
+        start_at REAL NOT NULL,
+        hold_s REAL NOT NULL,
+        reservation_id INTEGER,
+        state TEXT NOT NULL CHECK (state IN ('scheduled', 'placed', 'cancelled', 'missed')),
+        created_at REAL NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX bookings_due ON bookings(state, start_at);
+    """,
 ]
 
 
@@ -197,10 +212,14 @@ class Commit:
     holds: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
     audit: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    bookings: list[dict[str, Any]] = field(default_factory=list)
+    booking_states: list[tuple[str, str, str]] = field(default_factory=list)  # id, state, detail
 
     def empty(self) -> bool:
         return not (
-            self.events
+            self.bookings
+            or self.booking_states
+            or self.events
             or self.bay_states
             or self.session_open
             or self.session_update
@@ -366,6 +385,18 @@ class Journal:
             await w.executemany(
                 "INSERT INTO outbox(created_at, session_id, action, payload) VALUES (?,?,?,?)",
                 [(now, o.session_id, o.action, _dumps(o.payload)) for o in c.outbox],
+            )
+        if c.bookings:
+            await w.executemany(
+                "INSERT INTO bookings(id, bay_id, token, start_at, hold_s, reservation_id, state,"
+                " created_at, detail) VALUES (:id,:bay_id,:token,:start_at,:hold_s,:reservation_id,"
+                ":state,:created_at,:detail)",
+                c.bookings,
+            )
+        if c.booking_states:
+            await w.executemany(
+                "UPDATE bookings SET state=?, detail=? WHERE id=?",
+                [(state, detail, bid) for bid, state, detail in c.booking_states],
             )
         if c.audit:
             now = max((e.at for e in c.events), default=0.0)

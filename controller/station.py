@@ -344,6 +344,12 @@ class Station(StationCommands, StationObserver):
                     await self.apply(bay_id, Tick())
                 except Exception:
                     log.exception("station.tick_failed", bay_id=bay_id)
+            try:
+                await self.place_due_bookings()
+            except JournalError:
+                self._block("journal", "The journal cannot be written.")
+            except Exception:
+                log.exception("station.bookings_failed")
 
     async def _flusher(self) -> None:
         while True:

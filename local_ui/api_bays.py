@@ -18,7 +18,13 @@ from local_ui.context import (
     check_csrf,
 )
 from local_ui.errors import ApiError, ErrorBody
-from local_ui.schemas import AvailabilityRequest, HoldRequest, OutcomeOut, TokenRequest
+from local_ui.schemas import (
+    AvailabilityRequest,
+    BookingRequest,
+    HoldRequest,
+    OutcomeOut,
+    TokenRequest,
+)
 from local_ui.views import bay_view, station_view
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -164,6 +170,42 @@ async def cancel_hold(hold_id: str, ctx: Ctx, user: Operator) -> OutcomeOut:
             out = await ctx.station.cancel_hold(rt.cfg.id, hold_id, actor=audit_actor(user))
             return OutcomeOut(**_plain(refuse_if_failed(out)))
     raise ApiError(404, "unknown_hold", f"There is no active hold {hold_id!r}.")
+
+
+@router.get("/bookings", tags=["holds"])
+async def list_bookings(
+    ctx: Ctx,
+    user: Reader,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """The local booking calendar: future holds (placed at their time, also offline) and past ones."""
+    rows = await ctx.station.journal.query(
+        "SELECT id, bay_id, token, start_at, hold_s, reservation_id, state, created_at FROM bookings"
+        " ORDER BY (state = 'scheduled') DESC, start_at DESC LIMIT ?",
+        (limit,),
+    )
+    for r in rows:
+        tok = str(r["token"])
+        r["token"] = tok if len(tok) <= 4 else "…" + tok[-4:]
+    return {"bookings": rows}
+
+
+@router.post("/bookings", tags=["holds"], status_code=201, response_model=OutcomeOut)
+async def create_booking(req: BookingRequest, ctx: Ctx, user: Operator) -> OutcomeOut:
+    """Book a bay for a token from ``start_at``; 409 when it overlaps another booking or is over."""
+    bay_or_404(ctx.station, req.bay_id)
+    out = await ctx.station.add_booking(
+        req.bay_id, req.token, req.start_at, req.hold_s, actor=audit_actor(user)
+    )
+    return OutcomeOut(**_plain(refuse_if_failed(out)))
+
+
+@router.delete("/bookings/{booking_id}", tags=["holds"], response_model=OutcomeOut)
+async def cancel_booking(booking_id: str, ctx: Ctx, user: Operator) -> OutcomeOut:
+    out = await ctx.station.cancel_booking(booking_id[:64], actor=audit_actor(user))
+    if out.code == "unknown_booking":
+        raise ApiError(404, out.code, out.message)
+    return OutcomeOut(**_plain(refuse_if_failed(out)))
 
 
 @router.get("/tariff", tags=["station"], response_model=Tariff)

@@ -39,6 +39,13 @@ class HoldRequest(_In):
     duration_s: float | None = Field(default=None, ge=60, le=7 * 86400)
 
 
+class BookingRequest(_In):
+    bay_id: str = Field(min_length=1, max_length=32)
+    token: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+    start_at: float = Field(gt=0, lt=2**33, description="Unix seconds when the hold begins")
+    hold_s: float | None = Field(default=None, ge=60, le=7 * 86400)
+
+
 class AvailabilityRequest(_In):
     available: bool
 

@@ -107,6 +107,30 @@ async def test_holds_create_list_cancel_and_reserved_refusal(tmp_path: Path) -> 
         assert any(a["kind"] == "owner_created" for a in audit)
 
 
+async def test_bookings_calendar_create_list_cancel(tmp_path: Path) -> None:
+    import time
+
+    async with running_station(tmp_path) as rig:
+        client = await _owner(rig)
+        start = time.time() + 3600
+        body = {"bay_id": "locker1", "token": "5678", "start_at": start, "hold_s": 1800}
+        r = await client.post("/api/v1/bookings", json=body)
+        assert r.status_code == 201, r.text
+        booking_id = r.json()["data"]["booking_id"]
+        clash = await client.post("/api/v1/bookings", json={**body, "start_at": start + 600})
+        assert clash.status_code == 409 and clash.json()["error"] == "booking_overlap"
+        listed = (await client.get("/api/v1/bookings")).json()["bookings"]
+        assert [(b["id"], b["state"], b["token"]) for b in listed] == [
+            (booking_id, "scheduled", "5678")
+        ]
+        assert (await client.delete(f"/api/v1/bookings/{booking_id}")).status_code == 200
+        assert (await client.delete("/api/v1/bookings/nope")).status_code == 404
+        again = (await client.get("/api/v1/bookings")).json()["bookings"]
+        assert again[0]["state"] == "cancelled"
+        bad = await client.post("/api/v1/bookings", json={**body, "start_at": "tomorrow"})
+        assert bad.status_code == 422
+
+
 async def test_sessions_filters_pagination_csv_and_stats(tmp_path: Path) -> None:
     async with running_station(tmp_path) as rig:
         client = await _owner(rig)

@@ -261,3 +261,42 @@ async def test_signed_qr_tokens_through_the_station(tmp_path: Path) -> None:
         audit = await rig.journal.audit_log(kind="token_rejected")
         assert len(audit) == 7
         assert st.bays["b2"].state.session is None
+
+
+async def test_bookings_become_holds_at_their_time(tmp_path: Path) -> None:
+    import time
+
+    async with running(tmp_path) as rig:
+        st, hub = rig.station, rig.hub
+        hub.telemetry("b1", pilot=PilotState.A)
+        hub.telemetry("b2", door_closed=True)
+        await rig.status("b1", "Available")
+        await rig.status("b2", "Available")
+        now = time.time()
+        booked = await st.add_booking("b2", "RIDER-9", now + 0.3, 600, reservation_id=42)
+        assert booked.ok
+        clash = await st.add_booking("b2", "OTHER", now + 100, 600)
+        assert (clash.ok, clash.code) == (False, "booking_overlap")
+        past = await st.add_booking("b1", "LATE", now - 1000, 60)
+        assert (past.ok, past.code) == (False, "booking_in_past")
+        # b1 is busy when its booking comes due: it waits, and is missed once its window ends.
+        assert (await st.present_token("b1", "BUSY")).ok
+        short = await st.add_booking("b1", "SHORT", now + 0.1, 0.6)
+        assert short.ok
+        snap = await rig.status("b2", "Reserved")
+        assert snap["hold"]["reservation_id"] == 42
+        refused = await st.present_token("b2", "SOMEONE")
+        assert refused.code == "bay_reserved"
+        assert (await st.present_token("b2", "RIDER-9")).ok  # the booked rider arrives
+
+        async def state_of(bid: str) -> str:
+            rows = await rig.journal.query("SELECT state FROM bookings WHERE id=?", (bid,))
+            return str(rows[0]["state"])
+
+        async with asyncio.timeout(5):
+            while await state_of(short.data["booking_id"]) != "missed":
+                await rig.updates.get()
+        assert await state_of(booked.data["booking_id"]) == "placed"
+        later = await st.add_booking("b1", "TOMORROW", now + 86400, 600)
+        assert (await st.cancel_booking(later.data["booking_id"])).ok
+        assert await state_of(later.data["booking_id"]) == "cancelled"

@@ -206,6 +206,12 @@
       el("td", {}, can(OPERATE) ? [btn("Cancel", async () => { await call("DELETE", "/api/v1/holds/" + h.id, undefined, "Hold cancelled."); loadHolds(); })] : []),
     ])));
     $("h-recent").replaceChildren(...r.data.recent.map((h) => el("tr", {}, [cell(h.bay_id), cell(t(h.created_at)), cell(t(h.expires_at)), cell(h.state)])));
+    const b = await call("GET", "/api/v1/bookings");
+    if (!b.ok) return;
+    $("b-rows").replaceChildren(...b.data.bookings.map((k) => el("tr", {}, [
+      cell(k.bay_id), cell(k.token), cell(t(k.start_at)), cell(String(Math.round(k.hold_s / 60))), cell(k.state),
+      el("td", {}, can(OPERATE) && (k.state === "scheduled" || k.state === "placed") ? [btn("Cancel", async () => { await call("DELETE", "/api/v1/bookings/" + k.id, undefined, "Booking cancelled."); loadHolds(); })] : []),
+    ])));
   }
 
   /* ---------------------------------------------------------------- settings */
@@ -493,7 +499,7 @@
     U.user = r.data.user;
     $("who").textContent = U.user.username + " (" + U.user.role + ")";
     for (const a of document.querySelectorAll('nav [data-role="owner"]')) a.hidden = U.user.role !== "owner";
-    for (const f of ["h-form"]) $(f).hidden = !can(OPERATE);
+    for (const f of ["h-form", "b-form"]) $(f).hidden = !can(OPERATE);
     $("logout").addEventListener("click", async () => { await api("POST", "/api/v1/auth/logout"); location.assign("/login"); });
     $("s-filter").addEventListener("submit", (e) => { e.preventDefault(); U.page = 0; loadSessions(); });
     $("s-prev").addEventListener("click", () => { U.page = Math.max(0, U.page - 1); loadSessions(); });
@@ -503,6 +509,13 @@
       e.preventDefault();
       const f = new FormData(e.target);
       const res = await call("POST", "/api/v1/holds", { bay_id: f.get("bay_id"), token: f.get("token"), duration_s: Number(f.get("minutes")) * 60 }, "Bay held.");
+      if (res.ok) loadHolds();
+    });
+    $("b-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const f = new FormData(e.target);
+      const start = new Date(String(f.get("start"))).getTime() / 1000;
+      const res = await call("POST", "/api/v1/bookings", { bay_id: f.get("bay_id"), token: f.get("token"), start_at: start, hold_s: Number(f.get("minutes")) * 60 }, "Bay booked.");
       if (res.ok) loadHolds();
     });
     $("u-form").addEventListener("submit", async (e) => {
