@@ -138,3 +138,23 @@ async def _until(st: Station, pred: object, timeout: float = 5.0) -> None:
     async with st.updates() as q, asyncio.timeout(timeout):
         while not pred():
             await q.get()
+
+
+async def test_charging_profile_cap_applies_and_never_exceeds_site(tmp_path: Path) -> None:
+    async with station_with_load(tmp_path) as (st, hub):
+        assert st.load is not None
+        caps: dict[int, float | None] = {}
+        st.load.caps = lambda now: caps
+        hub.telemetry("b1", pilot=PilotState.B)
+        st.on_meter_reading(grid((1.0, 1.0, 1.0)), role="grid")
+        await _until(st, lambda: st.bays["b1"].state.node_online)
+        assert (await st.present_token("b1", "A")).ok
+        await hub.nodes["b1"].wait_output(lambda o: o[1] == 16)
+        caps[1] = 8.0  # a TxProfile from the central system
+        st.load_changed.set()
+        await hub.nodes["b1"].wait_output(lambda o: 0 < o[1] <= 8)
+        caps[1] = 63.0  # a profile above the site's own limits changes nothing upward
+        caps[0] = 100.0
+        st.load_changed.set()
+        out = await hub.nodes["b1"].wait_output(lambda o: o[1] > 8, timeout=10)
+        assert out[1] <= 16
