@@ -32,6 +32,11 @@ ROUNDS = 40
 LIMIT = 40.0
 
 
+def _drawn(st: Station) -> float:
+    tel = st.bays["bay1"].telemetry
+    return tel.current_a[0] if tel else 0.0
+
+
 def _at_most(node: object, amps: float) -> Callable[[], bool]:
     return lambda: float(node.physics.setpoint_a) <= amps + 1e-6  # type: ignore[attr-defined]
 
@@ -101,6 +106,11 @@ async def test_bench_reaction(tmp_path: Path) -> None:
                 assert (await st.present_token("bay1", "REACT")).ok
                 await bus.wait_until(lambda: node.physics.setpoint_a >= 15.9, 60)
                 for i in range(ROUNDS):
+                    # Steady state first: the node's telemetry shows the EV at 16 A (the load
+                    # manager subtracts measured bay currents from the grid reading).
+                    async with st.updates() as q, asyncio.timeout(30):
+                        while _drawn(st) < 15.9:
+                            await q.get()
                     # A big appliance starts: 5 A → 5 + X A; the EV must drop by X.
                     spike = 22.0 + (i % 5)
                     target = LIMIT - (5.0 + spike)
