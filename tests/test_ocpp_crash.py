@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from cloud_sync.devrun import open_station
 from controller.bay import StopReason
 from simulators.csms import CsmsSim
+from tests.support.ocpp_station import open_station
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ async def _spawn(data: Path, url: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "cloud_sync.devrun",
+        "tests.support.ocpp_station",
         "--data",
         str(data),
         "--url",

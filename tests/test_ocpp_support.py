@@ -12,11 +12,11 @@ from typing import Any, Protocol
 
 from cloud_sync.assemble import build
 from cloud_sync.config import OcppConfig
-from cloud_sync.devrun import FakeHub, open_station
 from cloud_sync.link import check_payload
 from cloud_sync.upstream import OcppUpstream
 from controller.station import Station
 from simulators.csms import CsmsSim
+from tests.support.ocpp_station import FakeHub, open_station
 
 CP = "CP1"
 

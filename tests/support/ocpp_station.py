@@ -1,6 +1,6 @@
 """A station with software bay nodes and the OCPP client, for development and crash tests.
 
-``python -m cloud_sync.devrun --data DIR --url ws://127.0.0.1:9000/ocpp --cp-id CP1``
+``python -m tests.support.ocpp_station --data DIR --url ws://127.0.0.1:9000/ocpp --cp-id CP1``
 runs a real :class:`Station` (journal in DIR) whose bays are fed by
 :class:`FakeHub`, an in-process stand-in for the node link that reports
 telemetry like a node would (energy counts up while the relay is on and the
@@ -137,7 +137,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m cloud_sync.devrun")
+    p = argparse.ArgumentParser(prog="python -m tests.support.ocpp_station")
     p.add_argument("--data", required=True)
     p.add_argument("--url", required=True)
     p.add_argument("--cp-id", default="CP1")
