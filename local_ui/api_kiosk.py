@@ -101,6 +101,14 @@ async def kiosk_stop(bay_id: str, req: KioskStopRequest, ctx: Ctx) -> KioskOutco
     return _out(ctx, out)
 
 
+@router.post("/bays/{bay_id}/focus")
+async def kiosk_focus(bay_id: str, ctx: Ctx) -> dict[str, Any]:
+    """The screen shows this bay: a code the camera sees in the next minute is meant for it."""
+    bay_or_404(ctx.station, bay_id)
+    ctx.station.focus_bay(bay_id, 60.0)
+    return {"ok": True, "bay_id": bay_id}
+
+
 @router.post("/bays/{bay_id}/mode", response_model=KioskOutcome)
 async def kiosk_mode(bay_id: str, req: KioskModeRequest, ctx: Ctx) -> KioskOutcome:
     """Switch the mode of the session this kiosk started (applied by the load manager within 3 s)."""

@@ -196,3 +196,16 @@ async def test_kiosk_mode_switch_needs_the_session_key_and_boost_confirmation(
         assert eco.status_code == 200, eco.text
         row = await rig.station.journal.session(sid)
         assert row is not None and row["mode"] == "eco"
+
+
+async def test_kiosk_focus_sends_camera_codes_to_the_bay_on_screen(tmp_path: Path) -> None:
+    async with running_station(tmp_path) as rig:
+        kiosk = await api_client(rig.station)
+        nobody = await rig.station.code_scanned("5678", camera="cam")
+        assert (nobody.ok, nobody.code) == (False, "choose_bay")
+        r = await kiosk.post("/api/v1/kiosk/bays/bay1/focus", json={})
+        assert r.status_code == 200
+        assert (await kiosk.post("/api/v1/kiosk/bays/nope/focus", json={})).status_code == 404
+        out = await rig.station.code_scanned("5678", camera="cam")
+        assert out.ok and out.code == "started"
+        assert rig.station.bays["bay1"].state.session is not None

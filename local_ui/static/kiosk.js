@@ -103,6 +103,8 @@
       ? "To stop, show your QR code to the camera or type your code."
       : "Show your QR code to the camera, or type your code.";
     $("bay-qr").src = "/api/v1/kiosk/bays/" + encodeURIComponent(S.bay) + "/qr.svg";
+    // Tell the station which bay a code shown to the camera now is for.
+    api("POST", "/api/v1/kiosk/bays/" + encodeURIComponent(S.bay) + "/focus", {});
     S.code = "";
     renderCode();
     show("auth");
@@ -286,6 +288,18 @@
     } else if (msg.type === "settings") {
       if (msg.section === "kiosk" && msg.values) S.kiosk = msg.values;
       if (msg.section === "tariff" && msg.values && S.station) S.station.tariff = msg.values;
+    } else if (msg.type === "scan") {
+      // A code seen by the camera for the bay on screen: say what became of it.
+      if (msg.bay_id && msg.bay_id === S.bay) {
+        if (msg.ok) message(msg.code === "stopped" ? "Stopped" : "Code accepted", msg.message, false);
+        else {
+          $("err-title").textContent = "Code not accepted";
+          $("err-text").textContent = msg.message || "This code cannot be used here.";
+          $("err-retry").hidden = false;
+          show("error");
+        }
+      }
+      return;
     } else if (msg.type === "tick") {
       S.offset = msg.now * 1000 - Date.now();
       return;
