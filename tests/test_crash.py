@@ -255,6 +255,7 @@ def test_crash_a_few_kills(tmp_path: Path) -> None:
 
 
 @pytest.mark.long
+@pytest.mark.timeout(3600)
 def test_crash_many_kills(tmp_path: Path) -> None:
     kills = int(os.environ.get("CRASH_KILLS_LONG", "200"))
     summary = run_crash_loop(tmp_path, kills=kills, seed=2)
