@@ -172,15 +172,7 @@ def backup_journal(source: Path, dest: Path, *, overwrite: bool = False) -> Back
     try:
         src = sqlite3.connect(source, timeout=10.0)
         try:
-            target = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                # pages=-1: one step, one read transaction, one consistent snapshot. A
-                # stepwise copy would restart each time the station commits.
-                src.backup(target, pages=-1)
-                target.execute("PRAGMA journal_mode=DELETE")
-                counts = inspect_journal(target)
-            finally:
-                target.close()
+            counts = _copy_checked(src, tmp)
         finally:
             src.close()
         if not counts.ok:
@@ -240,18 +232,25 @@ def restore_journal(
     return RestoreReport(live, kept, counts)
 
 
+def _copy_checked(src: sqlite3.Connection, dest: Path) -> JournalCounts:
+    """Copy ``src`` into the file ``dest`` as one self-contained database, then inspect the copy."""
+    target = sqlite3.connect(dest, isolation_level=None)
+    try:
+        # pages=-1: one step, one read transaction, one consistent snapshot. A
+        # stepwise copy would restart each time the station commits.
+        src.backup(target, pages=-1)
+        target.execute("PRAGMA journal_mode=DELETE")
+        return inspect_journal(target)
+    finally:
+        target.close()
+
+
 def _stage(backup: Path, staged: Path) -> JournalCounts:
     """Copy the backup next to the journal and validate the copy (what will be used)."""
     try:
         src = open_readonly(backup)
         try:
-            target = sqlite3.connect(staged, isolation_level=None)
-            try:
-                src.backup(target, pages=-1)
-                target.execute("PRAGMA journal_mode=DELETE")
-                counts = inspect_journal(target)
-            finally:
-                target.close()
+            counts = _copy_checked(src, staged)
         finally:
             src.close()
     except sqlite3.DatabaseError as err:

@@ -140,6 +140,18 @@ def session_row_close(eff: CloseSession, tariff: Tariff) -> dict[str, Any]:
     }
 
 
+def _hold_row(h: Hold, bay_id: str, now: float, state: str) -> dict[str, Any]:
+    return {
+        "id": h.hold_id,
+        "bay_id": bay_id,
+        "token": h.token,
+        "reservation_id": h.reservation_id,
+        "created_at": now,
+        "expires_at": h.expires_at,
+        "state": state,
+    }
+
+
 def build_commit(
     *,
     bay_id: str,
@@ -165,18 +177,7 @@ def build_commit(
     c.events.append(EventRow(event_name(event), now, bay_id, sid, data))
     c.bay_states[bay_id] = state_to_dict(new)
     if isinstance(event, HoldPlaced) and new.hold == event.hold:
-        h = event.hold
-        c.holds.append(
-            {
-                "id": h.hold_id,
-                "bay_id": bay_id,
-                "token": h.token,
-                "reservation_id": h.reservation_id,
-                "created_at": now,
-                "expires_at": h.expires_at,
-                "state": "active",
-            }
-        )
+        c.holds.append(_hold_row(event.hold, bay_id, now, "active"))
     for eff in effects:
         match eff:
             case OpenSession(session=sess):
@@ -241,17 +242,7 @@ def build_commit(
                     )
                 )
             case HoldEnded(hold=h, outcome=outcome):
-                c.holds.append(
-                    {
-                        "id": h.hold_id,
-                        "bay_id": bay_id,
-                        "token": h.token,
-                        "reservation_id": h.reservation_id,
-                        "created_at": now,
-                        "expires_at": h.expires_at,
-                        "state": outcome,
-                    }
-                )
+                c.holds.append(_hold_row(h, bay_id, now, outcome))
             case StatusChanged(old=old, new=st):
                 c.events.append(
                     EventRow("status", now, bay_id, sid, {"old": old.value, "new": st.value})
