@@ -5,21 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from controller.config import BayConfig, BusConfig, StationConfig
-from drivers.esp32.link import NodeConfig
+from drivers.esp32.link import node_configs
 from drivers.esp32.serial_hub import HubTiming, SerialNodeHub
 
 
 def build_serial(
     bus: BusConfig, bays: Sequence[BayConfig], station: StationConfig | None = None
 ) -> SerialNodeHub:
-    nodes = [
-        NodeConfig(
-            node_id=b.node_id,
-            address=b.address,
-            safe_current_a=b.safe_current_a,
-            host_timeout_s=bus.host_timeout_s,
-        )
-        for b in bays
-    ]
+    nodes = node_configs(bus, bays)
     timing = HubTiming(offline_after_s=station.timers.node_offline_s) if station else HubTiming()
     return SerialNodeHub(bus.port, bus.baud, nodes, timing=timing)

@@ -1,13 +1,18 @@
-"""Per-node link bookkeeping shared by the ESP32 transports (serial now, MQTT later).
+"""Per-node link bookkeeping shared by the ESP32 transports (serial and MQTT).
 
-Owns the node configuration the host pushes, the link counters and the
-sequence-number and reboot tracking; no I/O.
+Owns the node configuration the host pushes, the link counters, the
+sequence-number and reboot tracking, and the controller-facing
+:class:`LinkBayNode` both hubs hand out; no I/O.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
+from controller.config import BayConfig, BusConfig
 from controller.ports import (
     LinkStats,
     NodeEvent,
@@ -20,10 +25,13 @@ from drivers.esp32.messages import (
     MAX_NODE_ADDRESS,
     Ack,
     AckStatus,
+    Command,
     Event,
     Heartbeat,
     Hello,
     Message,
+    SetLock,
+    SetOutput,
     Telemetry,
 )
 
@@ -122,3 +130,49 @@ class NodeState:
 
     def _bump(self, key: str, n: int = 1) -> None:
         self.stats.extra[key] = self.stats.extra.get(key, 0) + n
+
+
+def node_configs(bus: BusConfig, bays: Sequence[BayConfig]) -> list[NodeConfig]:
+    """What the host pushes to each node of a ``[[buses]]`` entry (any transport)."""
+    return [
+        NodeConfig(
+            node_id=b.node_id,
+            address=b.address,
+            safe_current_a=b.safe_current_a,
+            host_timeout_s=bus.host_timeout_s,
+        )
+        for b in bays
+    ]
+
+
+T = TypeVar("T", contravariant=True)
+
+
+class Commander(Protocol[T]):
+    """A hub's command path: send one command to ``target``, wait for the ack (retried)."""
+
+    async def command(self, target: T, build: Callable[[int], Command], /) -> None: ...
+
+
+class LinkBayNode(Generic[T]):
+    """One node as the controller sees it (``controller.ports.BayNode``), over any transport."""
+
+    def __init__(self, hub: Commander[T], target: T, state: NodeState) -> None:
+        self._hub = hub
+        self._target = target
+        self._state = state
+        self.node_id = state.cfg.node_id
+
+    async def set_output(self, *, relay_on: bool, current_a: float, lease_s: float) -> None:
+        if current_a < 0 or lease_s <= 0:
+            raise PermanentError(f"{self.node_id}: current_a >= 0 and lease_s > 0 required")
+        await self._hub.command(
+            self._target, lambda cmd_id: SetOutput(cmd_id, relay_on, current_a, lease_s)
+        )
+
+    async def set_lock(self, *, locked: bool) -> None:
+        await self._hub.command(self._target, lambda cmd_id: SetLock(cmd_id, locked))
+
+    def stats(self) -> LinkStats:
+        s = self._state.stats
+        return dataclasses.replace(s, extra=dict(s.extra))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import math
 import random
 import time
@@ -36,14 +35,13 @@ import structlog
 from controller.ports import (
     ConnectionLost,
     DriverTimeout,
-    LinkStats,
     NodeLink,
     NodeSink,
     NodeUpdate,
     PermanentError,
 )
 from drivers.esp32.codec import CodecError, decode, encode, encode_message
-from drivers.esp32.link import CommandRejected, NodeConfig, NodeState
+from drivers.esp32.link import CommandRejected, LinkBayNode, NodeConfig, NodeState, node_configs
 from drivers.esp32.messages import (
     HOST_ADDRESS,
     Ack,
@@ -54,8 +52,6 @@ from drivers.esp32.messages import (
     Heartbeat,
     Hello,
     Message,
-    SetLock,
-    SetOutput,
 )
 from drivers.esp32.mqtt_config import (
     STATUS_OFFLINE,
@@ -85,27 +81,8 @@ class _Node:
     status: bytes = b""
 
 
-class MqttBayNode:
-    """One node behind the broker, as the controller sees it (``controller.ports.BayNode``)."""
-
-    def __init__(self, hub: MqttNodeHub, node: _Node) -> None:
-        self._hub = hub
-        self._node = node
-        self.node_id = node.st.cfg.node_id
-
-    async def set_output(self, *, relay_on: bool, current_a: float, lease_s: float) -> None:
-        if current_a < 0 or lease_s <= 0:
-            raise PermanentError(f"{self.node_id}: current_a >= 0 and lease_s > 0 required")
-        await self._hub.command(
-            self._node, lambda cmd_id: SetOutput(cmd_id, relay_on, current_a, lease_s)
-        )
-
-    async def set_lock(self, *, locked: bool) -> None:
-        await self._hub.command(self._node, lambda cmd_id: SetLock(cmd_id, locked))
-
-    def stats(self) -> LinkStats:
-        s = self._node.st.stats
-        return dataclasses.replace(s, extra=dict(s.extra))
+# One node behind the broker, as the controller sees it.
+MqttBayNode = LinkBayNode["_Node"]
 
 
 class MqttNodeHub:
@@ -126,7 +103,7 @@ class MqttNodeHub:
         self._nodes = {n.node_id: _Node(NodeState(n)) for n in nodes}
         if len(self._nodes) != len(nodes):
             raise PermanentError("node ids must be unique")
-        self._bay_nodes = {nid: MqttBayNode(self, n) for nid, n in self._nodes.items()}
+        self._bay_nodes = {nid: LinkBayNode(self, n, n.st) for nid, n in self._nodes.items()}
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._sink: NodeSink | None = None
@@ -459,14 +436,4 @@ def build_mqtt(
             f"bus {bus.id}: the mqtt transport needs the [mqtt] section; "
             "call build_mqtt(bus, bays, station_config)"
         )
-    cfg = parse_mqtt(station.mqtt)
-    nodes = [
-        NodeConfig(
-            node_id=b.node_id,
-            address=b.address,
-            safe_current_a=b.safe_current_a,
-            host_timeout_s=bus.host_timeout_s,
-        )
-        for b in bays
-    ]
-    return MqttNodeHub(cfg, station.station.id, nodes)
+    return MqttNodeHub(parse_mqtt(station.mqtt), station.station.id, node_configs(bus, bays))

@@ -14,7 +14,6 @@ family; ``CancelledError`` always passes through untouched.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -27,14 +26,13 @@ import structlog
 from controller.ports import (
     ConnectionLost,
     DriverTimeout,
-    LinkStats,
     NodeLink,
     NodeSink,
     NodeUpdate,
     PermanentError,
 )
 from drivers.esp32.codec import CodecError, Decoder, encode, encode_message
-from drivers.esp32.link import CommandRejected, NodeConfig, NodeState
+from drivers.esp32.link import CommandRejected, LinkBayNode, NodeConfig, NodeState
 from drivers.esp32.messages import (
     HOST_ADDRESS,
     Ack,
@@ -44,8 +42,6 @@ from drivers.esp32.messages import (
     Frame,
     Heartbeat,
     Hello,
-    SetLock,
-    SetOutput,
 )
 
 log = structlog.get_logger(__name__)
@@ -80,28 +76,8 @@ class _Pending:
     future: asyncio.Future[Frame]
 
 
-class SerialBayNode:
-    """One node on a serial bus, as the controller sees it (``controller.ports.BayNode``)."""
-
-    def __init__(self, hub: SerialNodeHub, state: NodeState) -> None:
-        self._hub = hub
-        self._state = state
-        self.node_id = state.cfg.node_id
-
-    async def set_output(self, *, relay_on: bool, current_a: float, lease_s: float) -> None:
-        if current_a < 0 or lease_s <= 0:
-            raise PermanentError(f"{self.node_id}: current_a >= 0 and lease_s > 0 required")
-        await self._hub.command(
-            self._state,
-            lambda cmd_id: SetOutput(cmd_id, relay_on, current_a, lease_s),
-        )
-
-    async def set_lock(self, *, locked: bool) -> None:
-        await self._hub.command(self._state, lambda cmd_id: SetLock(cmd_id, locked))
-
-    def stats(self) -> LinkStats:
-        s = self._state.stats
-        return dataclasses.replace(s, extra=dict(s.extra))
+# One node on a serial bus, as the controller sees it.
+SerialBayNode = LinkBayNode[NodeState]
 
 
 class SerialNodeHub:
@@ -132,7 +108,7 @@ class SerialNodeHub:
             raise PermanentError("node ids and bus addresses must be unique")
         if HOST_ADDRESS in self._by_addr:
             raise PermanentError("bus address 0 is the host")
-        self._nodes = {st.cfg.node_id: SerialBayNode(self, st) for st in self._states}
+        self._nodes = {st.cfg.node_id: LinkBayNode(self, st, st) for st in self._states}
         self._decoder = Decoder()
         self._bus_lock = asyncio.Lock()
         self._writer: asyncio.StreamWriter | None = None
