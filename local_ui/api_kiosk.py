@@ -83,15 +83,20 @@ async def kiosk_token(bay_id: str, req: TokenRequest, request: Request, ctx: Ctx
     return _out(ctx, out)
 
 
-@router.post("/bays/{bay_id}/stop", response_model=KioskOutcome)
-async def kiosk_stop(bay_id: str, req: KioskStopRequest, ctx: Ctx) -> KioskOutcome:
-    """Stop the session this kiosk started on the bay (proved by its key)."""
+def _own_running_session(ctx: UiContext, bay_id: str, req: KioskStopRequest, verb: str) -> None:
+    """The session named by ``req`` runs on this bay and this kiosk started it (its key)."""
     bay_or_404(ctx.station, bay_id)
     if not ctx.check_session_key(req.session_id, req.key):
-        raise ApiError(403, "not_your_session", "Scan or type your code to stop this session.")
+        raise ApiError(403, "not_your_session", f"Scan or type your code to {verb} this session.")
     sess = ctx.station.bays[bay_id].state.session
     if sess is None or sess.session_id != req.session_id:
         raise ApiError(409, "not_running", "This session has already ended.")
+
+
+@router.post("/bays/{bay_id}/stop", response_model=KioskOutcome)
+async def kiosk_stop(bay_id: str, req: KioskStopRequest, ctx: Ctx) -> KioskOutcome:
+    """Stop the session this kiosk started on the bay (proved by its key)."""
+    _own_running_session(ctx, bay_id, req, "stop")
     try:
         out = await ctx.station.stop_session(req.session_id, StopReason.LOCAL, actor="kiosk")
     except UnknownSession:
@@ -112,9 +117,7 @@ async def kiosk_focus(bay_id: str, ctx: Ctx) -> dict[str, Any]:
 @router.post("/bays/{bay_id}/mode", response_model=KioskOutcome)
 async def kiosk_mode(bay_id: str, req: KioskModeRequest, ctx: Ctx) -> KioskOutcome:
     """Switch the mode of the session this kiosk started (applied by the load manager within 3 s)."""
-    bay_or_404(ctx.station, bay_id)
-    if not ctx.check_session_key(req.session_id, req.key):
-        raise ApiError(403, "not_your_session", "Scan or type your code to change this session.")
+    _own_running_session(ctx, bay_id, req, "change")
     check_mode(ctx.station, req.mode, req.boost_confirmed)
     try:
         out = await ctx.station.set_mode(req.session_id, req.mode, actor="kiosk")

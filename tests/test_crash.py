@@ -14,10 +14,7 @@ import random
 import sqlite3
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,28 +22,13 @@ from simulators.esp32_node.control import request as sim_request
 from tests.support.procs import (
     Proc,
     free_port,
+    kiosk_call,
     start_controller,
     start_node_sim,
     write_station_config,
 )
 
 BAYS = 4
-
-
-def _call(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    data = json.dumps(body).encode() if body is not None else None
-    # The kiosk API wants the double-submit CSRF pair (cookie == header), as its page sends.
-    headers = {
-        "content-type": "application/json",
-        "cookie": "es_csrf=crash",
-        "x-csrf-token": "crash",
-    }
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
 
 
 class Driver:
@@ -71,11 +53,13 @@ class Driver:
                     sid = self.rng.choice(
                         sorted(set(self.started) - self.stopped) or sorted(self.started)
                     )
-                    code, body = _call(
+                    code, body = kiosk_call(
                         "POST",
                         f"{self.base}/api/v1/kiosk/bays/{self.started[sid]}/stop",
                         {"session_id": sid, "key": self.keys[sid]},
                     )
+                    if code == 0:
+                        return  # the controller died mid-request: not acknowledged
                     if code == 200 and body.get("code") == "stopped":
                         self.stopped.add(sid)
                         # The driver unplugs and leaves; the next one plugs in later.
@@ -86,11 +70,13 @@ class Driver:
                     if bay in self.unplugged:
                         sim_request(self.sim_dir, "plug_in", bay, max_a=16.0, phases=3)
                         self.unplugged.discard(bay)
-                    code, body = _call(
+                    code, body = kiosk_call(
                         "POST",
                         f"{self.base}/api/v1/kiosk/bays/{bay}/token",
                         {"token": f"K{self.n}"},
                     )
+                    if code == 0:
+                        return  # the controller died mid-request: not acknowledged
                     outcome = str(body.get("code", body.get("error")))
                     self.codes[outcome] = self.codes.get(outcome, 0) + 1
                     if outcome == "bay_finishing":
@@ -100,8 +86,8 @@ class Driver:
                     if code == 200 and body.get("code") == "started" and body.get("session_id"):
                         self.started[body["session_id"]] = bay
                         self.keys[body["session_id"]] = body["key"]
-            except (OSError, urllib.error.URLError, ValueError):
-                return  # the controller died mid-request: that action is not acknowledged
+            except ValueError:
+                return  # a reply cut off mid-body as the controller died: not acknowledged
             time.sleep(self.rng.uniform(0, 0.3))
 
 
@@ -109,10 +95,7 @@ def _wait_up(proc: Proc, base: str, timeout: float = 30.0) -> None:
     proc.log.wait_for(lambda ln: ln.get("event") == "station.ready", timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            code, body = _call("GET", f"{base}/api/v1/kiosk/state")
-        except (OSError, urllib.error.URLError):
-            code, body = 0, {}
+        code, body = kiosk_call("GET", f"{base}/api/v1/kiosk/state")
         bays = body.get("bays", [])
         if code == 200 and bays and all(b["node_online"] for b in bays):
             return

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support.procs import Proc, free_port
+from tests.support.procs import Proc, free_port, kiosk_call
 
 EDGE_STATION = str(Path(sys.executable).with_name("edge-station"))
-H = {"content-type": "application/json", "cookie": "es_csrf=t", "x-csrf-token": "t"}
-
-
-def _call(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers=H)
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
-    except OSError:
-        return 0, {}
 
 
 def _until(pred: Any, timeout: float, what: str, proc: Proc) -> Any:
@@ -57,35 +41,39 @@ def test_two_simulations_side_by_side_run_a_session(tmp_path: Path) -> None:
         sims.append((proc, f"http://127.0.0.1:{port}"))
     try:
         for proc, base in sims:
-            _until(lambda b=base: _call("GET", f"{b}/healthz")[0] == 200, 60, "healthz 200", proc)
+            _until(
+                lambda b=base: kiosk_call("GET", f"{b}/healthz")[0] == 200, 60, "healthz 200", proc
+            )
         proc, base = sims[0]
         _until(
             lambda: all(
                 x["node_online"]
-                for x in _call("GET", f"{base}/api/v1/kiosk/state")[1].get("bays", [{}])
+                for x in kiosk_call("GET", f"{base}/api/v1/kiosk/state")[1].get("bays", [{}])
             ),
             30,
             "bays online",
             proc,
         )
-        code, out = _call("POST", f"{base}/api/v1/kiosk/bays/bay1/token", {"token": "NEWCOMER-1"})
+        code, out = kiosk_call(
+            "POST", f"{base}/api/v1/kiosk/bays/bay1/token", {"token": "NEWCOMER-1"}
+        )
         assert code == 200 and out["code"] == "started", out
 
         def charging() -> bool:
-            bays = _call("GET", f"{base}/api/v1/kiosk/state")[1].get("bays", [])
+            bays = kiosk_call("GET", f"{base}/api/v1/kiosk/state")[1].get("bays", [])
             return any(x["id"] == "bay1" and x["status"] == "Charging" for x in bays)
 
         _until(charging, 30, "bay1 charging", proc)
         # The development CSMS received the transaction through the real OCPP client.
         proc.log.wait_for(lambda ln: "StartTransaction" in str(ln.get("event", "")), 30)
-        code, stop = _call(
+        code, stop = kiosk_call(
             "POST",
             f"{base}/api/v1/kiosk/bays/bay1/stop",
             {"session_id": out["session_id"], "key": out["key"]},
         )
         assert code == 200 and stop["code"] == "stopped", stop
         # The other simulation is independent of this one.
-        other = _call("GET", f"{sims[1][1]}/api/v1/kiosk/state")[1]
+        other = kiosk_call("GET", f"{sims[1][1]}/api/v1/kiosk/state")[1]
         assert all(x["session"] is None for x in other["bays"])
     finally:
         codes = [p.terminate(30) for p, _ in sims]

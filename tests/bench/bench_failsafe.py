@@ -9,9 +9,7 @@ Run: ``./dev.sh bench tests/bench/bench_failsafe.py``.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,29 +17,19 @@ import pytest
 from simulators.esp32_node.control import request as sim_request
 from simulators.meter.server import MeterSimulator
 from tests.bench.report import metric, write_report
-from tests.support.procs import free_port, start_controller, start_node_sim, write_station_config
+from tests.support.procs import (
+    free_port,
+    kiosk_call,
+    start_controller,
+    start_node_sim,
+    write_station_config,
+)
 
 pytestmark = pytest.mark.bench
 BAYS = 4
 LEASE_S = 5.0
 SAFE_A = 6.0
 HEADROOM_A = 24.0
-
-
-def _token(port: int, bay: str) -> int:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v1/kiosk/bays/{bay}/token",
-        data=json.dumps({"token": f"FS-{bay}"}).encode(),
-        headers={"content-type": "application/json", "cookie": "es_csrf=f", "x-csrf-token": "f"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as err:
-        return int(err.code)
-    except OSError:  # not listening yet
-        return 0
 
 
 async def test_bench_failsafe(tmp_path: Path) -> None:
@@ -87,7 +75,15 @@ bus = {{ transport = "tcp", host = "127.0.0.1", port = {meter.port} }}
                 for i in range(1, BAYS + 1):
                     if (
                         f"bay{i}" not in started
-                        and await asyncio.to_thread(_token, port, f"bay{i}") == 200
+                        and (
+                            await asyncio.to_thread(
+                                kiosk_call,
+                                "POST",
+                                f"http://127.0.0.1:{port}/api/v1/kiosk/bays/bay{i}/token",
+                                {"token": f"FS-bay{i}"},
+                            )
+                        )[0]
+                        == 200
                     ):
                         started.add(f"bay{i}")
                 await asyncio.sleep(0.2)

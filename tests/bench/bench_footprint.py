@@ -7,10 +7,8 @@ Run: ``./dev.sh bench tests/bench/bench_footprint.py`` (BENCH_FOOTPRINT_S=60 by 
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,24 +17,16 @@ import psutil
 import pytest
 
 from tests.bench.report import metric, write_report
-from tests.support.procs import free_port, start_controller, start_node_sim, write_station_config
+from tests.support.procs import (
+    free_port,
+    kiosk_call,
+    start_controller,
+    start_node_sim,
+    write_station_config,
+)
 
 pytestmark = pytest.mark.bench
 BAYS = 16
-
-
-def _post(url: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json", "cookie": "es_csrf=b", "x-csrf-token": "b"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
 
 
 def _configured(node: str) -> Callable[[dict[str, Any]], bool]:
@@ -68,7 +58,8 @@ def test_bench_footprint(tmp_path: Path) -> None:
         while started < BAYS and time.monotonic() < deadline:
             started = 0
             for i in range(1, BAYS + 1):
-                code, _ = _post(
+                code, _ = kiosk_call(
+                    "POST",
                     f"http://127.0.0.1:{http_port}/api/v1/kiosk/bays/bay{i}/token",
                     {"token": f"T{i}"},
                 )

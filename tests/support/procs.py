@@ -15,12 +15,37 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[2]
 EDGE_STATION = str(Path(sys.executable).with_name("edge-station"))
+
+
+KIOSK_HEADERS = {
+    "content-type": "application/json",
+    # The kiosk API wants the double-submit CSRF pair (cookie == header), as its page sends.
+    "cookie": "es_csrf=test",
+    "x-csrf-token": "test",
+}
+
+
+def kiosk_call(
+    method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 5.0
+) -> tuple[int, dict[str, Any]]:
+    """One JSON call to a station's HTTP API from another process; (0, {}) if nothing listens."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=KIOSK_HEADERS)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return int(resp.status), json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return int(err.code), json.loads(err.read() or b"{}")
+    except OSError:
+        return 0, {}
 
 
 def free_port() -> int:
