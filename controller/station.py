@@ -460,7 +460,7 @@ class Station(StationCommands, StationObserver):
                     rt.checkpoint_at = now
             rt.state = new
         self._carry_out(rt, effects)
-        if old != new or effects:
+        if (old != new or effects) and self._listeners:
             self._publish({"type": "bay", "bay": self.bay_snapshot(rt)})
         return effects
 

@@ -69,26 +69,22 @@ def test_binary_garbage_is_a_clear_error(tmp_path: Path) -> None:
         load_config(p)
 
 
-def test_check_config_cli(tmp_path: Path) -> None:
-    ok = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "check-config", str(write(tmp_path, GOOD))],
+def check_config_cli(path: Path) -> subprocess.CompletedProcess[str]:
+    """``edge-station check-config PATH`` in a fresh process, as an installer runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "controller.cli", "check-config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    ok = check_config_cli(write(tmp_path, GOOD))
     assert ok.returncode == 0, ok.stderr
     assert "OK" in ok.stdout
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "check-config",
-            str(write(tmp_path, GOOD.replace("max_current_a = 32", 'max_current_a = "lots"'))),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    bad = check_config_cli(
+        write(tmp_path, GOOD.replace("max_current_a = 32", 'max_current_a = "lots"'))
     )
     assert bad.returncode == 2
     assert "bays[0].max_current_a" in bad.stderr
@@ -101,31 +97,9 @@ def test_check_config_proves_safe_shares(tmp_path: Path) -> None:
     two_bays = GOOD.replace("max_current_a = 32", "max_current_a = 32\nsafe_current_a = 6") + (
         '\n[[bays]]\nid = "bay2"\nconnector = 2\nbus = "rs485"\naddress = 2\nsafe_current_a = 6\n'
     )
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "check-config",
-            str(write(tmp_path, two_bays + site)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = check_config_cli(write(tmp_path, two_bays + site))
     assert bad.returncode == 2, bad.stdout
     assert "safe shares" in bad.stderr and "L1" in bad.stderr and "12" in bad.stderr
     ok_site = site.replace("headroom_a = 10", "headroom_a = 12")
-    ok = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "check-config",
-            str(write(tmp_path, two_bays + ok_site)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    ok = check_config_cli(write(tmp_path, two_bays + ok_site))
     assert ok.returncode == 0, ok.stderr
