@@ -71,6 +71,7 @@ class StopReason(enum.StrEnum):
     FAULT = "Fault"
     DOOR_FORCED = "DoorForced"
     OVERCURRENT = "Overcurrent"
+    INTERRUPTED_TOO_LONG = "InterruptedTooLong"  # suspended by an outage past the bound
 
     def ocpp(self) -> str:
         ocpp_values = {
@@ -94,6 +95,7 @@ class Timers:
     connection_timeout_s: float = 120.0
     exit_grace_s: float = 120.0
     suspend_after_s: float = 30.0  # no current this long while charging -> SuspendedEV
+    max_interruption_s: float = 900.0  # a session suspended by an outage this long is closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,9 @@ class Session:
     quota_s: float | None = None
     peak_power_w: float = 0.0
     last_current_at: float | None = None
+    # The node's plug and boot counters when the session began (None: the node keeps none).
+    plug_count: int | None = None
+    boot_id: int | None = None
 
     @property
     def energy_wh(self) -> int:
@@ -143,6 +148,14 @@ class BayState:
     locked: bool | None = None
     pilot: PilotState = PilotState.NONE
     meter_wh: int | None = None  # last energy counter reported by the node
+    meter_at: float | None = None  # when it was reported
+    plug_count: int | None = None  # the node's plug counter, as last reported
+    boot_id: int | None = None  # the node's boot counter, as last reported
+    # A session suspended by an outage: since when, why ("controller_restart", "node_offline"),
+    # and whether the restarted controller still waits for the node's first report.
+    interrupted_since: float | None = None
+    interruption: str | None = None
+    awaiting_node: bool = False
 
 
 # --------------------------------------------------------------------------- events
@@ -187,6 +200,21 @@ class Telemetry:
     energy_wh: int
     pilot: PilotState = PilotState.NONE
     relay_on: bool = False
+    plug_count: int | None = None
+    boot_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """The node's first report after a controller restart: continue the session or close it.
+
+    With plug continuity (plug and boot counters) the session continues when both are
+    unchanged, whatever the relay did meanwhile; a node without it keeps the old rule:
+    continue only if its relay is still closed.
+    """
+
+    telemetry: Telemetry
+    clean_restart: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +269,7 @@ Event = (
     | DoorChanged
     | LockChanged
     | Telemetry
+    | Reconcile
     | StopRequested
     | NodeOnline
     | FaultRaised
@@ -306,6 +335,20 @@ class Notice:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class InterruptionEnded:
+    """A session was suspended by an outage from ``started_at`` to ``ended_at`` (wall).
+
+    ``outcome``: "resumed", or the stop reason that ended the session.
+    """
+
+    session_id: str
+    started_at: float
+    ended_at: float
+    cause: str
+    outcome: str
+
+
 Effect = (
     SetRelay
     | SetLock
@@ -316,6 +359,7 @@ Effect = (
     | StatusChanged
     | Refused
     | Notice
+    | InterruptionEnded
 )
 
 
@@ -331,6 +375,8 @@ class _Out:
 
 
 def ocpp_status(s: BayState) -> Status:
+    if s.fault is None and not s.node_online and s.awaiting_node and s.session is not None:
+        return Status.SUSPENDED_EVSE  # the controller restarted; the node has not spoken yet
     if s.fault is not None or not s.node_online:
         return Status.FAULTED
     if s.phase is Phase.IDLE:
@@ -343,6 +389,42 @@ def ocpp_status(s: BayState) -> Status:
         Phase.SUSPENDED_EVSE: Status.SUSPENDED_EVSE,
         Phase.FINISHING: Status.FINISHING,
     }[s.phase]
+
+
+# Fault codes the station raises itself, and the sentence the owner UI shows for each.
+FAULT_MESSAGES: dict[str, str] = {
+    "emergency_stop": "The emergency stop was pressed: all charging is stopped.",
+    "lock_fault": "The door lock does not respond: please check the lock of this bay.",
+    "overcurrent": "The vehicle drew more than allowed: charging on this bay was stopped.",
+    "relay_stuck": "The charger's relay does not open: please have this bay checked.",
+    "node_fault": "The charger of this bay reports a fault.",
+    "address_conflict": (
+        "Two devices answer for this bay's charger: charging is paused "
+        "until the wiring and addresses are checked."
+    ),
+    "node_identity": (
+        "The charger on this bay is not the one that was installed: charging is paused "
+        "until it is checked."
+    ),
+    "door_contradiction": (
+        "The door reports contradict each other: charging is paused until the door is checked."
+    ),
+}
+
+
+def fault_message(code: str | None) -> str | None:
+    """The owner-facing sentence for a fault code (a generic one for codes from the node)."""
+    if code is None:
+        return None
+    return FAULT_MESSAGES.get(code, "The charger of this bay reports a fault.")
+
+
+def offline_reason(s: BayState) -> str | None:
+    """Why the bay's node is not heard: ``controller_restart`` (waiting for its first report
+    after the station restarted) or ``node_offline``; ``None`` while it reports."""
+    if s.node_online:
+        return None
+    return "controller_restart" if s.awaiting_node else "node_offline"
 
 
 # --------------------------------------------------------------------------- transition
@@ -382,6 +464,11 @@ def _step(s: BayState, ev: Event, now: float, t: Timers, out: _Out) -> BayState:
             return replace(s, locked=locked)
         case Telemetry():
             return _telemetry(s, ev, now, t, out)
+        case Reconcile(telemetry=tel, clean_restart=clean):
+            s = replace(s, node_online=True)
+            if s.session is not None and s.interrupted_since is None:
+                s = replace(s, interrupted_since=now, interruption="controller_restart")
+            return _telemetry(s, tel, now, t, out, restart=True, clean=clean)
         case StopRequested(reason=reason, session_id=sid):
             if s.session is None or (sid is not None and s.session.session_id != sid):
                 out.add(Refused("no_session", f"no such session on bay {s.bay_id}"))
@@ -392,7 +479,14 @@ def _step(s: BayState, ev: Event, now: float, t: Timers, out: _Out) -> BayState:
                 return replace(s, node_online=True)
             if s.session is not None:
                 out.add(Notice("node_offline", "bay node offline: session suspended"))
-            return replace(s, node_online=False)
+                return replace(
+                    s,
+                    node_online=False,
+                    awaiting_node=False,
+                    interrupted_since=s.interrupted_since if s.interrupted_since else now,
+                    interruption=s.interruption or "node_offline",
+                )
+            return replace(s, node_online=False, awaiting_node=False)
         case FaultRaised(code=code, stop=stop):
             s = replace(s, fault=code)
             if s.session is not None and stop:
@@ -443,14 +537,20 @@ def _token(s: BayState, ev: TokenPresented, now: float, t: Timers, out: _Out) ->
         out.add(Refused("bay_finishing", "The previous session is still finishing."))
         return s
     reservation_id = None
+    if s.phase is Phase.HELD and s.hold is not None and s.hold.token != ev.token:
+        out.add(Refused("bay_reserved", "This bay is reserved for someone else."))
+        return s
+    if s.meter_wh is None:
+        # No reading of the node's energy counter yet: the session would have no true start.
+        out.add(Refused("bay_starting", "The charger is still starting up. Try again in a moment."))
+        return s
     if s.phase is Phase.HELD and s.hold is not None:
-        if s.hold.token != ev.token:
-            out.add(Refused("bay_reserved", "This bay is reserved for someone else."))
-            return s
         reservation_id = s.hold.reservation_id
         out.add(HoldEnded(s.hold, "used"))
     meter = s.meter_wh or 0
     session = Session(
+        plug_count=s.plug_count,
+        boot_id=s.boot_id,
         session_id=ev.session_id,
         token=ev.token,
         auth_source=ev.auth_source,
@@ -477,8 +577,20 @@ def _token(s: BayState, ev: TokenPresented, now: float, t: Timers, out: _Out) ->
 
 def _stop(s: BayState, reason: StopReason, now: float, t: Timers, out: _Out) -> BayState:
     assert s.session is not None
+    if s.interrupted_since is not None:
+        out.add(
+            InterruptionEnded(
+                s.session.session_id,
+                s.interrupted_since,
+                now,
+                s.interruption or "node_offline",
+                reason.value,
+            )
+        )
+    sess = s.session
+    s = replace(s, interrupted_since=None, interruption=None, awaiting_node=False)
     out.add(SetRelay(False))
-    out.add(CloseSession(s.session, reason, now))
+    out.add(CloseSession(sess, reason, now))
     if s.kind is BayKind.LOCKER:
         if reason in (StopReason.EMERGENCY_STOP, StopReason.DOOR_FORCED):
             # Keep the door as it is: nobody should be sent to an unsafe compartment.
@@ -510,14 +622,26 @@ def _door(s: BayState, closed: bool, now: float, t: Timers, out: _Out) -> BaySta
     return s
 
 
-def _telemetry(s: BayState, ev: Telemetry, now: float, t: Timers, out: _Out) -> BayState:
+def _telemetry(
+    s: BayState,
+    ev: Telemetry,
+    now: float,
+    t: Timers,
+    out: _Out,
+    *,
+    restart: bool = False,
+    clean: bool = False,
+) -> BayState:
     s = replace(s, pilot=ev.pilot)
+    if ev.plug_count is not None and ev.boot_id is not None:
+        s = replace(s, plug_count=ev.plug_count, boot_id=ev.boot_id)
     if s.meter_wh is None or ev.energy_wh >= s.meter_wh:
         # The node's counter is monotonic; a lower value means the node was reset,
         # and the session keeps the energy it already had.
-        s = replace(s, meter_wh=ev.energy_wh)
+        s = replace(s, meter_wh=ev.energy_wh, meter_at=now)
     sess = s.session
     if sess is None:
+        s = replace(s, interrupted_since=None, interruption=None, awaiting_node=False)
         if s.kind is BayKind.EVSE and s.phase is Phase.FINISHING and ev.pilot is PilotState.A:
             return _to_idle(s, out)
         return s
@@ -529,11 +653,29 @@ def _telemetry(s: BayState, ev: Telemetry, now: float, t: Timers, out: _Out) -> 
         peak_power_w=max(sess.peak_power_w, ev.power_w),
         last_current_at=now if drawing else sess.last_current_at,
     )
+    if sess.plug_count is None and s.plug_count is not None:
+        # A session begun before the node reported continuity adopts what it reports now.
+        sess = replace(sess, plug_count=s.plug_count, boot_id=s.boot_id)
     if sess != s.session:
         out.add(UpdateSession(sess))
     s = replace(s, session=sess)
-    if s.kind is BayKind.EVSE and ev.pilot is PilotState.A and s.phase is not Phase.AUTHORIZED:
-        return _stop(s, StopReason.EV_DISCONNECTED, now, t, out)
+    reason = _continuity_break(s, sess, ev)
+    if reason is None and s.interrupted_since is not None:
+        reason = _resume_verdict(s, sess, ev, now, t, restart=restart, clean=clean)
+        if reason is None:
+            out.add(
+                InterruptionEnded(
+                    sess.session_id,
+                    s.interrupted_since,
+                    now,
+                    s.interruption or "node_offline",
+                    "resumed",
+                )
+            )
+            out.add(SetRelay(True))  # re-armed: the load manager funds it like any start
+            s = replace(s, interrupted_since=None, interruption=None, awaiting_node=False)
+    if reason is not None:
+        return _stop(s, reason, now, t, out)
     if _quota_reached(sess, now):
         return _stop(s, StopReason.QUOTA, now, t, out)
     if drawing and s.phase in (Phase.AUTHORIZED, Phase.SUSPENDED_EV):
@@ -548,6 +690,32 @@ def _telemetry(s: BayState, ev: Telemetry, now: float, t: Timers, out: _Out) -> 
     return s
 
 
+def _continuity_break(s: BayState, sess: Session, ev: Telemetry) -> StopReason | None:
+    """Has the vehicle that began the session left, or has the node lost power since?"""
+    if sess.boot_id is not None and ev.boot_id is not None and ev.boot_id != sess.boot_id:
+        return StopReason.POWER_LOSS  # the node restarted: it cannot vouch for the plug
+    if sess.plug_count is not None and ev.plug_count is not None:
+        if ev.plug_count != sess.plug_count:
+            return StopReason.EV_DISCONNECTED  # unplugged (and maybe plugged again) meanwhile
+    if s.kind is BayKind.EVSE and ev.pilot is PilotState.A and s.phase is not Phase.AUTHORIZED:
+        return StopReason.EV_DISCONNECTED
+    return None
+
+
+def _resume_verdict(
+    s: BayState, sess: Session, ev: Telemetry, now: float, t: Timers, *, restart: bool, clean: bool
+) -> StopReason | None:
+    """After an outage with continuity unbroken: continue, unless too long or unprovable."""
+    assert s.interrupted_since is not None
+    if now - s.interrupted_since > t.max_interruption_s:
+        return StopReason.INTERRUPTED_TOO_LONG
+    provable = sess.boot_id is not None and ev.boot_id is not None
+    if restart and not provable and not ev.relay_on:
+        # A node without plug continuity: only a relay still closed says the car stayed.
+        return StopReason.REBOOT if clean else StopReason.POWER_LOSS
+    return None
+
+
 def _quota_reached(sess: Session, now: float) -> bool:
     if sess.quota_wh is not None and sess.energy_wh >= sess.quota_wh:
         return True
@@ -555,6 +723,14 @@ def _quota_reached(sess: Session, now: float) -> bool:
 
 
 def _tick(s: BayState, now: float, t: Timers, out: _Out) -> BayState:
+    if (
+        s.session is not None
+        and s.interrupted_since is not None
+        and not s.awaiting_node
+        and now - s.interrupted_since >= t.max_interruption_s
+    ):
+        out.add(Notice("interrupted_too_long", "The charger stayed unreachable: session closed."))
+        return _stop(s, StopReason.INTERRUPTED_TOO_LONG, now, t, out)
     if s.phase is Phase.HELD and s.hold is not None and now >= s.hold.expires_at:
         out.add(HoldEnded(s.hold, "expired"))
         return replace(s, phase=Phase.IDLE, hold=None)

@@ -53,6 +53,12 @@ class TimersSection(_Strict):
     node_offline_s: float = Field(default=3.0, gt=0)
     lease_s: float = Field(default=5.0, gt=0, le=60)
     tick_s: float = Field(default=1.0, gt=0, le=10)
+    max_interruption_s: float = Field(
+        default=900.0,
+        gt=0,
+        le=86400,
+        description="a session suspended this long by an outage (controller or node) is closed",
+    )
 
 
 class BusConfig(_Strict):
@@ -72,6 +78,12 @@ class BayConfig(_Strict):
     bus: str = Field(min_length=1)
     node_id: str = ""
     address: int = Field(default=1, ge=1, le=247)
+    node_serial: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description="the node's identity (serial/MAC) from its HELLO; another one faults the bay",
+    )
     min_current_a: float = Field(default=6.0, ge=0)
     max_current_a: float = Field(default=16.0, gt=0, le=80)
     safe_current_a: float = Field(default=0.0, ge=0)

@@ -178,6 +178,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX bookings_due ON bookings(state, start_at);
     """,
+    # 5: plug continuity: the node's plug and boot counters when a session began
+    """
+    ALTER TABLE sessions ADD COLUMN plug_count INTEGER;
+    ALTER TABLE sessions ADD COLUMN node_boot_id INTEGER;
+    """,
 ]
 
 
@@ -254,6 +259,8 @@ _SESSION_COLS = (
     "quota_s",
     "ocpp_tx_id",
     "sync_state",
+    "plug_count",
+    "node_boot_id",
 )
 _UPDATABLE = frozenset(_SESSION_COLS) - {
     "id",

@@ -13,7 +13,9 @@ import structlog
 from controller.bay import (
     FaultCleared,
     FaultRaised,
+    fault_message,
     ocpp_status,
+    offline_reason,
 )
 from controller.journal import JournalError
 from controller.ports import (
@@ -159,6 +161,10 @@ class StationObserver(StationBase):
             "phase": s.phase.value,
             "node_online": s.node_online,
             "fault": s.fault,
+            "fault_message": fault_message(s.fault),
+            # Machine-readable: why the bay is paused, and since when (wall) for its session.
+            "offline_reason": offline_reason(s),
+            "interrupted_since": s.interrupted_since,
             "available": s.available,
             "pending_unavailable": s.pending_unavailable,
             "setpoint_a": s.setpoint_a,

@@ -22,6 +22,7 @@ from controller.bay import (
     Hold,
     HoldEnded,
     HoldPlaced,
+    InterruptionEnded,
     ModeChanged,
     OpenSession,
     Phase,
@@ -74,6 +75,11 @@ def state_from_dict(d: dict[str, Any]) -> BayState:
         locked=d.get("locked"),
         pilot=PilotState(d.get("pilot", "-")),
         meter_wh=d.get("meter_wh"),
+        meter_at=d.get("meter_at"),
+        plug_count=d.get("plug_count"),
+        boot_id=d.get("boot_id"),
+        interrupted_since=d.get("interrupted_since"),
+        interruption=d.get("interruption"),
     )
 
 
@@ -103,6 +109,8 @@ def session_row_open(
         "currency": tariff.currency,
         "quota_wh": sess.quota_wh,
         "quota_s": sess.quota_s,
+        "plug_count": sess.plug_count,
+        "node_boot_id": sess.boot_id,
     }
 
 
@@ -112,6 +120,8 @@ def session_row_progress(sess: Session) -> dict[str, Any]:
         "meter_wh": sess.meter_wh,
         "energy_wh": sess.energy_wh,
         "peak_power_w": sess.peak_power_w,
+        "plug_count": sess.plug_count,
+        "node_boot_id": sess.boot_id,
     }
 
 
@@ -137,6 +147,8 @@ def session_row_close(eff: CloseSession, tariff: Tariff) -> dict[str, Any]:
         "cost": f.cost,
         "currency": f.currency,
         "stop_reason": eff.reason.value,
+        "plug_count": sess.plug_count,
+        "node_boot_id": sess.boot_id,
     }
 
 
@@ -243,6 +255,22 @@ def build_commit(
                 )
             case HoldEnded(hold=h, outcome=outcome):
                 c.holds.append(_hold_row(h, bay_id, now, outcome))
+            case InterruptionEnded():
+                c.events.append(
+                    EventRow(
+                        "interruption",
+                        now,
+                        bay_id,
+                        eff.session_id,
+                        {
+                            "start": eff.started_at,
+                            "end": eff.ended_at,
+                            "duration_s": round(eff.ended_at - eff.started_at, 3),
+                            "cause": eff.cause,
+                            "outcome": eff.outcome,
+                        },
+                    )
+                )
             case StatusChanged(old=old, new=st):
                 c.events.append(
                     EventRow("status", now, bay_id, sid, {"old": old.value, "new": st.value})

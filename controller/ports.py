@@ -67,7 +67,13 @@ class PilotState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class NodeTelemetry:
-    """One telemetry frame of a bay node, as received."""
+    """One telemetry frame of a bay node, as received.
+
+    ``plug_count`` and ``boot_id`` (nodes that keep plug continuity, else ``None``)
+    survive host silence: ``plug_count`` goes up by one on every unplug and
+    ``boot_id`` on every power-up of the node. Same plug count and same boot as
+    when a session started means the same vehicle has stayed plugged in since.
+    """
 
     node_id: str
     at: float
@@ -82,6 +88,8 @@ class NodeTelemetry:
     pilot: PilotState = PilotState.NONE
     temperature_c: float | None = None
     soc_pct: float | None = None
+    plug_count: int | None = None
+    boot_id: int | None = None
 
     @property
     def power_w(self) -> float:
@@ -114,11 +122,15 @@ class NodeEvent:
 
 @dataclass(frozen=True, slots=True)
 class NodeHello:
+    """A node announced itself. ``serial``: its fixed identity (MAC, chip id), if it has one."""
+
     node_id: str
     at: float
     firmware: str
     protocol_version: int
     capabilities: frozenset[str] = frozenset()
+    boot_id: int | None = None
+    serial: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +143,29 @@ class NodeLink:
     reason: str = ""
 
 
-NodeUpdate = NodeTelemetry | NodeEvent | NodeHello | NodeLink
+class ConflictReason(enum.StrEnum):
+    """Why an adapter believes more than one device speaks for one node."""
+
+    IDENTITY_MISMATCH = "identity_mismatch"  # HELLO serial is not the configured one
+    TWO_IDENTITIES = "two_identities"  # two serials on one address
+    TWO_SENDERS = "two_senders"  # interleaved sequence numbers: two devices answer
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConflict:
+    """Frames for this node cannot all come from one device: they are not to be trusted.
+
+    The adapter keeps delivering what it receives; the controller faults the bay
+    and ignores the node's reports until the owner has cleared the fault.
+    """
+
+    node_id: str
+    at: float
+    reason: ConflictReason
+    detail: str = ""
+
+
+NodeUpdate = NodeTelemetry | NodeEvent | NodeHello | NodeLink | NodeConflict
 NodeSink = Callable[[NodeUpdate], None]
 
 

@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -32,16 +33,16 @@ from controller.bay import (
     FaultCleared,
     FaultRaised,
     HoldPlaced,
+    InterruptionEnded,
     LockChanged,
     NodeOnline,
     Notice,
     OpenSession,
+    Reconcile,
     Refused,
     SetLock,
     SetpointChanged,
     SetRelay,
-    StopReason,
-    StopRequested,
     Telemetry,
     Tick,
     Timers,
@@ -49,7 +50,7 @@ from controller.bay import (
     UpdateSession,
     transition,
 )
-from controller.config import StationConfig
+from controller.config import BayConfig, StationConfig
 from controller.journal import Journal, JournalError
 from controller.persist import build_commit, state_from_dict
 from controller.ports import (
@@ -120,6 +121,7 @@ class Station(StationCommands, StationObserver):
             connection_timeout_s=t.connection_timeout_s,
             exit_grace_s=t.exit_grace_s,
             suspend_after_s=t.suspend_after_s,
+            max_interruption_s=t.max_interruption_s,
         )
         self.bays: dict[str, BayRuntime] = {}
         self._by_node: dict[str, str] = {}
@@ -150,7 +152,11 @@ class Station(StationCommands, StationObserver):
         self._services.append((name, run))
 
     async def restore(self) -> None:
-        """Rebuild the bays from the journal; open sessions wait for their node to reconcile."""
+        """Rebuild the bays from the journal; open sessions wait for their node to reconcile.
+
+        A session open at the restart is suspended by the outage since the station was last
+        seen alive; its node's first report decides whether it continues (see ``Reconcile``).
+        """
         saved = await self.journal.bay_states()
         open_sessions = {s["bay_id"]: s for s in await self.journal.open_sessions()}
         self.clean_restart = bool(await self.journal.kv_get("clean_shutdown", False))
@@ -174,6 +180,14 @@ class Station(StationCommands, StationObserver):
                 rt.want_relay = True
                 if state.session is None or (row and row["id"] != state.session.session_id):
                     log.error("recovery.mismatch", bay_id=bcfg.id, session=row and row["id"])
+            if state.session is not None:
+                since = state.interrupted_since or await self._last_seen_alive(bcfg)
+                rt.state = replace(
+                    state,
+                    interrupted_since=since,
+                    interruption=state.interruption or "controller_restart",
+                    awaiting_node=True,
+                )
             self.bays[bcfg.id] = rt
             self._by_node[bcfg.node_id] = bcfg.id
         for bay_id, row in open_sessions.items():
@@ -188,6 +202,17 @@ class Station(StationCommands, StationObserver):
             open_sessions=sum(1 for b in self.bays.values() if b.state.session),
             clean=self.clean_restart,
         )
+
+    async def _last_seen_alive(self, bcfg: BayConfig) -> float:
+        """When the previous run last recorded anything of this bay (its samples, its state)."""
+        rows = await self.journal.query(
+            "SELECT max(at) AS at FROM meter_samples WHERE source = ?", (f"node:{bcfg.node_id}",)
+        )
+        rows += await self.journal.query(
+            "SELECT updated_at AS at FROM bay_state WHERE bay_id = ?", (bcfg.id,)
+        )
+        seen = [float(r["at"]) for r in rows if r["at"] is not None]
+        return max(seen) if seen else self.clock.wall()
 
     # ------------------------------------------------------------------ running
 
@@ -266,27 +291,21 @@ class Station(StationCommands, StationObserver):
                 if not rt.reconciled:
                     await self._reconcile(rt, u)
                     return
-                if not rt.state.node_online:
-                    await self.apply(bay_id, NodeOnline(True))
                 if u.door_closed is not None and u.door_closed != rt.state.door_closed:
                     await self.apply(bay_id, DoorChanged(u.door_closed))
                 if u.locked is not None and u.locked != rt.state.locked:
                     await self.apply(bay_id, LockChanged(u.locked))
-                await self.apply(
-                    bay_id,
-                    Telemetry(
-                        current_a=u.max_current_a,
-                        power_w=u.power_w,
-                        energy_wh=u.energy_wh,
-                        pilot=u.pilot,
-                        relay_on=u.relay_on,
-                    ),
-                )
+                await self.apply(bay_id, _bay_telemetry(u))
+                if not rt.state.node_online:
+                    # Only now: the bay is shown ready once its report has been taken in.
+                    await self.apply(bay_id, NodeOnline(True))
             case NodeEvent(kind=kind):
                 await self._on_node_event(rt, u, kind)
             case NodeLink(online=online):
-                if online and not rt.reconciled:
-                    return  # reconciliation waits for the first telemetry
+                if online and (not rt.reconciled or rt.telemetry is None):
+                    # Online means reporting: the first telemetry brings the bay online (and
+                    # after a restart reconciles it), so no session starts without a meter.
+                    return
                 await self.apply(bay_id, NodeOnline(online))
                 if online:
                     rt.output_changed.set()
@@ -316,25 +335,27 @@ class Station(StationCommands, StationObserver):
         """First word from a node after a restart: continue its session, or close it honestly."""
         bay_id = rt.cfg.id
         rt.reconciled = True
-        await self.apply(bay_id, NodeOnline(True))
         sess = rt.state.session
-        tel = Telemetry(u.max_current_a, u.power_w, u.energy_wh, u.pilot, u.relay_on)
-        if sess is None:
-            await self.apply(bay_id, tel)
-            return
-        if u.relay_on:
-            log.info("recovery.resumed", bay_id=bay_id, session_id=sess.session_id)
-            await self.apply(bay_id, tel)
-            rt.want_relay = rt.state.session is not None
-            rt.output_changed.set()
-            return
-        await self.apply(bay_id, tel)
-        reason = StopReason.REBOOT if self.clean_restart else StopReason.POWER_LOSS
-        if rt.state.session is not None:
+        if sess is not None and (u.boot_id is None or sess.boot_id is None):
             log.info(
-                "recovery.closing", bay_id=bay_id, session_id=sess.session_id, reason=reason.value
+                "recovery.no_plug_continuity",
+                bay_id=bay_id,
+                session_id=sess.session_id,
+                note="node reports no plug/boot counters: continuing only if its relay is on",
             )
-            await self.apply(bay_id, StopRequested(reason, sess.session_id), actor="recovery")
+        effects = await self.apply(
+            bay_id, Reconcile(_bay_telemetry(u), self.clean_restart), actor="recovery"
+        )
+        for eff in effects:
+            if isinstance(eff, InterruptionEnded):
+                log.info(
+                    "recovery.resumed" if eff.outcome == "resumed" else "recovery.closing",
+                    bay_id=bay_id,
+                    session_id=eff.session_id,
+                    outcome=eff.outcome,
+                    interrupted_s=round(eff.ended_at - eff.started_at, 1),
+                )
+        rt.output_changed.set()
 
     async def _ticker(self) -> None:
         while True:
@@ -503,6 +524,18 @@ class Station(StationCommands, StationObserver):
     async def _watch_stop(self) -> None:
         await self._stop_requested.wait()
         raise _StopStation()
+
+
+def _bay_telemetry(u: NodeTelemetry) -> Telemetry:
+    return Telemetry(
+        current_a=u.max_current_a,
+        power_w=u.power_w,
+        energy_wh=u.energy_wh,
+        pilot=u.pilot,
+        relay_on=u.relay_on,
+        plug_count=u.plug_count,
+        boot_id=u.boot_id,
+    )
 
 
 __all__ = [

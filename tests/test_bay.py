@@ -48,7 +48,8 @@ T = Timers(connection_timeout_s=60, exit_grace_s=30, suspend_after_s=20)
 
 
 def online(kind: BayKind, **kw: object) -> BayState:
-    return replace(BayState("b1", kind, node_online=True), **kw)  # type: ignore[arg-type]
+    # A bay whose node has reported (its energy counter is known): it can start sessions.
+    return replace(BayState("b1", kind, node_online=True, meter_wh=0), **kw)  # type: ignore[arg-type]
 
 
 def run(state: BayState, *steps: tuple[float, Event]) -> tuple[BayState, list[list[Effect]]]:

@@ -62,6 +62,24 @@ FIXTURES: list[tuple[str, Frame, str]] = [
         ),
         "03 01 01 02 01 14 01 20 01 01 25 0b 65 73 70 33 32 2f 31 2e 32 2e 30 67 53 00",
     ),
+    (
+        "hello_continuity",
+        Frame(
+            1,
+            0,
+            1,
+            Hello(
+                "esp32/1.3.0",
+                1,
+                frozenset({"evse", "three_phase", "pilot", "energy_meter", "continuity"}),
+                boot_id=42,
+                serial="A4CF12E8",
+            ),
+            flags=FLAG_MORE,
+        ),
+        "03 01 01 02 01 12 01 20 01 03 25 0b 65 73 70 33 32 2f 31 2e 33 2e 30 01 01 0d 2a"
+        " 08 41 34 43 46 31 32 45 38 b1 4b 00",
+    ),
     ("ack", Frame(1, 0, 2, Ack(0x1234, AckStatus.OK)), "02 01 01 02 01 05 02 21 12 34 03 d7 36 00"),
     (
         "telemetry",
@@ -84,6 +102,31 @@ FIXTURES: list[tuple[str, Frame, str]] = [
             ),
         ),
         "02 01 01 02 01 0f 03 22 06 40 06 0e 06 42 08 fc 09 0b 08 fa 05 01 e2 40 01 02 a0 01 09 11 94 43 01 3b 50 dd 88 00",
+    ),
+    (
+        "telemetry_continuity",
+        Frame(
+            1,
+            0,
+            3,
+            Telemetry(
+                (16.0, 15.5, 16.02),
+                (230.0, 231.5, 229.8),
+                123456,
+                True,
+                16.0,
+                4.5,
+                None,
+                None,
+                PilotState.C,
+                31.5,
+                80,
+                plug_count=7,
+                boot_id=42,
+            ),
+        ),
+        "02 01 01 02 01 0f 03 22 06 40 06 0e 06 42 08 fc 09 0b 08 fa 05 01 e2 40 01 02 a0"
+        " 01 07 11 94 43 01 3b 50 01 01 02 07 01 01 04 2a ba 29 00",
     ),
     (
         "event",
@@ -200,6 +243,14 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(SetLock, _u16, st.booleans()),
     st.builds(Configure, _u16, _deci, _milli, _milli),
     st.builds(Hello, _text, st.integers(0, 255), st.frozensets(st.sampled_from(CAPABILITIES))),
+    st.builds(
+        Hello,
+        _text,
+        st.integers(0, 255),
+        st.frozensets(st.sampled_from(CAPABILITIES)),
+        st.integers(0, 2**32 - 1),
+        st.none() | _text.filter(bool),
+    ),
     st.builds(Ack, _u16, st.sampled_from(AckStatus)),
     st.builds(
         Telemetry,
@@ -214,6 +265,16 @@ messages: st.SearchStrategy[Message] = st.one_of(
         st.sampled_from(PilotState),
         st.none() | st.integers(-32767, 32767).map(lambda n: n / 10),
         st.none() | st.integers(0, 100),
+        *(2 * [st.integers(0, 2**32 - 1)]),
+    )
+    | st.builds(
+        Telemetry,
+        st.tuples(_centi, _centi, _centi),
+        st.tuples(_deci, _deci, _deci),
+        st.integers(0, 2**32 - 1),
+        st.booleans(),
+        _deci,
+        _milli,
     ),
     st.builds(Event, st.sampled_from(NodeEventKind), _text),
 )
@@ -259,3 +320,21 @@ def test_corruption_is_counted_and_the_stream_resyncs(
     # The corrupted frame (and the noise glued to it) is dropped and counted; the rest survives.
     assert out == tail
     assert dec.stats.bad_frames >= 1
+
+
+def test_continuity_fields_are_an_additive_extension() -> None:
+    base = Telemetry((1.0, 0, 0), (230.0, 0, 0), 5, True, 6.0, 1.0)
+    ext = Telemetry((1.0, 0, 0), (230.0, 0, 0), 5, True, 6.0, 1.0, plug_count=3, boot_id=9)
+    old, new = encode_message(base), encode_message(ext)
+    assert new[: len(old)] == old and len(new) == len(old) + 8
+    assert decode_message(old) == base  # a node without the capability
+    with pytest.raises(CodecError):
+        decode_message(new[:-3])  # half an extension is a malformed frame, not a guess
+    with pytest.raises(CodecError):
+        encode_message(Telemetry((0, 0, 0), (0, 0, 0), 0, False, 0, 0, plug_count=1))
+    with pytest.raises(CodecError):
+        encode_message(Hello("fw", 1, serial="A4CF12E8"))  # a serial needs its boot id
+    with pytest.raises(CodecError):
+        encode_message(Hello("fw", 1, boot_id=1, serial="x" * 33))
+    hello = Hello("fw", 1, frozenset({"continuity"}), boot_id=1)
+    assert decode_message(encode_message(hello)) == hello  # no serial: length 0 on the wire

@@ -174,6 +174,39 @@ def test_locker_outlet_and_reboot_keeps_energy() -> None:
     assert node.physics.energy_wh == pytest.approx(460.0)
 
 
+def test_plug_and_boot_counters_survive_host_silence_and_reboots() -> None:
+    node = SimNode("bay1", 1, now=0.0, boot_id=41, serial="A4CF12E8")
+    hello = cmd(node, Heartbeat(1000), 0.0).msg
+    assert isinstance(hello, Hello) and "continuity" in hello.capabilities
+    assert (hello.boot_id, hello.serial) == (41, "A4CF12E8")
+    node.plug_in(now=0.0)
+    node.tick(30.0)  # the host is silent: failsafe, but the counters stay
+    tel = node.telemetry(30.0)
+    assert (tel.plug_count, tel.boot_id) == (0, 41)
+    node.unplug(31.0)
+    node.unplug(32.0)  # nothing plugged: not counted
+    node.plug_in(now=33.0)
+    assert node.telemetry(33.0).plug_count == 1
+    node.reboot(40.0)
+    tel = node.telemetry(40.0)
+    assert (tel.plug_count, tel.boot_id) == (1, 42)
+    hello = cmd(node, Heartbeat(5000), 40.1).msg
+    assert isinstance(hello, Hello) and hello.boot_id == 42
+
+
+def test_a_restarted_host_is_greeted_again_old_firmware_stays_quiet() -> None:
+    new, old = SimNode("a", 1, now=0.0), SimNode("b", 2, now=0.0, continuity=False)
+    for node in (new, old):
+        assert isinstance(cmd(node, Heartbeat(9000), 0.0).msg, Hello)
+        assert not isinstance(cmd(node, Heartbeat(9200), 0.1).msg, Hello)
+        # The host restarted: its uptime went back.
+        again = cmd(node, Heartbeat(100), 0.2).msg
+        assert isinstance(again, Hello) is (node is new)
+    tel = old.telemetry(1.0)
+    assert tel.plug_count is None and tel.boot_id is None
+    assert isinstance(cmd(old, Heartbeat(0), 0.0).msg, Heartbeat | Telemetry)
+
+
 async def test_fake_clock_drives_the_bus(tmp_path: Path) -> None:
     now = [100.0]
     async with SimulatedBus(tmp_path, specs(1), clock=lambda: now[0]) as bus:

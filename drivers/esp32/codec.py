@@ -50,8 +50,12 @@ _HELLO = struct.Struct(">BHB")
 _ACK = struct.Struct(">HB")
 _TELEMETRY = struct.Struct(">3H3HIBHIchB")
 _EVENT = struct.Struct(">BB")
+# Appended by nodes with the ``continuity`` capability (additive within version 1).
+_TELEMETRY_CONTINUITY = struct.Struct(">II")  # plug_count, boot_id
+_HELLO_CONTINUITY = struct.Struct(">IB")  # boot_id, serial_len (serial follows)
 
 _MAX_FIRMWARE = 32
+_MAX_SERIAL = 32
 _MAX_DETAIL = 64
 _NO_TEMPERATURE = -32768
 _NO_SOC = 0xFF
@@ -166,7 +170,8 @@ def _encode_message(msg: Message) -> bytes:
             if unknown:
                 raise CodecError("range", f"unknown capabilities {sorted(unknown)}")
             caps = sum(1 << i for i, name in enumerate(CAPABILITIES) if name in msg.capabilities)
-            return bytes([MsgType.HELLO]) + _HELLO.pack(msg.protocol_version, caps, len(fw)) + fw
+            out = bytes([MsgType.HELLO]) + _HELLO.pack(msg.protocol_version, caps, len(fw)) + fw
+            return out + _encode_hello_continuity(msg)
         case Ack():
             return bytes([MsgType.ACK]) + _ACK.pack(msg.cmd_id, int(msg.status))
         case Telemetry():
@@ -177,6 +182,17 @@ def _encode_message(msg: Message) -> bytes:
                 raise CodecError("range", "event detail too long")
             return bytes([MsgType.EVENT]) + _EVENT.pack(EVENT_CODES[msg.kind], len(detail)) + detail
     raise CodecError("type", f"not a message: {msg!r}")
+
+
+def _encode_hello_continuity(msg: Hello) -> bytes:
+    if msg.boot_id is None:
+        if msg.serial is not None:
+            raise CodecError("range", "a serial travels only with a boot id")
+        return b""
+    serial = (msg.serial or "").encode()
+    if len(serial) > _MAX_SERIAL:
+        raise CodecError("range", "serial string too long")
+    return _HELLO_CONTINUITY.pack(msg.boot_id, len(serial)) + serial
 
 
 def _encode_telemetry(t: Telemetry) -> bytes:
@@ -191,16 +207,22 @@ def _encode_telemetry(t: Telemetry) -> bytes:
     soc = _NO_SOC if t.soc_pct is None else int(t.soc_pct)
     if soc != _NO_SOC and not 0 <= soc <= 100:
         raise CodecError("range", "soc_pct out of range")
-    return _TELEMETRY.pack(
-        *(_u(i, 100, 16, "current_a") for i in t.current_a),
-        *(_u(v, 10, 16, "voltage_v") for v in t.voltage_v),
-        t.energy_wh,
-        flags,
-        _u(t.setpoint_a, 10, 16, "setpoint_a"),
-        _u(t.lease_remaining_s, 1000, 32, "lease_remaining_s"),
-        t.pilot.value.encode(),
-        temp,
-        soc,
+    if (t.plug_count is None) != (t.boot_id is None):
+        raise CodecError("range", "plug_count and boot_id travel together")
+    tail = b"" if t.boot_id is None else _TELEMETRY_CONTINUITY.pack(t.plug_count, t.boot_id)
+    return (
+        _TELEMETRY.pack(
+            *(_u(i, 100, 16, "current_a") for i in t.current_a),
+            *(_u(v, 10, 16, "voltage_v") for v in t.voltage_v),
+            t.energy_wh,
+            flags,
+            _u(t.setpoint_a, 10, 16, "setpoint_a"),
+            _u(t.lease_remaining_s, 1000, 32, "lease_remaining_s"),
+            t.pilot.value.encode(),
+            temp,
+            soc,
+        )
+        + tail
     )
 
 
@@ -241,7 +263,8 @@ def _decode_body(kind: MsgType, body: bytes) -> Message:
             if len(fw) != fw_len:
                 raise CodecError("payload", "HELLO: firmware string truncated")
             names = frozenset(n for i, n in enumerate(CAPABILITIES) if caps & (1 << i))
-            return Hello(firmware=fw.decode(), protocol_version=version, capabilities=names)
+            boot_id, serial = _decode_hello_continuity(body[_HELLO.size + fw_len :])
+            return Hello(fw.decode(), version, names, boot_id, serial)
         case MsgType.ACK:
             cmd_id, status = _ACK.unpack_from(body)
             return Ack(cmd_id, AckStatus(status))
@@ -256,6 +279,16 @@ def _decode_body(kind: MsgType, body: bytes) -> Message:
     raise CodecError("unknown_type", f"unhandled type {kind!r}")  # pragma: no cover
 
 
+def _decode_hello_continuity(tail: bytes) -> tuple[int | None, str | None]:
+    if not tail:
+        return None, None  # a node without the continuity capability
+    boot_id, serial_len = _HELLO_CONTINUITY.unpack_from(tail)
+    serial = tail[_HELLO_CONTINUITY.size : _HELLO_CONTINUITY.size + serial_len]
+    if len(serial) != serial_len:
+        raise CodecError("payload", "HELLO: serial truncated")
+    return boot_id, serial.decode() or None
+
+
 def _bool(raw: int) -> bool:
     if raw not in (0, 1):
         raise CodecError("payload", f"boolean byte {raw}")
@@ -266,6 +299,9 @@ def _decode_telemetry(body: bytes) -> Telemetry:
     (i1, i2, i3, v1, v2, v3, energy, flags, setpoint, lease, pilot, temp, soc) = (
         _TELEMETRY.unpack_from(body)
     )
+    plug_count = boot_id = None
+    if len(body) > _TELEMETRY.size:  # the continuity fields: both, or a malformed frame
+        plug_count, boot_id = _TELEMETRY_CONTINUITY.unpack_from(body, _TELEMETRY.size)
     return Telemetry(
         current_a=(i1 / 100, i2 / 100, i3 / 100),
         voltage_v=(v1 / 10, v2 / 10, v3 / 10),
@@ -278,6 +314,8 @@ def _decode_telemetry(body: bytes) -> Telemetry:
         pilot=PilotState(pilot.decode("ascii")),
         temperature_c=None if temp == _NO_TEMPERATURE else temp / 10,
         soc_pct=None if soc == _NO_SOC else soc,
+        plug_count=plug_count,
+        boot_id=boot_id,
     )
 
 

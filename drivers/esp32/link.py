@@ -49,6 +49,7 @@ class NodeConfig:
     safe_current_a: float
     host_timeout_s: float = 5.0
     telemetry_period_s: float = 1.0
+    serial: str | None = None  # the identity the node must announce, when configured
 
     def __post_init__(self) -> None:
         if not 1 <= self.address <= MAX_NODE_ADDRESS:
@@ -114,13 +115,23 @@ class NodeState:
                 pilot=msg.pilot,
                 temperature_c=msg.temperature_c,
                 soc_pct=None if msg.soc_pct is None else float(msg.soc_pct),
+                plug_count=msg.plug_count,
+                boot_id=msg.boot_id,
             )
         if isinstance(msg, Event):
             return NodeEvent(node_id, now, msg.kind, msg.detail)
         if isinstance(msg, Hello):
             self.stats.firmware = msg.firmware
             self.needs_config = True
-            return NodeHello(node_id, now, msg.firmware, msg.protocol_version, msg.capabilities)
+            return NodeHello(
+                node_id,
+                now,
+                msg.firmware,
+                msg.protocol_version,
+                msg.capabilities,
+                msg.boot_id,
+                msg.serial,
+            )
         if isinstance(msg, Heartbeat):
             if self.note_uptime(msg.uptime_ms):
                 self.needs_config = True  # the node rebooted
@@ -140,6 +151,7 @@ def node_configs(bus: BusConfig, bays: Sequence[BayConfig]) -> list[NodeConfig]:
             address=b.address,
             safe_current_a=b.safe_current_a,
             host_timeout_s=bus.host_timeout_s,
+            serial=b.node_serial,
         )
         for b in bays
     ]

@@ -50,6 +50,7 @@ CAPABILITIES: tuple[str, ...] = (
     "soc",
     "temperature",
     "energy_meter",
+    "continuity",  # bit 9: boot and plug counters in TELEMETRY, boot id and serial in HELLO
 )
 
 # Event kinds on the wire. Append only.
@@ -100,9 +101,17 @@ class Configure:
 
 @dataclass(frozen=True, slots=True)
 class Hello:
+    """``boot_id`` and ``serial`` come from nodes with the ``continuity`` capability.
+
+    ``boot_id``: the node's boot counter (kept in flash, +1 on every power-up);
+    ``serial``: its fixed identity (e.g. the MAC), ``None`` when it has none.
+    """
+
     firmware: str
     protocol_version: int
     capabilities: frozenset[str] = frozenset()
+    boot_id: int | None = None
+    serial: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +133,10 @@ class Telemetry:
     pilot: PilotState = PilotState.NONE
     temperature_c: float | None = None
     soc_pct: int | None = None
+    # Plug continuity (``continuity`` capability), both kept in flash across host silence:
+    # ``plug_count`` +1 on every unplug, ``boot_id`` +1 on every power-up of the node.
+    plug_count: int | None = None
+    boot_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,10 @@ from simulators.esp32_node.bus import SimulatedBus, specs
 from simulators.esp32_node.control import SOCKET_NAME, serve
 
 
-async def _main(directory: Path, nodes: int, kind: str, link: str) -> None:
+async def _main(directory: Path, nodes: int, kind: str, link: str, legacy: bool) -> None:
     kinds = {"evse": "evse", "locker": "locker"}
-    async with SimulatedBus(
-        directory, specs(nodes, "evse" if kinds[kind] == "evse" else "locker"), link_name=link
-    ) as bus:
+    node_specs = specs(nodes, "evse" if kinds[kind] == "evse" else "locker", continuity=not legacy)
+    async with SimulatedBus(directory, node_specs, link_name=link) as bus:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -41,9 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--kind", choices=("evse", "locker"), default="evse")
     parser.add_argument("--link", default="ttyBAYS", help="symlink name inside --dir")
+    parser.add_argument(
+        "--legacy", action="store_true", help="old firmware: no plug/boot counters, no serial"
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args.dir, args.nodes, args.kind, args.link))
+        asyncio.run(_main(args.dir, args.nodes, args.kind, args.link, args.legacy))
 
 
 if __name__ == "__main__":

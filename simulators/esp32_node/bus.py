@@ -5,6 +5,10 @@ it would open ``/dev/ttyUSB0``. The bus keeps its own fd to the slave open,
 so the master never sees EIO when the driver closes; ``unplug_usb`` closes
 the master and removes the symlink (the driver sees the device vanish) and
 ``replug_usb`` makes a new pty behind the same path.
+
+Two nodes may share one address (``add_node`` with a taken address): both
+hear the host and both answer, as a mis-addressed second device on a real
+bus would (here without collisions, so the host sees both replies).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import structlog
 from drivers.esp32.codec import Decoder, encode
 from drivers.esp32.messages import BROADCAST_ADDRESS, Frame
 from simulators.esp32_node.model import Kind
-from simulators.esp32_node.node import SimNode
+from simulators.esp32_node.node import FIRMWARE, SimNode
 
 log = structlog.get_logger(__name__)
 
@@ -36,14 +40,37 @@ class SimNodeSpec:
     kind: Kind = "evse"
     max_current_a: float = 32.0
     response_delay_s: float = 0.0
+    continuity: bool = True  # False: old firmware without plug/boot counters and serial
+    serial: str | None = None  # None: ``SIM-<name>``
+    firmware: str | None = None
 
 
-def specs(count: int, kind: str = "evse") -> list[SimNodeSpec]:
+def specs(count: int, kind: str = "evse", *, continuity: bool = True) -> list[SimNodeSpec]:
     """``bay1``..``bayN`` at bus addresses 1..N, all of one kind (``evse`` or ``locker``)."""
     if kind not in ("evse", "locker"):
         raise ValueError(f"unknown node kind {kind!r}")
     node_kind: Kind = "evse" if kind == "evse" else "locker"
-    return [SimNodeSpec(f"bay{i}", i, node_kind) for i in range(1, count + 1)]
+    return [
+        SimNodeSpec(f"bay{i}", i, node_kind, continuity=continuity) for i in range(1, count + 1)
+    ]
+
+
+def make_node(
+    s: SimNodeSpec, *, clock: Callable[[], float] = time.monotonic, now: float, seed: int = 0
+) -> SimNode:
+    return SimNode(
+        s.name,
+        s.address,
+        s.kind,
+        clock=clock,
+        now=now,
+        max_current_a=s.max_current_a,
+        response_delay_s=s.response_delay_s,
+        seed=seed + s.address,
+        continuity=s.continuity,
+        serial=s.serial,
+        firmware=s.firmware or FIRMWARE,
+    )
 
 
 class SimulatedBus:
@@ -63,21 +90,11 @@ class SimulatedBus:
         self.port_path = str(self.directory / link_name)
         self.clock = clock
         self._tick_s = tick_s
+        self._seed = seed
         now = clock()
         self.nodes: dict[str, SimNode] = {
-            s.name: SimNode(
-                s.name,
-                s.address,
-                s.kind,
-                clock=clock,
-                now=now,
-                max_current_a=s.max_current_a,
-                response_delay_s=s.response_delay_s,
-                seed=seed + s.address,
-            )
-            for s in nodes
+            s.name: make_node(s, clock=clock, now=now, seed=seed) for s in nodes
         }
-        self._by_addr = {n.address: n for n in self.nodes.values()}
         self._decoder = Decoder()
         self._master: int | None = None
         self._slave: int | None = None
@@ -169,6 +186,17 @@ class SimulatedBus:
         self.plugs += 1
         log.info("sim.usb_plugged", port=self.port_path, pty=os.ttyname(slave))
 
+    def add_node(self, spec: SimNodeSpec) -> SimNode:
+        """Put one more node on the bus (also at an address that is taken: a conflict)."""
+        if spec.name in self.nodes:
+            raise ValueError(f"node {spec.name!r} exists")
+        node = make_node(spec, clock=self.clock, now=self.clock(), seed=self._seed)
+        self.nodes[spec.name] = node
+        return node
+
+    def remove_node(self, name: str) -> None:
+        del self.nodes[name]
+
     def inject(self, data: bytes) -> None:
         """Write raw bytes towards the host (garbage, frames from unknown addresses)."""
         self._write(data)
@@ -190,10 +218,10 @@ class SimulatedBus:
         self._notify()
 
     def _deliver(self, frame: Frame, now: float) -> None:
-        targets = list(self.nodes.values()) if frame.dst == BROADCAST_ADDRESS else []
-        node = self._by_addr.get(frame.dst)
-        if node is not None:
-            targets = [node]
+        if frame.dst == BROADCAST_ADDRESS:
+            targets = list(self.nodes.values())
+        else:
+            targets = [n for n in self.nodes.values() if n.address == frame.dst]
         if not targets:
             self.unknown_dst += 1
             return

@@ -4,7 +4,10 @@ Request: ``{"op": "plug_in", "node": "bay1", "args": {"max_a": 16, "phases": 3}}
 Reply: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
 Ops: ``plug_in``, ``unplug``, ``open_door``, ``close_door``, ``reboot``, ``knobs``
 (args: knob values), ``state`` (one node, or all without ``node``), ``unplug_usb``,
-``replug_usb``, ``ping``.
+``replug_usb``, ``ping``; forgeries: ``forge_telemetry`` (args: the fields that lie,
+e.g. ``energy_wh``), ``forge_event`` (args: ``kind``, ``detail``); a second device:
+``add_node`` (args: ``address``, ``serial``, ``firmware``, ``kind``; ``node`` names
+it) and ``remove_node``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from simulators.esp32_node.bus import SimulatedBus
+from simulators.esp32_node.bus import SimNodeSpec, SimulatedBus
 
 log = structlog.get_logger(__name__)
 SOCKET_NAME = "control.sock"
@@ -38,6 +41,19 @@ def apply(bus: SimulatedBus, request: dict[str, Any]) -> Any:
         return None
     if op == "state" and "node" not in request:
         return {name: n.snapshot(now) for name, n in bus.nodes.items()}
+    if op == "add_node":
+        spec = SimNodeSpec(
+            str(request["node"]),
+            int(args["address"]),
+            "locker" if args.get("kind") == "locker" else "evse",
+            serial=args.get("serial"),
+            firmware=args.get("firmware"),
+            continuity=bool(args.get("continuity", True)),
+        )
+        return bus.add_node(spec).snapshot(now)
+    if op == "remove_node":
+        bus.remove_node(str(request["node"]))
+        return None
     node = bus.nodes[str(request["node"])]
     match op:
         case "plug_in":
@@ -52,6 +68,10 @@ def apply(bus: SimulatedBus, request: dict[str, Any]) -> Any:
             node.reboot(now)
         case "knobs":
             node.set_knobs(**args)
+        case "forge_telemetry":
+            node.forge_telemetry(now, **args)
+        case "forge_event":
+            node.forge_event(str(args["kind"]), str(args.get("detail", "")))
         case "state":
             pass
         case _:

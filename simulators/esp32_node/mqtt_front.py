@@ -30,7 +30,7 @@ import structlog
 from drivers.esp32.codec import CodecError, decode, encode
 from drivers.esp32.messages import HOST_ADDRESS, Frame, Heartbeat, Message
 from drivers.esp32.mqtt_config import STATUS_OFFLINE, STATUS_ONLINE, Topics
-from simulators.esp32_node.bus import SimNodeSpec
+from simulators.esp32_node.bus import SimNodeSpec, make_node
 from simulators.esp32_node.node import SimNode
 
 log = structlog.get_logger(__name__)
@@ -94,15 +94,7 @@ class MqttSimNodes:
 
         self.links: dict[str, MqttNodeLink] = {}
         for s in nodes:
-            node = SimNode(
-                s.name,
-                s.address,
-                s.kind,
-                now=now,
-                max_current_a=s.max_current_a,
-                response_delay_s=s.response_delay_s,
-                seed=seed + s.address,
-            )
+            node = make_node(s, now=now, seed=seed)
             self.links[s.name] = MqttNodeLink(node, s.name, password(s.name))
         self._changed = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()

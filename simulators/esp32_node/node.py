@@ -5,15 +5,22 @@ A node answers each host frame addressed to it with exactly one frame
 sets ``FLAG_MORE`` while more is queued. It falls to its safe share when a
 lease expires or the host is silent past ``host_timeout_s``. Fault knobs
 (drop, corrupt, silent, stuck relay, overcurrent) are plain attributes.
+
+What a real node keeps in flash survives host silence and its own reboots:
+the energy counter, the boot counter (+1 on every power-up) and the plug
+counter (+1 on every unplug). ``forge_*`` put frames on the wire that do not
+match the physics (tests of the host's plausibility checks).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.ports import NodeEventKind
 from drivers.esp32.messages import (
@@ -40,6 +47,7 @@ _CAPS: dict[str, frozenset[str]] = {
     "evse": frozenset({"evse", "three_phase", "pilot", "soc", "temperature", "energy_meter"}),
     "locker": frozenset({"locker", "lock", "door", "temperature", "energy_meter"}),
 }
+_U32 = 0xFFFFFFFF
 
 
 @dataclass(slots=True)
@@ -78,10 +86,21 @@ class SimNode:
         voltage_v: float = 230.0,
         response_delay_s: float = 0.0,
         seed: int = 0,
+        continuity: bool = True,
+        serial: str | None = None,
+        boot_id: int | None = None,
+        firmware: str = FIRMWARE,
     ) -> None:
         self.name = name
         self.address = address
         self.clock = clock
+        # Old firmware (``continuity=False``) keeps no plug counter and says neither boot nor serial.
+        self.continuity = continuity
+        self.serial = serial if serial is not None else f"SIM-{name}"
+        self.firmware = firmware
+        # Flash: a fresh board's boot counter is anything; a new process is a power-up.
+        self.boot_id = boot_id if boot_id is not None else random.SystemRandom().randrange(1, _U32)
+        self.plug_count = 0
         if now is None:
             now = clock()
         self.kind: Kind = kind
@@ -104,12 +123,13 @@ class SimNode:
         self.host_silent = False
         self.configured = False
         self.hello_pending = True
-        self.queue: deque[Event] = deque()
+        self.queue: deque[Event | Telemetry] = deque()
         self._tx_seq = 0
         self._last_cmd: Command | None = None
         self._last_status = AckStatus.OK
         self._last_telemetry_at = float("-inf")
         self._overcurrent = False
+        self._host_uptime_ms: int | None = None
 
     # ------------------------------------------------------------------ control API (tests, demo)
 
@@ -137,6 +157,8 @@ class SimNode:
 
     def unplug(self, now: float | None = None) -> None:
         now = self._now(now)
+        if self.physics.ev is not None or self.physics.charger_a is not None:
+            self.plug_count = (self.plug_count + 1) & _U32
         self.physics.ev = None
         self.physics.charger_a = None
         self.physics.change(now)
@@ -152,12 +174,23 @@ class SimNode:
             self._event(NodeEventKind.DOOR_CLOSED)
 
     def reboot(self, now: float | None = None) -> None:
-        """Power-cycle the node: configuration and leases lost, energy counter kept (NVS)."""
+        """Power-cycle the node: configuration and leases lost; energy, plug count kept (NVS)."""
         now = self._now(now)
         self.physics.relay_cmd = False
         self.physics.setpoint_a = 0.0
+        self.boot_id = (self.boot_id + 1) & _U32
+        self._boot_at = now
         self._boot(now)
         self.physics.change(now)
+
+    def forge_telemetry(self, now: float | None = None, **fields: Any) -> None:
+        """Queue a TELEMETRY frame whose ``fields`` lie (e.g. ``energy_wh``); physics unchanged."""
+        real = self.telemetry(self._now(now))
+        self.queue.append(dataclasses.replace(real, **fields))
+
+    def forge_event(self, kind: str, detail: str = "") -> None:
+        """Queue an EVENT that did not happen (a ``door_opened`` with the door shut)."""
+        self.queue.append(Event(NodeEventKind(kind), detail))
 
     def _now(self, now: float | None) -> float:
         return self.clock() if now is None else now
@@ -191,6 +224,10 @@ class SimNode:
             "lease_remaining_s": self.lease_remaining(now),
             "configured": self.configured,
             "events": [e.kind.value for e in self.counters.events],
+            "commands_applied": self.counters.commands_applied,
+            "plug_count": self.plug_count,
+            "boot_id": self.boot_id,
+            "serial": self.serial,
         }
 
     def lease_remaining(self, now: float) -> float:
@@ -240,9 +277,10 @@ class SimNode:
         broadcast = frame.dst != self.address  # heard, never answered: it would collide on the bus
         reply: Message
         match frame.msg:
-            case Heartbeat():
+            case Heartbeat(uptime_ms=host_uptime):
                 if broadcast:
                     return None
+                self._note_host_uptime(host_uptime)
                 reply = self._next_report(now)
             case SetOutput() | SetLock() | Configure():
                 reply = Ack(frame.msg.cmd_id, self._command(frame.msg, now))
@@ -255,6 +293,17 @@ class SimNode:
         more = FLAG_MORE if (self.queue or self.hello_pending) else 0
         return Frame(src=self.address, dst=HOST_ADDRESS, seq=self._tx_seq, msg=reply, flags=more)
 
+    def _note_host_uptime(self, uptime_ms: int) -> None:
+        # A host whose uptime went back has restarted and knows nothing of us: say hello again
+        # so it learns our identity (nodes with the continuity capability).
+        if (
+            self.continuity
+            and self._host_uptime_ms is not None
+            and uptime_ms < self._host_uptime_ms
+        ):
+            self.hello_pending = True
+        self._host_uptime_ms = uptime_ms
+
     def should_corrupt(self) -> bool:
         k = self.knobs
         if k.corrupt_next > 0 or (k.corrupt_rate and self._rng.random() < k.corrupt_rate):
@@ -266,7 +315,10 @@ class SimNode:
     def _next_report(self, now: float) -> Message:
         if self.hello_pending:
             self.hello_pending = False
-            return Hello(FIRMWARE, PROTOCOL_VERSION, _CAPS[self.kind])
+            if not self.continuity:
+                return Hello(self.firmware, PROTOCOL_VERSION, _CAPS[self.kind])
+            caps = _CAPS[self.kind] | {"continuity"}
+            return Hello(self.firmware, PROTOCOL_VERSION, caps, self.boot_id, self.serial)
         if self.queue:
             return self.queue.popleft()
         if now - self._last_telemetry_at >= self.telemetry_period_s:
@@ -289,6 +341,8 @@ class SimNode:
             pilot=p.pilot(),
             temperature_c=round(p.temperature_c(), 1),
             soc_pct=None if p.ev is None or p.ev.soc_pct is None else int(p.ev.soc_pct),
+            plug_count=self.plug_count if self.continuity else None,
+            boot_id=self.boot_id if self.continuity else None,
         )
 
     def _command(self, cmd: Command, now: float) -> AckStatus:

@@ -84,6 +84,8 @@ class FakeHub:
         door_closed: bool | None = None,
         locked: bool | None = None,
         phases: int = 3,
+        plug_count: int | None = None,
+        boot_id: int | None = None,
     ) -> None:
         currents = (current_a, current_a if phases == 3 else 0.0, current_a if phases == 3 else 0.0)
         self.emit(
@@ -99,5 +101,7 @@ class FakeHub:
                 locked=locked,
                 door_closed=door_closed,
                 pilot=pilot,
+                plug_count=plug_count,
+                boot_id=boot_id,
             )
         )
