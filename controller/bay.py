@@ -5,362 +5,118 @@ and the mapping onto OCPP 1.6 ChargePointStatus. It does no I/O: it returns
 effects (commands and records) that the station supervisor carries out and
 journals in one transaction with the event.
 
-Times (``now``, deadlines) are wall-clock seconds (``time.time()``) so that
-timers survive a restart of the controller.
+Node reports are checked here, not trusted: an energy counter step physics
+cannot explain is not booked (``controller.plausible``), a door or lock event
+counts only when the node's telemetry agrees, a session goes on across an
+outage only while the node's plug and boot counters say the same vehicle
+stayed, and a node whose address is contested is not listened to at all.
+
+The types (state, events, effects) live in ``controller.bay_model`` and are
+re-exported here. Times (``now``, deadlines) are wall-clock seconds
+(``time.time()``) so that timers survive a restart of the controller.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field, replace
 
+from controller import plausible
+from controller.bay_model import (
+    ANY_BAY_MAX_POWER_W,
+    CURRENT_DETECT_A,
+    UNTRUSTED_FAULTS,
+    AvailabilityChanged,
+    BayKind,
+    BayState,
+    CloseSession,
+    DoorChanged,
+    DoorClaimed,
+    Effect,
+    Event,
+    FaultCleared,
+    FaultRaised,
+    Hold,
+    HoldCancelled,
+    HoldEnded,
+    HoldPlaced,
+    InterruptionEnded,
+    LockChanged,
+    LockClaimed,
+    MeterReanchored,
+    ModeChanged,
+    NodeOnline,
+    Notice,
+    OpenSession,
+    Phase,
+    ReadingRejected,
+    Reconcile,
+    Refused,
+    Session,
+    SetLock,
+    SetpointChanged,
+    SetRelay,
+    Status,
+    StatusChanged,
+    StopReason,
+    StopRequested,
+    Telemetry,
+    Tick,
+    Timers,
+    TokenPresented,
+    UpdateSession,
+)
+from controller.plausible import Verdict
 from controller.ports import PilotState
 
-# Below this the outlet counts as drawing nothing (noise of the current sensor).
-CURRENT_DETECT_A = 0.5
-
-
-class BayKind(enum.StrEnum):
-    EVSE = "evse"
-    LOCKER = "locker"
-
-
-class Phase(enum.StrEnum):
-    """Internal flow position; the OCPP status is derived from it (see :func:`ocpp_status`)."""
-
-    IDLE = "idle"
-    HELD = "held"
-    AUTHORIZED = "authorized"  # session open, waiting for the vehicle / device to draw
-    CHARGING = "charging"
-    SUSPENDED_EV = "suspended_ev"
-    SUSPENDED_EVSE = "suspended_evse"
-    FINISHING = "finishing"  # session closed; locker exit grace or EV still plugged
-
-
-class Status(enum.StrEnum):
-    """OCPP 1.6 ChargePointStatus."""
-
-    AVAILABLE = "Available"
-    PREPARING = "Preparing"
-    CHARGING = "Charging"
-    SUSPENDED_EV = "SuspendedEV"
-    SUSPENDED_EVSE = "SuspendedEVSE"
-    FINISHING = "Finishing"
-    RESERVED = "Reserved"
-    UNAVAILABLE = "Unavailable"
-    FAULTED = "Faulted"
-
-
-class StopReason(enum.StrEnum):
-    """Why a session ended. The first group are OCPP 1.6 Reason values; the rest map to ``Other``."""
-
-    LOCAL = "Local"
-    REMOTE = "Remote"
-    EV_DISCONNECTED = "EVDisconnected"
-    EMERGENCY_STOP = "EmergencyStop"
-    POWER_LOSS = "PowerLoss"
-    REBOOT = "Reboot"
-    SOFT_RESET = "SoftReset"
-    HARD_RESET = "HardReset"
-    UNLOCK_COMMAND = "UnlockCommand"
-    DEAUTHORIZED = "DeAuthorized"
-    OTHER = "Other"
-    QUOTA = "QuotaReached"
-    CONNECTION_TIMEOUT = "ConnectionTimeout"
-    OWNER = "Owner"
-    FAULT = "Fault"
-    DOOR_FORCED = "DoorForced"
-    OVERCURRENT = "Overcurrent"
-    INTERRUPTED_TOO_LONG = "InterruptedTooLong"  # suspended by an outage past the bound
-
-    def ocpp(self) -> str:
-        ocpp_values = {
-            "Local",
-            "Remote",
-            "EVDisconnected",
-            "EmergencyStop",
-            "PowerLoss",
-            "Reboot",
-            "SoftReset",
-            "HardReset",
-            "UnlockCommand",
-            "DeAuthorized",
-            "Other",
-        }
-        return self.value if self.value in ocpp_values else "Other"
-
-
-@dataclass(frozen=True, slots=True)
-class Timers:
-    connection_timeout_s: float = 120.0
-    exit_grace_s: float = 120.0
-    suspend_after_s: float = 30.0  # no current this long while charging -> SuspendedEV
-    max_interruption_s: float = 900.0  # a session suspended by an outage this long is closed
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    hold_id: str
-    token: str
-    expires_at: float
-    reservation_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """The live part of a session record (the journal keeps the whole record)."""
-
-    session_id: str
-    token: str
-    auth_source: str
-    started_at: float
-    meter_start_wh: int
-    meter_wh: int
-    mode: str = "standard"
-    reservation_id: int | None = None
-    quota_wh: int | None = None
-    quota_s: float | None = None
-    peak_power_w: float = 0.0
-    last_current_at: float | None = None
-    # The node's plug and boot counters when the session began (None: the node keeps none).
-    plug_count: int | None = None
-    boot_id: int | None = None
-
-    @property
-    def energy_wh(self) -> int:
-        return max(0, self.meter_wh - self.meter_start_wh)
-
-
-@dataclass(frozen=True, slots=True)
-class BayState:
-    bay_id: str
-    kind: BayKind
-    phase: Phase = Phase.IDLE
-    session: Session | None = None
-    hold: Hold | None = None
-    deadline: float | None = None  # connection timeout or exit grace, by phase
-    node_online: bool = False
-    fault: str | None = None
-    available: bool = True
-    pending_unavailable: bool = False
-    setpoint_a: float = 0.0
-    door_closed: bool | None = None
-    locked: bool | None = None
-    pilot: PilotState = PilotState.NONE
-    meter_wh: int | None = None  # last energy counter reported by the node
-    meter_at: float | None = None  # when it was reported
-    plug_count: int | None = None  # the node's plug counter, as last reported
-    boot_id: int | None = None  # the node's boot counter, as last reported
-    # A session suspended by an outage: since when, why ("controller_restart", "node_offline"),
-    # and whether the restarted controller still waits for the node's first report.
-    interrupted_since: float | None = None
-    interruption: str | None = None
-    awaiting_node: bool = False
-
-
-# --------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class TokenPresented:
-    """A token that upstream authorization has already accepted."""
-
-    token: str
-    auth_source: str
-    session_id: str
-    mode: str = "standard"
-    quota_wh: int | None = None
-    quota_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HoldPlaced:
-    hold: Hold
-
-
-@dataclass(frozen=True, slots=True)
-class HoldCancelled:
-    hold_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class DoorChanged:
-    closed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LockChanged:
-    locked: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Telemetry:
-    current_a: float  # the highest phase current
-    power_w: float
-    energy_wh: int
-    pilot: PilotState = PilotState.NONE
-    relay_on: bool = False
-    plug_count: int | None = None
-    boot_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Reconcile:
-    """The node's first report after a controller restart: continue the session or close it.
-
-    With plug continuity (plug and boot counters) the session continues when both are
-    unchanged, whatever the relay did meanwhile; a node without it keeps the old rule:
-    continue only if its relay is still closed.
-    """
-
-    telemetry: Telemetry
-    clean_restart: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class StopRequested:
-    reason: StopReason
-    session_id: str | None = None  # None: whatever session runs
-
-
-@dataclass(frozen=True, slots=True)
-class NodeOnline:
-    online: bool
-
-
-@dataclass(frozen=True, slots=True)
-class FaultRaised:
-    code: str
-    stop: bool = True  # stop a running session (relay off) or only suspend
-
-
-@dataclass(frozen=True, slots=True)
-class FaultCleared:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class AvailabilityChanged:
-    available: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SetpointChanged:
-    current_a: float
-
-
-@dataclass(frozen=True, slots=True)
-class ModeChanged:
-    """The driver (or owner) switched the running session's mode (standard, eco, boost, solar)."""
-
-    mode: str
-    session_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    pass
-
-
-Event = (
-    TokenPresented
-    | HoldPlaced
-    | HoldCancelled
-    | DoorChanged
-    | LockChanged
-    | Telemetry
-    | Reconcile
-    | StopRequested
-    | NodeOnline
-    | FaultRaised
-    | FaultCleared
-    | AvailabilityChanged
-    | SetpointChanged
-    | ModeChanged
-    | Tick
-)
-
-
-# --------------------------------------------------------------------------- effects
-
-
-@dataclass(frozen=True, slots=True)
-class SetRelay:
-    on: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SetLock:
-    locked: bool
-
-
-@dataclass(frozen=True, slots=True)
-class OpenSession:
-    session: Session
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateSession:
-    session: Session
-
-
-@dataclass(frozen=True, slots=True)
-class CloseSession:
-    session: Session
-    reason: StopReason
-    stopped_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class HoldEnded:
-    hold: Hold
-    outcome: str  # "used", "expired", "cancelled"
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChanged:
-    old: Status
-    new: Status
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class InterruptionEnded:
-    """A session was suspended by an outage from ``started_at`` to ``ended_at`` (wall).
-
-    ``outcome``: "resumed", or the stop reason that ended the session.
-    """
-
-    session_id: str
-    started_at: float
-    ended_at: float
-    cause: str
-    outcome: str
-
-
-Effect = (
-    SetRelay
-    | SetLock
-    | OpenSession
-    | UpdateSession
-    | CloseSession
-    | HoldEnded
-    | StatusChanged
-    | Refused
-    | Notice
-    | InterruptionEnded
-)
+__all__ = [
+    "ANY_BAY_MAX_POWER_W",
+    "CURRENT_DETECT_A",
+    "FAULT_MESSAGES",
+    "UNTRUSTED_FAULTS",
+    "AvailabilityChanged",
+    "BayKind",
+    "BayState",
+    "CloseSession",
+    "DoorChanged",
+    "DoorClaimed",
+    "Effect",
+    "Event",
+    "FaultCleared",
+    "FaultRaised",
+    "Hold",
+    "HoldCancelled",
+    "HoldEnded",
+    "HoldPlaced",
+    "InterruptionEnded",
+    "LockChanged",
+    "LockClaimed",
+    "MeterReanchored",
+    "ModeChanged",
+    "NodeOnline",
+    "Notice",
+    "OpenSession",
+    "Phase",
+    "ReadingRejected",
+    "Reconcile",
+    "Refused",
+    "Session",
+    "SetLock",
+    "SetRelay",
+    "SetpointChanged",
+    "Status",
+    "StatusChanged",
+    "StopReason",
+    "StopRequested",
+    "Telemetry",
+    "Tick",
+    "Timers",
+    "TokenPresented",
+    "UpdateSession",
+    "fault_message",
+    "ocpp_status",
+    "offline_reason",
+    "transition",
+]
 
 
 @dataclass(slots=True)
@@ -409,6 +165,9 @@ FAULT_MESSAGES: dict[str, str] = {
     "door_contradiction": (
         "The door reports contradict each other: charging is paused until the door is checked."
     ),
+    "lock_contradiction": (
+        "The lock reports contradict each other: charging is paused until the lock is checked."
+    ),
 }
 
 
@@ -430,8 +189,11 @@ def offline_reason(s: BayState) -> str | None:
 # --------------------------------------------------------------------------- transition
 
 
+_DEFAULT_TIMERS = Timers()
+
+
 def transition(
-    state: BayState, event: Event, now: float, timers: Timers = Timers()
+    state: BayState, event: Event, now: float, timers: Timers = _DEFAULT_TIMERS
 ) -> tuple[BayState, list[Effect]]:
     """Apply ``event`` at wall time ``now``; return the new state and the effects to carry out."""
     out = _Out()
@@ -442,7 +204,12 @@ def transition(
     return new, out.effects
 
 
+_NODE_REPORTS = (Telemetry, Reconcile, DoorChanged, LockChanged, DoorClaimed, LockClaimed)
+
+
 def _step(s: BayState, ev: Event, now: float, t: Timers, out: _Out) -> BayState:
+    if s.fault in UNTRUSTED_FAULTS and isinstance(ev, _NODE_REPORTS):
+        return s  # another device may be speaking for the node: nothing it says counts
     match ev:
         case TokenPresented():
             return _token(s, ev, now, t, out)
@@ -459,9 +226,13 @@ def _step(s: BayState, ev: Event, now: float, t: Timers, out: _Out) -> BayState:
             phase = Phase.IDLE if s.phase is Phase.HELD else s.phase
             return replace(s, hold=None, phase=phase)
         case DoorChanged(closed=closed):
-            return _door(replace(s, door_closed=closed), closed, now, t, out)
+            return _door(replace(s, door_closed=closed, door_claim=None), closed, now, t, out)
         case LockChanged(locked=locked):
-            return replace(s, locked=locked)
+            return replace(s, locked=locked, lock_claim=None)
+        case DoorClaimed(closed=closed):
+            return replace(s, door_claim=None if closed == s.door_closed else closed)
+        case LockClaimed(locked=locked):
+            return replace(s, lock_claim=None if locked == s.locked else locked)
         case Telemetry():
             return _telemetry(s, ev, now, t, out)
         case Reconcile(telemetry=tel, clean_restart=clean):
@@ -488,13 +259,10 @@ def _step(s: BayState, ev: Event, now: float, t: Timers, out: _Out) -> BayState:
                 )
             return replace(s, node_online=False, awaiting_node=False)
         case FaultRaised(code=code, stop=stop):
-            s = replace(s, fault=code)
-            if s.session is not None and stop:
-                reason = StopReason.EMERGENCY_STOP if code == "emergency_stop" else StopReason.FAULT
-                s = _stop(s, reason, now, t, out)
-            out.add(SetRelay(False))
-            return s
+            return _fault(s, code, stop, now, t, out)
         case FaultCleared():
+            if s.fault is not None and s.session is not None and s.phase in _SESSION_PHASES:
+                out.add(SetRelay(True))  # a session the fault only paused goes on
             return replace(s, fault=None)
         case AvailabilityChanged(available=available):
             if available:
@@ -519,6 +287,19 @@ def _step(s: BayState, ev: Event, now: float, t: Timers, out: _Out) -> BayState:
         case Tick():
             return _tick(s, now, t, out)
     raise AssertionError(f"unhandled event {ev!r}")
+
+
+_SESSION_PHASES = (Phase.AUTHORIZED, Phase.CHARGING, Phase.SUSPENDED_EV, Phase.SUSPENDED_EVSE)
+
+
+def _fault(s: BayState, code: str, stop: bool, now: float, t: Timers, out: _Out) -> BayState:
+    if s.fault not in UNTRUSTED_FAULTS or code == "emergency_stop":
+        s = replace(s, fault=code)  # an untrusted node cannot swap its fault for another
+    if s.session is not None and stop:
+        reason = StopReason.EMERGENCY_STOP if code == "emergency_stop" else StopReason.FAULT
+        s = _stop(s, reason, now, t, out)
+    out.add(SetRelay(False))
+    return s
 
 
 def _token(s: BayState, ev: TokenPresented, now: float, t: Timers, out: _Out) -> BayState:
@@ -635,10 +416,8 @@ def _telemetry(
     s = replace(s, pilot=ev.pilot)
     if ev.plug_count is not None and ev.boot_id is not None:
         s = replace(s, plug_count=ev.plug_count, boot_id=ev.boot_id)
-    if s.meter_wh is None or ev.energy_wh >= s.meter_wh:
-        # The node's counter is monotonic; a lower value means the node was reset,
-        # and the session keeps the energy it already had.
-        s = replace(s, meter_wh=ev.energy_wh, meter_at=now)
+    s = _claims(s, ev, now, t, out)
+    s = _meter(s, ev, now, out)
     sess = s.session
     if sess is None:
         s = replace(s, interrupted_since=None, interruption=None, awaiting_node=False)
@@ -687,6 +466,46 @@ def _telemetry(
             sess.last_current_at is not None and now - sess.last_current_at >= t.suspend_after_s
         ):
             return replace(s, phase=Phase.SUSPENDED_EV)
+    return s
+
+
+def _meter(s: BayState, ev: Telemetry, now: float, out: _Out) -> BayState:
+    """Book the node's energy counter if physics allows the step (see ``controller.plausible``)."""
+    if s.meter_wh is None:
+        return replace(s, meter_wh=ev.energy_wh, meter_at=now, meter_doubt=None)
+    verdict = plausible.check(s.meter_wh, s.meter_at, ev.energy_wh, now, s.max_power_w)
+    if verdict is Verdict.OK:
+        return replace(s, meter_wh=ev.energy_wh, meter_at=now, meter_doubt=None)
+    doubt = plausible.doubt_after(s.meter_doubt, ev.energy_wh, now, s.max_power_w)
+    if plausible.reanchor(doubt, in_session=s.session is not None):
+        out.add(MeterReanchored(s.meter_wh, ev.energy_wh))
+        return replace(s, meter_wh=ev.energy_wh, meter_at=now, meter_doubt=None)
+    dt = now - s.meter_at if s.meter_at is not None else 0.0
+    allowed = plausible.allowed_step_wh(s.max_power_w, dt)
+    out.add(ReadingRejected(verdict, ev.energy_wh, s.meter_wh, allowed, s.meter_doubt is None))
+    return replace(s, meter_doubt=doubt)
+
+
+def _claims(s: BayState, ev: Telemetry, now: float, t: Timers, out: _Out) -> BayState:
+    """Door and lock EVENTs count only if the sensors agree; a contradiction faults the bay."""
+    door, lock = s.door_claim, s.lock_claim
+    if door is None and lock is None:
+        return s
+    s = replace(s, door_claim=None, lock_claim=None)
+    if lock is not None:
+        if ev.locked is None:
+            s = replace(s, locked=lock)  # no lock feedback in telemetry: the event is all there is
+        elif ev.locked != lock:
+            out.add(Notice("lock_contradiction", FAULT_MESSAGES["lock_contradiction"]))
+            s = _fault(s, "lock_contradiction", False, now, t, out)
+    if door is not None:
+        if ev.door_closed is None:
+            s = _door(replace(s, door_closed=door), door, now, t, out)
+        elif ev.door_closed != door:
+            # e.g. "door opened" while the sensor says closed and the lock is latched: a forged or
+            # faulty report must not end a session as DoorForced, nor lock an open door.
+            out.add(Notice("door_contradiction", FAULT_MESSAGES["door_contradiction"]))
+            s = _fault(s, "door_contradiction", False, now, t, out)
     return s
 
 

@@ -355,6 +355,15 @@ class MetricsCollector:
             for kind, n in sorted(ls.extra.items()):
                 e.sample(int(n), {"bay": bay_id, "kind": kind})
         e.family(
+            "edge_station_node_rejected_readings_total",
+            "counter",
+            "Energy counter readings of the node rejected as physically implausible (not booked).",
+        )
+        for rt in bays:
+            for verdict in ("jump", "backwards"):
+                n = st.rejected_readings.get((rt.cfg.id, verdict), 0)
+                e.sample(n, {"bay": rt.cfg.id, "verdict": verdict})
+        e.family(
             "edge_station_node_last_rx_age_seconds",
             "gauge",
             "Seconds since the last good frame from the node.",

@@ -23,9 +23,11 @@ from controller.bay import (
     HoldEnded,
     HoldPlaced,
     InterruptionEnded,
+    MeterReanchored,
     ModeChanged,
     OpenSession,
     Phase,
+    ReadingRejected,
     Refused,
     Session,
     StatusChanged,
@@ -34,6 +36,7 @@ from controller.bay import (
     UpdateSession,
 )
 from controller.journal import Commit, EventRow, OutboxRow
+from controller.plausible import Doubt
 from controller.ports import PilotState
 
 
@@ -57,8 +60,10 @@ def state_to_dict(s: BayState) -> dict[str, Any]:
 
 
 def state_from_dict(d: dict[str, Any]) -> BayState:
+    """The saved state of a bay; ``max_power_w`` comes from the config, not from here."""
     sess = d.get("session")
     hold = d.get("hold")
+    doubt = d.get("meter_doubt")
     return BayState(
         bay_id=d["bay_id"],
         kind=BayKind(d["kind"]),
@@ -80,6 +85,9 @@ def state_from_dict(d: dict[str, Any]) -> BayState:
         boot_id=d.get("boot_id"),
         interrupted_since=d.get("interrupted_since"),
         interruption=d.get("interruption"),
+        meter_doubt=Doubt(**doubt) if doubt else None,
+        door_claim=d.get("door_claim"),
+        lock_claim=d.get("lock_claim"),
     )
 
 
@@ -179,7 +187,12 @@ def build_commit(
     """The rows of one transition, or None when nothing durable changed."""
     c = Commit()
     quiet = isinstance(event, Telemetry | Tick)
-    durable = [e for e in effects if not isinstance(e, UpdateSession)]
+    # A run of rejected readings is audited once (its first); the rest are only counted.
+    durable = [
+        e
+        for e in effects
+        if not isinstance(e, UpdateSession) and not (isinstance(e, ReadingRejected) and not e.first)
+    ]
     if quiet and not durable and not checkpoint:
         return None
     sid = new.session.session_id if new.session else None
@@ -255,6 +268,29 @@ def build_commit(
                 )
             case HoldEnded(hold=h, outcome=outcome):
                 c.holds.append(_hold_row(h, bay_id, now, outcome))
+            case ReadingRejected(first=True):
+                c.audit.append(
+                    (
+                        "node",
+                        "reading_rejected",
+                        {
+                            "bay_id": bay_id,
+                            "what": "energy_wh",
+                            "verdict": eff.verdict.value,
+                            "value_wh": eff.value_wh,
+                            "booked_wh": eff.booked_wh,
+                            "allowed_wh": round(eff.allowed_wh, 1),
+                        },
+                    )
+                )
+            case MeterReanchored(old_wh=old_wh, new_wh=new_wh):
+                c.audit.append(
+                    (
+                        "node",
+                        "meter_reanchored",
+                        {"bay_id": bay_id, "old_wh": old_wh, "new_wh": new_wh},
+                    )
+                )
             case InterruptionEnded():
                 c.events.append(
                     EventRow(

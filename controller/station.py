@@ -28,6 +28,7 @@ from controller.bay import (
     BayState,
     CloseSession,
     DoorChanged,
+    DoorClaimed,
     Effect,
     Event,
     FaultCleared,
@@ -35,9 +36,11 @@ from controller.bay import (
     HoldPlaced,
     InterruptionEnded,
     LockChanged,
+    LockClaimed,
     NodeOnline,
     Notice,
     OpenSession,
+    ReadingRejected,
     Reconcile,
     Refused,
     SetLock,
@@ -53,8 +56,11 @@ from controller.bay import (
 from controller.config import BayConfig, StationConfig
 from controller.journal import Journal, JournalError
 from controller.persist import build_commit, state_from_dict
+from controller.plausible import bay_max_power_w
 from controller.ports import (
+    ConflictReason,
     DriverError,
+    NodeConflict,
     NodeEvent,
     NodeEventKind,
     NodeHello,
@@ -139,6 +145,8 @@ class Station(StationCommands, StationObserver):
         self.stop_input_pressed = False
         self.started_at = time.monotonic()
         self.dropped_updates = 0
+        # (bay id, verdict) -> node readings rejected as implausible, for the metrics
+        self.rejected_readings: dict[tuple[str, str], int] = {}
         self.clean_restart = False
         self.exit_code = 0
         self._stop_requested = asyncio.Event()
@@ -170,6 +178,7 @@ class Station(StationCommands, StationObserver):
                     state = BayState(bcfg.id, kind)
             else:
                 state = BayState(bcfg.id, kind)
+            state = replace(state, max_power_w=bay_max_power_w(bcfg.max_current_a, bcfg.phases))
             rt = BayRuntime(cfg=bcfg, state=state)
             row = open_sessions.pop(bcfg.id, None)
             if row is not None:
@@ -295,7 +304,8 @@ class Station(StationCommands, StationObserver):
                     await self.apply(bay_id, DoorChanged(u.door_closed))
                 if u.locked is not None and u.locked != rt.state.locked:
                     await self.apply(bay_id, LockChanged(u.locked))
-                await self.apply(bay_id, _bay_telemetry(u))
+                effects = await self.apply(bay_id, _bay_telemetry(u))
+                self._count_rejected(rt, effects)
                 if not rt.state.node_online:
                     # Only now: the bay is shown ready once its report has been taken in.
                     await self.apply(bay_id, NodeOnline(True))
@@ -313,17 +323,45 @@ class Station(StationCommands, StationObserver):
             case NodeHello():
                 rt.firmware = u.firmware
                 rt.output_changed.set()
+            case NodeConflict(reason=reason, detail=detail):
+                code = "node_identity" if reason is ConflictReason.IDENTITY_MISMATCH else None
+                code = code or "address_conflict"
+                log.error(
+                    "node.address_conflict",
+                    bay_id=bay_id,
+                    reason=reason.value,
+                    detail=detail,
+                    note="reports of this node are ignored until the owner clears the fault",
+                )
+                if rt.state.fault != code:
+                    await self.apply(bay_id, FaultRaised(code, stop=False), actor="node")
+
+    def _count_rejected(self, rt: BayRuntime, effects: list[Effect]) -> None:
+        for eff in effects:
+            if isinstance(eff, ReadingRejected):
+                key = (rt.cfg.id, eff.verdict.value)
+                self.rejected_readings[key] = self.rejected_readings.get(key, 0) + 1
+                if eff.first:
+                    log.warning(
+                        "node.reading_rejected",
+                        bay_id=rt.cfg.id,
+                        verdict=eff.verdict.value,
+                        value_wh=eff.value_wh,
+                        booked_wh=eff.booked_wh,
+                        allowed_wh=round(eff.allowed_wh, 1),
+                    )
 
     async def _on_node_event(self, rt: BayRuntime, u: NodeEvent, kind: NodeEventKind) -> None:
         bay_id = rt.cfg.id
+        # Door and lock events are claims: the node's next telemetry (sensors) must agree.
         if kind in (NodeEventKind.DOOR_OPENED, NodeEventKind.DOOR_CLOSED):
             closed = kind is NodeEventKind.DOOR_CLOSED
-            if closed != rt.state.door_closed:
-                await self.apply(bay_id, DoorChanged(closed))
+            if closed != rt.state.door_closed or rt.state.door_claim is not None:
+                await self.apply(bay_id, DoorClaimed(closed))
         elif kind in (NodeEventKind.LOCKED, NodeEventKind.UNLOCKED):
             locked = kind is NodeEventKind.LOCKED
-            if locked != rt.state.locked:
-                await self.apply(bay_id, LockChanged(locked))
+            if locked != rt.state.locked or rt.state.lock_claim is not None:
+                await self.apply(bay_id, LockClaimed(locked))
         elif kind is NodeEventKind.FAULT:
             await self.apply(bay_id, FaultRaised(u.detail or "node_fault"))
         elif kind is NodeEventKind.FAULT_CLEARED:
@@ -535,6 +573,8 @@ def _bay_telemetry(u: NodeTelemetry) -> Telemetry:
         relay_on=u.relay_on,
         plug_count=u.plug_count,
         boot_id=u.boot_id,
+        door_closed=u.door_closed,
+        locked=u.locked,
     )
 
 

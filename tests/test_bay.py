@@ -15,6 +15,7 @@ from controller.bay import (
     BayState,
     CloseSession,
     DoorChanged,
+    DoorClaimed,
     Effect,
     Event,
     FaultCleared,
@@ -24,9 +25,11 @@ from controller.bay import (
     HoldEnded,
     HoldPlaced,
     LockChanged,
+    LockClaimed,
     NodeOnline,
     OpenSession,
     Phase,
+    Reconcile,
     Refused,
     SetLock,
     SetpointChanged,
@@ -330,11 +333,47 @@ class BayMachine(RuleBasedStateMachine):
         self.step(HoldCancelled(self.state.hold.hold_id))
 
     @rule(
-        current=st.floats(0, 32), dwh=st.integers(-50, 500), pilot=st.sampled_from(list(PilotState))
+        current=st.floats(0, 32),
+        dwh=st.integers(-50, 500),
+        pilot=st.sampled_from(list(PilotState)),
+        plug=st.none() | st.integers(0, 2),
+        boot=st.integers(0, 1),
+        door=st.none() | st.booleans(),
+        locked=st.none() | st.booleans(),
+        restart=st.booleans(),
     )
-    def telemetry(self, current: float, dwh: int, pilot: PilotState) -> None:
+    def telemetry(
+        self,
+        current: float,
+        dwh: int,
+        pilot: PilotState,
+        plug: int | None,
+        boot: int,
+        door: bool | None,
+        locked: bool | None,
+        restart: bool,
+    ) -> None:
         meter = max(0, (self.state.meter_wh or 0) + dwh)
-        self.step(Telemetry(current, current * 230, meter, pilot, current > 0))
+        tel = Telemetry(
+            current,
+            current * 230,
+            meter,
+            pilot,
+            current > 0,
+            plug,
+            None if plug is None else boot,
+            door,
+            locked,
+        )
+        self.step(Reconcile(tel) if restart else tel)
+
+    @rule(closed=st.booleans())
+    def door_claim(self, closed: bool) -> None:
+        self.step(DoorClaimed(closed))
+
+    @rule(locked=st.booleans())
+    def lock_claim(self, locked: bool) -> None:
+        self.step(LockClaimed(locked))
 
     @rule(closed=st.booleans())
     def door(self, closed: bool) -> None:
@@ -352,9 +391,9 @@ class BayMachine(RuleBasedStateMachine):
     def node(self, up: bool) -> None:
         self.step(NodeOnline(up))
 
-    @rule(stop=st.booleans())
-    def fault(self, stop: bool) -> None:
-        self.step(FaultRaised("f", stop))
+    @rule(stop=st.booleans(), code=st.sampled_from(["f", "address_conflict", "emergency_stop"]))
+    def fault(self, stop: bool, code: str) -> None:
+        self.step(FaultRaised(code, stop))
 
     @rule()
     def clear(self) -> None:

@@ -82,7 +82,7 @@ async def start_charging(tmp: Path, clock: ShiftedClock | None = None) -> str:
         rig.hub.telemetry(
             "b1",
             current_a=16,
-            energy_wh=130,
+            energy_wh=110,
             relay_on=True,
             pilot=PilotState.C,
             plug_count=PLUG,
@@ -101,11 +101,11 @@ async def test_restart_waits_suspended_then_continues_and_re_arms(tmp_path: Path
         node = rig.hub.nodes["b1"]
         # The node's failsafe opened the relay during the outage; same plug, same boot.
         rig.hub.telemetry(
-            "b1", energy_wh=140, relay_on=False, pilot=PilotState.B, plug_count=PLUG, boot_id=BOOT
+            "b1", energy_wh=115, relay_on=False, pilot=PilotState.B, plug_count=PLUG, boot_id=BOOT
         )
         await node.wait_output(lambda o: o[0] and o[1] > 0)  # re-armed
         snap = await rig.until("b1", lambda s: s["offline_reason"] is None)
-        assert snap["session"]["id"] == sid and snap["session"]["energy_wh"] == 40
+        assert snap["session"]["id"] == sid and snap["session"]["energy_wh"] == 15
         assert snap["interrupted_since"] is None
         gaps = await rig.events("interruption")
         assert [(g["cause"], g["outcome"]) for g in gaps] == [("controller_restart", "resumed")]
@@ -118,12 +118,12 @@ async def test_an_outage_past_the_bound_closes_the_session(tmp_path: Path) -> No
     clock.offset = 901.0  # the controller stayed down for 15 minutes
     async with running(tmp_path, clock) as rig:
         rig.hub.telemetry(
-            "b1", energy_wh=140, relay_on=False, pilot=PilotState.B, plug_count=PLUG, boot_id=BOOT
+            "b1", energy_wh=115, relay_on=False, pilot=PilotState.B, plug_count=PLUG, boot_id=BOOT
         )
         await rig.until("b1", lambda s: s["session"] is None)
         rows = await rig.journal.sessions()
         assert [(r["stop_reason"], r["meter_stop_wh"]) for r in rows] == [
-            ("InterruptedTooLong", 140)
+            ("InterruptedTooLong", 115)
         ]
         assert await rig.outbox() == ["StartTransaction", "StopTransaction"]
 
@@ -143,7 +143,7 @@ async def test_a_node_without_continuity_says_so_and_keeps_the_relay_rule(tmp_pa
     await start_charging(tmp_path)
     async with running(tmp_path) as rig:
         with capture_logs() as logs:
-            rig.hub.telemetry("b1", energy_wh=140, relay_on=False, pilot=PilotState.B)
+            rig.hub.telemetry("b1", energy_wh=115, relay_on=False, pilot=PilotState.B)
             await rig.until("b1", lambda s: s["session"] is None)
         assert any(ln["event"] == "recovery.no_plug_continuity" for ln in logs)
         rows = await rig.journal.sessions()
@@ -154,7 +154,7 @@ async def test_node_offline_mid_session_is_explained_and_recorded(tmp_path: Path
     sid = await start_charging(tmp_path)
     async with running(tmp_path) as rig:
         rig.hub.telemetry(
-            "b1", energy_wh=140, relay_on=True, pilot=PilotState.C, plug_count=PLUG, boot_id=BOOT
+            "b1", energy_wh=115, relay_on=True, pilot=PilotState.C, plug_count=PLUG, boot_id=BOOT
         )
         await rig.until("b1", lambda s: s["offline_reason"] is None and s["status"] == "Charging")
         rig.hub.emit(NodeLink("b1", 0.0, online=False, reason="heartbeat timeout"))
@@ -162,7 +162,7 @@ async def test_node_offline_mid_session_is_explained_and_recorded(tmp_path: Path
         assert snap["interrupted_since"] is not None and snap["session"]["id"] == sid
         rig.hub.emit(NodeLink("b1", 0.0, online=True, reason="frame received"))
         rig.hub.telemetry(
-            "b1", energy_wh=150, relay_on=True, pilot=PilotState.C, plug_count=PLUG, boot_id=BOOT
+            "b1", energy_wh=120, relay_on=True, pilot=PilotState.C, plug_count=PLUG, boot_id=BOOT
         )
         await rig.until("b1", lambda s: s["interrupted_since"] is None)
         gaps = await rig.events("interruption")

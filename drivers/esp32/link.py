@@ -1,8 +1,9 @@
 """Per-node link bookkeeping shared by the ESP32 transports (serial and MQTT).
 
 Owns the node configuration the host pushes, the link counters, the
-sequence-number and reboot tracking, and the controller-facing
-:class:`LinkBayNode` both hubs hand out; no I/O.
+sequence-number and reboot tracking (with :mod:`drivers.esp32.guard`: one
+device per address), and the controller-facing :class:`LinkBayNode` both
+hubs hand out; no I/O.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+import structlog
+
 from controller.config import BayConfig, BusConfig
 from controller.ports import (
     LinkStats,
+    NodeConflict,
     NodeEvent,
     NodeHello,
     NodeTelemetry,
     NodeUpdate,
     PermanentError,
 )
+from drivers.esp32.guard import Finding, FrameGuard, StepKind
 from drivers.esp32.messages import (
     MAX_NODE_ADDRESS,
     Ack,
@@ -34,6 +39,11 @@ from drivers.esp32.messages import (
     SetOutput,
     Telemetry,
 )
+
+log = structlog.get_logger(__name__)
+
+CONFLICT_EVERY_S = 5.0  # a conflict that goes on is reported again at most this often
+MAX_HELD = 64  # reports held back while a restarted sequence is on probation
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,21 +85,75 @@ class NodeState:
     stats: LinkStats = field(default_factory=LinkStats)
     online: bool | None = None  # None: not heard from yet
     needs_config: bool = True
-    last_seq: int | None = None
     last_uptime_ms: int | None = None
     last_poll_at: float = float("-inf")
+    guard: FrameGuard = field(init=False)
+    held: list[NodeUpdate] = field(default_factory=list)
+    conflict_at: float | None = None
 
-    def note_rx(self, seq: int, now: float) -> None:
-        """Count a good frame; track sequence gaps (lost frames) and repeats."""
+    def __post_init__(self) -> None:
+        self.guard = FrameGuard(
+            expected_serial=self.cfg.serial,
+            probation_s=max(1.0, 2.5 * self.cfg.telemetry_period_s),
+        )
+
+    def accept(
+        self, seq: int, msg: Message, now: float, *, redelivery_window: int = 0
+    ) -> list[NodeUpdate]:
+        """One good frame from the node's address: the updates for the controller, in order.
+
+        Repeats are dropped; a restarted sequence is held back while on probation; a
+        second sender or a wrong identity is reported as :class:`NodeConflict` first.
+        ``redelivery_window``: see :meth:`FrameGuard.sequence`.
+        """
         self.stats.frames_rx += 1
         self.stats.last_rx_at = now
-        if self.last_seq is not None:
-            gap = (seq - self.last_seq) & 0xFFFF
-            if gap == 0:
-                self._bump("seq_repeats")
-            elif gap > 1 and gap < 0x8000:
-                self._bump("seq_gaps", gap - 1)
-        self.last_seq = seq
+        restart = isinstance(msg, Hello) and seq == 1
+        step = self.guard.sequence(seq, now, redelivery_window, restart=restart)
+        if step.kind is StepKind.REPEAT:
+            self._bump("seq_repeats")
+            return []
+        if step.gaps:
+            self._bump("seq_gaps", step.gaps)
+        finding = step.finding
+        if isinstance(msg, Hello):
+            finding = self.guard.identity(msg.serial, msg.firmware, restart=restart) or finding
+        update = self.on_message(msg, now)
+        out: list[NodeUpdate] = self._conflict(finding, now) if finding is not None else []
+        if self.guard.on_probation:
+            if update is not None:
+                if len(self.held) >= MAX_HELD:
+                    del self.held[0]  # bounded: a node that keeps restarting is not believed
+                self.held.append(update)
+                self._bump("held_frames")
+            return out
+        out += self.held
+        self.held.clear()
+        if update is not None:
+            out.append(update)
+        return out
+
+    def went_offline(self) -> None:
+        """Silence: the next frame starts a new sequence line; nothing held is delivered."""
+        self.guard.forget_sequence()
+        self.held.clear()
+
+    def _conflict(self, finding: Finding, now: float) -> list[NodeUpdate]:
+        self._bump("conflicts")
+        dropped, self.held = len(self.held), []
+        self.guard.end_probation()
+        if self.conflict_at is not None and now - self.conflict_at < CONFLICT_EVERY_S:
+            return []
+        self.conflict_at = now
+        log.error(
+            "esp32.address_conflict",
+            node=self.cfg.node_id,
+            address=self.cfg.address,
+            reason=finding.reason.value,
+            detail=finding.detail,
+            dropped_reports=dropped,
+        )
+        return [NodeConflict(self.cfg.node_id, now, finding.reason, finding.detail)]
 
     def note_uptime(self, uptime_ms: int) -> bool:
         """Record the node's uptime; True when it went backwards (the node rebooted)."""

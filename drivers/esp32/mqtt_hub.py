@@ -41,6 +41,7 @@ from controller.ports import (
     PermanentError,
 )
 from drivers.esp32.codec import CodecError, decode, encode, encode_message
+from drivers.esp32.guard import SEQ_WINDOW
 from drivers.esp32.link import CommandRejected, LinkBayNode, NodeConfig, NodeState, node_configs
 from drivers.esp32.messages import (
     HOST_ADDRESS,
@@ -67,6 +68,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 __all__ = ["MqttBayNode", "MqttNodeHub", "build_mqtt"]
+
+REDELIVERY_GRACE_S = 5.0
 
 
 @dataclass(slots=True)
@@ -111,6 +114,7 @@ class MqttNodeHub:
         self._seq = 0
         self._cmd_id = random.randrange(0x10000)  # a restarted host must not repeat the last id
         self._started_at = clock()
+        self._reconnected_at: float | None = None
         self._link_up: bool | None = None
         self._unknown_logged: set[str] = set()
         self.broker_stats: dict[str, int] = {
@@ -202,6 +206,8 @@ class MqttNodeHub:
                     await client.subscribe(self.topics.all_status(), qos=1)
                     await client.subscribe(self.topics.all_up(), qos=1)
                     self._client = client
+                    if self.broker_stats["connects"] > 1:
+                        self._reconnected_at = self._clock()
                     self._connected.set()
                     self._set_link(True, "connected")
                     backoff = self.cfg.backoff_initial_s
@@ -336,37 +342,35 @@ class MqttNodeHub:
             self.broker_stats["not_for_host"] += 1
             return
         now = self._clock()
-        if isinstance(frame.msg, Hello):
-            st.last_seq = None  # a (re)connected or rebooted node may start its count afresh
-        duplicate = st.last_seq is not None and frame.seq == st.last_seq
-        st.note_rx(frame.seq, now)
-        if duplicate:
-            return  # a QoS 1 redelivery of the frame we just handled
+        msg = frame.msg
+        if isinstance(msg, Ack):
+            fut = node.pending.get(msg.cmd_id)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        # The transport-neutral bookkeeping, shared with serial: repeats, lines, identity.
+        # Right after a reconnect the broker redelivers what was in flight to us: frames a
+        # little older than the last one are repeats then, not a second sender.
+        redelivery = self._reconnected_at is not None and now - self._reconnected_at < (
+            REDELIVERY_GRACE_S
+        )
+        updates = st.accept(frame.seq, msg, now, redelivery_window=SEQ_WINDOW if redelivery else 0)
         if st.online is not True:
             st.online = True
             st.needs_config = True
             log.info("mqtt.node_online", node=st.cfg.node_id)
             self._emit(NodeLink(st.cfg.node_id, now, online=True, reason="frame received"))
-        self._dispatch(node, frame.msg, now)
-        self._kick_configure(node)
-
-    def _dispatch(self, node: _Node, msg: Message, now: float) -> None:
-        st = node.st
-        if isinstance(msg, Ack):
-            fut = node.pending.get(msg.cmd_id)
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
-            return
         if isinstance(msg, Hello):
             log.info(
                 "mqtt.hello",
                 node=st.cfg.node_id,
                 firmware=msg.firmware,
                 protocol=msg.protocol_version,
+                serial=msg.serial,
+                boot_id=msg.boot_id,
             )
-        update = st.on_message(msg, now)  # the transport-neutral mapping, shared with serial
-        if update is not None:
+        for update in updates:
             self._emit(update)
+        self._kick_configure(node)
 
     def _emit(self, update: NodeUpdate) -> None:
         if self._sink is None:
@@ -381,6 +385,7 @@ class MqttNodeHub:
         st = node.st
         st.online = False
         st.needs_config = True
+        st.went_offline()
         log.warning("mqtt.node_offline", node=st.cfg.node_id, reason=reason)
         self._emit(NodeLink(st.cfg.node_id, self._clock(), online=False, reason=reason))
 

@@ -355,30 +355,27 @@ class SerialNodeHub:
                 log.warning("esp32.unknown_address", port=self.port, address=frame.src)
             return
         now = self._clock()
-        st.note_rx(frame.seq, now)
+        updates = st.accept(frame.seq, frame.msg, now)
         if st.online is not True:
             st.online = True
             st.needs_config = True
             log.info("esp32.node_online", node=st.cfg.node_id)
             self._emit(NodeLink(st.cfg.node_id, now, online=True, reason="frame received"))
-        self._dispatch(st, frame, now)
+        if isinstance(frame.msg, Hello):
+            log.info(
+                "esp32.hello",
+                node=st.cfg.node_id,
+                firmware=frame.msg.firmware,
+                protocol=frame.msg.protocol_version,
+                serial=frame.msg.serial,
+                boot_id=frame.msg.boot_id,
+            )
+        for update in updates:
+            self._emit(update)
         p = self._pending
         if p is not None and p.address == frame.src and not p.future.done():
             if p.cmd_id is None or (isinstance(frame.msg, Ack) and frame.msg.cmd_id == p.cmd_id):
                 p.future.set_result(frame)
-
-    def _dispatch(self, st: NodeState, frame: Frame, now: float) -> None:
-        msg = frame.msg
-        if isinstance(msg, Hello):
-            log.info(
-                "esp32.hello",
-                node=st.cfg.node_id,
-                firmware=msg.firmware,
-                protocol=msg.protocol_version,
-            )
-        update = st.on_message(msg, now)
-        if update is not None:
-            self._emit(update)
 
     def _emit(self, update: NodeUpdate) -> None:
         if self._sink is None:
@@ -400,6 +397,7 @@ class SerialNodeHub:
                 last = st.stats.last_rx_at if st.stats.last_rx_at is not None else self._started_at
                 if st.online is not False and now - last > self.timing.offline_after_s:
                     st.online = False
+                    st.went_offline()
                     reason = "heartbeat timeout" if self._writer is not None else "serial link lost"
                     log.warning("esp32.node_offline", node=st.cfg.node_id, reason=reason)
                     self._emit(NodeLink(st.cfg.node_id, now, online=False, reason=reason))

@@ -80,7 +80,7 @@
       const s = b.session;
       const card = el("div", { cls: "card s-" + (STATUS[b.status] || "wait"), "data-bay": b.id }, [
         el("h3", { text: b.id + " · " + (b.kind === "locker" ? "locker" : "EV") }),
-        el("p", { cls: "status", text: b.status + (b.fault ? " (" + b.fault + ")" : "") }),
+        el("p", { cls: "status", text: b.status + (b.fault ? " — " + (b.fault_message || b.fault) : "") }),
         el("p", { cls: "power", text: (b.power_w / 1000).toFixed(1) + " kW · " + Math.max.apply(null, b.current_a).toFixed(1) + " A · setpoint " + b.setpoint_a.toFixed(0) + " A" }),
       ]);
       if (s) {

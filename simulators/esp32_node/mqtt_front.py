@@ -79,7 +79,10 @@ class MqttSimNodes:
         clock: Callable[[], float] = time.monotonic,
         seed: int = 0,
         backoff_max_s: float = 2.0,
+        client_suffix: str = "",
     ) -> None:
+        """``client_suffix``: appended to each MQTT client id, so a clone of a node (same
+        account, same topics) can be connected beside the original without replacing it."""
         self.host = host
         self.port = port
         self.topics = Topics(prefix, station_id)
@@ -87,6 +90,7 @@ class MqttSimNodes:
         self.keepalive_s = keepalive_s
         self._tick_s = tick_s
         self._backoff_max_s = backoff_max_s
+        self._client_suffix = client_suffix
         now = clock()
 
         def password(name: str) -> str:
@@ -183,7 +187,8 @@ class MqttSimNodes:
                 self.port,
                 username=link.username,
                 password=link.password,
-                identifier=f"{self.topics.prefix}-{self.topics.station_id}-{name}",
+                identifier=f"{self.topics.prefix}-{self.topics.station_id}-{name}"
+                f"{self._client_suffix}",
                 clean_session=True,
                 keepalive=self.keepalive_s,
                 will=aiomqtt.Will(self.topics.status(name), STATUS_OFFLINE, qos=1, retain=True),
