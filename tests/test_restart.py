@@ -12,6 +12,7 @@ during the outage ends the session as PowerLoss.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -89,18 +90,19 @@ async def until(pred: Callable[[], Any], timeout: float, what: str, step: float 
         await asyncio.sleep(step)
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+@contextlib.asynccontextmanager
+async def open_rig(tmp: Path) -> AsyncIterator[Rig]:
+    """The CSMS here, the node simulator in its process; the controller is started by the test."""
     csms = CsmsSim(log_messages=False)
     await csms.start()
-    node_sim = await asyncio.to_thread(start_node_sim, tmp_path / "sim", 1)
+    node_sim = await asyncio.to_thread(start_node_sim, tmp / "sim", 1)
     port = free_port()
     config = write_station_config(
-        tmp_path / "station.toml",
-        port_path=str(tmp_path / "sim" / "ttyBAYS"),
+        tmp / "station.toml",
+        port_path=str(tmp / "sim" / "ttyBAYS"),
         nodes=1,
         http_port=port,
-        data_dir=tmp_path / "data",
+        data_dir=tmp / "data",
         extra=f"""
 [ocpp]
 url = "{csms.url}"
@@ -109,7 +111,7 @@ backoff_min_s = 0.1
 backoff_max_s = 1.0
 """,
     )
-    r = Rig(tmp_path, csms, config, f"http://127.0.0.1:{port}", node_sim)
+    r = Rig(tmp, csms, config, f"http://127.0.0.1:{port}", node_sim)
     try:
         yield r
     finally:
@@ -117,6 +119,12 @@ backoff_max_s = 1.0
             await asyncio.to_thread(r.controller.terminate)
         await asyncio.to_thread(node_sim.terminate)
         await csms.stop()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with open_rig(tmp_path) as r:
+        yield r
 
 
 async def charging_session(rig: Rig) -> tuple[str, str]:
