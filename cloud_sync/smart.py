@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.journal import Journal
+from controller.outputs import floor_steps
 
 VOLTAGE_V = 230.0
 CP_MAX = "ChargePointMaxProfile"
@@ -263,7 +264,7 @@ def composite(
         amps = connector_limit_a(ps, ctx, t, with_station_cap=True)
         amps = default_a if amps is None else min(amps, default_a)
         value = amps if unit == "A" else amps * VOLTAGE_V * phases
-        value = round(value, 1)
+        value = floor_steps(value, 10) / 10  # a limit the CSMS reads: floored, never rounded up
         if not out or out[-1][1] != value:
             out.append((round(t - start), value))
         changes = [c for p in ps if (c := next_change(p, t, ctx.tx_start)) is not None]

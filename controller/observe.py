@@ -41,6 +41,7 @@ class StationObserver(StationBase):
         entry = self.safe.enter(cause, message, self.clock.wall())
         if entry is not None:
             log.error("safe_mode.entered", cause=cause, message=message)
+            self._outputs_changed()  # installer tests end at once; some causes forbid outputs
             self._spawn_audit("safe_mode_entered", "station", {"cause": cause, "message": message})
             self._publish({"type": "station", "station": self.station_snapshot()})
 
@@ -58,21 +59,24 @@ class StationObserver(StationBase):
 
     def _spawn_audit(self, kind: str, actor: str, detail: dict[str, Any]) -> None:
         # Safe-mode changes happen inside callbacks and transitions; the audit row
-        # is written by its own small task (kept, so nothing is orphaned).
+        # is written by a job of the station's task runner (its TaskGroup owns it).
         if kind == "safe_mode_entered" and detail.get("cause") == "journal":
             return  # cannot be journaled; the log line stands for it
-        task = asyncio.get_running_loop().create_task(self._audit(kind, actor, detail))
-        self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
+        self.tasks.spawn(self._audit(kind, actor, detail), name=f"audit:{kind}", drain=True)
 
     async def settle(self) -> None:
-        """Wait for background audit writes (tests, shutdown)."""
-        while self._bg:
-            await asyncio.gather(*list(self._bg), return_exceptions=True)
+        """Wait for background jobs such as audit writes (tests, shutdown)."""
+        await self.tasks.settle()
+
+    def _outputs_changed(self) -> None:
+        """Every bay's output loop decides again now (a safety input changed)."""
+        for rt in self.bays.values():
+            rt.output_changed.set()
 
     async def emergency_stop(self, pressed: bool) -> None:
         """The emergency-stop input changed. Pressed: all relays off, all sessions stopped, latched."""
         self.stop_input_pressed = pressed
+        self._outputs_changed()  # relays off at once, installer tests included
         if not pressed:
             log.info("emergency_stop.released", note="latched until an owner clears it")
             self._publish({"type": "station", "station": self.station_snapshot()})
