@@ -38,6 +38,8 @@ KEEP_RUNS = 20
 
 @dataclass
 class TestRun:
+    __test__ = False  # not a pytest class
+
     id: str
     bay_id: str
     action: str
@@ -49,6 +51,7 @@ class TestRun:
     steps: list[dict[str, Any]] = field(default_factory=list)
     finished_at: float | None = None
     cleanup: dict[str, Any] | None = None  # how the test output was ended, once it was
+    stopping: str = ""  # why the test is being stopped from outside
     task: asyncio.Task[None] | None = None
 
     def finish(self, state: str, message: str, wall: float) -> None:
@@ -221,13 +224,11 @@ class InstallerTests:
         return run
 
     async def stop(self, run: TestRun, st: Station) -> None:
+        run.stopping = "Stopped by relay off."
         if run.task is not None and not run.task.done():
             run.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await run.task
-        if run.cleanup is not None and not run.cleanup["ok"]:
-            run.finish("failed", _cleanup_problem(run), st.clock.wall())
-        run.finish("stopped", "Stopped by relay off.", st.clock.wall())
+            await asyncio.wait([run.task])  # our own cancellation still propagates
+        run.finish("stopped", run.stopping, st.clock.wall())
 
     async def _output(
         self, st: Station, rt: BayRuntime, run: TestRun, relay: bool, amps: float, hold: float
@@ -331,16 +332,20 @@ class InstallerTests:
             state, message = "aborted", str(err)
         except DriverError as err:
             state, message = "failed", f"The node did not confirm: {err}"
-        except Exception as err:
+        except asyncio.CancelledError:
+            state, message = "stopped", run.stopping or "The station stopped, so the test ended."
+            raise
+        except Exception:
             log.exception("installer.ramp_failed", bay_id=rt.cfg.id)
-            state, message = "failed", str(err)
+            state, message = "failed", "The test failed on an internal error (see the log)."
         finally:
             # End the test: the bay goes back to what it wants (relay off while idle).
+            # Cancelled, the station switches the bay back by itself: no waiting for the node.
             cancelled = (task := asyncio.current_task()) is not None and task.cancelling() > 0
             await self._end(st, rt, run, confirm=not cancelled)
-        if run.cleanup is not None and not run.cleanup["ok"]:
-            state, message = "failed", _cleanup_problem(run, message)
-        run.finish(state, message, st.clock.wall())
+            if run.cleanup is not None and not run.cleanup["ok"]:
+                state, message = "failed", _cleanup_problem(run, message)
+            run.finish(state, message, st.clock.wall())
 
 
 async def _ended_within(
