@@ -12,6 +12,7 @@ it, so nothing started before or after the station runs is lost or orphaned.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Coroutine
 from typing import Any
 
@@ -36,17 +37,32 @@ class TaskRunner:
     def running(self) -> bool:
         return self._tg is not None
 
-    def spawn(self, job: Job, *, name: str, drain: bool = False) -> asyncio.Task[None] | None:
-        """Run ``job`` in the runner's TaskGroup; its task, or None when it waits for the runner."""
+    def spawn(
+        self, job: Job, *, name: str, drain: bool = False, wait: bool = True
+    ) -> asyncio.Task[None] | None:
+        """Run ``job`` in the runner's TaskGroup and return its task.
+
+        While the runner does not run, the job waits for it (None is returned), or
+        with ``wait=False`` is dropped (closed, never started; None as well).
+        """
         if self._tg is None:
-            self._waiting.append((job, name, drain))
+            if wait:
+                self._waiting.append((job, name, drain))
+            else:
+                job.close()
             return None
         return self._start(self._tg, job, name, drain)
 
     def _start(self, tg: asyncio.TaskGroup, job: Job, name: str, drain: bool) -> asyncio.Task[None]:
         task = tg.create_task(self._guarded(job, name), name=name)
         self._running[task] = drain
-        task.add_done_callback(self._running.pop)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._running.pop(task, None)
+            if inspect.getcoroutinestate(job) == inspect.CORO_CREATED:
+                job.close()  # cancelled before it ever ran: nothing to clean up
+
+        task.add_done_callback(done)
         return task
 
     @staticmethod

@@ -200,7 +200,7 @@ class InstallerTests:
                 amps += step
             run.plan.append(round(max(top, rt.cfg.min_current_a), 1))
             task = st.tasks.spawn(
-                self._ramp(st, rt, run, hold_s or 3.0), name=f"installer-ramp:{bay_id}"
+                self._ramp(st, rt, run, hold_s or 3.0), name=f"installer-ramp:{bay_id}", wait=False
             )
             if task is None:
                 self.runs.pop(run.id, None)
