@@ -145,6 +145,8 @@ def test_install_into_a_throwaway_root(source: Path, tmp_path: Path) -> None:
     ).read_bytes()
     assert (root / "opt/edge-station/venv/bin/python").exists()
     assert (root / "opt/edge-station/station.example.toml").is_file()
+    watchdog = root / "usr/local/lib/systemd/system.conf.d/edge-station-watchdog.conf"
+    assert "\nRuntimeWatchdogSec=14s\n" in watchdog.read_text()  # GPIO relays rely on it
 
     users, groups = _ids(root, "passwd"), _ids(root, "group")
     station_uid, station_gid = users["edge-station"][0], groups["edge-station"][0]
@@ -217,6 +219,26 @@ def test_install_enables_the_units_offline(source: Path, tmp_path: Path) -> None
     _uninstall(source, root)
     assert not (wants / "edge-station.service").exists()
     assert not (wants / "edge-station-kiosk.service").exists()
+
+
+@pytest.mark.long
+def test_hardware_watchdog_can_be_left_out_and_goes_with_uninstall(
+    source: Path, tmp_path: Path
+) -> None:
+    _need("systemd-sysusers", "systemd-tmpfiles")
+    root = tmp_path / "root"
+    watchdog = root / "usr/local/lib/systemd/system.conf.d/edge-station-watchdog.conf"
+    boot = root / "boot/firmware/config.txt"
+    boot.parent.mkdir(parents=True)
+    boot.write_text("dtparam=audio=on\n")
+    result = _install(source, root, "--no-systemctl")
+    assert watchdog.is_file()
+    assert "dtparam=strict_gpiod" in result.stdout  # the other half of a GPIO relay's failsafe
+    _install(source, root, "--no-systemctl", "--no-hardware-watchdog")
+    assert not watchdog.exists()
+    _install(source, root, "--no-systemctl")
+    _uninstall(source, root, "--no-systemctl")
+    assert not watchdog.exists()
 
 
 @pytest.mark.long
