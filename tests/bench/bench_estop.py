@@ -6,8 +6,7 @@ simulated node's relay is open, then releases and clears. Baseline, same run:
 the installer ending the test itself (``end_test_output``) → relay open.
 
 Run: ``.venv/bin/python -m pytest -m bench tests/bench/bench_estop.py -p no:randomly``.
-Target: p99 below one
-output-loop period (``lease_s / 3``), which is the bound the station promises.
+Target: p99 below one output-loop period (``lease_s / 3``), the bound the station promises.
 """
 
 from __future__ import annotations
