@@ -16,6 +16,7 @@ from controller.bay import (
     ocpp_status,
 )
 from controller.journal import JournalError
+from controller.plausibility import bounds_for
 from controller.ports import (
     LinkStats,
     MeterReading,
@@ -197,9 +198,30 @@ class StationObserver(StationBase):
         return self.load.status() if self.load is not None else None
 
     def on_meter_reading(
-        self, reading: MeterReading, *, role: str, bay_id: str | None = None
+        self,
+        reading: MeterReading,
+        *,
+        role: str,
+        bay_id: str | None = None,
+        max_current_a: float | None = None,
     ) -> None:
-        """A meter published (called on the loop by the meter adapter)."""
+        """A meter published (called on the loop by the meter adapter).
+
+        The plausibility gate comes first: an implausible reading goes on as FAILED.
+        """
+        site, rt = self.cfg.site, self.bays.get(bay_id or "")
+        bounds = bounds_for(
+            role,
+            main_limit_a=site.main_limit_a if site is not None else None,
+            bay_max_a=rt.cfg.max_current_a if rt is not None else None,
+            rating_a=max_current_a,
+        )
+        reading, note = self.meter_gate.admit(
+            reading, bounds, role=role, now_wall=self.clock.wall()
+        )
+        if note is not None:
+            log.warning(note.kind, **note.detail)
+            self._spawn_audit(note.kind, "meter", note.detail)
         prev = self.meters.get(reading.meter)
         self.meters[reading.meter] = MeterInput(role, bay_id, reading)
         if role in ("grid", "pv"):
