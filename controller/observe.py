@@ -15,9 +15,11 @@ from controller.bay import (
     FaultRaised,
     ocpp_status,
 )
+from controller.directcaps import direct_setpoint_a
 from controller.journal import JournalError
 from controller.plausibility import bounds_for
 from controller.ports import (
+    ChargingLimits,
     LinkStats,
     MeterReading,
 )
@@ -184,7 +186,18 @@ class StationObserver(StationBase):
 
     def _setpoint(self, rt: BayRuntime) -> float:
         if self.load is None:
-            return rt.cfg.max_current_a
+            # No load manager: the bay's maximum, capped by the central system's profiles.
+            up = self.upstream
+            caps: dict[int, float | None] = (
+                up.current_limits_a(self.clock.wall()) if isinstance(up, ChargingLimits) else {}
+            )
+            return direct_setpoint_a(
+                rt.cfg.max_current_a,
+                rt.cfg.min_current_a,
+                connector_cap_a=caps.get(rt.cfg.connector),
+                station_cap_a=caps.get(0),
+                bays=len(self.bays),
+            )
         return rt.load_setpoint_a
 
     def set_load_setpoint(self, bay_id: str, amps: float) -> None:

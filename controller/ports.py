@@ -315,6 +315,19 @@ class Upstream(Protocol):
     async def run(self) -> None: ...
 
 
+@runtime_checkable
+class ChargingLimits(Protocol):
+    """Optional ability of an upstream: the central system's charging-profile caps.
+
+    ``current_limits_a(now_wall)`` maps a connector to the amps per phase its
+    profiles allow at that wall time (connector 0: the whole station); None
+    means no profile limits it. Without a load manager the station applies them
+    to the bays directly.
+    """
+
+    def current_limits_a(self, now_wall: float) -> dict[int, float | None]: ...
+
+
 # --------------------------------------------------------------------------- clock
 
 
