@@ -62,6 +62,7 @@
   };
   const FRESH_S = 10; /* older figures are marked with their age */
   const CALL_TIMEOUT_MS = 8000;
+  const SILENT_MS = 12000; /* the station ticks every 5 s: a link this quiet is as good as lost */
 
   const S = {
     station: null, bays: new Map(), kiosk: { idle_timeout_s: 60 }, offset: 0,
@@ -69,6 +70,7 @@
     session: null, /* {id, key, bay} of the session this screen started */
     screen: "idle", lastTouch: Date.now(), online: false,
     lastNow: 0, /* the station's clock (ms) at its last word: the session timer stops there */
+    seenAt: 0, /* local clock (ms) of the station's last word */
     stopping: null, /* {sess, tries}: a stop pressed and not answered yet */
     errOffline: false, /* the error on screen is "no answer": leave it when the station is back */
     wake: null,
@@ -318,7 +320,7 @@
     btn.disabled = !!p;
     btn.textContent = p ? T.stopping : T.stop;
     btn.dataset.tries = p ? String(p.tries) : "0";
-    $("stop-note").hidden = !p || p.tries < 1;
+    $("stop-note").hidden = !p || (p.tries < 1 && S.online);
     $("stop-note").textContent = T.stopQueued;
   }
 
@@ -369,6 +371,8 @@
 
   /* ---------------------------------------------------------------- live */
   function apply(msg) {
+    S.seenAt = Date.now();
+    if (!S.online) onLink(true); /* it was only silent (a hung station): it speaks again */
     if (msg.type === "snapshot") {
       S.station = msg.station;
       S.offset = msg.station.now * 1000 - Date.now();
@@ -416,8 +420,10 @@
     else if (S.screen === "instr") renderInstr();
     else if (S.screen === "mode") renderModes();
   }
-  function onLink(up) {
-    if (!up && S.online) S.lastNow = now();
+  function onLink(up, why) {
+    /* Closed: it answered until now. Silent: the timer stops at its last word. */
+    if (!up && S.online && why !== "silent") S.lastNow = now();
+    if (up && !S.online) S.seenAt = Date.now();
     S.online = up;
     document.body.dataset.live = up ? "up" : "down";
     if (up) {
@@ -445,6 +451,7 @@
     for (const ev of ["pointerdown", "keydown"]) document.addEventListener(ev, () => { S.lastTouch = Date.now(); }, true);
     setInterval(() => {
       $("clock").textContent = new Date(now() - S.offset).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      if (S.online && Date.now() - S.seenAt > SILENT_MS) onLink(false, "silent");
       if (S.screen === "session") tickSession();
       const idleMs = (S.kiosk.idle_timeout_s || 60) * 1000;
       const busy = S.screen === "idle" || S.screen === "wait" || S.stopping;

@@ -151,6 +151,7 @@ async def test_kiosk_through_a_20s_server_stop(
         await page.locator("#stop").click()  # fails if anything covers it
         await expect(page.locator("#stop")).to_have_text("Stopping…")
         note = page.locator("#stop-note")
+        await expect(note).to_be_visible()
         await expect(note).to_contain_text("sent as soon as it answers")
         # Sent again, not given up: at least two more attempts while the server is away.
         await expect(page.locator("#stop")).to_have_attribute("data-tries", re.compile(r"^[2-9]"))
