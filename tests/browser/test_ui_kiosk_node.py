@@ -64,8 +64,17 @@ async def station_processes(tmp: Path) -> AsyncIterator[Station]:
     ctl = start_controller(cfg)
     try:
         await asyncio.to_thread(ctl.log.wait_for, lambda ln: ln.get("event") == "station.ready", 30)
+        base = f"http://127.0.0.1:{port}"
+        async with asyncio.timeout(30):  # on a busy machine the first answers may be slow
+            while True:
+                code, state = await asyncio.to_thread(
+                    kiosk_call, "GET", f"{base}/api/v1/kiosk/state", None, 30.0
+                )
+                if code == 200 and all(b["node_online"] for b in state["bays"]):
+                    break
+                await asyncio.sleep(0.1)  # polling another process: there is no event to await
         await arequest(sim_dir, "plug_in", "bay1", max_a=16.0, phases=3)
-        yield Station(f"http://127.0.0.1:{port}", sim_dir, ctl)
+        yield Station(base, sim_dir, ctl)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(ctl.pid, signal.SIGCONT)
@@ -74,7 +83,9 @@ async def station_processes(tmp: Path) -> AsyncIterator[Station]:
 
 
 async def _bay1(base: str) -> dict[str, object]:
-    code, state = await asyncio.to_thread(kiosk_call, "GET", f"{base}/api/v1/kiosk/state")
+    code, state = await asyncio.to_thread(
+        kiosk_call, "GET", f"{base}/api/v1/kiosk/state", None, 30.0
+    )
     assert code == 200, state
     return next(b for b in state["bays"] if b["id"] == "bay1")
 
@@ -98,7 +109,7 @@ async def _charging(browser: Browser, st: Station) -> Page:
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     setattr(page, "js_errors", errors)  # noqa: B010
-    await page.goto(st.base + "/kiosk")
+    await page.goto(st.base + "/kiosk", timeout=30_000)
     await expect(page.locator("body")).to_have_attribute("data-live", "up")
     await expect(page.locator('[data-bay="bay1"]')).to_contain_text("Available")
     await page.locator('[data-bay="bay1"]').click()
