@@ -130,9 +130,17 @@ class StationObserver(StationBase):
     publish = _publish
 
     def bay_snapshot(self, rt: BayRuntime) -> dict[str, Any]:
+        """What a bay shows now. Every measured figure comes with its age: ``measured_at``
+        (wall clock) is when the node measured power, current, relay and the session's
+        energy; ``at`` is when this snapshot was taken (elapsed time and cost). A node
+        that is offline has no live figures: power, current and relay are ``None``
+        (unknown), never its last telemetry passed off as live."""
         s = rt.state
-        tel = rt.telemetry
         now = self.clock.wall()
+        tel = rt.telemetry
+        # Telemetry is stamped with the driver's monotonic clock (as the load loop reads it).
+        age = max(0.0, time.monotonic() - tel.at) if tel is not None else None
+        live = tel if s.node_online else None
         session = None
         if s.session is not None:
             sess = s.session
@@ -166,9 +174,12 @@ class StationObserver(StationBase):
             "pending_unavailable": s.pending_unavailable,
             "setpoint_a": s.setpoint_a,
             "max_current_a": rt.cfg.max_current_a,
-            "power_w": round(tel.power_w, 1) if tel else 0.0,
-            "current_a": [round(c, 2) for c in tel.current_a] if tel else [0.0, 0.0, 0.0],
-            "relay_on": tel.relay_on if tel else False,
+            "power_w": round(live.power_w, 1) if live else None,
+            "current_a": [round(c, 2) for c in live.current_a] if live else None,
+            "relay_on": live.relay_on if live else None,
+            "at": now,
+            "measured_at": round(now - age, 3) if age is not None else None,
+            "measured_age_s": round(age, 3) if age is not None else None,
             "door_closed": s.door_closed,
             "locked": s.locked,
             "pilot": s.pilot.value,
