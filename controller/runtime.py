@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from controller.looplag import LoopLagMonitor
 
 from controller.outputs import TestOutput
+from controller.plausibility import MeterGate
 from controller.safety import SafeMode
 from controller.taskrunner import TaskRunner
 
@@ -167,6 +168,7 @@ class StationBase:
     timers: Timers
     bays: dict[str, BayRuntime]
     meters: dict[str, MeterInput]
+    meter_gate: MeterGate
     load: LoadLoop | None
     load_changed: asyncio.Event
     upstream: Upstream | None

@@ -16,6 +16,7 @@
 #   units in /usr/local/lib/systemd/system, udev rules, daemon-reload + enable
 #   the Pi's hardware watchdog, fed by systemd (system.conf.d drop-in; see
 #   drivers/gpio/FAILSAFE.md), unless --no-hardware-watchdog
+#   /opt/edge-station/kiosk-offline.html (the kiosk's page while the station does not answer)
 set -eu
 
 usage() {
@@ -128,6 +129,10 @@ for unit in $units; do
 	put 0644 "$src/systemd/$unit" "$unitdir/$unit"
 done
 put 0644 "$sample" "$opt/station.example.toml"
+if [ "$kiosk" = 1 ]; then
+	# The kiosk's first page (file://): it waits for the station and then opens its page.
+	put 0644 "$src/systemd/kiosk-offline.html" "$opt/kiosk-offline.html"
+fi
 if [ -f "$src/README.md" ]; then
 	put 0644 "$src/README.md" "$opt/README.md"
 fi
