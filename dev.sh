@@ -83,7 +83,9 @@ case "$cmd" in
         ensure_venv
         export PATH="$PWD/$VENV/bin:$PATH:/usr/sbin:/sbin"
         if [ "$cmd" = bench ]; then
-            exec "$VENV/bin/python" -m pytest -m bench tests/bench -p no:randomly "$@"
+            # With no file named, every benchmark; otherwise just the ones named.
+            [ $# -eq 0 ] && set -- tests/bench
+            exec "$VENV/bin/python" -m pytest -m bench -p no:randomly "$@"
         fi
         echo "== ruff format --check" && "$VENV/bin/ruff" format --check .
         echo "== ruff check" && "$VENV/bin/ruff" check .
