@@ -46,6 +46,20 @@ def test_shellcheck(script: Path) -> None:
     assert result.returncode == 0, result.stdout
 
 
+def test_shellcheck_dev_sh() -> None:
+    """The set-up script every fresh machine runs first is a bash script: checked as one."""
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    result = subprocess.run(
+        [shellcheck, "-s", "bash", str(REPO / "dev.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_unknown_option_is_refused(script: Path, tmp_path: Path) -> None:
     result = subprocess.run(
