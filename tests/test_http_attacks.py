@@ -1,0 +1,187 @@
+"""Slow clients and big bodies against the real ``edge-station run`` process.
+
+A bounded slowloris (1,500 idle and half-sent requests for 10 s from 50
+loopback hosts) while two sessions charge through the node simulator: the
+kiosk keeps answering within a second, the nodes' setpoint leases keep being
+renewed (no node falls to its safe share), the station stays up. A 200 MB
+chunked upload without login is cut at the body limit and the controller's
+memory stays flat.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support.charging import (
+    SYSTEMD_DEFAULT_NOFILE,
+    charging_station,
+    timed_get,
+    unit_limit_nofile,
+)
+from tests.support.procs import Proc
+
+ATTACK_SOCKETS = 1500
+ATTACK_S = 10.0
+
+
+def poll_kiosk(url: str, until: threading.Event | float) -> tuple[list[float], int]:
+    """Latencies of kiosk-state reads every 100 ms (fresh connection each) and the failures."""
+    lat: list[float] = []
+    failed = 0
+    end = until if isinstance(until, float) else None
+    while not (isinstance(until, threading.Event) and until.is_set()):
+        if end is not None and time.monotonic() >= end:
+            break
+        t = timed_get(url)
+        if t is None:
+            failed += 1
+        else:
+            lat.append(t)
+        time.sleep(0.1)
+    return lat, failed
+
+
+def run_slowloris(port: int, *, sockets: int = ATTACK_SOCKETS, seconds: float = ATTACK_S) -> Proc:
+    attacker = Proc(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.slowloris",
+            "--port",
+            str(port),
+            "--sockets",
+            str(sockets),
+            "--seconds",
+            str(seconds),
+        ]
+    )
+    deadline = time.monotonic() + 20
+    while not any(r.startswith("ATTACKING") for r in attacker.log.raw):
+        assert time.monotonic() < deadline, attacker.log.raw[-10:]
+        time.sleep(0.05)
+    return attacker
+
+
+def test_slowloris_leaves_kiosk_and_leases_alone(tmp_path: Path) -> None:
+    nofile = unit_limit_nofile() or SYSTEMD_DEFAULT_NOFILE
+    with charging_station(tmp_path, bays=2, nofile=nofile) as st:
+        url = f"{st.base}/api/v1/kiosk/state"
+        calm, calm_failed = poll_kiosk(url, time.monotonic() + 3.0)
+        assert calm and not calm_failed
+
+        attacker = run_slowloris(st.port)
+        done = threading.Event()
+
+        def wait_attacker() -> None:
+            attacker.popen.wait(ATTACK_S + 60)
+            done.set()
+
+        waiter = threading.Thread(target=wait_attacker)
+        waiter.start()
+        lat, failed = poll_kiosk(url, done)
+        waiter.join()
+        stats = json.loads(attacker.log.raw[-1])
+
+        assert st.ctl.popen.poll() is None, st.ctl.log.raw[-30:]
+        assert stats["max_open"] >= 200, stats  # the attack really held connections
+        assert failed == 0, f"{failed} kiosk reads failed during the attack; {stats}"
+        assert len(lat) >= ATTACK_S * 3, len(lat)
+        assert max(lat) < 1.0, f"slowest kiosk read {max(lat):.3f} s; {stats}"
+        # The station refused what it could not hold, and said so.
+        assert stats["closed_by_server"] > 0, stats
+        assert st.ctl.log.count("ui.connections_refused") >= 1
+        assert not any("Too many open files" in r for r in st.ctl.log.raw)
+
+        nodes = st.nodes()
+        for bay in ("bay1", "bay2"):
+            n = nodes[bay]
+            assert "lease_expired" not in n["events"] and "host_silent" not in n["events"], n
+            assert n["relay_on"] and n["setpoint_a"] > n["safe_current_a"], n
+            assert n["lease_remaining_s"] > 0, n
+        assert set(st.statuses().values()) == {"Charging"}
+
+
+def test_unit_file_limit_covers_the_connection_caps() -> None:
+    from local_ui.connections import DEFAULT_LIMITS
+
+    nofile = unit_limit_nofile()
+    assert nofile is not None, "systemd/edge-station.service sets no LimitNOFILE="
+    # Serial ports, MQTT, Modbus, OCPP, SQLite (journal + WAL + shm, two connections),
+    # the camera, logging, pipes and the interpreter's own files: well under 200.
+    assert nofile >= DEFAULT_LIMITS.fd_budget() + 200, (nofile, DEFAULT_LIMITS.fd_budget())
+
+
+def _chunked_upload(port: int, path: str, total: int, chunk: int = 64 * 1024) -> tuple[int, bytes]:
+    """Send ``total`` bytes as a chunked body; returns (bytes sent, the server's reply)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    reply = bytearray()
+
+    def read() -> None:
+        try:
+            while data := sock.recv(65536):
+                reply.extend(data)
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: station\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Type: application/json\r\nCookie: es_csrf=t\r\nX-CSRF-Token: t\r\n\r\n"
+    )
+    sent = 0
+    frame = f"{chunk:x}\r\n".encode() + b"x" * chunk + b"\r\n"
+    try:
+        sock.sendall(head.encode())
+        while sent < total:
+            sock.sendall(frame)
+            sent += chunk
+        sock.sendall(b"0\r\n\r\n")
+    except OSError:
+        pass  # the server hung up: what we want
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    reader.join(30)
+    sock.close()
+    return sent, bytes(reply)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/auth/login", "/api/v1/kiosk/bays/bay1/token"])
+def test_chunked_body_is_cut_at_the_limit_and_memory_stays_flat(tmp_path: Path, path: str) -> None:
+    with charging_station(tmp_path, bays=1, nofile=SYSTEMD_DEFAULT_NOFILE, charge=False) as st:
+        proc = psutil.Process(st.ctl.pid)
+        st.kiosk_state()
+        before = proc.memory_info().rss
+        peak = before
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, proc.memory_info().rss)
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        sent, reply = _chunked_upload(st.port, path, 200 * 2**20)
+        stop.set()
+        sampler.join()
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:300]
+        body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+        assert body["error"] == "too_large"
+        assert body["message"].endswith(".") and "64 KiB" in body["message"], body
+        assert sent < 64 * 2**20, f"the server read {sent / 2**20:.0f} MiB before hanging up"
+        grew = (peak - before) / 2**20
+        assert grew < 24, f"RSS grew by {grew:.1f} MiB during a 200 MB chunked upload"
+        assert st.ctl.popen.poll() is None
+        st.kiosk_state()  # still answering
