@@ -18,6 +18,9 @@ from controller.bay import StopReason
 from controller.journal import Journal
 from local_ui.views import iso_local
 
+# The dates a filter may name: local-time arithmetic fails near year 1 and 9999.
+EARLIEST_YEAR, LATEST_YEAR = 1970, 2100
+
 SUCCESS_REASONS = frozenset(
     {
         StopReason.LOCAL,
