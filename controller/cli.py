@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller import registry
-from controller.config import ConfigError, StationConfig, load_config
+from controller.config import ConfigError, StationConfig, load_config, station_problems
 from controller.load import check_safe_shares
 from controller.loadloop import load_manager_config
 from controller.logs import setup_logging
@@ -108,8 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def check(cfg: StationConfig) -> list[str]:
-    """Problems beyond the schema: the optional parts' sections and the safe-share proof."""
-    problems: list[str] = []
+    """Problems beyond the schema: bays and data_dir, the optional parts' sections and
+    the safe-share proof."""
+    problems: list[str] = station_problems(cfg)
     try:
         lcfg = load_manager_config(cfg)
     except ValidationError as err:
