@@ -11,63 +11,19 @@ memory stays flat.
 from __future__ import annotations
 
 import json
-import socket
-import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.support.charging import (
-    SYSTEMD_DEFAULT_NOFILE,
-    charging_station,
-    timed_get,
-    unit_limit_nofile,
+from tests.support.attacks import (
+    ATTACK_S,
+    RssPeak,
+    chunked_upload,
+    poll_kiosk,
+    poll_kiosk_under_slowloris,
 )
-from tests.support.procs import Proc
-
-ATTACK_SOCKETS = 1500
-ATTACK_S = 10.0
-
-
-def poll_kiosk(url: str, until: threading.Event | float) -> tuple[list[float], int]:
-    """Latencies of kiosk-state reads every 100 ms (fresh connection each) and the failures."""
-    lat: list[float] = []
-    failed = 0
-    end = until if isinstance(until, float) else None
-    while not (isinstance(until, threading.Event) and until.is_set()):
-        if end is not None and time.monotonic() >= end:
-            break
-        t = timed_get(url)
-        if t is None:
-            failed += 1
-        else:
-            lat.append(t)
-        time.sleep(0.1)
-    return lat, failed
-
-
-def run_slowloris(port: int, *, sockets: int = ATTACK_SOCKETS, seconds: float = ATTACK_S) -> Proc:
-    attacker = Proc(
-        [
-            sys.executable,
-            "-m",
-            "tests.support.slowloris",
-            "--port",
-            str(port),
-            "--sockets",
-            str(sockets),
-            "--seconds",
-            str(seconds),
-        ]
-    )
-    deadline = time.monotonic() + 20
-    while not any(r.startswith("ATTACKING") for r in attacker.log.raw):
-        assert time.monotonic() < deadline, attacker.log.raw[-10:]
-        time.sleep(0.05)
-    return attacker
+from tests.support.charging import SYSTEMD_DEFAULT_NOFILE, charging_station, unit_limit_nofile
 
 
 def test_slowloris_leaves_kiosk_and_leases_alone(tmp_path: Path) -> None:
@@ -77,18 +33,7 @@ def test_slowloris_leaves_kiosk_and_leases_alone(tmp_path: Path) -> None:
         calm, calm_failed = poll_kiosk(url, time.monotonic() + 3.0)
         assert calm and not calm_failed
 
-        attacker = run_slowloris(st.port)
-        done = threading.Event()
-
-        def wait_attacker() -> None:
-            attacker.popen.wait(ATTACK_S + 60)
-            done.set()
-
-        waiter = threading.Thread(target=wait_attacker)
-        waiter.start()
-        lat, failed = poll_kiosk(url, done)
-        waiter.join()
-        stats = json.loads(attacker.log.raw[-1])
+        lat, failed, stats = poll_kiosk_under_slowloris(st.port, url)
 
         assert st.ctl.popen.poll() is None, st.ctl.log.raw[-30:]
         assert stats["max_open"] >= 200, stats  # the attack really held connections
@@ -119,63 +64,13 @@ def test_unit_file_limit_covers_the_connection_caps() -> None:
     assert nofile >= DEFAULT_LIMITS.fd_budget() + 200, (nofile, DEFAULT_LIMITS.fd_budget())
 
 
-def _chunked_upload(port: int, path: str, total: int, chunk: int = 64 * 1024) -> tuple[int, bytes]:
-    """Send ``total`` bytes as a chunked body; returns (bytes sent, the server's reply)."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    reply = bytearray()
-
-    def read() -> None:
-        try:
-            while data := sock.recv(65536):
-                reply.extend(data)
-        except OSError:
-            pass
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: station\r\nTransfer-Encoding: chunked\r\n"
-        "Content-Type: application/json\r\nCookie: es_csrf=t\r\nX-CSRF-Token: t\r\n\r\n"
-    )
-    sent = 0
-    frame = f"{chunk:x}\r\n".encode() + b"x" * chunk + b"\r\n"
-    try:
-        sock.sendall(head.encode())
-        while sent < total:
-            sock.sendall(frame)
-            sent += chunk
-        sock.sendall(b"0\r\n\r\n")
-    except OSError:
-        pass  # the server hung up: what we want
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-    reader.join(30)
-    sock.close()
-    return sent, bytes(reply)
-
-
 @pytest.mark.parametrize("path", ["/api/v1/auth/login", "/api/v1/kiosk/bays/bay1/token"])
 def test_chunked_body_is_cut_at_the_limit_and_memory_stays_flat(tmp_path: Path, path: str) -> None:
     with charging_station(tmp_path, bays=1, nofile=SYSTEMD_DEFAULT_NOFILE, charge=False) as st:
-        proc = psutil.Process(st.ctl.pid)
         st.kiosk_state()
-        before = proc.memory_info().rss
-        peak = before
-        stop = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not stop.is_set():
-                peak = max(peak, proc.memory_info().rss)
-                time.sleep(0.02)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        sent, reply = _chunked_upload(st.port, path, 200 * 2**20)
-        stop.set()
-        sampler.join()
+        with RssPeak(st.ctl.pid) as rss:
+            sent, reply = chunked_upload(st.port, path, 200 * 2**20)
+        before, peak = rss.before, rss.peak
         assert reply.startswith(b"HTTP/1.1 413"), reply[:300]
         body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
         assert body["error"] == "too_large"

@@ -70,7 +70,17 @@ async def test_api_and_cli_write_the_same_masked_defused_csv(tmp_path: Path) -> 
 def export(data_dir: Path, target: str) -> subprocess.CompletedProcess[str]:
     """``edge-station journal --data-dir D sessions --csv TARGET`` in a fresh process."""
     return subprocess.run(
-        [sys.executable, "-m", "controller.cli", "journal", "--data-dir", str(data_dir), "sessions", "--csv", target],
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "journal",
+            "--data-dir",
+            str(data_dir),
+            "sessions",
+            "--csv",
+            target,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
