@@ -3,8 +3,9 @@
 A password must reach score 3 of 4 ("safely unguessable" against an online
 attack, and costly offline with argon2id); the user's name and the station's
 id and name count as known words. zxcvbn's own warning and suggestions are
-already sentences; only the first 100 characters are weighed (the estimate's
-cost grows quickly with length, and a longer password is strong anyway).
+already sentences. zxcvbn refuses inputs above 72 characters (its cost grows
+quickly with length), so only the first 72 are weighed: a password that long
+is judged by them, and the rest can only make it stronger.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from local_ui.context import UiContext
 from local_ui.errors import ApiError
 
 MIN_SCORE = 3
-WEIGHED_CHARS = 100
+WEIGHED_CHARS = 72  # zxcvbn raises ValueError above this
 
 
 def weakness(password: str, known: Iterable[str] = ()) -> str | None:

@@ -170,3 +170,18 @@ async def test_weak_passwords_are_refused_with_a_sentence(tmp_path: Path, weak: 
         )
         assert r.status_code == 422 and r.json()["error"] == "weak_password"
         assert (await login(c, PASSWORD)).status_code == 200  # unchanged
+
+
+async def test_long_passwords_are_weighed_by_their_start(tmp_path: Path) -> None:
+    async with running_station(tmp_path) as rig:
+        app, _ = await setup(rig)
+        c = await host_client(app, "192.168.1.10")
+        assert (await login(c, PASSWORD)).status_code == 200
+        for username, password, status in (
+            ("long", "x7!Qp" * 51, 201),  # 255 characters: zxcvbn alone would refuse to look
+            ("longweak", "a" * 256, 422),
+        ):
+            r = await c.post(
+                "/api/v1/users", json={"username": username, "password": password, "role": "viewer"}
+            )
+            assert r.status_code == status, r.text

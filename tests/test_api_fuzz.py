@@ -198,6 +198,7 @@ async def test_schemathesis_no_5xx_no_schema_violations(tmp_path: Path) -> None:
 
 
 @pytest.mark.long
+@pytest.mark.timeout(3600)
 async def test_schemathesis_long_run(tmp_path: Path) -> None:
     _check_coverage(
         await run_schemathesis(tmp_path, int(os.environ.get("UI_FUZZ_LONG_EXAMPLES", "300")))
