@@ -54,6 +54,18 @@ _SECURITY_HEADERS = [
 ]
 
 
+def _log_too_large(scope: Scope, size: int) -> None:
+    client = scope.get("client")
+    log.warning(
+        "ui.body_too_large",
+        client=client[0] if client else None,
+        method=scope.get("method"),
+        path=scope.get("path"),
+        bytes_seen=size,
+        note="answered 413 and closed the connection",
+    )
+
+
 class UiMiddleware:
     """Security headers, the CSRF cookie for new clients, and a request body size limit.
 
@@ -79,6 +91,7 @@ class UiMiddleware:
             elif k == b"cookie":
                 cookie += v + b";"
         if length > self.max_body:
+            _log_too_large(scope, length)
             body = json.dumps({"error": "too_large", "message": self.too_large}).encode()
             await send(
                 {
@@ -99,6 +112,7 @@ class UiMiddleware:
                 if received > self.max_body:
                     # FastAPI passes its own HTTPException through body parsing (any other
                     # error there becomes a 400); "close" stops uvicorn reading the rest.
+                    _log_too_large(scope, received)
                     raise HTTPException(413, self.too_large, headers={"connection": "close"})
             return message
 

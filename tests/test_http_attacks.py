@@ -79,4 +79,6 @@ def test_chunked_body_is_cut_at_the_limit_and_memory_stays_flat(tmp_path: Path, 
         grew = (peak - before) / 2**20
         assert grew < 24, f"RSS grew by {grew:.1f} MiB during a 200 MB chunked upload"
         assert st.ctl.popen.poll() is None
+        line = st.ctl.log.wait_for(lambda ln: ln.get("event") == "ui.body_too_large", 5)
+        assert line["path"] == path and line["bytes_seen"] > 64 * 1024
         st.kiosk_state()  # still answering
