@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 DEBS_RUN="python3 python3-venv python3-dev gcc libzbar0 mosquitto"
-DEBS_TEST="$DEBS_RUN chromium systemd make sqlite3"
+DEBS_TEST="$DEBS_RUN chromium systemd make sqlite3 shellcheck"
 VENV=.venv
 
 installed() {
