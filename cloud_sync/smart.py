@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from controller.journal import Journal
@@ -93,7 +94,11 @@ class Profile:
             start=start,
             duration=sched.get("duration"),
             transaction_id=d.get("transaction_id"),
-            min_rate=sched.get("min_charging_rate"),
+            min_rate=(
+                float(sched["min_charging_rate"])
+                if sched.get("min_charging_rate") is not None
+                else None
+            ),
         )
 
 
@@ -274,6 +279,14 @@ def composite(
 # --------------------------------------------------------------------------- store
 
 
+def _json_number(o: object) -> float:
+    # The ocpp library hands fractional numbers over as Decimal (its schemas check
+    # multipleOf exactly); the journal keeps the profile as JSON.
+    if isinstance(o, Decimal):
+        return float(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
 class ProfileStore:
     """Installed profiles, in memory for the load manager and in the journal for restarts."""
 
@@ -317,7 +330,15 @@ class ProfileStore:
         await self._journal.execute_write(
             "INSERT INTO charging_profiles(id, connector, stack_level, purpose, transaction_id,"
             " profile, installed_at) VALUES (?,?,?,?,?,?,?)",
-            (p.id, p.connector, p.stack_level, p.purpose, p.transaction_id, json.dumps(raw), now),
+            (
+                p.id,
+                p.connector,
+                p.stack_level,
+                p.purpose,
+                p.transaction_id,
+                json.dumps(raw, default=_json_number),
+                now,
+            ),
         )
         self.profiles[p.id] = p
         return None

@@ -123,6 +123,16 @@ def check(cfg: StationConfig) -> list[str]:
     return problems
 
 
+def check_warnings(cfg: StationConfig) -> list[str]:
+    """What the optional parts find risky but allowed (an extension's optional ``warnings``)."""
+    out: list[str] = []
+    for ext in registry.extensions():
+        warn = getattr(ext, "warnings", None)
+        if warn is not None:
+            out.extend(warn(cfg))
+    return out
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.file)
@@ -133,6 +143,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if problems:
         _print_problems(str(args.file), problems)
         return EXIT_CONFIG
+    for w in check_warnings(cfg):
+        print(f"{args.file}: warning: {w}", file=sys.stderr)
     print(f"{args.file}: OK ({len(cfg.bays)} bays on {len(cfg.buses)} buses)")
     return 0
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from controller.loadloop import LoadLoop
     from controller.looplag import LoopLagMonitor
 
+from controller.plausibility import MeterGate
 from controller.safety import SafeMode
 
 log = structlog.get_logger(__name__)
@@ -167,6 +168,7 @@ class StationBase:
     timers: Timers
     bays: dict[str, BayRuntime]
     meters: dict[str, MeterInput]
+    meter_gate: MeterGate
     load: LoadLoop | None
     load_changed: asyncio.Event
     upstream: Upstream | None

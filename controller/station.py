@@ -52,6 +52,7 @@ from controller.bay import (
 from controller.config import StationConfig
 from controller.journal import Journal, JournalError
 from controller.persist import build_commit, state_from_dict
+from controller.plausibility import MeterGate
 from controller.ports import (
     DriverError,
     NodeEvent,
@@ -115,6 +116,7 @@ class Station(StationCommands, StationObserver):
         self._focus: tuple[str, float] | None = None
         self.load_changed = asyncio.Event()  # something the load manager reads has changed
         self.meters: dict[str, MeterInput] = {}
+        self.meter_gate = MeterGate()  # plausibility of every meter reading
         t = cfg.timers
         self.timers = Timers(
             connection_timeout_s=t.connection_timeout_s,

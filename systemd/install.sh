@@ -14,6 +14,7 @@
 #   /opt/edge-station/venv with the edge-station package
 #   /etc/edge-station (config), /var/lib/edge-station (journal) (systemd-tmpfiles)
 #   units in /usr/local/lib/systemd/system, udev rules, daemon-reload + enable
+#   /opt/edge-station/kiosk-offline.html (the kiosk's page while the station does not answer)
 set -eu
 
 usage() {
@@ -119,6 +120,10 @@ for unit in $units; do
 	put 0644 "$src/systemd/$unit" "$unitdir/$unit"
 done
 put 0644 "$sample" "$opt/station.example.toml"
+if [ "$kiosk" = 1 ]; then
+	# The kiosk's first page (file://): it waits for the station and then opens its page.
+	put 0644 "$src/systemd/kiosk-offline.html" "$opt/kiosk-offline.html"
+fi
 if [ -f "$src/README.md" ]; then
 	put 0644 "$src/README.md" "$opt/README.md"
 fi

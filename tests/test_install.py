@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_systemd_units import KIOSK_OFFLINE_PAGE
+
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMD_DIR = REPO / "systemd"
 SCRIPTS = [SYSTEMD_DIR / "install.sh", SYSTEMD_DIR / "uninstall.sh"]
@@ -145,6 +147,9 @@ def test_install_into_a_throwaway_root(source: Path, tmp_path: Path) -> None:
     ).read_bytes()
     assert (root / "opt/edge-station/venv/bin/python").exists()
     assert (root / "opt/edge-station/station.example.toml").is_file()
+    offline = root / KIOSK_OFFLINE_PAGE.lstrip("/")  # the kiosk unit's first page
+    assert offline.read_bytes() == (source / "systemd/kiosk-offline.html").read_bytes()
+    assert stat.S_IMODE(offline.stat().st_mode) == 0o644
 
     users, groups = _ids(root, "passwd"), _ids(root, "group")
     station_uid, station_gid = users["edge-station"][0], groups["edge-station"][0]
@@ -226,6 +231,7 @@ def test_install_without_kiosk(source: Path, tmp_path: Path) -> None:
     _install(source, root, "--no-systemctl", "--no-kiosk")
     assert (root / UNITDIR / "edge-station.service").is_file()
     assert not (root / UNITDIR / "edge-station-kiosk.service").exists()
+    assert not (root / KIOSK_OFFLINE_PAGE.lstrip("/")).exists()
 
 
 # ----------------------------------------------------------------------- uninstall
