@@ -6,7 +6,7 @@ effects (commands and records) that the station supervisor carries out and
 journals in one transaction with the event.
 
 Node reports are checked here, not trusted: an energy counter step physics
-cannot explain is not booked (``controller.plausible``), a door or lock event
+cannot explain is not booked (``controller.energy_gate``), a door or lock event
 counts only when the node's telemetry agrees, a session goes on across an
 outage only while the node's plug and boot counters say the same vehicle
 stayed, and a node whose address is contested is not listened to at all.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from controller import plausible
+from controller import energy_gate
 from controller.bay_model import (
     ANY_BAY_MAX_POWER_W,
     CURRENT_DETECT_A,
@@ -65,7 +65,7 @@ from controller.bay_model import (
     TokenPresented,
     UpdateSession,
 )
-from controller.plausible import Verdict
+from controller.energy_gate import Verdict
 from controller.ports import PilotState
 
 __all__ = [
@@ -470,18 +470,18 @@ def _telemetry(
 
 
 def _meter(s: BayState, ev: Telemetry, now: float, out: _Out) -> BayState:
-    """Book the node's energy counter if physics allows the step (see ``controller.plausible``)."""
+    """Book the node's energy counter if physics allows the step (see ``controller.energy_gate``)."""
     if s.meter_wh is None:
         return replace(s, meter_wh=ev.energy_wh, meter_at=now, meter_doubt=None)
-    verdict = plausible.check(s.meter_wh, s.meter_at, ev.energy_wh, now, s.max_power_w)
+    verdict = energy_gate.check(s.meter_wh, s.meter_at, ev.energy_wh, now, s.max_power_w)
     if verdict is Verdict.OK:
         return replace(s, meter_wh=ev.energy_wh, meter_at=now, meter_doubt=None)
-    doubt = plausible.doubt_after(s.meter_doubt, ev.energy_wh, now, s.max_power_w)
-    if plausible.reanchor(doubt, in_session=s.session is not None):
+    doubt = energy_gate.doubt_after(s.meter_doubt, ev.energy_wh, now, s.max_power_w)
+    if energy_gate.reanchor(doubt, in_session=s.session is not None):
         out.add(MeterReanchored(s.meter_wh, ev.energy_wh))
         return replace(s, meter_wh=ev.energy_wh, meter_at=now, meter_doubt=None)
     dt = now - s.meter_at if s.meter_at is not None else 0.0
-    allowed = plausible.allowed_step_wh(s.max_power_w, dt)
+    allowed = energy_gate.allowed_step_wh(s.max_power_w, dt)
     out.add(ReadingRejected(verdict, ev.energy_wh, s.meter_wh, allowed, s.meter_doubt is None))
     return replace(s, meter_doubt=doubt)
 

@@ -8,16 +8,16 @@ re-exports all of these, so callers import them from there).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from controller import plausible
-from controller.plausible import Doubt, Verdict
+from controller import energy_gate
+from controller.energy_gate import Doubt, Verdict
 from controller.ports import PilotState
 
 # Below this the outlet counts as drawing nothing (noise of the current sensor).
 CURRENT_DETECT_A = 0.5
 # Until the station sets a bay's own (from its config): the most any configurable bay can draw.
-ANY_BAY_MAX_POWER_W = plausible.bay_max_power_w(80.0, 3)
+ANY_BAY_MAX_POWER_W = energy_gate.bay_max_power_w(80.0, 3)
 # Faults that mean the node's reports cannot be trusted: they are ignored until cleared.
 UNTRUSTED_FAULTS = frozenset({"address_conflict", "node_identity"})
 
@@ -150,7 +150,9 @@ class BayState:
     locked: bool | None = None
     pilot: PilotState = PilotState.NONE
     meter_wh: int | None = None  # last energy counter reported by the node
-    meter_at: float | None = None  # when it was reported
+    # When it was booked: bookkeeping for the plausibility bound, not part of what the bay
+    # shows (so a node repeating the same count changes nothing anyone sees).
+    meter_at: float | None = field(default=None, compare=False)
     plug_count: int | None = None  # the node's plug counter, as last reported
     boot_id: int | None = None  # the node's boot counter, as last reported
     # A session suspended by an outage: since when, why ("controller_restart", "node_offline"),

@@ -35,8 +35,8 @@ from controller.bay import (
     Tick,
     UpdateSession,
 )
+from controller.energy_gate import Doubt
 from controller.journal import Commit, EventRow, OutboxRow
-from controller.plausible import Doubt
 from controller.ports import PilotState
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller import plausible
+from controller import energy_gate
 from controller.bay import (
     BayKind,
     BayState,
@@ -30,11 +30,11 @@ from controller.bay import (
     TokenPresented,
     transition,
 )
-from controller.plausible import Verdict
+from controller.energy_gate import Verdict
 from controller.ports import PilotState
 
 T = Timers()
-MAX_W = plausible.bay_max_power_w(16.0, 3)  # 16 A on three phases: 12.1 kW
+MAX_W = energy_gate.bay_max_power_w(16.0, 3)  # 16 A on three phases: 12.1 kW
 
 
 def evse_charging(meter: int = 1000) -> BayState:
@@ -138,8 +138,8 @@ def test_booked_energy_never_exceeds_what_the_bay_could_deliver(
         s, _ = transition(s, tel(wh), now, T)
         booked_steps += s.meter_wh != before
     assert s.session is not None
-    bound = plausible.allowed_step_wh(MAX_W, now - 2.0) + booked_steps * (
-        plausible.allowed_step_wh(MAX_W, 0.0)
+    bound = energy_gate.allowed_step_wh(MAX_W, now - 2.0) + booked_steps * (
+        energy_gate.allowed_step_wh(MAX_W, 0.0)
     )
     assert s.session.energy_wh <= bound
 

@@ -154,7 +154,7 @@ async def charging_again(rig: Rig, applied_before: int) -> None:
     async def again() -> bool:
         st = await rig.node()
         return bool(
-            st["commands_applied"] > applied_before
+            st["outputs_applied"] > applied_before
             and st["relay_on"]
             and st["lease_remaining_s"] > 0
             and max(st["current_a"]) > 1.0
@@ -187,7 +187,7 @@ async def restart_keeps_session(rig: Rig, outage_s: float) -> float:
     if outage_s > 15:
         assert before["host_silent"] and not before["relay_on"], "the node's failsafe acted"
     spawned = await rig.start()
-    await charging_again(rig, before["commands_applied"])
+    await charging_again(rig, before["outputs_applied"])
     took = time.monotonic() - spawned
     assert took < CHARGE_AGAIN_LIMIT_S, f"charging again only after {took:.1f} s"
 

@@ -69,6 +69,7 @@ class NodeCounters:
     dropped: int = 0
     corrupted: int = 0
     commands_applied: int = 0
+    outputs_applied: int = 0  # of which SET_OUTPUT
     duplicates: int = 0
     events: list[Event] = field(default_factory=list)  # every event ever raised, for tests
 
@@ -225,6 +226,7 @@ class SimNode:
             "configured": self.configured,
             "events": [e.kind.value for e in self.counters.events],
             "commands_applied": self.counters.commands_applied,
+            "outputs_applied": self.counters.outputs_applied,
             "plug_count": self.plug_count,
             "boot_id": self.boot_id,
             "serial": self.serial,
@@ -366,6 +368,7 @@ class SimNode:
             case SetOutput():
                 if cmd.current_a > self.max_current_a or cmd.lease_s <= 0:
                     return AckStatus.INVALID
+                self.counters.outputs_applied += 1
                 p.relay_cmd = cmd.relay_on
                 p.setpoint_a = cmd.current_a if cmd.relay_on else 0.0
                 self.lease_until = now + cmd.lease_s if cmd.relay_on else None

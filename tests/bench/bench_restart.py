@@ -41,7 +41,7 @@ async def test_bench_restart(tmp_path: Path) -> None:
                 await asyncio.sleep(1.0)
                 await rig.kill()
                 await asyncio.sleep(outage)
-                applied = (await rig.node())["commands_applied"]
+                applied = (await rig.node())["outputs_applied"]
                 spawned = await rig.start()
                 ready.append(time.monotonic() - spawned)
                 await charging_again(rig, applied)

@@ -58,7 +58,8 @@ async def test_driver_flow_locker(browser: Browser, live: Live, artifacts: Path)
     live.rig.hub.plug("locker1")  # the driver plugs the e-bike in
     await expect(page.locator("#s-session")).to_be_visible()
     await expect(page.locator("#chip")).to_have_text("Charging")
-    await expect(page.locator("#f-kwh")).not_to_have_text("0.00 kWh")
+    # 2.3 kW in real time (the station books no more than the bay can deliver): 5 Wh take 8 s.
+    await expect(page.locator("#f-kwh")).not_to_have_text("0.00 kWh", timeout=20_000)
     await expect(page.locator("#f-a")).to_have_text("10.0 A")
     await expect(page.locator("#g-kw")).to_have_text("2.3")
     await page.screenshot(path=str(artifacts / "kiosk-session-800x480.png"))

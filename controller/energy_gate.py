@@ -1,4 +1,8 @@
-"""Plausibility of a node's energy counter: what physics allows between two readings. Pure.
+"""Plausibility of a node's energy counter, the figure sessions are billed on. Pure.
+
+(Modbus meter readings have their own gate in ``controller.plausibility``: those
+feed load management, where a failed reading only has to be left unused; here a
+reading that is not booked must never be billed later either.)
 
 A counter reading is booked only if it moved forward by no more than the bay
 could have delivered since the last booked one: its maximum power (all phases
