@@ -3,23 +3,31 @@
 Part of the station's core (:meth:`JournalGuard.run`). Every ``check_s`` it
 reads the free space of the data folder (``statvfs``). Below ``low_space_mb``
 it warns — a log line once, a ``/healthz`` warning, a metric, a banner in the
-owner UI — before the disk is full. Below ``reserve_mb`` the station stops
-writing meter samples (the bulk of the journal) so that session records keep
-the last space.
+owner UI — before the disk is full. Below ``samples_min_free_mb`` the station
+stops writing meter samples (the bulk of the journal) so that session records
+keep the last space.
+
+It also keeps an emergency reserve: a file of ``emergency_reserve_mb`` in the
+data folder. When the disk is full and a stop (or a fault) cannot be written,
+the station deletes it and writes the stop in the space it frees, so the
+driver's stop is recorded and acknowledged even then; new sessions stay
+refused until the reserve can be made again.
 
 When any write fails the station refuses new sessions (safe-mode cause
 ``journal``). The guard then retries every ``retry_s``: it writes the
-transitions that wait in the backlog (in order), then a probe row; once both
-succeed the station accepts sessions again by itself — no owner action and no
-unrelated write needed.
+transitions that wait in the backlog (in order), then a probe row, then
+re-makes the reserve; once all succeed the station accepts sessions again by
+itself — no owner action and no unrelated write needed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -35,6 +43,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 MB = 1024 * 1024
+RESERVE_FILE = "journal.reserve"
 NOT_RECORDED = "not_recorded"
 # What drivers and owners read while the journal cannot be written.
 BLOCKED_MESSAGE = (
@@ -74,15 +83,22 @@ class JournalSection(BaseModel):
         default=2.0, gt=0, le=60, description="while writes fail: retry (probe write) interval"
     )
     low_space_mb: float = Field(default=200.0, ge=0, description="warn below this much free space")
-    reserve_mb: float = Field(
-        default=20.0, ge=0, description="below this, meter samples are no longer written"
+    samples_min_free_mb: float = Field(
+        default=50.0, ge=0, description="below this, meter samples are no longer written"
+    )
+    emergency_reserve_mb: float = Field(
+        default=2.0,
+        ge=0,
+        le=1024,
+        description="space kept aside for stops on a full disk (0: none)",
     )
 
     @model_validator(mode="after")
     def _order(self) -> JournalSection:
-        if self.reserve_mb > self.low_space_mb:
+        if self.samples_min_free_mb > self.low_space_mb:
             raise ValueError(
-                f"reserve_mb ({self.reserve_mb}) is above low_space_mb ({self.low_space_mb})"
+                f"samples_min_free_mb ({self.samples_min_free_mb}) is above "
+                f"low_space_mb ({self.low_space_mb})"
             )
         return self
 
@@ -103,23 +119,32 @@ class JournalGuard:
         self.low = False
         self.blocked_since: float | None = None  # monotonic, first failure of this episode
         self.last_unblock_s: float | None = None  # how long the last episode lasted
-        self.samples_dropped = 0
         self.space_errors = 0
+        self.reserve_released = False  # the reserve was spent on a full disk, not made again yet
 
     # ------------------------------------------------------------------ state
 
     @property
     def blocked(self) -> bool:
         j = self.station.journal
-        return not j.writable or len(self.backlog) > 0 or "journal" in self.station.safe.causes
+        return (
+            not j.writable
+            or len(self.backlog) > 0
+            or self.reserve_released
+            or "journal" in self.station.safe.causes
+        )
 
     @property
     def samples_paused(self) -> bool:
-        """Meter samples wait while writes fail, or are skipped below the reserve."""
+        """Meter samples are skipped while writes fail or space is short."""
         if self.blocked:
             return True
         sp = self.space
-        return sp is not None and sp.free_bytes < self.cfg.reserve_mb * MB
+        return sp is not None and sp.free_bytes < self.cfg.samples_min_free_mb * MB
+
+    @property
+    def reserve_path(self) -> Path:
+        return self.station.journal.path.parent / RESERVE_FILE
 
     def snapshot(self) -> dict[str, Any]:
         sp = self.space
@@ -130,6 +155,7 @@ class JournalGuard:
             "low_space": self.low,
             "low_space_mb": self.cfg.low_space_mb,
             "unwritten": len(self.backlog),
+            "reserve_released": self.reserve_released,
         }
 
     def warning(self) -> str | None:
@@ -150,6 +176,50 @@ class JournalGuard:
             self.blocked_since = time.monotonic()
         self.station._block("journal", BLOCKED_MESSAGE)
 
+    def wrote(self) -> None:
+        """A transition was written: when nothing else holds the block, it is over."""
+        if self.blocked and self.station.journal.writable and not self.reserve_released:
+            if not self.backlog:
+                self.recovered()
+
+    async def release_reserve(self) -> bool:
+        """Free the emergency reserve for a stop that cannot be written; False if there is none."""
+        path = self.reserve_path
+        try:
+            size = await asyncio.to_thread(_remove, path)
+        except OSError as err:
+            log.error("journal.reserve_release_failed", error=str(err))
+            return False
+        if size is None:
+            return False
+        self.reserve_released = True
+        self.failed()
+        log.warning("journal.reserve_released", mb=round(size / MB, 1))
+        return True
+
+    async def ensure_reserve(self) -> bool:
+        """Make the reserve when it is missing and the disk has room for it; True when in place."""
+        want = int(self.cfg.emergency_reserve_mb * MB)
+        if want <= 0:
+            self.reserve_released = False
+            return True
+        path = self.reserve_path
+        if await asyncio.to_thread(path.exists):
+            self.reserve_released = False
+            return True
+        sp = self.space
+        if sp is None or sp.free_bytes < want + self.cfg.samples_min_free_mb * MB:
+            return False
+        try:
+            await asyncio.to_thread(_make_reserve, path, want)
+        except OSError as err:
+            log.warning("journal.reserve_not_made", error=str(err))
+            return False
+        if self.reserve_released:
+            log.info("journal.reserve_made", mb=self.cfg.emergency_reserve_mb)
+        self.reserve_released = False
+        return True
+
     async def run(self) -> None:
         journal = self.station.journal
         next_check = 0.0
@@ -163,6 +233,8 @@ class JournalGuard:
                 next_check = now + self.cfg.check_s
             if self.blocked:
                 await self.retry()
+            elif self.space is not None:
+                await self.ensure_reserve()
             wait = self.cfg.retry_s if self.blocked else max(0.0, next_check - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
@@ -188,13 +260,15 @@ class JournalGuard:
             self.station._publish({"type": "station", "station": self.station.station_snapshot()})
 
     async def retry(self) -> bool:
-        """Write what waits, then a probe row; unblock the station when both work."""
+        """Write what waits, a probe row, make the reserve again; then unblock the station."""
         journal = self.station.journal
         try:
             if not await self.backlog.flush():
                 return False
             await journal.probe(self.station.clock.wall())
         except JournalError:
+            return False
+        if not await self.ensure_reserve():
             return False
         journal.failed.clear()
         self.recovered()
@@ -211,3 +285,29 @@ class JournalGuard:
             )
         self.blocked_since = None
         self.station._unblock("journal")
+
+
+def _remove(path: Path) -> int | None:
+    try:
+        size = path.stat().st_size
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    return size
+
+
+def _make_reserve(path: Path, size: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            # Real blocks, not a sparse file: deleting it must give space back.
+            os.posix_fallocate(fd, 0, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

@@ -158,7 +158,7 @@ class Station(StationCommands, StationObserver):
         self.supervisor = Supervisor(on_down=self._service_down, on_up=self._service_up)
         self.backlog = Backlog(journal)
         self.guard = JournalGuard(self, cfg.journal, self.backlog)
-        self.samples_dropped = 0
+        self.samples_skipped = 0  # meter samples not written (journal blocked or space short)
         self._started = asyncio.Event()
         # Without a load manager ([site] absent) a bay gets its configured maximum.
         self.load: LoadLoop | None = None
@@ -420,18 +420,20 @@ class Station(StationCommands, StationObserver):
                 log.exception("station.bookings_failed")
 
     async def _flusher(self) -> None:
+        skipped = 0
         while True:
             await self.clock.sleep(SAMPLE_FLUSH_S)
             if self.guard.samples_paused:
                 # Session records need the last space more than meter samples do.
-                if self._samples and self.samples_dropped == 0:
-                    log.warning("journal.samples_paused", free=self.guard.snapshot()["free_bytes"])
-                self.samples_dropped += len(self._samples)
+                if self._samples and skipped == 0:
+                    log.warning("journal.samples_paused", **self.guard.snapshot())
+                skipped += len(self._samples)
+                self.samples_skipped += len(self._samples)
                 self._samples = []
                 continue
-            if self.samples_dropped:
-                log.info("journal.samples_resumed", dropped=self.samples_dropped)
-                self.samples_dropped = 0
+            if skipped:
+                log.info("journal.samples_resumed", skipped=skipped)
+                skipped = 0
             await self._flush_samples()
 
     async def _flush_samples(self) -> None:
@@ -530,11 +532,12 @@ class Station(StationCommands, StationObserver):
             if commit is not None:
                 must = _happens_anyway(event, effects)
                 recorded = await self.backlog.write(commit, keep=must)
+                if not recorded and must and await self.guard.release_reserve():
+                    recorded = await self.backlog.flush()  # in the space the reserve freed
                 if recorded:
                     if checkpoint:
                         rt.checkpoint_at = now
-                    if self.guard.blocked and self.journal.writable:
-                        self.guard.recovered()
+                    self.guard.wrote()
                 else:
                     self.guard.failed()
                     message = not_recorded_message(event, effects)
