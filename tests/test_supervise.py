@@ -19,10 +19,13 @@ import pytest
 from structlog.testing import capture_logs
 
 import drivers.camera.extension as camera_ext
+from controller import registry
 from controller.assemble import open_station
 from controller.auth import free_vend_step
-from controller.config import load_config
+from controller.config import StationConfig, load_config
 from controller.journal import Journal
+from controller.metrics import collector_for, parse_exposition
+from controller.ops import health
 from controller.ports import PilotState
 from controller.station import Station
 from drivers.camera.reader import QrCameraReader, Sink
@@ -222,3 +225,56 @@ async def test_camera_failure_keeps_sessions_charging(
     assert [e["service"] for e in failed] == ["camera:cam"]  # twice failed, logged once
     assert FlakyReader.runs == FlakyReader.failures + 1
     assert st.supervisor.states["camera:cam"].restarts == FlakyReader.failures
+
+
+async def test_restarting_service_is_a_warning_in_health_and_metrics(tmp_path: Path) -> None:
+    svc = Flaky(failures=1)
+    async with station_with(tmp_path, ("ocpp", svc.run, {})) as (st, hub, _):
+        st.supervisor.backoff_min_s = 60.0  # stays down while we look
+        hub.telemetry("b1", energy_wh=100, pilot=PilotState.B)
+        await BayWatcher(st).status("b1", "Available")
+        for _ in range(100):  # it failed at once; give the supervisor its turn if not yet
+            if st.supervisor.failing():
+                break
+            await asyncio.sleep(0.05)
+        h = health(st)
+        assert h.ok  # optional: charging goes on
+        assert [w.message for w in h.warnings if w.code == "service_restarting"] == [
+            "The ocpp service failed and is restarting."
+        ]
+        text = await collector_for(st).render()
+        samples = parse_exposition(text)
+        assert (
+            samples[("edge_station_service_restarts_total", frozenset({("service", "ocpp")}))] == 1
+        )
+        up = ("edge_station_service_up", frozenset({("service", "ocpp"), ("core", "false")}))
+        assert samples[up] == 0
+        ticker = ("edge_station_service_up", frozenset({("service", "ticker"), ("core", "true")}))
+        assert samples[ticker] == 1
+
+
+class Broken:
+    """An extension that cannot be set up (its device cannot be opened: no descriptors left)."""
+
+    name = "broken"
+
+    def check(self, cfg: StationConfig) -> list[str]:
+        return []
+
+    def attach(self, station: Station) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+async def test_extension_that_cannot_be_set_up_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "extensions", lambda: [Broken()])
+    with capture_logs() as logs:
+        st = await open_station(make_cfg(tmp_path, ("evse",)), hubs={"bus1": FakeHub()}, http=False)
+    try:
+        failed = _events(logs, "extension.attach_failed")
+        assert len(failed) == 1 and failed[0]["extension"] == "broken"
+        assert "Too many open files" in failed[0]["error"]
+        assert [s.name for s in st._services if s.core] == []  # no [site]: no load manager
+    finally:
+        await st.journal.close()

@@ -48,7 +48,13 @@ class GpioExtension:
         if g.emergency_stop is None:
             return
         stop = GpioStopInput(g.emergency_stop, factory=pin_factory(g.pin_factory))
-        station.add_service("gpio-emergency-stop", lambda: run_stop_input(station, stop))
+        station.add_service(
+            "gpio-emergency-stop",
+            lambda: run_stop_input(station, stop),
+            # Not watching the button is no reason to stop charging, but none may start.
+            refuse_while_down="The emergency-stop button is not being watched, "
+            "so no session can start. Please call the operator.",
+        )
 
 
 EXTENSION = GpioExtension()
