@@ -226,18 +226,22 @@ class JournalGuard:
         while True:
             if journal.failed.is_set():
                 journal.failed.clear()
-                self.failed()
-            now = time.monotonic()
-            if now >= next_check or self.blocked:
-                await self.check_space()
-                next_check = now + self.cfg.check_s
+                if not journal.writable:  # not already written again by someone else
+                    self.failed()
             if self.blocked:
+                await self.check_space()
                 await self.retry()
-            elif self.space is not None:
+                journal.failed.clear()  # the retry's own failure is no news
+                if self.blocked:
+                    await asyncio.sleep(self.cfg.retry_s)
+                continue
+            now = time.monotonic()
+            if now >= next_check:
+                await self.check_space()
                 await self.ensure_reserve()
-            wait = self.cfg.retry_s if self.blocked else max(0.0, next_check - time.monotonic())
+                next_check = now + self.cfg.check_s
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
+                async with asyncio.timeout(max(0.0, next_check - time.monotonic())):
                     await journal.failed.wait()
 
     async def check_space(self) -> None:

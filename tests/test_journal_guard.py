@@ -138,3 +138,30 @@ def test_check_config_names_a_bad_journal_section(
     assert main(["check-config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "journal: samples_min_free_mb (20.0) is above low_space_mb (10.0)" in err
+
+
+async def test_blocked_station_retries_at_its_interval_not_in_a_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(tmp_path) as rig:
+        st = rig.station
+        rig.hub.telemetry("b1", pilot=PilotState.B)
+        await rig.status("b1", "Available")
+        monkeypatch.setattr(st.guard.cfg, "retry_s", 0.2)
+        probes = 0
+        real_probe = st.journal.probe
+
+        async def counting_probe(at: float) -> None:
+            nonlocal probes
+            probes += 1
+            await real_probe(at)
+
+        monkeypatch.setattr(st.journal, "probe", counting_probe)
+        await _read_only(rig, True)
+        assert not (await st.present_token("b1", "CARD-1")).ok
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.sleep(1.0)  # a window to count retries in: one every 0.2 s
+        elapsed = asyncio.get_running_loop().time() - t0
+        assert 1 <= probes <= elapsed / 0.2 + 2, f"{probes} probes in {elapsed:.2f} s"
+        await _read_only(rig, False)
+        await _unblocked(rig)
