@@ -272,11 +272,16 @@ class JournalGuard:
             await journal.probe(self.station.clock.wall())
         except JournalError:
             return False
-        if not await self.ensure_reserve():
-            return False
+        if not await self.ensure_reserve() and not self._room_for_reserve():
+            return False  # writes work, but the next stop might find no space: wait
         journal.failed.clear()
         self.recovered()
         return True
+
+    def _room_for_reserve(self) -> bool:
+        """At least the reserve's worth of space is free (the file itself may be missing)."""
+        sp = self.space
+        return sp is not None and sp.free_bytes >= self.cfg.emergency_reserve_mb * MB
 
     def recovered(self) -> None:
         """Writes work again and nothing waits: accept sessions again."""
@@ -288,6 +293,7 @@ class JournalGuard:
                 written_late=self.backlog.written_late,
             )
         self.blocked_since = None
+        self.reserve_released = False
         self.station._unblock("journal")
 
 

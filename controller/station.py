@@ -544,7 +544,8 @@ class Station(StationCommands, StationObserver):
                     if not must:
                         log.warning("journal.refused", bay_id=bay_id, transition=event_name(event))
                         return [Refused(NOT_RECORDED, message)]
-                    log.error(
+                    # The first of an episode is an error; what follows it is expected then.
+                    (log.error if len(self.backlog) == 1 else log.info)(
                         "journal.transition_waiting",
                         bay_id=bay_id,
                         transition=event_name(event),

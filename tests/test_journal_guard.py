@@ -165,3 +165,31 @@ async def test_blocked_station_retries_at_its_interval_not_in_a_loop(
         assert 1 <= probes <= elapsed / 0.2 + 2, f"{probes} probes in {elapsed:.2f} s"
         await _read_only(rig, False)
         await _unblocked(rig)
+
+
+async def test_unblocks_without_the_reserve_file_only_when_its_space_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(tmp_path) as rig:
+        st = rig.station
+        rig.hub.telemetry("b1", pilot=PilotState.B)
+        await rig.status("b1", "Available")
+        monkeypatch.setattr(st.guard.cfg, "retry_s", 0.1)
+        space = _fake_space(rig, monkeypatch, 40)  # too little to make the reserve (2 + 50 MB)
+        await st.guard.check_space()
+        (tmp_path / RESERVE_FILE).unlink(missing_ok=True)
+        # Writes fail, then work again with 40 MB free: enough, even without the file.
+        await _read_only(rig, True)
+        assert not (await st.present_token("b1", "CARD-1")).ok
+        await _read_only(rig, False)
+        await _unblocked(rig)
+        # With less free than the reserve would take, writes working is not enough.
+        space["free"] = 1 * MB
+        await _read_only(rig, True)
+        assert not (await st.present_token("b1", "CARD-1")).ok
+        await _read_only(rig, False)
+        await asyncio.sleep(0.5)  # several retries: each writes, none may unblock
+        assert "journal" in st.blockers and st.journal.writable
+        space["free"] = 40 * MB
+        await _unblocked(rig)
+        assert (await st.present_token("b1", "CARD-1")).ok
