@@ -14,8 +14,10 @@ without them. When one raises, the failure is logged once (with its traceback),
 the service is restarted after a capped exponential backoff, repeats in the
 same streak stay quiet, and its recovery is logged once when it has run for
 ``stable_s``. A service that returns is over and is not restarted. A service
-may name a safe-mode message: while it is down the station refuses new
-sessions with that message (the emergency-stop input, for instance).
+may name a safe-mode message: from its failure until it has run for
+``stable_s`` again, the station is in safe mode with that message (cause
+``service:<name>``: new sessions refused, and, as for every cause not known
+to keep them, outputs off) — for the emergency-stop input, for instance.
 """
 
 from __future__ import annotations

@@ -68,7 +68,9 @@ from controller.journalguard import (
     JournalGuard,
     not_recorded_message,
 )
+from controller.outputs import TEST_END_MESSAGES, OutputInputs, TestEnd, decide
 from controller.persist import build_commit, event_name, state_from_dict
+from controller.plausibility import MeterGate
 from controller.ports import (
     DriverError,
     NodeEvent,
@@ -82,6 +84,7 @@ from controller.ports import (
 )
 from controller.safety import SafeMode
 from controller.services import Service, ServiceSpec, Supervisor
+from controller.taskrunner import TaskRunner
 
 if TYPE_CHECKING:
     from controller.loadloop import LoadLoop
@@ -142,6 +145,7 @@ class Station(StationCommands, StationObserver):
         self._focus: tuple[str, float] | None = None
         self.load_changed = asyncio.Event()  # something the load manager reads has changed
         self.meters: dict[str, MeterInput] = {}
+        self.meter_gate = MeterGate()  # plausibility of every meter reading
         t = cfg.timers
         self.timers = Timers(
             connection_timeout_s=t.connection_timeout_s,
@@ -172,7 +176,7 @@ class Station(StationCommands, StationObserver):
         self.exit_code = 0
         self._stop_requested = asyncio.Event()
         self.stop_listeners: list[Callable[[], None]] = []
-        self._bg: set[asyncio.Task[None]] = set()
+        self.tasks = TaskRunner()  # work started by callbacks and commands, in its TaskGroup
 
     # ------------------------------------------------------------------ setup
 
@@ -184,8 +188,8 @@ class Station(StationCommands, StationObserver):
         Optional by default: supervised and restarted when it fails (see
         :mod:`controller.services`). ``core=True`` only for parts the station cannot
         run without (the load manager): their failure stops the station.
-        ``refuse_while_down`` is a sentence: while the service is down the station
-        refuses new sessions with it.
+        ``refuse_while_down`` is a sentence: while the service is down the station is
+        in safe mode with it (see :mod:`controller.services`).
         """
         self._services.append(ServiceSpec(name, run, core, refuse_while_down))
 
@@ -258,6 +262,7 @@ class Station(StationCommands, StationObserver):
                 core("updates", self._consume_updates())
                 core("ticker", self._ticker())
                 core("samples", self._flusher())
+                core("tasks", self.tasks.run())
                 core("journal-guard", self.guard.run())
                 for rt in self.bays.values():
                     core(f"output:{rt.cfg.id}", self._output_loop(rt))
@@ -278,8 +283,7 @@ class Station(StationCommands, StationObserver):
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        if self._bg:
-            await asyncio.gather(*self._bg, return_exceptions=True)
+        await self.tasks.settle()
         await self.backlog.settle()
         # A last chance for transitions that wait: written now, or lost with this process
         # (none was acknowledged; after a restart the journal's own state is consistent).
@@ -445,25 +449,35 @@ class Station(StationCommands, StationObserver):
                 self.guard.failed()
 
     async def _output_loop(self, rt: BayRuntime) -> None:
-        """Keep the node's output lease alive and equal to what the bay wants."""
+        """Keep the node's output lease alive and equal to what :func:`controller.outputs.decide` says."""
         lease = self.cfg.timers.lease_s
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(lease / 3):
                     await rt.output_changed.wait()
             rt.output_changed.clear()
-            if rt.node is None or not rt.state.node_online or not rt.reconciled:
+            s = rt.state
+            out = decide(
+                OutputInputs(
+                    now=self.clock.monotonic(),
+                    max_current_a=rt.cfg.max_current_a,
+                    want_relay=rt.want_relay,
+                    session=s.session is not None,
+                    setpoint_a=self._setpoint(rt),
+                    load_decided=self.load is None or self.load.steps > 0,
+                    fault=s.fault,
+                    node_online=s.node_online,
+                    estop_pressed=self.stop_input_pressed,
+                    safe_causes=frozenset(self.safe.causes),
+                    test=rt.test_output,
+                )
+            )
+            if out.test_end is not None and rt.test_output is not None:
+                rt.test_output = None
+                await self._test_ended(rt, out.test_end)
+            if rt.node is None or not s.node_online or not rt.reconciled or not out.send:
                 continue
-            if self.load is not None and self.load.steps == 0:
-                continue  # the node keeps its lease (or its safe share) until the first decision
-            amps = self._setpoint(rt) if rt.want_relay and rt.state.fault is None else 0.0
-            relay = amps > 0
-            test = rt.test_output
-            if test is not None:
-                if test[2] > self.clock.monotonic() and rt.state.session is None:
-                    relay, amps = test[0], test[1]
-                else:
-                    rt.test_output = None
+            relay, amps = out.relay_on, out.current_a
             try:
                 await rt.node.set_output(relay_on=relay, current_a=amps, lease_s=lease)
             except DriverError as err:
@@ -479,6 +493,18 @@ class Station(StationCommands, StationObserver):
                 rt.last_output = (relay, amps)
                 if rt.state.setpoint_a != amps:
                     await self.apply(rt.cfg.id, SetpointChanged(amps))
+
+    async def _test_ended(self, rt: BayRuntime, why: TestEnd) -> None:
+        """An installer test output ended by the station: audited (unless it ran out) and announced."""
+        message = TEST_END_MESSAGES[why]
+        if why is not TestEnd.EXPIRED:
+            log.warning("installer.test_ended", bay_id=rt.cfg.id, reason=why.value)
+            await self._audit(
+                "installer_test_ended", "station", {"bay_id": rt.cfg.id, "reason": why.value}
+            )
+        self._publish(
+            {"type": "test_ended", "bay_id": rt.cfg.id, "reason": why.value, "message": message}
+        )
 
     async def _lock_loop(self, rt: BayRuntime) -> None:
         failures = 0

@@ -51,9 +51,10 @@ class GpioExtension:
         station.add_service(
             "gpio-emergency-stop",
             lambda: run_stop_input(station, stop),
-            # Not watching the button is no reason to stop charging, but none may start.
-            refuse_while_down="The emergency-stop button is not being watched, "
-            "so no session can start. Please call the operator.",
+            # A button nobody watches is no button: safe mode (outputs off, sessions paused,
+            # none may start) until the restarted service has run for a while.
+            refuse_while_down="The emergency-stop button is not being watched: charging is "
+            "paused and no session can start. Please call the operator.",
         )
 
 
