@@ -12,12 +12,12 @@ what the vehicle accepts.
 
 from __future__ import annotations
 
-import math
+from controller.outputs import floor_steps
 
 
 def floor_a(amps: float) -> float:
-    """Down to the 0.1 A the wire carries (the epsilon keeps 7.3 from becoming 7.2)."""
-    return math.floor(amps * 10.0 + 1e-6) / 10.0
+    """Down to the 0.1 A the wire carries, never up (a share of 6.99999 A is 6.9 A)."""
+    return floor_steps(amps, 10) / 10.0
 
 
 def direct_setpoint_a(
