@@ -27,6 +27,24 @@ def grid(currents: tuple[float, float, float], fresh: Freshness = Freshness.FRES
 
 
 @contextlib.asynccontextmanager
+async def polled_grid_meter(st: Station, amps: float) -> AsyncIterator[None]:
+    """A grid meter polled every 0.25 s, reading a constant building load."""
+
+    async def poll() -> None:
+        while True:
+            st.on_meter_reading(grid((amps, amps, amps)), role="grid")
+            await asyncio.sleep(0.25)
+
+    task = asyncio.create_task(poll())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
 async def station_with_load(tmp: Path) -> AsyncIterator[tuple[Station, FakeHub]]:
     cfg = parse_config(
         {
@@ -39,9 +57,9 @@ async def station_with_load(tmp: Path) -> AsyncIterator[tuple[Station, FakeHub]]
             ],
             "site": {
                 "main_limit_a": LIMIT,
-                "min_on_time_s": 0,
-                "min_off_time_s": 0,
-                "increase_delay_s": 0,
+                "min_on_time_s": 30,
+                "min_off_time_s": 30,
+                "increase_delay_s": 1,
                 "ramp_step_a": 16,
                 "eco_current_a": 8,
             },
@@ -77,17 +95,23 @@ async def test_fair_share_then_spike_reduces_at_once_and_is_audited(tmp_path: Pa
         n1, n2 = hub.nodes["b1"], hub.nodes["b2"]
         await n1.wait_output(lambda o: o[0] and o[1] > 0)
         await n2.wait_output(lambda o: o[0] and o[1] > 0)
-        # Both bays draw what they were given; the building draws 4 A.
-        for _ in range(4):
-            a1, a2 = n1.outputs[-1][1], n2.outputs[-1][1]
-            hub.telemetry("b1", current_a=a1, relay_on=True, pilot=PilotState.C)
-            hub.telemetry("b2", current_a=a2, relay_on=True, pilot=PilotState.C)
-            await _until(
-                st, lambda a1=a1, a2=a2: _measured(st, "b1") == a1 and _measured(st, "b2") == a2
-            )
-            st.on_meter_reading(grid((4 + a1 + a2,) * 3), role="grid")  # type: ignore[arg-type]
-            await st.load.step()  # type: ignore[union-attr]
-        a1, a2 = n1.outputs[-1][1], n2.outputs[-1][1]
+        # Both bays draw what they were given; the building draws 4 A. Increases wait for
+        # increase_delay_s of wall-clock time, so keep the readings coming until they settle.
+        async with asyncio.timeout(15):
+            while True:
+                a1, a2 = n1.outputs[-1][1], n2.outputs[-1][1]
+                hub.telemetry("b1", current_a=a1, relay_on=True, pilot=PilotState.C)
+                hub.telemetry("b2", current_a=a2, relay_on=True, pilot=PilotState.C)
+                await _until(
+                    st,
+                    lambda a1=a1, a2=a2: _measured(st, "b1") == a1 and _measured(st, "b2") == a2,
+                )
+                st.on_meter_reading(grid((4 + a1 + a2,) * 3), role="grid")  # type: ignore[arg-type]
+                await st.load.step()  # type: ignore[union-attr]
+                if a1 == a2 == 14.0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await n1.wait_output(lambda o, a1=a1: o[1] != a1, timeout=0.25)
         assert a1 == a2 == 14.0  # fair: (32 - 4) / 2
         # A heat pump starts: the building now draws 20 A more.
         st.on_meter_reading(grid((24 + a1 + a2,) * 3), role="grid")  # type: ignore[arg-type]
@@ -114,9 +138,9 @@ async def test_failed_grid_meter_enters_safe_mode_and_never_increases(tmp_path: 
 
 
 async def test_mode_switch_applies_within_3_s(tmp_path: Path) -> None:
-    async with station_with_load(tmp_path) as (st, hub):
+    async with station_with_load(tmp_path) as (st, hub), contextlib.AsyncExitStack() as stack:
         hub.telemetry("b1", pilot=PilotState.B)
-        st.on_meter_reading(grid((1.0, 1.0, 1.0)), role="grid")
+        await stack.enter_async_context(polled_grid_meter(st, 1.0))
         await _until(st, lambda: st.bays["b1"].state.node_online)
         out = await st.present_token("b1", "A")
         await hub.nodes["b1"].wait_output(lambda o: o[1] == 16)
@@ -141,12 +165,12 @@ async def _until(st: Station, pred: object, timeout: float = 5.0) -> None:
 
 
 async def test_charging_profile_cap_applies_and_never_exceeds_site(tmp_path: Path) -> None:
-    async with station_with_load(tmp_path) as (st, hub):
+    async with station_with_load(tmp_path) as (st, hub), contextlib.AsyncExitStack() as stack:
         assert st.load is not None
         caps: dict[int, float | None] = {}
         st.load.caps = lambda now: caps
         hub.telemetry("b1", pilot=PilotState.B)
-        st.on_meter_reading(grid((1.0, 1.0, 1.0)), role="grid")
+        await stack.enter_async_context(polled_grid_meter(st, 1.0))
         await _until(st, lambda: st.bays["b1"].state.node_online)
         assert (await st.present_token("b1", "A")).ok
         await hub.nodes["b1"].wait_output(lambda o: o[1] == 16)

@@ -8,13 +8,29 @@ the audit records to the journal.
 What time adds to the allocation, and why it stays safe: the commanded setpoint
 of a bay is never above the allocation's target (decreases go out at once,
 increases only ramp towards the target), so every limit the allocation keeps
-is kept by the commanded setpoints too.
+is kept by the commanded setpoints too — once the vehicles have followed them.
+
+Break before make covers the time until they have: a vehicle keeps drawing its
+old current until its node applies a decrease and the vehicle follows it. So a
+bay counts, on every circuit and phase it loads, at the highest of what it is
+measured to draw, its setpoint, and — until the node acknowledges the decrease
+or ``ev_response_s`` has passed — the setpoint it had before. Increases and new
+starts are funded only from what the allocation's budget leaves above those
+amounts; what does not fit waits for the next step.
+
+One more term keeps that budget honest: the allocation estimates the building
+load as grid reading minus the bays' measured currents, and a bay's telemetry
+may still show a current its vehicle has since left (the grid meter sees the
+drop first). Until the measurement is younger than the decrease plus the EV
+response (and the grid meter timeout, for a frame older than its stamp), the
+difference down to the decreased setpoint is counted as drawn too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +40,6 @@ from controller.load.allocate import (
     AllocationInput,
     BayInput,
     GridInput,
-    Reason,
     allocate,
 )
 from controller.load.model import LoadConfig
@@ -33,6 +48,14 @@ from controller.load.topology import Topology
 from controller.ports import Freshness
 
 _HOUR_S = 3600.0
+_EPS = 1e-6
+_KEEP_DECREASES_S = 60.0
+"""Beyond an EV response: no measurement that old is fresh."""
+
+
+def _floor_res(x: float) -> float:
+    # Setpoints have 0.1 A resolution; rounding down keeps every sum within its room.
+    return math.floor(x * 10.0 + 1e-6) / 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +121,10 @@ class _Bay:
     ramping: bool = False
     decreased_from: float = 0.0
     decreased_at: float = -1e18
+    unacked_a: float = 0.0
+    """The setpoint before a decrease the node has not acknowledged yet (0: none)."""
+    decreases: deque[tuple[float, float]] = dataclasses.field(default_factory=deque)
+    """(when, to what) of recent decreases: telemetry older than them may overstate the draw."""
     over_since: float | None = None
     reduced: bool = False
     overcurrent_events: int = 0
@@ -160,8 +187,11 @@ class LoadController:
             self._slot_start = now
 
         bays: list[BayInput] = []
+        by_id: dict[str, BayInput] = {}
         for b in inp.bays:
             s = self._bays[b.bay_id]
+            by_id[b.bay_id] = b
+            self._settle_decrease(now, b, s)
             self._check_overcurrent(now, wall, b, s, audit, new_faults)
             while s.starts and s.starts[0] <= now - _HOUR_S:
                 s.starts.popleft()
@@ -199,12 +229,22 @@ class LoadController:
         )
         self._rotation = alloc.rotation
 
+        # Break before make: every decrease first, then the increases that still fit.
+        wanted: list[tuple[str, float]] = []
         for bid, s in self._bays.items():
             target = alloc.setpoints_a[bid]
             old = s.setpoint
-            new, reason, source = self._apply_time(now, s, target, alloc.limits[bid])
-            if new != old:
-                audit.append(AuditRecord(now, wall, bid, old, new, reason, source))
+            if target <= old:
+                self._decrease(now, s, target)
+                if target != old:
+                    reason, source = alloc.limits[bid]
+                    audit.append(AuditRecord(now, wall, bid, old, target, str(reason), source))
+                continue
+            want = self._wanted_increase(now, s, target)
+            if want is not None:
+                wanted.append((bid, want))
+        if wanted:
+            self._fund_increases(now, wall, wanted, by_id, alloc, audit)
 
         if alloc.conflicts != self._conflicts:
             known = set(self._conflicts)
@@ -238,33 +278,45 @@ class LoadController:
             allocation=alloc,
         )
 
-    def _apply_time(
-        self, now: float, s: _Bay, target: float, limit: tuple[Reason, str]
-    ) -> tuple[float, str, str]:
+    def _settle_decrease(self, now: float, b: BayInput, s: _Bay) -> None:
+        """Stop counting a decrease at its old value once acknowledged or past the EV response."""
+        if s.unacked_a <= 0.0:
+            return
+        acked = (
+            b.acked_a is not None
+            and b.acked_at is not None
+            and b.acked_at >= s.decreased_at
+            and b.acked_a <= s.setpoint + _EPS
+        )
+        if acked or now - s.decreased_at >= self.config.site.ev_response_s:
+            s.unacked_a = 0.0
+
+    def _decrease(self, now: float, s: _Bay, target: float) -> None:
         site = self.config.site
         old = s.setpoint
-        if target < old:
-            s.setpoint = target
-            s.pending_since, s.ramping = None, False
-            s.decreased_from, s.decreased_at = (
-                max(old, s.decreased_from if now - s.decreased_at < site.ev_response_s else 0.0),
-                now,
-            )
-            if target <= 0.0:
-                s.off_since = now
-            return target, str(limit[0]), limit[1]
         if target == old:
             s.pending_since, s.ramping = None, False
-            return old, "", ""
+            return
+        s.setpoint = target
+        s.pending_since, s.ramping = None, False
+        s.decreased_from, s.decreased_at = (
+            max(old, s.decreased_from if now - s.decreased_at < site.ev_response_s else 0.0),
+            now,
+        )
+        # Until the node confirms, the vehicle may draw whatever it was last allowed.
+        s.unacked_a = max(old, s.unacked_a)
+        s.decreases.append((now, target))
+        if target <= 0.0:
+            s.off_since = now
+
+    def _wanted_increase(self, now: float, s: _Bay, target: float) -> float | None:
+        """Where the bay would go now if there were room (hysteresis, delay, ramp); None: stay."""
+        site = self.config.site
+        old = s.setpoint
         if old <= 0.0:
             # Switching on: the allocation already checked minimum off time and the
             # cycle budget; start at the minimum and ramp from there.
-            s.setpoint = min(target, s.min_a)
-            s.on_since = now
-            s.starts.append(now)
-            s.cycles_total += 1
-            s.pending_since, s.ramping = None, False
-            return s.setpoint, "start", limit[1]
+            return min(target, s.min_a)
         if not s.ramping:
             if target - old > site.increase_hysteresis_a:
                 if s.pending_since is None:
@@ -274,11 +326,85 @@ class LoadController:
             else:
                 s.pending_since = None
         if not s.ramping:
-            return old, "", ""
-        s.setpoint = min(target, old + site.ramp_step_a)
-        if s.setpoint >= target:
-            s.ramping, s.pending_since = False, None
-        return s.setpoint, "ramp_up", f"{limit[0]}:{limit[1]}" if limit[1] else str(limit[0])
+            return None
+        return min(target, old + site.ramp_step_a)
+
+    def _committed(self, now: float, b: BayInput | None, s: _Bay, p: int) -> tuple[float, float]:
+        """What the bay counts for on phase ``p`` (see the module docstring): (draw, overstatement)."""
+        if b is None or not b.measured_fresh:
+            return max(s.setpoint, s.unacked_a), 0.0
+        measured = b.measured_a[p]
+        committed = max(measured, s.setpoint, s.unacked_a)
+        if not b.active:
+            return committed, 0.0  # the allocation did not subtract it from the grid reading
+        site = self.config.site
+        seen = b.measured_at if b.measured_at is not None else now - site.grid_meter_timeout_s
+        while s.decreases and s.decreases[0][0] < now - site.ev_response_s - _KEEP_DECREASES_S:
+            s.decreases.popleft()
+        # A decrease the vehicle may have followed after this measurement was taken: the grid
+        # reading may already show the lower draw, the measurement not yet. A frame is stamped
+        # when received, and what it carries may be older: as old as a reading may be to count.
+        since = seen - site.ev_response_s - site.grid_meter_timeout_s
+        low = min((v for at, v in s.decreases if at >= since), default=measured)
+        return committed, max(0.0, measured - low)
+
+    def _fund_increases(
+        self,
+        now: float,
+        wall: dt.datetime,
+        wanted: list[tuple[str, float]],
+        by_id: Mapping[str, BayInput],
+        alloc: Allocation,
+        audit: list[AuditRecord],
+    ) -> None:
+        topo = self.topology
+        caps = alloc.caps_a
+        used = [0.0] * len(caps)
+        base: dict[str, list[float]] = {}
+        for spec in topo.bays:
+            s = self._bays[spec.id]
+            b = by_id.get(spec.id)
+            mine = [0.0, 0.0, 0.0]
+            for p in spec.phases:
+                draw, extra = self._committed(now, b, s, p)
+                mine[p] = draw
+                for c in topo.bay_tree_cons[spec.index]:
+                    if c % 3 == p:
+                        used[c] += draw + extra
+            base[spec.id] = mine
+        # Lowest setpoint first: a waiting start before a ramp of a bay already charging.
+        wanted.sort(key=lambda w: (self._bays[w[0]].setpoint, topo.bay_index[w[0]]))
+        for bid, want in wanted:
+            s = self._bays[bid]
+            spec = topo.bays[topo.bay_index[bid]]
+            mine = base[bid]
+            room = min(mine[c % 3] + caps[c] - used[c] for c in topo.bay_tree_cons[spec.index])
+            grant = min(want, _floor_res(room))
+            old = s.setpoint
+            if old <= 0.0:
+                if grant < want - _EPS:
+                    continue  # a start waits until its minimum fits whole
+                s.on_since = now
+                s.starts.append(now)
+                s.cycles_total += 1
+                s.pending_since, s.ramping = None, False
+                reason = "start"
+            elif grant <= old + _EPS:
+                continue  # ramping, but the room is still held by vehicles yet to follow
+            else:
+                reason = "ramp_up"
+            s.setpoint = grant
+            for c in topo.bay_tree_cons[spec.index]:
+                used[c] += max(0.0, grant - mine[c % 3])
+            for p in spec.phases:
+                mine[p] = max(mine[p], grant)
+            if reason == "ramp_up" and grant >= alloc.setpoints_a[bid] - _EPS:
+                s.ramping, s.pending_since = False, None
+            lim = alloc.limits[bid]
+            source = (
+                lim[1] if reason == "start" else (f"{lim[0]}:{lim[1]}" if lim[1] else str(lim[0]))
+            )
+            audit.append(AuditRecord(now, wall, bid, old, grant, reason, source))
 
     def _check_overcurrent(
         self,

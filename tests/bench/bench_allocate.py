@@ -44,6 +44,8 @@ def build_topology() -> Topology:
                         "id": f"{cid}b{b}",
                         "circuit_id": cid,
                         "phases": 3 if three else 1,
+                        # The phases the former "auto" rotation gave (bay index % 3).
+                        **({} if three else {"phase": f"L{len(bays) % 3 + 1}"}),
                         "max_current_a": 32 if three else 16,
                     }
                 )
