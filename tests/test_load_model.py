@@ -95,16 +95,29 @@ def test_timers_below_their_safe_minimum_are_refused_with_minimum_and_reason(
 ) -> None:
     with pytest.raises(ValidationError) as err:
         SiteConfig.model_validate({"main_limit_a": 32, field: value})
-    text = str(err.value)
-    assert f"{field}: {value:g}" in text and f"safe minimum of {minimum}" in text, text
-    assert why in text, text
+    [e] = err.value.errors()
+    assert e["loc"] == (field,), e
+    assert e["msg"].startswith(f"Value error, {value:g} "), e
+    assert f"safe minimum of {minimum}" in e["msg"] and why in e["msg"], e
+
+
+def test_every_timer_below_its_minimum_is_reported_at_once() -> None:
+    with pytest.raises(ValidationError) as err:
+        LoadConfig.model_validate(
+            _cfg(site__min_on_time_s=0, site__min_off_time_s=0, site__increase_delay_s=0)
+        )
+    assert [e["loc"] for e in err.value.errors()] == [
+        ("site", "min_on_time_s"),
+        ("site", "min_off_time_s"),
+        ("site", "increase_delay_s"),
+    ]
 
 
 def test_switch_times_also_cover_a_slow_vehicle() -> None:
     """The floor is never below the EV response time."""
     slow = {"main_limit_a": 32, "ev_response_s": 40}
     with pytest.raises(
-        ValidationError, match="min_off_time_s: 30 s is below the safe minimum of 40"
+        ValidationError, match=r"min_off_time_s\n.* 30 s is below the safe minimum of 40"
     ):
         SiteConfig.model_validate({**slow, "min_on_time_s": 40, "min_off_time_s": 30})
     ok = SiteConfig.model_validate({**slow, "min_on_time_s": 40, "min_off_time_s": 40})

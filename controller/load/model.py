@@ -20,7 +20,15 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 PhaseName = Literal["L1", "L2", "L3"]
 PHASES: tuple[PhaseName, PhaseName, PhaseName] = ("L1", "L2", "L3")
@@ -53,6 +61,12 @@ PerPhaseA = Annotated[tuple[NonNegA, NonNegA, NonNegA], BeforeValidator(_per_pha
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def _switch_minimum(info: ValidationInfo) -> float:
+    # ev_response_s is declared (so validated) before the switch times.
+    ev_response = float(info.data.get("ev_response_s", MIN_EV_RESPONSE_S))
+    return max(MIN_SWITCH_TIME_S, ev_response)
 
 
 class CircuitConfig(_Model):
@@ -111,43 +125,66 @@ class SiteConfig(_Model):
         """The phases the site is supplied on (indices 0..2)."""
         return (0, 1, 2) if self.phases == 3 else (0,)
 
-    @model_validator(mode="after")
-    def _check_timers(self) -> Self:
-        # Each message names the field, the minimum and why: installers read these.
-        if self.ev_response_s < MIN_EV_RESPONSE_S:
+    # Each timer is checked on its own so that check-config lists every one that is too
+    # short, each with its minimum and why: installers read these messages.
+
+    @field_validator("ev_response_s")
+    @classmethod
+    def _ev_response(cls, v: float) -> float:
+        if v < MIN_EV_RESPONSE_S:
             raise ValueError(
-                f"ev_response_s: {self.ev_response_s:g} s is below the safe minimum of "
-                f"{MIN_EV_RESPONSE_S:g} s: IEC 61851-1 gives a vehicle up to 5 s to follow a lower "
-                "setpoint, and a shorter value would hand out current it may still draw"
+                f"{v:g} s is below the safe minimum of {MIN_EV_RESPONSE_S:g} s: IEC 61851-1 "
+                "gives a vehicle up to 5 s to follow a lower setpoint, and a shorter value "
+                "would hand out current it may still draw"
             )
-        switch_min = max(MIN_SWITCH_TIME_S, self.ev_response_s)
-        if self.min_on_time_s < switch_min:
+        return v
+
+    @field_validator("min_on_time_s")
+    @classmethod
+    def _min_on(cls, v: float, info: ValidationInfo) -> float:
+        least = _switch_minimum(info)
+        if v < least:
             raise ValueError(
-                f"min_on_time_s: {self.min_on_time_s:g} s is below the safe minimum of "
-                f"{switch_min:g} s: a vehicle takes up to ev_response_s to start drawing and the "
-                "meters a few seconds more to show it; pausing a bay sooner reacts to its own "
-                "switch-on and makes bays flap, wearing their relays"
+                f"{v:g} s is below the safe minimum of {least:g} s: a vehicle takes up to "
+                "ev_response_s to start drawing and the meters a few seconds more to show it; "
+                "pausing a bay sooner reacts to its own switch-on and makes bays flap, "
+                "wearing their relays"
             )
-        if self.min_off_time_s < switch_min:
+        return v
+
+    @field_validator("min_off_time_s")
+    @classmethod
+    def _min_off(cls, v: float, info: ValidationInfo) -> float:
+        least = _switch_minimum(info)
+        if v < least:
             raise ValueError(
-                f"min_off_time_s: {self.min_off_time_s:g} s is below the safe minimum of "
-                f"{switch_min:g} s: a paused vehicle takes up to ev_response_s to stop drawing "
-                "and the meters a few seconds more to show it; switching it on sooner makes "
-                "bays flap, wearing their relays"
+                f"{v:g} s is below the safe minimum of {least:g} s: a paused vehicle takes up "
+                "to ev_response_s to stop drawing and the meters a few seconds more to show "
+                "it; switching it on sooner makes bays flap, wearing their relays"
             )
-        if self.increase_delay_s < MIN_INCREASE_DELAY_S:
+        return v
+
+    @field_validator("increase_delay_s")
+    @classmethod
+    def _increase_delay(cls, v: float) -> float:
+        if v < MIN_INCREASE_DELAY_S:
             raise ValueError(
-                f"increase_delay_s: {self.increase_delay_s:g} s is below the safe minimum of "
-                f"{MIN_INCREASE_DELAY_S:g} s: an increase must hold for at least one load-loop "
-                "period so that a single meter reading never raises a setpoint"
+                f"{v:g} s is below the safe minimum of {MIN_INCREASE_DELAY_S:g} s: an increase "
+                "must hold for at least one load-loop period so that a single meter reading "
+                "never raises a setpoint"
             )
-        if self.increase_hysteresis_a < MIN_INCREASE_HYSTERESIS_A:
+        return v
+
+    @field_validator("increase_hysteresis_a")
+    @classmethod
+    def _hysteresis(cls, v: float) -> float:
+        if v < MIN_INCREASE_HYSTERESIS_A:
             raise ValueError(
-                f"increase_hysteresis_a: {self.increase_hysteresis_a:g} A is below the safe "
-                f"minimum of {MIN_INCREASE_HYSTERESIS_A:g} A: below it, meter noise and the "
-                "0.1 A setpoint resolution make setpoints go up and down with every reading"
+                f"{v:g} A is below the safe minimum of {MIN_INCREASE_HYSTERESIS_A:g} A: below "
+                "it, meter noise and the 0.1 A setpoint resolution make setpoints go up and "
+                "down with every reading"
             )
-        return self
+        return v
 
     @model_validator(mode="after")
     def _check_tree(self) -> Self:

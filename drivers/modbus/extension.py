@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from controller.config import StationConfig
 from controller.ports import DriverError, MeterReading
 from drivers.modbus.config import MeterConfig, build_meters
+from drivers.modbus.maps import Quantity
 
 if TYPE_CHECKING:
     from controller.station import Station
@@ -29,6 +30,26 @@ def split(entry: dict[str, Any]) -> tuple[MeterRole, MeterConfig]:
     rest = dict(entry)
     role = MeterRole.model_validate({k: rest.pop(k) for k in ("role", "bay") if k in rest})
     return role, MeterConfig.model_validate(rest)
+
+
+def _grid_phases(i: int, mc: MeterConfig, cfg: StationConfig) -> list[str]:
+    """The grid meter must read the current of every phase the site is supplied on."""
+    if cfg.site is None:
+        return []
+    fields = mc.register_map().fields
+    missing = [
+        f"L{p + 1}" for p in cfg.site.phase_indices if Quantity(f"current_l{p + 1}") not in fields
+    ]
+    if not missing:
+        return []
+    if cfg.site.phases == 3:
+        return [
+            f"meters[{i}].map: grid meter {mc.name!r} ({mc.map}) reads no current on "
+            f"{', '.join(missing)}, but the site is three-phase: the load manager would never "
+            "see those phases. Use a three-phase meter, or set [site] phases = 1 on a "
+            "single-phase supply"
+        ]
+    return [f"meters[{i}].map: grid meter {mc.name!r} ({mc.map}) reads no current on L1"]
 
 
 class MetersExtension:
@@ -50,6 +71,8 @@ class MetersExtension:
                 continue
             parsed.append(mc)
             grids += role.role == "grid"
+            if role.role == "grid":
+                problems += _grid_phases(i, mc, cfg)
             if role.role == "bay" and role.bay not in bays:
                 problems.append(f"meters[{i}].bay: unknown bay {role.bay!r}")
         if grids > 1:
