@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -88,24 +86,8 @@ class LoadLoop:
         jumps upward: an increase waits for the usual delay and ramps, while a
         decrease goes out at the very next step, which is triggered at once.
         """
-        old = self.ctl
         new = LoadController(config)
-        old_bays = old._bays
-        for spec in new.topology.bays:
-            prev = old_bays.get(spec.id)
-            if prev is None:
-                continue
-            new._bays[spec.id] = dataclasses.replace(
-                prev,
-                min_a=spec.min_a,
-                setpoint=min(prev.setpoint, spec.max_a),
-                starts=deque(prev.starts),
-                pending_since=None,
-                ramping=False,
-            )
-        new._rotation = tuple(b for b in old._rotation if b in new._bays)
-        new._slot_start = old._slot_start
-        new._conflicts = old._conflicts
+        new.inherit(self.ctl, self.station.clock.monotonic())
         self.ctl = new
         self.config = config
         log.info("load.reconfigured", rules=len(config.rules), circuits=len(config.site.circuits))

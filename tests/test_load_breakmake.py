@@ -255,3 +255,15 @@ def test_timers_at_their_minimum_keep_the_limit_and_do_not_flap() -> None:
     assert exc.worst_ratio <= 1.0 + 1e-9, exc
     health = model.ctl.health(300.0)
     assert all(h.cycles_total <= 2 for h in health.values()), health
+
+
+def test_a_live_reconfiguration_keeps_decreases_not_yet_followed() -> None:
+    ctl = make()
+    t = at_sixteen(ctl)
+    others = [bay("A", 16, acked=16, acked_at=t), bay("B", 16, acked=16, acked_at=t, order=1)]
+    step(ctl, t, [*others, bay("C", 0, order=2)], grid=32)
+    # The owner saves a setting while A and B have not confirmed their cut yet.
+    new = LoadController(ctl.config.model_copy(update={"rules": ()}))
+    new.inherit(ctl, t + 0.2)
+    r = step(new, t + 0.5, [*others, bay("C", 0, order=2)], grid=32)
+    assert r.setpoints_a == {"A": 10.6, "B": 10.6, "C": 0}

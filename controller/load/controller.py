@@ -42,13 +42,14 @@ from controller.load.allocate import (
     GridInput,
     allocate,
 )
-from controller.load.model import LoadConfig
+from controller.load.model import Amps3, LoadConfig
 from controller.load.rules import RuleConflict, active_rules
 from controller.load.topology import Topology
 from controller.ports import Freshness
 
 _HOUR_S = 3600.0
 _EPS = 1e-6
+_ZERO3: Amps3 = (0.0, 0.0, 0.0)
 _KEEP_DECREASES_S = 60.0
 """Beyond an EV response: no measurement that old is fresh."""
 
@@ -124,7 +125,8 @@ class _Bay:
     unacked_a: float = 0.0
     """The setpoint before a decrease the node has not acknowledged yet (0: none)."""
     decreases: deque[tuple[float, float]] = dataclasses.field(default_factory=deque)
-    """(when, to what) of recent decreases: telemetry older than them may overstate the draw."""
+    """(when, to what) of recent decreases, values rising left to right: each is the lowest
+    setpoint since its time (a later, lower decrease drops the earlier, higher ones)."""
     over_since: float | None = None
     reduced: bool = False
     overcurrent_events: int = 0
@@ -160,6 +162,31 @@ class LoadController:
                 fault_reason=s.fault_reason,
             )
         return out
+
+    def inherit(self, old: LoadController, now: float) -> None:
+        """Take over ``old``'s memory per bay (a live reconfiguration).
+
+        Min on/off times, the cycle budget, overcurrent state and decreases not yet
+        followed keep counting; a setpoint above a bay's new maximum is a decrease now.
+        """
+        for spec in self.topology.bays:
+            prev = old._bays.get(spec.id)
+            if prev is None:
+                continue
+            s = dataclasses.replace(
+                prev,
+                min_a=spec.min_a,
+                starts=deque(prev.starts),
+                decreases=deque(prev.decreases),
+                pending_since=None,
+                ramping=False,
+            )
+            if s.setpoint > spec.max_a:
+                self._decrease(now, s, spec.max_a)
+            self._bays[spec.id] = s
+        self._rotation = tuple(b for b in old._rotation if b in self._bays)
+        self._slot_start = old._slot_start
+        self._conflicts = old._conflicts
 
     def clear_fault(self, bay_id: str, now: float, wall_time: dt.datetime) -> AuditRecord:
         """An owner cleared the bay's overcurrent fault; it may be allocated again."""
@@ -200,16 +227,16 @@ class LoadController:
                 now - s.off_since >= site.min_off_time_s
                 and len(s.starts) < site.relay_cycles_per_hour
             )
-            bays.append(
-                dataclasses.replace(
-                    b,
-                    can_start=can_start,
-                    keep_on=on and now - s.on_since < site.min_on_time_s,
-                    cap_a=s.min_a if s.reduced else None,
-                    faulted=b.faulted or s.faulted,
-                    # A bay session that ended resets the reduction of its overcurrent episode.
+            keep_on = on and now - s.on_since < site.min_on_time_s
+            cap_a = s.min_a if s.reduced else None
+            faulted = b.faulted or s.faulted
+            if (b.can_start, b.keep_on, b.cap_a, b.faulted) != (can_start, keep_on, cap_a, faulted):
+                # Copy only when needed: replace() is most of a 64-bay step's time otherwise.
+                b = dataclasses.replace(
+                    b, can_start=can_start, keep_on=keep_on, cap_a=cap_a, faulted=faulted
                 )
-            )
+            bays.append(b)
+            # A bay session that ended resets the reduction of its overcurrent episode.
             if not b.active:
                 s.reduced = False
 
@@ -305,7 +332,11 @@ class LoadController:
         )
         # Until the node confirms, the vehicle may draw whatever it was last allowed.
         s.unacked_a = max(old, s.unacked_a)
+        while s.decreases and s.decreases[-1][1] >= target:
+            s.decreases.pop()
         s.decreases.append((now, target))
+        while s.decreases[0][0] < now - site.ev_response_s - _KEEP_DECREASES_S:
+            s.decreases.popleft()
         if target <= 0.0:
             s.off_since = now
 
@@ -329,24 +360,25 @@ class LoadController:
             return None
         return min(target, old + site.ramp_step_a)
 
-    def _committed(self, now: float, b: BayInput | None, s: _Bay, p: int) -> tuple[float, float]:
-        """What the bay counts for on phase ``p`` (see the module docstring): (draw, overstatement)."""
+    def _counted(self, now: float, b: BayInput | None, s: _Bay) -> tuple[Amps3, Amps3]:
+        """Per phase, what the bay counts for (see the module docstring): (draw, overstatement)."""
+        floor = max(s.setpoint, s.unacked_a)
         if b is None or not b.measured_fresh:
-            return max(s.setpoint, s.unacked_a), 0.0
-        measured = b.measured_a[p]
-        committed = max(measured, s.setpoint, s.unacked_a)
-        if not b.active:
-            return committed, 0.0  # the allocation did not subtract it from the grid reading
+            return (floor, floor, floor), _ZERO3
+        m = b.measured_a
+        draw = (max(m[0], floor), max(m[1], floor), max(m[2], floor))
+        if not b.active or not s.decreases:
+            return draw, _ZERO3  # inactive: the allocation did not subtract it from the grid
         site = self.config.site
         seen = b.measured_at if b.measured_at is not None else now - site.grid_meter_timeout_s
-        while s.decreases and s.decreases[0][0] < now - site.ev_response_s - _KEEP_DECREASES_S:
-            s.decreases.popleft()
         # A decrease the vehicle may have followed after this measurement was taken: the grid
         # reading may already show the lower draw, the measurement not yet. A frame is stamped
         # when received, and what it carries may be older: as old as a reading may be to count.
         since = seen - site.ev_response_s - site.grid_meter_timeout_s
-        low = min((v for at, v in s.decreases if at >= since), default=measured)
-        return committed, max(0.0, measured - low)
+        low = next((v for at, v in s.decreases if at >= since), None)
+        if low is None:
+            return draw, _ZERO3
+        return draw, (max(0.0, m[0] - low), max(0.0, m[1] - low), max(0.0, m[2] - low))
 
     def _fund_increases(
         self,
@@ -362,16 +394,11 @@ class LoadController:
         used = [0.0] * len(caps)
         base: dict[str, list[float]] = {}
         for spec in topo.bays:
-            s = self._bays[spec.id]
-            b = by_id.get(spec.id)
-            mine = [0.0, 0.0, 0.0]
-            for p in spec.phases:
-                draw, extra = self._committed(now, b, s, p)
-                mine[p] = draw
-                for c in topo.bay_tree_cons[spec.index]:
-                    if c % 3 == p:
-                        used[c] += draw + extra
-            base[spec.id] = mine
+            draw, extra = self._counted(now, by_id.get(spec.id), self._bays[spec.id])
+            for c in topo.bay_tree_cons[spec.index]:
+                p = c % 3
+                used[c] += draw[p] + extra[p]
+            base[spec.id] = list(draw)
         # Lowest setpoint first: a waiting start before a ramp of a bay already charging.
         wanted.sort(key=lambda w: (self._bays[w[0]].setpoint, topo.bay_index[w[0]]))
         for bid, want in wanted:

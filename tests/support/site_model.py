@@ -109,6 +109,9 @@ class SiteModel:
         self._run_105 = 0
         self.last: StepResult | None = None
         self.energy_ah = 0.0
+        self.waiting_since: dict[str, float] = {}
+        self.longest_wait_s = 0.0
+        """Longest a bay the allocation wanted on stayed off (break before make holding it)."""
 
     def run(self, seconds: float) -> Exceedance:
         for _ in range(int(seconds / self.period_s)):
@@ -164,6 +167,11 @@ class SiteModel:
         )
         for b in self.bays:
             v = res.setpoints_a[b.bay_id]
+            if res.targets_a[b.bay_id] > 0.0 and v == 0.0:
+                since = self.waiting_since.setdefault(b.bay_id, t)
+                self.longest_wait_s = max(self.longest_wait_s, t - since)
+            else:
+                self.waiting_since.pop(b.bay_id, None)
             if v != b.last_cmd_a:
                 b.to_node.append((t + self.rng.uniform(*self.link_s), v))
                 b.last_cmd_a = v
