@@ -45,7 +45,7 @@ async def polled_grid_meter(st: Station, amps: float) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def station_with_load(tmp: Path) -> AsyncIterator[tuple[Station, FakeHub]]:
+async def station_with_load(tmp: Path, n: int = 2) -> AsyncIterator[tuple[Station, FakeHub]]:
     cfg = parse_config(
         {
             "station": {"id": "lm", "data_dir": str(tmp)},
@@ -53,7 +53,7 @@ async def station_with_load(tmp: Path) -> AsyncIterator[tuple[Station, FakeHub]]
             "buses": [{"id": "bus"}],
             "bays": [
                 {"id": f"b{i}", "connector": i, "bus": "bus", "address": i, "max_current_a": 16}
-                for i in (1, 2)
+                for i in range(1, n + 1)
             ],
             "site": {
                 "main_limit_a": LIMIT,
@@ -182,3 +182,90 @@ async def test_charging_profile_cap_applies_and_never_exceeds_site(tmp_path: Pat
         st.load_changed.set()
         out = await hub.nodes["b1"].wait_output(lambda o: o[1] > 8, timeout=10)
         assert out[1] <= 16
+
+
+async def test_a_newcomer_waits_for_the_nodes_to_confirm_the_cut(tmp_path: Path) -> None:
+    """Break before make through the station: what the nodes acknowledged reaches the controller."""
+    async with station_with_load(tmp_path, n=3) as (st, hub):
+        draw = {"b1": 0.0, "b2": 0.0, "b3": 0.0}
+
+        async def site() -> None:
+            # The vehicles draw what the test says; the grid meter sees them (no building load).
+            while True:
+                for b, a in draw.items():
+                    pilot = PilotState.C if a > 0 else PilotState.B
+                    hub.telemetry(b, current_a=a, relay_on=a > 0, pilot=pilot)
+                st.on_meter_reading(grid((sum(draw.values()),) * 3), role="grid")
+                await asyncio.sleep(0.25)
+
+        feeder = asyncio.create_task(site())
+        try:
+            n1, n2, n3 = (hub.nodes[b] for b in ("b1", "b2", "b3"))
+            await _until(st, lambda: all(rt.state.node_online for rt in st.bays.values()))
+            for b in ("b1", "b2"):
+                assert (await st.present_token(b, f"T{b}")).ok
+            await n1.wait_output(lambda o: o[1] == 16, timeout=10)
+            await n2.wait_output(lambda o: o[1] == 16, timeout=10)
+            draw["b1"] = draw["b2"] = 16.0
+            # b1's node stops answering just as b3 arrives: its cut is never confirmed.
+            n1.fail_commands = True
+            assert (await st.present_token("b3", "Tb3")).ok
+            await n2.wait_output(lambda o: o[1] < 16)
+            cut_at = time.monotonic()
+            # Both vehicles follow at once (b1's, say, on its own): only the confirmation is missing.
+            draw["b1"] = draw["b2"] = 10.6
+            await n3.wait_output(lambda o: o[0] and o[1] >= 6, timeout=10)
+            waited = time.monotonic() - cut_at
+            site_cfg = st.cfg.site
+            assert site_cfg is not None
+            # An unconfirmed decrease counts at its old value until the EV response time.
+            assert waited >= site_cfg.ev_response_s - 0.5, waited
+            assert st.bays["b1"].last_output == (True, 16.0)  # still what b1 last confirmed
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+
+
+async def test_a_newcomer_starts_as_soon_as_the_cut_is_confirmed_and_followed(
+    tmp_path: Path,
+) -> None:
+    async with station_with_load(tmp_path, n=3) as (st, hub):
+        draw = {"b1": 0.0, "b2": 0.0, "b3": 0.0}
+
+        async def site() -> None:
+            while True:
+                for b, a in draw.items():
+                    pilot = PilotState.C if a > 0 else PilotState.B
+                    hub.telemetry(b, current_a=a, relay_on=a > 0, pilot=pilot)
+                st.on_meter_reading(grid((sum(draw.values()),) * 3), role="grid")
+                await asyncio.sleep(0.25)
+
+        feeder = asyncio.create_task(site())
+        try:
+            n1, n2, n3 = (hub.nodes[b] for b in ("b1", "b2", "b3"))
+            await _until(st, lambda: all(rt.state.node_online for rt in st.bays.values()))
+            for b in ("b1", "b2"):
+                assert (await st.present_token(b, f"T{b}")).ok
+            await n1.wait_output(lambda o: o[1] == 16, timeout=10)
+            await n2.wait_output(lambda o: o[1] == 16, timeout=10)
+            draw["b1"] = draw["b2"] = 16.0
+            assert (await st.present_token("b3", "Tb3")).ok
+            a1 = await n1.wait_output(lambda o: o[1] < 16)
+            await n2.wait_output(lambda o: o[1] < 16)
+            cut_at = time.monotonic()
+            # Confirmed at once (the fake nodes answer immediately), but the vehicles still
+            # draw 16 A: b3 stays off.
+            with contextlib.suppress(TimeoutError):
+                await n3.wait_output(lambda o: o[0], timeout=1.0)
+            assert not any(o[0] for o in n3.outputs), n3.outputs
+            # They follow: b3 starts well before the EV response time has run out.
+            draw["b1"] = draw["b2"] = a1[1]
+            await n3.wait_output(lambda o: o[0] and o[1] >= 6, timeout=10)
+            site_cfg = st.cfg.site
+            assert site_cfg is not None
+            assert time.monotonic() - cut_at < site_cfg.ev_response_s - 1.0
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
