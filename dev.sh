@@ -10,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-DEBS_RUN="python3 python3-venv python3-dev gcc libzbar0 mosquitto"
-DEBS_TEST="$DEBS_RUN chromium systemd make sqlite3"
+DEBS_RUN=(python3 python3-venv python3-dev gcc libzbar0 mosquitto)
+DEBS_TEST=("${DEBS_RUN[@]}" chromium systemd make sqlite3 shellcheck)
 VENV=.venv
 
 installed() {
@@ -48,8 +48,9 @@ ensure_debs() {
     # Raspberry Pi OS names Debian's chromium "chromium-browser" on some images.
     case " $missing " in
         *" chromium "*)
-            apt-cache show chromium >/dev/null 2>&1 || missing=$(echo "$missing" | sed 's/ chromium / chromium-browser /') ;;
+            apt-cache show chromium >/dev/null 2>&1 || missing=${missing// chromium / chromium-browser } ;;
     esac
+    # shellcheck disable=SC2086  # one word per package
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
 }
 
@@ -69,21 +70,23 @@ cmd=${1:-help}
 [ $# -gt 0 ] && shift
 case "$cmd" in
     simulate)
-        ensure_debs $DEBS_RUN
+        ensure_debs "${DEBS_RUN[@]}"
         ensure_venv
         exec "$VENV/bin/edge-station" simulate "$@"
         ;;
     run)
-        ensure_debs $DEBS_RUN
+        ensure_debs "${DEBS_RUN[@]}"
         ensure_venv
         exec "$VENV/bin/edge-station" run "$@"
         ;;
     test | test-long | bench)
-        ensure_debs $DEBS_TEST
+        ensure_debs "${DEBS_TEST[@]}"
         ensure_venv
         export PATH="$PWD/$VENV/bin:$PATH:/usr/sbin:/sbin"
         if [ "$cmd" = bench ]; then
-            exec "$VENV/bin/python" -m pytest -m bench tests/bench -p no:randomly "$@"
+            # With no file named, every benchmark; otherwise just the ones named.
+            [ $# -eq 0 ] && set -- tests/bench
+            exec "$VENV/bin/python" -m pytest -m bench -p no:randomly "$@"
         fi
         echo "== ruff format --check" && "$VENV/bin/ruff" format --check .
         echo "== ruff check" && "$VENV/bin/ruff" check .

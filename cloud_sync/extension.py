@@ -2,7 +2,8 @@
 
 The upstream answers authorizations first, runs as a station service, and
 feeds its charging-profile limits to the load manager as an extra cap (never
-above the site's own limits).
+above the site's own limits); without a load manager the station caps each bay
+with them directly (:mod:`controller.directcaps`).
 """
 
 from __future__ import annotations
@@ -35,10 +36,8 @@ class OcppExtension:
         if station.cfg.ocpp is None:
             return
         up = build(OcppConfig.model_validate(station.cfg.ocpp), station)
-        station.upstream = up
         if station.load is not None:
             station.load.caps = up.current_limits_a
-        up.on_limits_changed = station.load_changed.set
         station.add_service("ocpp", up.run)
 
 

@@ -22,9 +22,11 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from controller.journal import Journal
+from controller.outputs import floor_steps
 
 VOLTAGE_V = 230.0
 CP_MAX = "ChargePointMaxProfile"
@@ -93,7 +95,11 @@ class Profile:
             start=start,
             duration=sched.get("duration"),
             transaction_id=d.get("transaction_id"),
-            min_rate=sched.get("min_charging_rate"),
+            min_rate=(
+                float(sched["min_charging_rate"])
+                if sched.get("min_charging_rate") is not None
+                else None
+            ),
         )
 
 
@@ -263,7 +269,7 @@ def composite(
         amps = connector_limit_a(ps, ctx, t, with_station_cap=True)
         amps = default_a if amps is None else min(amps, default_a)
         value = amps if unit == "A" else amps * VOLTAGE_V * phases
-        value = round(value, 1)
+        value = floor_steps(value, 10) / 10  # a limit the CSMS reads: floored, never rounded up
         if not out or out[-1][1] != value:
             out.append((round(t - start), value))
         changes = [c for p in ps if (c := next_change(p, t, ctx.tx_start)) is not None]
@@ -272,6 +278,14 @@ def composite(
 
 
 # --------------------------------------------------------------------------- store
+
+
+def _json_number(o: object) -> float:
+    # The ocpp library hands fractional numbers over as Decimal (its schemas check
+    # multipleOf exactly); the journal keeps the profile as JSON.
+    if isinstance(o, Decimal):
+        return float(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
 
 class ProfileStore:
@@ -317,7 +331,15 @@ class ProfileStore:
         await self._journal.execute_write(
             "INSERT INTO charging_profiles(id, connector, stack_level, purpose, transaction_id,"
             " profile, installed_at) VALUES (?,?,?,?,?,?,?)",
-            (p.id, p.connector, p.stack_level, p.purpose, p.transaction_id, json.dumps(raw), now),
+            (
+                p.id,
+                p.connector,
+                p.stack_level,
+                p.purpose,
+                p.transaction_id,
+                json.dumps(raw, default=_json_number),
+                now,
+            ),
         )
         self.profiles[p.id] = p
         return None

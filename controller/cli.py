@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
-from controller import registry
-from controller.config import ConfigError, StationConfig, load_config
+from controller import registry, session_csv
+from controller.config import ConfigError, StationConfig, load_config, station_problems
 from controller.load import check_safe_shares
 from controller.loadloop import load_manager_config
 from controller.logs import setup_logging
@@ -108,8 +105,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def check(cfg: StationConfig) -> list[str]:
-    """Problems beyond the schema: the optional parts' sections and the safe-share proof."""
-    problems: list[str] = []
+    """Problems beyond the schema: bays and data_dir, the optional parts' sections and
+    the safe-share proof."""
+    problems: list[str] = station_problems(cfg)
     try:
         lcfg = load_manager_config(cfg)
     except ValidationError as err:
@@ -125,6 +123,16 @@ def check(cfg: StationConfig) -> list[str]:
     return problems
 
 
+def check_warnings(cfg: StationConfig) -> list[str]:
+    """What the optional parts find risky but allowed (an extension's optional ``warnings``)."""
+    out: list[str] = []
+    for ext in registry.extensions():
+        warn = getattr(ext, "warnings", None)
+        if warn is not None:
+            out.extend(warn(cfg))
+    return out
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.file)
@@ -135,6 +143,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if problems:
         _print_problems(str(args.file), problems)
         return EXIT_CONFIG
+    for w in check_warnings(cfg):
+        print(f"{args.file}: warning: {w}", file=sys.stderr)
     print(f"{args.file}: OK ({len(cfg.bays)} bays on {len(cfg.buses)} buses)")
     return 0
 
@@ -146,43 +156,6 @@ def _print_problems(source: str, problems: list[str]) -> None:
 
 
 # --------------------------------------------------------------------------- journal
-
-SESSION_CSV_COLUMNS = [
-    "id",
-    "bay_id",
-    "connector",
-    "token",
-    "auth_source",
-    "mode",
-    "state",
-    "started_at",
-    "stopped_at",
-    "meter_start_wh",
-    "meter_stop_wh",
-    "energy_wh",
-    "peak_power_w",
-    "avg_power_w",
-    "cost",
-    "currency",
-    "stop_reason",
-    "ocpp_tx_id",
-    "sync_state",
-]
-
-
-def sessions_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(SESSION_CSV_COLUMNS)
-    for r in rows:
-        out = []
-        for col in SESSION_CSV_COLUMNS:
-            v = r.get(col)
-            if col in ("started_at", "stopped_at") and v is not None:
-                v = _iso(float(v))
-            out.append("" if v is None else v)
-        w.writerow(out)
-    return buf.getvalue()
 
 
 def _iso(ts: float) -> str:
@@ -214,7 +187,7 @@ async def _journal(path: Path, args: argparse.Namespace) -> int:
             limit = 1_000_000 if args.csv else args.limit
             rows = await journal.sessions(bay_id=args.bay, state=args.state, limit=limit)
             if args.csv:
-                text = sessions_csv(list(reversed(rows)))
+                text = session_csv.text(reversed(rows))
                 if str(args.csv) == "-":
                     sys.stdout.write(text)
                 else:

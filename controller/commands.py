@@ -7,6 +7,7 @@ through :meth:`Station.apply` for every change.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -26,6 +27,7 @@ from controller.bay import (
     TokenPresented,
 )
 from controller.journal import Commit, EventRow, JournalError, OutboxRow
+from controller.outputs import TestOutput
 from controller.ports import (
     AuthStatus,
 )
@@ -407,26 +409,53 @@ class StationCommands(StationBase):
     ) -> Outcome:
         """Hold a test output on an idle bay (relay, current ramp) for ``hold_s`` seconds.
 
-        Refused while a session runs or the station is in safe mode; the current is
-        clipped to the bay's maximum, and the lease still guards it.
+        Refused while a session runs, the bay is faulted or offline, or any safe-mode
+        cause is active (and ended by the station at once when one appears); the
+        current is clipped to the bay's maximum, and the lease still guards it.
+        ``relay_on=False`` ends the test: that is always allowed.
         """
         rt = self.bay(bay_id)
+        if not relay_on:
+            return await self.end_test_output(bay_id, actor=actor)
         if rt.state.session is not None:
             return Outcome(False, "bay_in_use", "A session is running on this bay.")
         if self.safe.active:
-            return Outcome(False, "safe_mode", "The station is in safe mode.")
-        amps = max(0.0, min(current_a, rt.cfg.max_current_a)) if relay_on else 0.0
-        hold = max(0.0, min(hold_s, 60.0))
-        rt.test_output = (relay_on, amps, self.clock.monotonic() + hold)
+            return Outcome(
+                False, "safe_mode", "The station is in safe mode: tests wait until it is cleared."
+            )
+        if rt.state.fault is not None:
+            return Outcome(False, "bay_faulted", "This bay is out of order: clear its fault first.")
+        if rt.node is None or not rt.state.node_online:
+            return Outcome(False, "node_offline", "The bay's node is not connected.")
+        amps = current_a if math.isfinite(current_a) else 0.0
+        amps = max(0.0, min(amps, rt.cfg.max_current_a))
+        hold = max(0.0, min(hold_s, 60.0)) if math.isfinite(hold_s) else 0.0
+        rt.test_output = TestOutput(True, amps, self.clock.monotonic() + hold)
         rt.output_changed.set()
         await self._audit(
             "installer_test",
             actor,
-            {"bay_id": bay_id, "relay_on": relay_on, "current_a": amps, "hold_s": hold},
+            {"bay_id": bay_id, "relay_on": True, "current_a": amps, "hold_s": hold},
         )
         return Outcome(
             True, "testing", f"Test output held for {hold:.0f} s.", data={"current_a": amps}
         )
+
+    async def end_test_output(self, bay_id: str, *, actor: str) -> Outcome:
+        """End an installer test output: the bay goes back to its own output at once.
+
+        Always allowed (in safe mode too): it can only switch something off.
+        """
+        rt = self.bay(bay_id)
+        was = rt.test_output
+        rt.test_output = None
+        rt.output_changed.set()
+        await self._audit(
+            "installer_test",
+            actor,
+            {"bay_id": bay_id, "action": "end", "was_testing": was is not None},
+        )
+        return Outcome(True, "test_ended", "The test output ended.")
 
     async def raise_fault(
         self, bay_id: str, code: str, *, stop: bool = True, actor: str = "station"

@@ -8,6 +8,7 @@ are defined next to the code that uses them and embedded here.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -197,6 +198,14 @@ def load_config(path: Path) -> StationConfig:
         raise ConfigError(str(path), [f"not UTF-8 text: {err}"]) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(str(path), [f"TOML syntax: {err}"]) from None
+    if not data:
+        raise ConfigError(
+            str(path),
+            [
+                "(top): the file is empty; a station needs at least one [[buses]] and one "
+                "[[bays]] section (see systemd/station.example.toml)"
+            ],
+        )
     cfg = parse_config(data, str(path))
     if not cfg.station.data_dir.is_absolute():
         cfg.station.data_dir = (path.parent / cfg.station.data_dir).resolve()
@@ -204,6 +213,32 @@ def load_config(path: Path) -> StationConfig:
     t.hmac_key_files = [(path.parent / f).resolve() for f in t.hmac_key_files]
     t.ed25519_public_key_files = [(path.parent / f).resolve() for f in t.ed25519_public_key_files]
     return cfg
+
+
+def station_problems(cfg: StationConfig) -> list[str]:
+    """What keeps a schema-valid config from running a station: no bays, an unusable data_dir.
+
+    Checks only; nothing is created (a missing data_dir is fine when it can be made).
+    """
+    problems: list[str] = []
+    if not cfg.bays:
+        problems.append("bays: no bay is configured; add at least one [[bays]] section")
+    d = cfg.station.data_dir
+    if d.exists():
+        if not d.is_dir():
+            problems.append(f"station.data_dir: {d} is a file, not a folder")
+        elif not os.access(d, os.W_OK | os.X_OK):
+            problems.append(f"station.data_dir: {d} is not writable by this user")
+    else:
+        parent = d.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            problems.append(
+                f"station.data_dir: {d} does not exist and cannot be created "
+                f"({parent} is not a writable folder)"
+            )
+    return problems
 
 
 def load_token_keys(cfg: StationConfig) -> TokenKeys | None:

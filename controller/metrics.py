@@ -306,7 +306,7 @@ class MetricsCollector:
         e.family(
             "edge_station_meter_reading_age_seconds",
             "gauge",
-            "Seconds since the meter adapter last published a reading.",
+            "Age of the meter's latest reading: since its values were requested (or its poll failed).",
         )
         for name, m in meters:
             e.sample(round(max(0.0, now_m - m.reading.at), 3), {"meter": name, "role": m.role})
@@ -320,6 +320,21 @@ class MetricsCollector:
                 e.sample(
                     m.reading.freshness is f, {"meter": name, "role": m.role, "freshness": f.value}
                 )
+        gate = self.station.meter_gate
+        e.family(
+            "edge_station_meter_implausible_readings_total",
+            "counter",
+            "Meter readings failed because a value was outside physical bounds.",
+        )
+        for name, m in meters:
+            e.sample(gate.implausible_readings[name], {"meter": name, "role": m.role})
+        e.family(
+            "edge_station_meter_implausible_values_total",
+            "counter",
+            "Implausible meter values, by quantity.",
+        )
+        for (name, quantity), n in sorted(gate.implausible_values.items()):
+            e.sample(n, {"meter": name, "quantity": quantity})
 
     def _nodes(self, e: Exposition, now_m: float) -> None:
         st = self.station

@@ -15,8 +15,11 @@ from controller.bay import (
     FaultRaised,
     ocpp_status,
 )
+from controller.directcaps import direct_setpoint_a
 from controller.journal import JournalError
+from controller.plausibility import bounds_for
 from controller.ports import (
+    ChargingLimits,
     LinkStats,
     MeterReading,
 )
@@ -41,6 +44,7 @@ class StationObserver(StationBase):
         entry = self.safe.enter(cause, message, self.clock.wall())
         if entry is not None:
             log.error("safe_mode.entered", cause=cause, message=message)
+            self._outputs_changed()  # installer tests end at once; some causes forbid outputs
             self._spawn_audit("safe_mode_entered", "station", {"cause": cause, "message": message})
             self._publish({"type": "station", "station": self.station_snapshot()})
 
@@ -58,21 +62,24 @@ class StationObserver(StationBase):
 
     def _spawn_audit(self, kind: str, actor: str, detail: dict[str, Any]) -> None:
         # Safe-mode changes happen inside callbacks and transitions; the audit row
-        # is written by its own small task (kept, so nothing is orphaned).
+        # is written by a job of the station's task runner (its TaskGroup owns it).
         if kind == "safe_mode_entered" and detail.get("cause") == "journal":
             return  # cannot be journaled; the log line stands for it
-        task = asyncio.get_running_loop().create_task(self._audit(kind, actor, detail))
-        self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
+        self.tasks.spawn(self._audit(kind, actor, detail), name=f"audit:{kind}", drain=True)
 
     async def settle(self) -> None:
-        """Wait for background audit writes (tests, shutdown)."""
-        while self._bg:
-            await asyncio.gather(*list(self._bg), return_exceptions=True)
+        """Wait for background jobs such as audit writes (tests, shutdown)."""
+        await self.tasks.settle()
+
+    def _outputs_changed(self) -> None:
+        """Every bay's output loop decides again now (a safety input changed)."""
+        for rt in self.bays.values():
+            rt.output_changed.set()
 
     async def emergency_stop(self, pressed: bool) -> None:
         """The emergency-stop input changed. Pressed: all relays off, all sessions stopped, latched."""
         self.stop_input_pressed = pressed
+        self._outputs_changed()  # relays off at once, installer tests included
         if not pressed:
             log.info("emergency_stop.released", note="latched until an owner clears it")
             self._publish({"type": "station", "station": self.station_snapshot()})
@@ -127,9 +134,17 @@ class StationObserver(StationBase):
     publish = _publish
 
     def bay_snapshot(self, rt: BayRuntime) -> dict[str, Any]:
+        """What a bay shows now. Every measured figure comes with its age: ``measured_at``
+        (wall clock) is when the node measured power, current, relay and the session's
+        energy; ``at`` is when this snapshot was taken (elapsed time and cost). A node
+        that is offline has no live figures: power, current and relay are ``None``
+        (unknown), never its last telemetry passed off as live."""
         s = rt.state
-        tel = rt.telemetry
         now = self.clock.wall()
+        tel = rt.telemetry
+        # Telemetry is stamped with the driver's monotonic clock (as the load loop reads it).
+        age = max(0.0, time.monotonic() - tel.at) if tel is not None else None
+        live = tel if s.node_online else None
         session = None
         if s.session is not None:
             sess = s.session
@@ -163,9 +178,12 @@ class StationObserver(StationBase):
             "pending_unavailable": s.pending_unavailable,
             "setpoint_a": s.setpoint_a,
             "max_current_a": rt.cfg.max_current_a,
-            "power_w": round(tel.power_w, 1) if tel else 0.0,
-            "current_a": [round(c, 2) for c in tel.current_a] if tel else [0.0, 0.0, 0.0],
-            "relay_on": tel.relay_on if tel else False,
+            "power_w": round(live.power_w, 1) if live else None,
+            "current_a": [round(c, 2) for c in live.current_a] if live else None,
+            "relay_on": live.relay_on if live else None,
+            "at": now,
+            "measured_at": round(now - age, 3) if age is not None else None,
+            "measured_age_s": round(age, 3) if age is not None else None,
             "door_closed": s.door_closed,
             "locked": s.locked,
             "pilot": s.pilot.value,
@@ -183,7 +201,18 @@ class StationObserver(StationBase):
 
     def _setpoint(self, rt: BayRuntime) -> float:
         if self.load is None:
-            return rt.cfg.max_current_a
+            # No load manager: the bay's maximum, capped by the central system's profiles.
+            up = self.upstream
+            caps: dict[int, float | None] = (
+                up.current_limits_a(self.clock.wall()) if isinstance(up, ChargingLimits) else {}
+            )
+            return direct_setpoint_a(
+                rt.cfg.max_current_a,
+                rt.cfg.min_current_a,
+                connector_cap_a=caps.get(rt.cfg.connector),
+                station_cap_a=caps.get(0),
+                bays=len(self.bays),
+            )
         return rt.load_setpoint_a
 
     def set_load_setpoint(self, bay_id: str, amps: float) -> None:
@@ -197,9 +226,30 @@ class StationObserver(StationBase):
         return self.load.status() if self.load is not None else None
 
     def on_meter_reading(
-        self, reading: MeterReading, *, role: str, bay_id: str | None = None
+        self,
+        reading: MeterReading,
+        *,
+        role: str,
+        bay_id: str | None = None,
+        max_current_a: float | None = None,
     ) -> None:
-        """A meter published (called on the loop by the meter adapter)."""
+        """A meter published (called on the loop by the meter adapter).
+
+        The plausibility gate comes first: an implausible reading goes on as FAILED.
+        """
+        site, rt = self.cfg.site, self.bays.get(bay_id or "")
+        bounds = bounds_for(
+            role,
+            main_limit_a=site.main_limit_a if site is not None else None,
+            bay_max_a=rt.cfg.max_current_a if rt is not None else None,
+            rating_a=max_current_a,
+        )
+        reading, note = self.meter_gate.admit(
+            reading, bounds, role=role, now_wall=self.clock.wall()
+        )
+        if note is not None:
+            log.warning(note.kind, **note.detail)
+            self._spawn_audit(note.kind, "meter", note.detail)
         prev = self.meters.get(reading.meter)
         self.meters[reading.meter] = MeterInput(role, bay_id, reading)
         if role in ("grid", "pv"):

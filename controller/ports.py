@@ -12,7 +12,7 @@ raise a :class:`DriverError` rather than pretend.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -188,7 +188,15 @@ class NodeHub(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class MeterSample:
-    """One poll of an energy meter. ``None`` means the meter does not provide the value."""
+    """The latest values of an energy meter. ``None`` means the meter does not provide the value.
+
+    ``at`` is when the values load management uses (the currents, for a grid
+    meter) were requested from the meter. A meter may refresh other values
+    less often; ``read_at`` then says when each of those was requested, keyed
+    by its register-map name (``voltage_l1`` … ``export_energy``); a value
+    without an entry was requested at ``at``. Currents are RMS magnitudes
+    (never negative); the direction of energy flow is the sign of power.
+    """
 
     at: float
     voltage_v: tuple[float | None, float | None, float | None] = (None, None, None)
@@ -198,11 +206,20 @@ class MeterSample:
     frequency_hz: float | None = None
     import_wh: float | None = None
     export_wh: float | None = None
+    read_at: Mapping[str, float] = field(default_factory=dict)
+
+    def stamp(self, name: str) -> float:
+        """When the value called ``name`` (``current_l1``, ``import_energy``…) was requested."""
+        return self.read_at.get(name, self.at)
 
 
 @dataclass(frozen=True, slots=True)
 class MeterReading:
-    """What a meter adapter publishes: the latest sample (if any) and how far to trust it."""
+    """What a meter adapter publishes: the latest sample (if any) and how far to trust it.
+
+    ``at`` is the sample's ``at`` for a FRESH reading (its age is the age of the
+    data, not of the publication) and the moment the poll failed otherwise.
+    """
 
     meter: str
     at: float
@@ -296,6 +313,19 @@ class Upstream(Protocol):
     async def authorize(self, id_tag: str, *, timeout_s: float = 5.0) -> AuthResult: ...
 
     async def run(self) -> None: ...
+
+
+@runtime_checkable
+class ChargingLimits(Protocol):
+    """Optional ability of an upstream: the central system's charging-profile caps.
+
+    ``current_limits_a(now_wall)`` maps a connector to the amps per phase its
+    profiles allow at that wall time (connector 0: the whole station); None
+    means no profile limits it. Without a load manager the station applies them
+    to the bays directly.
+    """
+
+    def current_limits_a(self, now_wall: float) -> dict[int, float | None]: ...
 
 
 # --------------------------------------------------------------------------- clock

@@ -38,7 +38,10 @@ if TYPE_CHECKING:
     from controller.loadloop import LoadLoop
     from controller.looplag import LoopLagMonitor
 
+from controller.outputs import TestOutput
+from controller.plausibility import MeterGate
 from controller.safety import SafeMode
+from controller.taskrunner import TaskRunner
 
 log = structlog.get_logger(__name__)
 
@@ -80,9 +83,7 @@ class BayRuntime:
     output_errors: int = 0
     load_setpoint_a: float = 0.0  # nothing until the load manager has decided
     tariff: Tariff | None = None  # the running session's tariff snapshot
-    test_output: tuple[bool, float, float] | None = (
-        None  # installer test: relay, A, until (monotonic)
-    )
+    test_output: TestOutput | None = None  # an installer's test output on the idle bay
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,7 @@ class StationBase:
     timers: Timers
     bays: dict[str, BayRuntime]
     meters: dict[str, MeterInput]
+    meter_gate: MeterGate
     load: LoadLoop | None
     load_changed: asyncio.Event
     upstream: Upstream | None
@@ -182,7 +184,7 @@ class StationBase:
     _focus: tuple[str, float] | None
     _stop_requested: asyncio.Event
     _started: asyncio.Event
-    _bg: set[asyncio.Task[None]]
+    tasks: TaskRunner
     _listeners: set[asyncio.Queue[dict[str, Any]]]
     _lock: asyncio.Lock  # serializes transitions (and outbox writes ordered with them)
 

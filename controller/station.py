@@ -51,7 +51,9 @@ from controller.bay import (
 )
 from controller.config import StationConfig
 from controller.journal import Journal, JournalError
+from controller.outputs import TEST_END_MESSAGES, OutputInputs, TestEnd, decide
 from controller.persist import build_commit, state_from_dict
+from controller.plausibility import MeterGate
 from controller.ports import (
     DriverError,
     NodeEvent,
@@ -64,6 +66,7 @@ from controller.ports import (
     Upstream,
 )
 from controller.safety import SafeMode
+from controller.taskrunner import TaskRunner
 
 if TYPE_CHECKING:
     from controller.loadloop import LoadLoop
@@ -115,6 +118,7 @@ class Station(StationCommands, StationObserver):
         self._focus: tuple[str, float] | None = None
         self.load_changed = asyncio.Event()  # something the load manager reads has changed
         self.meters: dict[str, MeterInput] = {}
+        self.meter_gate = MeterGate()  # plausibility of every meter reading
         t = cfg.timers
         self.timers = Timers(
             connection_timeout_s=t.connection_timeout_s,
@@ -141,7 +145,7 @@ class Station(StationCommands, StationObserver):
         self.exit_code = 0
         self._stop_requested = asyncio.Event()
         self.stop_listeners: list[Callable[[], None]] = []
-        self._bg: set[asyncio.Task[None]] = set()
+        self.tasks = TaskRunner()  # work started by callbacks and commands, in its TaskGroup
 
     # ------------------------------------------------------------------ setup
 
@@ -201,6 +205,7 @@ class Station(StationCommands, StationObserver):
                 tg.create_task(self._consume_updates(), name="updates")
                 tg.create_task(self._ticker(), name="ticker")
                 tg.create_task(self._flusher(), name="samples")
+                tg.create_task(self.tasks.run(), name="tasks")
                 for rt in self.bays.values():
                     tg.create_task(self._output_loop(rt), name=f"output:{rt.cfg.id}")
                     if rt.cfg.kind == "locker":
@@ -217,8 +222,7 @@ class Station(StationCommands, StationObserver):
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        if self._bg:
-            await asyncio.gather(*self._bg, return_exceptions=True)
+        await self.tasks.settle()
         with contextlib.suppress(Exception):
             await self._flush_samples()
         with contextlib.suppress(Exception):
@@ -365,25 +369,35 @@ class Station(StationCommands, StationObserver):
                 self._block("journal", "The journal cannot be written.")
 
     async def _output_loop(self, rt: BayRuntime) -> None:
-        """Keep the node's output lease alive and equal to what the bay wants."""
+        """Keep the node's output lease alive and equal to what :func:`controller.outputs.decide` says."""
         lease = self.cfg.timers.lease_s
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(lease / 3):
                     await rt.output_changed.wait()
             rt.output_changed.clear()
-            if rt.node is None or not rt.state.node_online or not rt.reconciled:
+            s = rt.state
+            out = decide(
+                OutputInputs(
+                    now=self.clock.monotonic(),
+                    max_current_a=rt.cfg.max_current_a,
+                    want_relay=rt.want_relay,
+                    session=s.session is not None,
+                    setpoint_a=self._setpoint(rt),
+                    load_decided=self.load is None or self.load.steps > 0,
+                    fault=s.fault,
+                    node_online=s.node_online,
+                    estop_pressed=self.stop_input_pressed,
+                    safe_causes=frozenset(self.safe.causes),
+                    test=rt.test_output,
+                )
+            )
+            if out.test_end is not None and rt.test_output is not None:
+                rt.test_output = None
+                await self._test_ended(rt, out.test_end)
+            if rt.node is None or not s.node_online or not rt.reconciled or not out.send:
                 continue
-            if self.load is not None and self.load.steps == 0:
-                continue  # the node keeps its lease (or its safe share) until the first decision
-            amps = self._setpoint(rt) if rt.want_relay and rt.state.fault is None else 0.0
-            relay = amps > 0
-            test = rt.test_output
-            if test is not None:
-                if test[2] > self.clock.monotonic() and rt.state.session is None:
-                    relay, amps = test[0], test[1]
-                else:
-                    rt.test_output = None
+            relay, amps = out.relay_on, out.current_a
             try:
                 await rt.node.set_output(relay_on=relay, current_a=amps, lease_s=lease)
             except DriverError as err:
@@ -399,6 +413,18 @@ class Station(StationCommands, StationObserver):
                 rt.last_output = (relay, amps)
                 if rt.state.setpoint_a != amps:
                     await self.apply(rt.cfg.id, SetpointChanged(amps))
+
+    async def _test_ended(self, rt: BayRuntime, why: TestEnd) -> None:
+        """An installer test output ended by the station: audited (unless it ran out) and announced."""
+        message = TEST_END_MESSAGES[why]
+        if why is not TestEnd.EXPIRED:
+            log.warning("installer.test_ended", bay_id=rt.cfg.id, reason=why.value)
+            await self._audit(
+                "installer_test_ended", "station", {"bay_id": rt.cfg.id, "reason": why.value}
+            )
+        self._publish(
+            {"type": "test_ended", "bay_id": rt.cfg.id, "reason": why.value, "message": message}
+        )
 
     async def _lock_loop(self, rt: BayRuntime) -> None:
         failures = 0

@@ -55,17 +55,25 @@ def _digest(sid: str) -> str:
 
 
 class LoginLimiter:
-    """Failed attempts per key (an IP, a user name): free tries, then a doubling delay."""
+    """Failed attempts per key (a client address, a user name on one client): free tries,
+    then a doubling delay. A key that stays quiet for ``forget_s`` after its last delay
+    starts afresh.
+
+    Never key on a user name alone: a stranger's wrong guesses would lock the
+    real user out of every other host.
+    """
 
     def __init__(
         self,
         *,
         free_attempts: int = 5,
         max_delay_s: float = 900.0,
+        forget_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.free_attempts = free_attempts
         self.max_delay_s = max_delay_s
+        self.forget_s = forget_s
         self.clock = clock
         self._fails: dict[str, tuple[int, float]] = {}  # key -> (failures, blocked until)
 
@@ -76,9 +84,10 @@ class LoginLimiter:
     def failed(self, *keys: str) -> None:
         now = self.clock()
         if len(self._fails) > 10_000:
-            self._fails = {k: v for k, v in self._fails.items() if v[1] > now - 3600}
+            self._fails = {k: v for k, v in self._fails.items() if v[1] > now - self.forget_s}
         for k in keys:
-            n = self._fails.get(k, (0, 0.0))[0] + 1
+            n, until = self._fails.get(k, (0, 0.0))
+            n = 1 if now - until > self.forget_s else n + 1
             delay = 0.0
             if n >= self.free_attempts:
                 delay = min(self.max_delay_s, 2.0 ** (n - self.free_attempts + 1))
@@ -220,6 +229,17 @@ class Accounts:
             self._cache.clear()
         self._cache[key] = (user, float(rows[0]["expires_at"]))
         return user
+
+    async def end_other_sessions(self, username: str, keep_sid: str | None) -> int:
+        """End every login of ``username`` but ``keep_sid``'s; returns how many ended."""
+        keep = _digest(keep_sid) if keep_sid else ""
+        n = await self.journal.execute_write(
+            "DELETE FROM ui_sessions WHERE username=? AND id_hash != ?", (username, keep)
+        )
+        self._cache = {
+            k: v for k, v in self._cache.items() if v[0].username != username or k == keep
+        }
+        return n
 
     async def end_session(self, sid: str) -> None:
         key = _digest(sid)

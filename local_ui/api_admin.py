@@ -26,6 +26,7 @@ from local_ui.context import (
 )
 from local_ui.errors import ApiError
 from local_ui.installer import Refused
+from local_ui.passwords import require_strong
 from local_ui.schemas import InstallerTestRequest, NewUserRequest, UserOut
 from local_ui.settings import Section, SettingRefused, dump
 from local_ui.views import cloud_online, load_view
@@ -292,6 +293,7 @@ async def list_users(ctx: Ctx, user: OwnerOnly) -> list[dict[str, Any]]:
 async def create_user(req: NewUserRequest, ctx: Ctx, user: OwnerOnly) -> UserOut:
     if await ctx.accounts.get_user(req.username) is not None:
         raise ApiError(409, "user_exists", f"There is already a user {req.username!r}.")
+    await require_strong(ctx, req.password, req.username)
     created = await ctx.accounts.create_user(req.username, req.password, req.role)
     await ctx.station.audit(
         "user_created", audit_actor(user), {"username": req.username, "role": req.role}

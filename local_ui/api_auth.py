@@ -21,6 +21,7 @@ from local_ui.context import (
     client_ip,
 )
 from local_ui.errors import ApiError
+from local_ui.passwords import require_strong
 from local_ui.schemas import AuthStatus, LoginRequest, PasswordChange, SetupRequest, UserOut
 
 log = structlog.get_logger(__name__)
@@ -34,6 +35,16 @@ def _set_login(response: Response, sid: str, ttl: float) -> None:
     response.set_cookie(
         SESSION_COOKIE, sid, max_age=int(ttl), httponly=True, samesite="strict", path="/"
     )
+
+
+def _login_keys(request: Request, username: str) -> tuple[str, str]:
+    """Throttle keys of a password attempt: the user name on this client, and this client.
+
+    Never the user name alone: a stranger's guesses must not lock the owner
+    out of the hosts they really use.
+    """
+    ip = client_ip(request)
+    return f"user-ip:{username.lower()}|{ip}", f"ip:{ip}"
 
 
 def _throttle(ctx: UiContext, *keys: str) -> None:
@@ -69,19 +80,24 @@ async def csrf(request: Request, response: Response) -> dict[str, str]:
 @router.post("/setup", response_model=UserOut, status_code=201)
 async def setup(req: SetupRequest, request: Request, response: Response, ctx: Ctx) -> UserOut:
     """Create the owner account with the one-time setup code from the station's log."""
+    # Per client only: the code has 60 bits, so a shared limit would only let a
+    # stranger keep the installer from setting up the station.
     ip_key = f"setup:{client_ip(request)}"
-    _throttle(ctx, ip_key, "setup:any")
+    _throttle(ctx, ip_key)
     code = ctx.accounts.setup_code
     if code is None:
         raise ApiError(409, "already_set_up", "The owner account exists already: log in.")
     given = req.code.strip().upper().replace(" ", "")
     if not hmac.compare_digest(given.encode(), code.encode()):
-        ctx.limiter.failed(ip_key, "setup:any")
+        ctx.limiter.failed(ip_key)
         log.warning("ui.setup_code_wrong", ip=client_ip(request))
         raise ApiError(
             403, "wrong_setup_code", "This setup code is not right (see the station log)."
         )
     ctx.limiter.succeeded(ip_key)
+    await require_strong(ctx, req.password, req.username)
+    if ctx.accounts.setup_code is None:  # someone else finished meanwhile
+        raise ApiError(409, "already_set_up", "The owner account exists already: log in.")
     ctx.accounts.setup_code = None
     user = await ctx.accounts.create_user(req.username, req.password, "owner")
     await ctx.station.audit("owner_created", audit_actor(user), {"ip": client_ip(request)})
@@ -91,8 +107,8 @@ async def setup(req: SetupRequest, request: Request, response: Response, ctx: Ct
 
 @router.post("/login", response_model=UserOut)
 async def login(req: LoginRequest, request: Request, response: Response, ctx: Ctx) -> UserOut:
-    """Log in; failed attempts are limited per IP and per user name with a growing delay."""
-    keys = (f"ip:{client_ip(request)}", f"user:{req.username.lower()}")
+    """Log in; failed attempts are limited per client, and per user name on a client."""
+    keys = _login_keys(request, req.username)
     _throttle(ctx, *keys)
     user = await ctx.accounts.verify(req.username, req.password)
     if user is None:
@@ -101,7 +117,9 @@ async def login(req: LoginRequest, request: Request, response: Response, ctx: Ct
             "login_failed", f"ip:{client_ip(request)}", {"username": req.username[:64]}
         )
         raise ApiError(401, "wrong_credentials", "Wrong user name or password.")
-    ctx.limiter.succeeded(*keys)
+    # Only this user's count on this client: a login to one's own account must
+    # not wipe the count of guesses this client made at other accounts.
+    ctx.limiter.succeeded(keys[0])
     await ctx.station.audit("login", audit_actor(user), {"ip": client_ip(request)})
     _set_login(response, await ctx.accounts.new_session(user), ctx.accounts.session_ttl_s)
     return UserOut(username=user.username, role=user.role)
@@ -123,11 +141,19 @@ async def change_password(
     ctx: Ctx,
     user: AnyUser,
 ) -> dict[str, bool]:
-    keys = (f"ip:{client_ip(request)}", f"user:{user.username.lower()}")
+    """Change one's own password; every other login of this user ends (this one stays)."""
+    keys = _login_keys(request, user.username)
     _throttle(ctx, *keys)
     if await ctx.accounts.verify(user.username, req.current_password) is None:
         ctx.limiter.failed(*keys)
         raise ApiError(403, "wrong_password", "The current password is wrong.")
+    await require_strong(ctx, req.new_password, user.username)
     await ctx.accounts.set_password(user.username, req.new_password)
-    await ctx.station.audit("password_changed", audit_actor(user), {})
+    # After the new password is stored, so a login racing with the change cannot survive it.
+    ended = await ctx.accounts.end_other_sessions(
+        user.username, request.cookies.get(SESSION_COOKIE)
+    )
+    await ctx.station.audit(
+        "password_changed", audit_actor(user), {"ip": client_ip(request), "ended_sessions": ended}
+    )
     return {"ok": True}

@@ -27,7 +27,10 @@ from local_ui.schemas import (
 )
 from local_ui.views import bay_view, station_view
 
+# Every error the API answers, on every operation: the body limit (413) and an
+# unreadable body (400) can meet any request.
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody},
     401: {"model": ErrorBody},
     403: {"model": ErrorBody},
     404: {"model": ErrorBody},

@@ -30,15 +30,20 @@ router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], respons
 
 def session_filter(
     since: Annotated[
-        dt.datetime | None, Query(description="ISO date/time (local if naive), inclusive")
+        dt.datetime | None,
+        Query(description="ISO date/time (local if naive, 1970–2100), inclusive"),
     ] = None,
-    until: Annotated[dt.datetime | None, Query(description="ISO date/time, exclusive")] = None,
+    until: Annotated[
+        dt.datetime | None, Query(description="ISO date/time (1970–2100), exclusive")
+    ] = None,
     bay_id: Annotated[str | None, Query(max_length=32)] = None,
     mode: Literal["standard", "eco", "boost", "solar"] | None = None,
     stop_reason: StopReason | None = None,
     outcome: Literal["success", "error"] | None = None,
     state: Literal["open", "closed"] | None = None,
 ) -> history.SessionFilter:
+    _in_range(since, "start")
+    _in_range(until, "end")
     if since is not None and until is not None and _ts(until) <= _ts(since):
         raise ApiError(422, "invalid_request", "until must be after since.")
     return history.SessionFilter(
@@ -47,6 +52,16 @@ def session_filter(
 
 
 Filter = Annotated[history.SessionFilter, Depends(session_filter)]
+
+
+def _in_range(d: dt.datetime | None, which: str) -> None:
+    """Refuse dates the station cannot mean (year 1 breaks local-time arithmetic, 9999 too)."""
+    if d is not None and not history.EARLIEST_YEAR <= d.year <= history.LATEST_YEAR:
+        raise ApiError(
+            422,
+            "date_out_of_range",
+            f"The {which} date must lie between {history.EARLIEST_YEAR} and {history.LATEST_YEAR}.",
+        )
 
 
 def _ts(d: dt.datetime) -> float:
@@ -142,9 +157,12 @@ async def stats_monthly(
     user: Reader,
     months: Annotated[int, Query(ge=1, le=120)] = 12,
     bay_id: Annotated[str | None, Query(max_length=32)] = None,
-    until: dt.datetime | None = None,
+    until: Annotated[
+        dt.datetime | None, Query(description="ISO date/time (1970–2100), exclusive")
+    ] = None,
 ) -> dict[str, Any]:
     """kWh, sessions and cost per month (closed sessions), a trend line and the totals."""
+    _in_range(until, "end")
     return await _stats(ctx, months, bay_id, until)
 
 

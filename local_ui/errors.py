@@ -94,7 +94,9 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code
-        if exc.status_code == 404 and message == "Not Found":
+        if exc.status_code == 400 and not message.endswith("."):
+            message = "The request body could not be read."  # FastAPI's wording has no period
+        elif exc.status_code == 404 and message == "Not Found":
             message = f"No such resource: {request.url.path}"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"

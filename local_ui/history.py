@@ -7,28 +7,20 @@ journal's own helpers do not have.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from controller import session_csv
 from controller.bay import StopReason
 from controller.journal import Journal
-from local_ui.views import iso_local
 
-SUCCESS_REASONS = frozenset(
-    {
-        StopReason.LOCAL,
-        StopReason.REMOTE,
-        StopReason.EV_DISCONNECTED,
-        StopReason.QUOTA,
-        StopReason.OWNER,
-        StopReason.UNLOCK_COMMAND,
-        StopReason.DEAUTHORIZED,
-    }
-)
+# The dates a filter may name: local-time arithmetic fails near year 1 and 9999.
+EARLIEST_YEAR, LATEST_YEAR = 1970, 2100
+
+SUCCESS_REASONS = session_csv.SUCCESS_REASONS
 ERROR_REASONS = frozenset(StopReason) - SUCCESS_REASONS
 
 
@@ -73,10 +65,7 @@ def _epoch(d: dt.datetime) -> float:
     return d.timestamp()
 
 
-def outcome_of(stop_reason: str | None) -> str | None:
-    if stop_reason is None:
-        return None
-    return "success" if stop_reason in {r.value for r in SUCCESS_REASONS} else "error"
+outcome_of = session_csv.outcome_of
 
 
 async def page(
@@ -91,72 +80,11 @@ async def page(
     return int(total), rows
 
 
-CSV_COLUMNS = (
-    "session_id",
-    "bay_id",
-    "connector",
-    "started_at",
-    "stopped_at",
-    "duration_min",
-    "energy_kwh",
-    "peak_power_kw",
-    "avg_power_kw",
-    "mode",
-    "state",
-    "stop_reason",
-    "outcome",
-    "cost",
-    "currency",
-    "token",
-    "auth_source",
-    "ocpp_tx_id",
-    "sync_state",
-)
-
-
-def _cell(v: Any) -> Any:
-    # A spreadsheet runs a cell that starts with = + - @ as a formula: neutralise it.
-    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + v
-    return v
-
-
-def csv_row(r: dict[str, Any]) -> list[Any]:
-    started, stopped = r.get("started_at"), r.get("stopped_at")
-    duration = round((stopped - started) / 60, 1) if started and stopped else ""
-    tok = str(r.get("token") or "")
-    return [
-        _cell(v)
-        for v in (
-            r["id"],
-            r["bay_id"],
-            r["connector"],
-            iso_local(started),
-            iso_local(stopped),
-            duration,
-            round((r.get("energy_wh") or 0) / 1000, 3),
-            round((r.get("peak_power_w") or 0) / 1000, 3),
-            round((r.get("avg_power_w") or 0) / 1000, 3)
-            if r.get("avg_power_w") is not None
-            else "",
-            r.get("mode") or "",
-            r.get("state") or "",
-            r.get("stop_reason") or "",
-            outcome_of(r.get("stop_reason")) or "",
-            r.get("cost") if r.get("cost") is not None else "",
-            r.get("currency") or "",
-            tok if len(tok) <= 4 else "…" + tok[-4:],
-            r.get("auth_source") or "",
-            r.get("ocpp_tx_id") if r.get("ocpp_tx_id") is not None else "",
-            r.get("sync_state") or "",
-        )
-    ]
-
-
 async def csv_chunks(journal: Journal, f: SessionFilter, batch: int = 500) -> AsyncIterator[bytes]:
+    """The sessions CSV (controller.session_csv), streamed a batch of rows at a time."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(CSV_COLUMNS)
+    w = session_csv.writer(buf)
+    w.writerow(session_csv.COLUMNS)
     where, params = f.where()
     offset = 0
     while True:
@@ -165,7 +93,7 @@ async def csv_chunks(journal: Journal, f: SessionFilter, batch: int = 500) -> As
             [*params, batch, offset],
         )
         for r in rows:
-            w.writerow(csv_row(r))
+            w.writerow(session_csv.row(r))
         yield buf.getvalue().encode("utf-8")
         buf.seek(0)
         buf.truncate()

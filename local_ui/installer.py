@@ -1,12 +1,18 @@
 """Installer tests on an idle bay: lock/unlock, relay on/off and a current ramp.
 
 Outputs go through :meth:`Station.installer_test_output`, which holds a test
-output on an idle bay (refused while a session runs or in safe mode, clipped
-to the bay's maximum, still guarded by the node's lease) and audits it; the
-lock test drives the node's lock directly. Each step records what the node
-reported back in its telemetry. A ramp (minimum → maximum in steps, each held
-a few seconds) runs in the background; its progress is read with
-``GET /api/v1/diagnostics/tests/{id}``. ``relay_off`` also stops a running ramp.
+output on an idle bay (refused while a session runs, the bay is faulted or
+offline, or the station is in safe mode; clipped to the bay's maximum, still
+guarded by the node's lease) and audits it; the station ends a test at once
+when a safe-mode cause, a fault or the emergency stop appears. The lock test
+drives the node's lock directly. Each step records what the node reported
+back in its telemetry. A ramp (minimum → maximum in steps, each held a few
+seconds) runs as a job of the station's task runner (in its TaskGroup); its
+progress is read with ``GET /api/v1/diagnostics/tests/{id}``. ``relay_off``
+ends any test, also in safe mode, and also stops a running ramp. Every test
+that switched an output ends with a clean-up (the station ends the test
+output, the node confirms the relay is off) whose outcome is part of the
+result: a clean-up that fails makes the test fail, with the reason.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ KEEP_RUNS = 20
 
 @dataclass
 class TestRun:
+    __test__ = False  # not a pytest class
+
     id: str
     bay_id: str
     action: str
@@ -42,6 +50,8 @@ class TestRun:
     message: str = ""
     steps: list[dict[str, Any]] = field(default_factory=list)
     finished_at: float | None = None
+    cleanup: dict[str, Any] | None = None  # how the test output was ended, once it was
+    stopping: str = ""  # why the test is being stopped from outside
     task: asyncio.Task[None] | None = None
 
     def finish(self, state: str, message: str, wall: float) -> None:
@@ -60,6 +70,7 @@ class TestRun:
             "message": self.message,
             "plan_a": self.plan,
             "steps": list(self.steps),
+            "cleanup": self.cleanup,
         }
 
 
@@ -124,7 +135,11 @@ class InstallerTests:
         if rt.state.session is not None:
             raise Refused(409, "bay_in_use", "Stop the running session first.")
         if st.safe.active:
-            raise Refused(409, "safe_mode", "The station is in safe mode.")
+            raise Refused(
+                409, "safe_mode", "The station is in safe mode: tests wait until it is cleared."
+            )
+        if rt.state.fault is not None:
+            raise Refused(409, "bay_faulted", "This bay is out of order: clear its fault first.")
 
     async def start(
         self,
@@ -146,6 +161,34 @@ class InstallerTests:
             if action != "relay_off":
                 raise Refused(409, "test_running", "A test is running on this bay.")
             await self.stop(busy, st)
+        if action == "relay_off":
+            # Ending a test is always allowed (in safe mode too); with nothing to end,
+            # a running session is not the installer's to switch.
+            if busy is None and rt.test_output is None and rt.state.session is not None:
+                raise Refused(409, "bay_in_use", "Stop the running session first.")
+            run = self._new(st, bay_id, action, actor)
+            await self._end(st, rt, run, confirm=True, hold=hold_s or 3.0)
+            done = run.cleanup or {}
+            ok = bool(done.get("ok"))
+            tel = done.get("telemetry")
+            run.steps.append(
+                {
+                    "step": "relay off",
+                    "relay_on": False,
+                    "commanded_a": 0.0,
+                    "reported_a": tel["setpoint_a"] if tel else None,
+                    "measured_a": max(tel["current_a"]) if tel else None,
+                    "ack_ms": done.get("ack_ms"),
+                    "ok": ok,
+                    "telemetry": tel,
+                }
+            )
+            run.finish(
+                "passed" if ok else "failed",
+                "" if ok else _cleanup_problem(run),
+                st.clock.wall(),
+            )
+            return run
         self._precheck(st, rt)
         run = self._new(st, bay_id, action, actor)
         if action == "ramp":
@@ -156,16 +199,21 @@ class InstallerTests:
                 run.plan.append(round(amps, 1))
                 amps += step
             run.plan.append(round(max(top, rt.cfg.min_current_a), 1))
-            run.task = asyncio.create_task(self._ramp(st, rt, run, hold_s or 3.0))
+            task = st.tasks.spawn(
+                self._ramp(st, rt, run, hold_s or 3.0), name=f"installer-ramp:{bay_id}", wait=False
+            )
+            if task is None:
+                self.runs.pop(run.id, None)
+                raise Refused(503, "station_stopped", "The station is not running.")
+            run.task = task
             return run
         try:
             if action in ("lock", "unlock"):
                 await self._lock(st, rt, run, action == "lock")
-            elif action == "relay_on":
-                amps = current_a if current_a is not None else rt.cfg.min_current_a
-                await self._output(st, rt, run, True, amps, hold_s or 5.0)
             else:
-                await self._output(st, rt, run, False, 0.0, hold_s or 3.0)
+                amps = current_a if current_a is not None else rt.cfg.min_current_a
+                # A relay test output ends by itself when its hold runs out.
+                await self._output(st, rt, run, True, amps, hold_s or 5.0)
             ok = all(s["ok"] for s in run.steps)
             msg = "" if ok else "The node did not confirm."
             run.finish("passed" if ok else "failed", msg, st.clock.wall())
@@ -176,11 +224,11 @@ class InstallerTests:
         return run
 
     async def stop(self, run: TestRun, st: Station) -> None:
+        run.stopping = "Stopped by relay off."
         if run.task is not None and not run.task.done():
             run.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await run.task
-        run.finish("stopped", "Stopped by relay off.", st.clock.wall())
+            await asyncio.wait([run.task])  # our own cancellation still propagates
+        run.finish("stopped", run.stopping, st.clock.wall())
 
     async def _output(
         self, st: Station, rt: BayRuntime, run: TestRun, relay: bool, amps: float, hold: float
@@ -212,6 +260,44 @@ class InstallerTests:
         )
         return time.monotonic() - t0
 
+    async def _end(
+        self, st: Station, rt: BayRuntime, run: TestRun, *, confirm: bool, hold: float = CONFIRM_S
+    ) -> None:
+        """End the test output and record how that went in ``run.cleanup`` (never raises)."""
+        t0 = time.monotonic()
+        try:
+            out = await st.end_test_output(rt.cfg.id, actor=run.actor)
+        except Exception as err:  # the clean-up reports; it never hides a failure
+            log.exception("installer.cleanup_failed", bay_id=rt.cfg.id, run_id=run.id)
+            run.cleanup = {
+                "ok": False,
+                "code": "error",
+                "message": f"Ending the test failed: {err}",
+            }
+            return
+        if not out.ok:
+            log.error("installer.cleanup_refused", bay_id=rt.cfg.id, code=out.code)
+            run.cleanup = {"ok": False, "code": out.code, "message": out.message}
+            return
+        if not confirm:
+            # Cancelled (relay off, or the station stops): the station already switches
+            # the bay back; waiting for the node would only delay the stop.
+            run.cleanup = {"ok": True, "code": out.code, "message": "Test output ended."}
+            return
+        off = await _confirm(rt, t0, lambda tel: not tel.relay_on, timeout=max(hold, CONFIRM_S))
+        tel = _telemetry(rt)
+        run.cleanup = {
+            "ok": off,
+            "code": out.code if off else "not_confirmed",
+            "message": "Test output ended."
+            if off
+            else "The node did not confirm that the relay is off.",
+            "ack_ms": round((time.monotonic() - t0) * 1000, 1),
+            "telemetry": tel,
+        }
+        if not off:
+            log.error("installer.relay_not_confirmed_off", bay_id=rt.cfg.id, run_id=run.id)
+
     async def _lock(self, st: Station, rt: BayRuntime, run: TestRun, locked: bool) -> None:
         node = rt.node
         assert node is not None
@@ -231,30 +317,53 @@ class InstallerTests:
         )
 
     async def _ramp(self, st: Station, rt: BayRuntime, run: TestRun, hold: float) -> None:
+        state, message = "failed", ""
         try:
-            for amps in run.plan:
-                # Each step's hold outlasts the step, so the relay stays on between steps.
-                took = await self._output(st, rt, run, True, amps, hold + CONFIRM_S + 1.0)
-                await asyncio.sleep(max(0.0, hold - took))
+            async with st.updates() as events:
+                for amps in run.plan:
+                    # Each step's hold outlasts the step, so the relay stays on between steps.
+                    took = await self._output(st, rt, run, True, amps, hold + CONFIRM_S + 1.0)
+                    ended = await _ended_within(events, rt.cfg.id, max(0.0, hold - took))
+                    if ended is not None:
+                        raise _Abort(ended)
             ok = all(s["ok"] for s in run.steps)
-            run.finish(
-                "passed" if ok else "failed",
-                "" if ok else "The node did not confirm every step.",
-                st.clock.wall(),
-            )
+            state, message = ("passed", "") if ok else ("failed", "The node did not confirm.")
         except _Abort as err:
-            run.finish("aborted", str(err), st.clock.wall())
+            state, message = "aborted", str(err)
         except DriverError as err:
-            run.finish("failed", f"The node did not confirm: {err}", st.clock.wall())
-        except Exception as err:
+            state, message = "failed", f"The node did not confirm: {err}"
+        except asyncio.CancelledError:
+            state, message = "stopped", run.stopping or "The station stopped, so the test ended."
+            raise
+        except Exception:
             log.exception("installer.ramp_failed", bay_id=rt.cfg.id)
-            run.finish("failed", str(err), st.clock.wall())
+            state, message = "failed", "The test failed on an internal error (see the log)."
         finally:
             # End the test: the bay goes back to what it wants (relay off while idle).
-            with contextlib.suppress(Exception):
-                await st.installer_test_output(
-                    rt.cfg.id, relay_on=False, current_a=0.0, hold_s=0.0, actor=run.actor
-                )
+            # Cancelled, the station switches the bay back by itself: no waiting for the node.
+            cancelled = (task := asyncio.current_task()) is not None and task.cancelling() > 0
+            await self._end(st, rt, run, confirm=not cancelled)
+            if run.cleanup is not None and not run.cleanup["ok"]:
+                state, message = "failed", _cleanup_problem(run, message)
+            run.finish(state, message, st.clock.wall())
+
+
+async def _ended_within(
+    events: asyncio.Queue[dict[str, Any]], bay_id: str, seconds: float
+) -> str | None:
+    """Wait ``seconds``; the station's message if it ends the bay's test output meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while True:
+                msg = await events.get()
+                if msg.get("type") == "test_ended" and msg.get("bay_id") == bay_id:
+                    return str(msg.get("message") or "The station ended the test output.")
+    return None
+
+
+def _cleanup_problem(run: TestRun, before: str = "") -> str:
+    what = (run.cleanup or {}).get("message") or "The test output could not be ended."
+    return f"{before} {what}".strip() if before else str(what)
 
 
 class _Abort(Exception):

@@ -3,7 +3,8 @@
 On connect the page gets a full ``snapshot``; then every station message
 (``bay``, ``station``, ``notice``, ``settings``) as it happens, a ``load``
 message when the load manager's figures change, and a ``tick`` every few
-seconds so a page notices a dead link. The kiosk's stream carries no tokens
+seconds (the station's clock and when each bay was last measured) so a page
+notices a dead link and can tell an unchanged figure from a stale one. The kiosk's stream carries no tokens
 and no load figures.
 """
 
@@ -54,6 +55,14 @@ def _message(ctx: UiContext, msg: dict[str, Any], public: bool) -> dict[str, Any
     return enrich_bay_message(ctx.station, msg, public)
 
 
+def _tick(ctx: UiContext) -> dict[str, Any]:
+    # A bay whose figures do not change publishes nothing, so the tick also says
+    # when each bay was last measured: the page can tell "unchanged" from "silent".
+    st = ctx.station
+    measured = {b: st.bay_snapshot(rt)["measured_at"] for b, rt in st.bays.items()}
+    return {"type": "tick", "now": st.clock.wall(), "measured_at": measured}
+
+
 async def _stream(ws: WebSocket, ctx: UiContext, public: bool) -> None:
     async with ctx.station.updates() as q:
         await ws.send_json(snapshot(ctx, public))
@@ -73,7 +82,7 @@ async def _stream(ws: WebSocket, ctx: UiContext, public: bool) -> None:
                             await ws.send_json({"type": "load", "load": load})
                     if time.monotonic() - last_tick >= TICK_S:
                         last_tick = time.monotonic()
-                        await ws.send_json({"type": "tick", "now": ctx.station.clock.wall()})
+                        await ws.send_json(_tick(ctx))
                     continue
                 await ws.send_json(_message(ctx, msg, public))
 

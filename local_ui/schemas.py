@@ -42,7 +42,9 @@ class HoldRequest(_In):
 class BookingRequest(_In):
     bay_id: str = Field(min_length=1, max_length=32)
     token: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
-    start_at: float = Field(gt=0, lt=2**33, description="Unix seconds when the hold begins")
+    start_at: float = Field(
+        gt=0, lt=4_133_980_800, description="Unix seconds when the hold begins (1970–2100)"
+    )
     hold_s: float | None = Field(default=None, ge=60, le=7 * 86400)
 
 

@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import json
 import secrets
+import socket
 from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import Any
 
 import structlog
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,12 +28,20 @@ from controller.station import Station
 from local_ui import api_admin, api_auth, api_bays, api_kiosk, api_sessions, errors, live, pages
 from local_ui import ops as ops_routes
 from local_ui.accounts import Accounts
+from local_ui.connections import (
+    DEFAULT_LIMITS,
+    ConnectionGate,
+    ConnectionLimits,
+    protocols,
+    widen_listen_queue,
+)
 from local_ui.context import CSRF_COOKIE, UiContext
 from local_ui.settings import SettingsRegistry, default_registry
 
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 64 * 1024
+TOO_LARGE = "The request is too large: the station accepts at most {kib} KiB."
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -45,12 +54,30 @@ _SECURITY_HEADERS = [
 ]
 
 
+def _log_too_large(scope: Scope, size: int) -> None:
+    client = scope.get("client")
+    log.warning(
+        "ui.body_too_large",
+        client=client[0] if client else None,
+        method=scope.get("method"),
+        path=scope.get("path"),
+        bytes_seen=size,
+        note="answered 413 and closed the connection",
+    )
+
+
 class UiMiddleware:
-    """Security headers, the CSRF cookie for new clients, and a request body size limit."""
+    """Security headers, the CSRF cookie for new clients, and a request body size limit.
+
+    The limit counts the bytes as they arrive, whatever the transfer encoding:
+    a declared Content-Length above it is refused before anything is read, and
+    a chunked body is cut off (413, connection closed) at the first chunk past it.
+    """
 
     def __init__(self, app: ASGIApp, max_body: int = MAX_BODY) -> None:
         self.app = app
         self.max_body = max_body
+        self.too_large = TOO_LARGE.format(kib=max_body // 1024)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,16 +91,31 @@ class UiMiddleware:
             elif k == b"cookie":
                 cookie += v + b";"
         if length > self.max_body:
-            body = json.dumps({"error": "too_large", "message": "Request body too large."}).encode()
+            _log_too_large(scope, length)
+            body = json.dumps({"error": "too_large", "message": self.too_large}).encode()
             await send(
                 {
                     "type": "http.response.start",
                     "status": 413,
-                    "headers": [(b"content-type", b"application/json")],
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
                 }
             )
             await send({"type": "http.response.body", "body": body})
             return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    # FastAPI passes its own HTTPException through body parsing (any other
+                    # error there becomes a 400); "close" stops uvicorn reading the rest.
+                    _log_too_large(scope, received)
+                    raise HTTPException(413, self.too_large, headers={"connection": "close"})
+            return message
+
         new_token = None
         if f"{CSRF_COOKIE}=".encode() not in cookie:
             new_token = secrets.token_urlsafe(24)
@@ -94,7 +136,7 @@ class UiMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, limited_receive, send_with_headers)
 
 
 def create_app(
@@ -139,16 +181,37 @@ def create_app(
 
 
 class _Server(uvicorn.Server):
+    listen_queue = DEFAULT_LIMITS.listen_queue
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            widen_listen_queue(self.servers, self.listen_queue)
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         # The station handles SIGTERM/SIGINT and cancels this service.
         yield
 
 
-async def serve_app(app: FastAPI, host: str, port: int, *, retry_s: float = 30.0) -> None:
-    """Serve until cancelled; a port that cannot be bound is retried with capped backoff."""
+async def serve_app(
+    app: FastAPI,
+    host: str,
+    port: int,
+    *,
+    retry_s: float = 30.0,
+    limits: ConnectionLimits = DEFAULT_LIMITS,
+    gate: ConnectionGate | None = None,
+) -> None:
+    """Serve until cancelled; a port that cannot be bound is retried with capped backoff.
+
+    Connections go through a :class:`ConnectionGate` (caps per client and in
+    total, deadlines for request heads and bodies, see ``connections.py``).
+    """
     ctx: UiContext = app.state.ui
     await ctx.ensure_ready(announce=f"http://{host}:{port}")
+    gate = gate or ConnectionGate(limits)
+    http_protocol, ws_protocol = protocols(gate)
     delay = 1.0
     while True:
         server = _Server(
@@ -159,11 +222,18 @@ async def serve_app(app: FastAPI, host: str, port: int, *, retry_s: float = 30.0
                 log_config=None,
                 lifespan="off",
                 access_log=False,
-                ws="websockets-sansio",
+                http=http_protocol,
+                ws=ws_protocol,
+                backlog=gate.limits.backlog,
+                timeout_keep_alive=gate.limits.keep_alive_s,
+                h11_max_incomplete_event_size=16 * 1024,
+                # A backstop only: the gate never lets more connections in than this.
+                limit_concurrency=gate.limits.max_connections + gate.limits.kiosk_pool + 1,
                 timeout_graceful_shutdown=2,
                 server_header=False,
             )
         )
+        server.listen_queue = gate.limits.listen_queue
         try:
             await server.serve()
         except SystemExit:

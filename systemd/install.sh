@@ -14,15 +14,21 @@
 #   /opt/edge-station/venv with the edge-station package
 #   /etc/edge-station (config), /var/lib/edge-station (journal) (systemd-tmpfiles)
 #   units in /usr/local/lib/systemd/system, udev rules, daemon-reload + enable
+#   the Pi's hardware watchdog, fed by systemd (system.conf.d drop-in; see
+#   drivers/gpio/FAILSAFE.md), unless --no-hardware-watchdog
+#   /opt/edge-station/kiosk-offline.html (the kiosk's page while the station does not answer)
 set -eu
 
 usage() {
 	cat <<'EOF'
-usage: install.sh [--no-apt] [--no-systemctl] [--no-pip] [--no-kiosk]
+usage: install.sh [--no-apt] [--no-systemctl] [--no-pip] [--no-kiosk] [--no-hardware-watchdog]
   --no-apt        do not install Debian packages
   --no-systemctl  do not run systemctl or udevadm (no daemon-reload, enable, restart)
   --no-pip        create the venv without pip and do not install the package into it
   --no-kiosk      no touchscreen: skip chromium, cage and edge-station-kiosk.service
+  --no-hardware-watchdog
+                  do not let systemd feed the hardware watchdog (RuntimeWatchdogSec=);
+                  a station with relays on GPIO pins needs it
 environment:
   DESTDIR         install below this directory instead of / (accounts go to its etc/)
   PYTHON          interpreter that creates the venv (default: python3)
@@ -33,12 +39,14 @@ apt=1
 systemctl=1
 pip=1
 kiosk=1
+hw_watchdog=1
 for arg in "$@"; do
 	case $arg in
 	--no-apt) apt=0 ;;
 	--no-systemctl) systemctl=0 ;;
 	--no-pip) pip=0 ;;
 	--no-kiosk) kiosk=0 ;;
+	--no-hardware-watchdog) hw_watchdog=0 ;;
 	-h | --help)
 		usage
 		exit 0
@@ -73,6 +81,8 @@ tmpfiles=/usr/local/lib/tmpfiles.d/edge-station.conf
 udev_rules=/etc/udev/rules.d/99-edge-station.rules
 config=/etc/edge-station/station.toml
 sample=$src/systemd/station.example.toml
+watchdog_conf=/usr/local/lib/systemd/system.conf.d/edge-station-watchdog.conf
+boot_config=/boot/firmware/config.txt
 
 units=edge-station.service
 [ "$kiosk" = 1 ] && units="$units edge-station-kiosk.service"
@@ -119,8 +129,24 @@ for unit in $units; do
 	put 0644 "$src/systemd/$unit" "$unitdir/$unit"
 done
 put 0644 "$sample" "$opt/station.example.toml"
+if [ "$kiosk" = 1 ]; then
+	# The kiosk's first page (file://): it waits for the station and then opens its page.
+	put 0644 "$src/systemd/kiosk-offline.html" "$opt/kiosk-offline.html"
+fi
 if [ -f "$src/README.md" ]; then
 	put 0644 "$src/README.md" "$opt/README.md"
+fi
+# The hardware watchdog (PID 1 feeds it): reexec systemd when the drop-in changed.
+reexec=0
+if [ "$hw_watchdog" = 1 ]; then
+	if ! cmp -s -- "$src/systemd/edge-station-watchdog.conf" "$destdir$watchdog_conf"; then
+		reexec=1
+	fi
+	put 0644 "$src/systemd/edge-station-watchdog.conf" "$watchdog_conf"
+elif [ -e "$destdir$watchdog_conf" ]; then
+	rm -f -- "$destdir$watchdog_conf"
+	log "removed $watchdog_conf (--no-hardware-watchdog)"
+	reexec=1
 fi
 
 # --- site configuration: installed once, never overwritten ----------------------
@@ -179,7 +205,12 @@ if [ "$systemctl" = 1 ]; then
 		# Offline: only the enablement symlinks inside the staging root.
 		systemctl "$@" enable $units
 	else
-		systemctl daemon-reload
+		if [ "$reexec" = 1 ]; then
+			# system.conf settings (RuntimeWatchdogSec=) are read by a re-executed manager.
+			systemctl daemon-reexec
+		else
+			systemctl daemon-reload
+		fi
 		systemctl enable $units
 		# An upgrade restarts a running station; a first install waits for its config.
 		systemctl try-restart $units
@@ -188,6 +219,10 @@ if [ "$systemctl" = 1 ]; then
 	fi
 fi
 
+if [ -f "$destdir$boot_config" ] && ! grep -q '^dtparam=strict_gpiod' "$destdir$boot_config"; then
+	log "note: relays on GPIO pins also need dtparam=strict_gpiod in $boot_config"
+	log "      (see /opt/edge-station/README.md and drivers/gpio/FAILSAFE.md)"
+fi
 log "done."
 if [ -z "$destdir" ]; then
 	log "next: edit $config, then: systemctl start $units"

@@ -91,6 +91,7 @@ for unit in $units; do
 done
 remove /usr/local/lib/sysusers.d/edge-station.conf \
 	/usr/local/lib/tmpfiles.d/edge-station.conf \
+	/usr/local/lib/systemd/system.conf.d/edge-station-watchdog.conf \
 	/opt/edge-station
 
 if [ "$purge" = 1 ]; then
@@ -111,7 +112,8 @@ else
 fi
 
 if [ "$systemctl" = 1 ] && [ -z "$destdir" ]; then
-	systemctl daemon-reload
+	# Re-executed, the manager also drops the hardware-watchdog setting removed above.
+	systemctl daemon-reexec
 	# shellcheck disable=SC2086 # a word list on purpose
 	systemctl reset-failed $units 2>/dev/null || true
 	if [ "$purge" = 1 ]; then

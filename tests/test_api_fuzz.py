@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.test_api_rig import api_client, running_station, setup_owner
+from tests.test_api_rig import PASSWORD, api_client, running_station, setup_owner
 
 MAX_EXAMPLES = int(os.environ.get("UI_FUZZ_EXAMPLES", "12"))
 # Logging out or changing one's own password would end the fuzzer's login.
@@ -51,6 +51,11 @@ MALFORMED: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/api/v1/sessions?stop_reason=Nope", {}),
     ("GET", "/api/v1/sessions/" + "a" * 5000, {}),
     ("GET", "/api/v1/stats/monthly?months=0", {}),
+    ("GET", "/api/v1/stats/monthly?until=0001-01-01T00:04:00Z", {}),
+    ("GET", "/api/v1/stats/monthly?until=9999-12-31T23:59:59-14:00", {}),
+    ("GET", "/api/v1/sessions?since=0001-01-01", {}),
+    ("GET", "/api/v1/sessions.csv?since=0001-01-01", {}),
+    ("GET", "/api/v1/sessions.csv?until=9999-12-31", {}),
     ("PATCH", "/api/v1/settings/tariff", {"json": {"per_kwh": "free"}}),
     ("PATCH", "/api/v1/settings/tariff", {"json": {"currency": "EURO"}}),
     ("PATCH", "/api/v1/settings/tariff", {"json": [1, 2]}),
@@ -105,13 +110,30 @@ async def test_random_bodies_never_5xx(tmp_path: Path) -> None:
         await asyncio.to_thread(check)
 
 
-async def test_schemathesis_no_5xx_no_schema_violations(tmp_path: Path) -> None:
+async def owner_client(rig: Any) -> httpx.AsyncClient:
+    """A browser that logged in as the owner through /auth/login with the CSRF pair."""
+    first = await api_client(rig.station)
+    await setup_owner(first)
+    client = httpx.AsyncClient(transport=first._transport, base_url="http://station.test")
+    await client.get("/api/v1/auth/csrf")  # sets the es_csrf cookie
+    client.headers["X-CSRF-Token"] = client.cookies["es_csrf"]
+    r = await client.post("/api/v1/auth/login", json={"username": "owner", "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return client
+
+
+async def run_schemathesis(tmp_path: Path, examples: int) -> dict[str, set[int]]:
+    """Every operation of the schema, ``examples`` cases each, as the logged-in owner.
+
+    Returns the statuses seen per operation; a 5xx or a response outside the
+    schema fails the case.
+    """
     async with running_station(tmp_path) as rig:
-        client = await api_client(rig.station)
-        await setup_owner(client)
+        client = await owner_client(rig)
         raw = (await client.get("/api/v1/openapi.json")).json()
         schema = schemathesis.openapi.from_dict(raw)
         loop = asyncio.get_running_loop()
+        seen: dict[str, set[int]] = {}
         checks = [
             not_a_server_error,
             status_code_conformance,
@@ -125,25 +147,29 @@ async def test_schemathesis_no_5xx_no_schema_violations(tmp_path: Path) -> None:
                 "method": kw["method"],
                 "url": kw["url"],
                 "params": kw.get("params"),
+                # The login cookie and the CSRF header are the client's own.
                 "headers": {
-                    k: v for k, v in (kw.get("headers") or {}).items() if k.lower() != "cookie"
+                    k: v
+                    for k, v in (kw.get("headers") or {}).items()
+                    if k.lower() not in ("cookie", "x-csrf-token")
                 },
             }
             if "json" in kw:
                 req["json"] = kw["json"]
             elif kw.get("data") is not None:
                 req["content"] = kw["data"]
-            return asyncio.run_coroutine_threadsafe(client.request(**req), loop).result(10)
+            r = asyncio.run_coroutine_threadsafe(client.request(**req), loop).result(10)
+            seen.setdefault(f"{case.method.upper()} {case.path}", set()).add(r.status_code)
+            return r
 
-        def run_all() -> int:
-            tested = 0
+        def run_all() -> None:
             for result in schema.get_all_operations():
                 op = result.ok()  # type: ignore[union-attr]
                 if (op.method.upper(), op.path) in SKIP:
                     continue
 
                 @settings(
-                    max_examples=MAX_EXAMPLES,
+                    max_examples=examples,
                     deadline=None,
                     database=None,
                     phases=[Phase.explicit, Phase.generate],
@@ -154,11 +180,29 @@ async def test_schemathesis_no_5xx_no_schema_violations(tmp_path: Path) -> None:
                     case.validate_response(send(case), checks=checks)
 
                 run()
-                tested += 1
-            return tested
 
-        tested = await asyncio.to_thread(run_all)
-        assert tested >= 20
+        await asyncio.to_thread(run_all)
+        return seen
+
+
+def _check_coverage(seen: dict[str, set[int]]) -> None:
+    assert len(seen) >= 20
+    assert not any(s >= 500 for statuses in seen.values() for s in statuses), seen
+    # Logged in as the owner: owner-only reads answer, not 401.
+    for op in ("GET /api/v1/users", "GET /api/v1/settings", "GET /api/v1/audit"):
+        assert 200 in seen[op], (op, seen[op])
+
+
+async def test_schemathesis_no_5xx_no_schema_violations(tmp_path: Path) -> None:
+    _check_coverage(await run_schemathesis(tmp_path, MAX_EXAMPLES))
+
+
+@pytest.mark.long
+@pytest.mark.timeout(3600)
+async def test_schemathesis_long_run(tmp_path: Path) -> None:
+    _check_coverage(
+        await run_schemathesis(tmp_path, int(os.environ.get("UI_FUZZ_LONG_EXAMPLES", "300")))
+    )
 
 
 @pytest.mark.parametrize(

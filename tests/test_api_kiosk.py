@@ -6,14 +6,19 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 
+from controller.ports import NodeLink, PilotState
+from local_ui import live as live_module
 from local_ui.server import create_app, serve_app
 from tests.test_api_rig import api_client, running_station, setup_owner
+from tests.test_station import running
 
 
 def free_port() -> int:
@@ -209,3 +214,71 @@ async def test_kiosk_focus_sends_camera_codes_to_the_bay_on_screen(tmp_path: Pat
         out = await rig.station.code_scanned("5678", camera="cam")
         assert out.ok and out.code == "started"
         assert rig.station.bays["bay1"].state.session is not None
+
+
+async def test_kiosk_figures_carry_their_age_and_an_offline_node_has_none(tmp_path: Path) -> None:
+    """Every figure says when it was measured; a silent node's last kW/A are not passed off as live."""
+    async with running(tmp_path) as rig:
+        hub, st = rig.hub, rig.station
+        kiosk = await api_client(st)
+        hub.telemetry("b1", energy_wh=1000, pilot=PilotState.B)
+        await rig.status("b1", "Available")
+        out = await st.present_token("b1", "CARD-1")
+        assert out.ok
+        hub.telemetry("b1", current_a=16, energy_wh=1500, relay_on=True, pilot=PilotState.C)
+        await rig.status("b1", "Charging")
+
+        async def bay() -> dict[str, Any]:
+            state = (await kiosk.get("/api/v1/kiosk/state")).json()
+            return next(b for b in state["bays"] if b["id"] == "b1")
+
+        live = await bay()
+        assert live["power_w"] == pytest.approx(3 * 16 * 230.0)
+        assert live["current_a"] == [16.0, 16.0, 16.0] and live["relay_on"] is True
+        assert 0.0 <= live["measured_age_s"] < 2.0
+        assert live["at"] - live["measured_at"] == pytest.approx(live["measured_age_s"], abs=0.01)
+        measured_at = live["measured_at"]
+
+        hub.emit(NodeLink("b1", time.monotonic(), online=False, reason="heartbeat timeout"))
+        await rig.until("b1", lambda s: s["node_online"] is False)
+        gone = await bay()
+        # Unknown, not the last telemetry's 11 kW and 16 A.
+        assert gone["power_w"] is None and gone["current_a"] is None and gone["relay_on"] is None
+        assert gone["measured_at"] == pytest.approx(measured_at, abs=0.01)  # when it last spoke
+        assert gone["measured_age_s"] >= live["measured_age_s"]
+        assert gone["session"]["energy_wh"] == 500  # as of measured_at
+
+        hub.telemetry("b1", current_a=16, energy_wh=1600, relay_on=True, pilot=PilotState.C)
+        back = await rig.until("b1", lambda s: s["node_online"] is True)
+        assert back["power_w"] == pytest.approx(3 * 16 * 230.0)
+        assert back["measured_at"] > measured_at
+
+
+async def test_kiosk_tick_carries_when_each_bay_was_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bay whose figures do not change publishes nothing; the tick still tells their age."""
+    monkeypatch.setattr(live_module, "TICK_S", 0.2)
+    async with running_station(tmp_path) as rig:
+        port = free_port()
+        server = asyncio.create_task(serve_app(create_app(rig.station), "127.0.0.1", port))
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    try:
+                        ws = await websockets.connect(f"ws://127.0.0.1:{port}/api/v1/kiosk/live")
+                        break
+                    except OSError:
+                        await asyncio.sleep(0.05)  # the socket has no event to await
+            async with ws, asyncio.timeout(5):
+                assert json.loads(await ws.recv())["type"] == "snapshot"
+                while (msg := json.loads(await ws.recv()))["type"] != "tick":
+                    pass
+                wall = time.time()
+                assert set(msg["measured_at"]) == {"bay1", "locker1"}
+                for at in msg["measured_at"].values():
+                    assert wall - 2.0 < at <= wall + 0.01  # the hub reports every 0.1 s
+        finally:
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server

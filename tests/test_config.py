@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,78 @@ def test_check_config_proves_safe_shares(tmp_path: Path) -> None:
     ok_site = site.replace("headroom_a = 10", "headroom_a = 12")
     ok = check_config_cli(write(tmp_path, two_bays + ok_site))
     assert ok.returncode == 0, ok.stderr
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controller.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_refused(path: Path, expected: str) -> None:
+    """``check-config`` and ``run`` both name the problem and exit 2, without a traceback."""
+    for args in (("check-config", str(path)), ("run", "--config", str(path))):
+        out = run_cli(*args)
+        assert out.returncode == 2, (args, out.returncode, out.stdout[-500:], out.stderr[-2000:])
+        assert "Traceback" not in out.stderr + out.stdout, out.stderr[-2000:]
+        assert expected in out.stderr, (args, out.stderr)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# nothing here yet\n"])
+def test_an_empty_config_is_refused(tmp_path: Path, text: str) -> None:
+    assert_refused(write(tmp_path, text), "the file is empty")
+
+
+def test_a_config_without_bays_is_refused(tmp_path: Path) -> None:
+    no_bays = GOOD.split("[[bays]]")[0]
+    assert_refused(write(tmp_path, no_bays), "bays: no bay is configured")
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("not a folder")
+    assert_refused(write(tmp_path, GOOD), "station.data_dir: ")
+    out = run_cli("check-config", str(tmp_path / "station.toml"))
+    assert "is a file, not a folder" in out.stderr
+    (tmp_path / "state").unlink()
+    (tmp_path / "blocker").write_text("")
+    cfg = write(tmp_path, GOOD.replace('data_dir = "state"', 'data_dir = "blocker/state"'))
+    assert_refused(cfg, "cannot be created")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder this process cannot write to: a read-only mount as root, else mode 0555."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    if os.geteuid() != 0:
+        d.chmod(0o555)
+        yield d
+        d.chmod(0o755)
+        return
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(d)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=False)
+
+
+def test_a_read_only_data_dir_is_refused(tmp_path: Path, read_only_dir: Path) -> None:
+    cfg = write(tmp_path, GOOD.replace('data_dir = "state"', f'data_dir = "{read_only_dir}"'))
+    assert_refused(cfg, f"station.data_dir: {read_only_dir} is not writable")
+    missing = read_only_dir / "journal"
+    cfg = write(tmp_path, GOOD.replace('data_dir = "state"', f'data_dir = "{missing}"'))
+    assert_refused(cfg, "cannot be created")
+
+
+def test_a_fresh_data_dir_is_fine(tmp_path: Path) -> None:
+    cfg = write(tmp_path, GOOD.replace('data_dir = "state"', 'data_dir = "var/lib/station"'))
+    out = run_cli("check-config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "var").exists()  # checking creates nothing

@@ -259,3 +259,42 @@ def test_corruption_is_counted_and_the_stream_resyncs(
     # The corrupted frame (and the noise glued to it) is dropped and counted; the rest survives.
     assert out == tail
     assert dec.stats.bad_frames >= 1
+
+
+# --------------------------------------------------------------------------- limits are floored
+
+# A 6.06 A safe share must not go out as 6.1 A: the proof sums what the nodes obey.
+FLOORED: list[tuple[str, Message, str]] = [
+    ("set_output 6.06 A", SetOutput(0x0001, True, 6.06, 5.0), "10 00 01 01 00 3c 00 00 13 88"),
+    ("set_output 15.99 A", SetOutput(0x0001, True, 15.99, 5.0), "10 00 01 01 00 9f 00 00 13 88"),
+    ("set_output 4.35 A", SetOutput(0x0001, True, 4.35, 5.0), "10 00 01 01 00 2b 00 00 13 88"),
+    ("set_output lease 2.9996 s", SetOutput(1, True, 6.0, 2.9996), "10 00 01 01 00 3c 00 00 0b b7"),
+    (
+        "configure 6.06 A",
+        Configure(0x0001, 6.06, 5.0, 1.0),
+        "12 00 01 00 3c 00 00 13 88 00 00 03 e8",
+    ),
+    (
+        "configure host timeout 4.9999 s",
+        Configure(0x0001, 0.0, 4.9999, 1.0),
+        "12 00 01 00 00 00 00 13 87 00 00 03 e8",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "msg", "wire"), FLOORED, ids=[f[0] for f in FLOORED])
+def test_limits_are_floored_on_the_wire(name: str, msg: Message, wire: str) -> None:
+    assert encode_message(msg).hex(" ") == wire
+
+
+_limit = st.floats(0.0, 6553.5, allow_nan=False, allow_infinity=False)
+
+
+@given(_limit, _limit)
+def test_a_current_limit_never_goes_out_above_its_value(current: float, safe: float) -> None:
+    out = decode_message(encode_message(SetOutput(1, True, current, 5.0)))
+    assert isinstance(out, SetOutput)
+    assert out.current_a <= current < out.current_a + 0.1 + 1e-9
+    cfg = decode_message(encode_message(Configure(1, safe, 5.0, 1.0)))
+    assert isinstance(cfg, Configure)
+    assert cfg.safe_current_a <= safe < cfg.safe_current_a + 0.1 + 1e-9

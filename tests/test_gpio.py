@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from controller.journal import Journal
 from controller.ports import DriverTimeout, NodeEvent, NodeEventKind, NodeUpdate, PermanentError
 from controller.station import Station
 from drivers.gpio import GpioDoorLock, GpioHub, build_gpio
-from drivers.gpio.config import InputPin, LockConfig, OutputPin, parse_gpio
+from drivers.gpio.config import InputPin, LockConfig, OutputPin, check_gpio, parse_gpio
 from drivers.gpio.extension import EXTENSION
 from tests.support.watch import BayWatcher
 
@@ -168,6 +169,8 @@ def gpio_section(**over: Any) -> dict[str, Any]:
     return {
         "pin_factory": "default",
         "telemetry_period_s": 0.2,
+        "hardware_watchdog": True,
+        "released_pins": "input",
         "emergency_stop": {
             "pin": ESTOP,
             "active_high": False,
@@ -177,14 +180,18 @@ def gpio_section(**over: Any) -> dict[str, Any]:
         "bays": [
             {
                 "node": "bay1",
-                "relay": {"pin": RELAY1},
+                "relay": {"pin": RELAY1, "failsafe": "pull_down"},
                 "lock": lock_cfg().model_dump(),
                 "door": door_cfg().model_dump(),
                 "led": {"pin": LED},
                 "buzzer": {"pin": BUZZER},
                 "current_a": 1.0,
             },
-            {"node": "bay2", "relay": {"pin": RELAY2}, "current_a": 6.0},
+            {
+                "node": "bay2",
+                "relay": {"pin": RELAY2, "failsafe": "pull_down"},
+                "current_a": 6.0,
+            },
         ],
         **over,
     }
@@ -210,6 +217,66 @@ async def test_relay_lease_expires_without_renewal(pins: MockFactory) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert not pins.pin(RELAY2).state
+
+
+async def test_the_lease_is_a_task_of_the_hub_not_a_thread(pins: MockFactory) -> None:
+    hub = GpioHub(parse_gpio(gpio_section()), [("bay2", 0.0)])
+    rec = Recorder()
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(hub.run(rec))
+        await asyncio.wait_for(hub.running.wait(), 5)
+        await hub.node("bay2").set_output(relay_on=True, current_a=6.0, lease_s=30.0)
+        assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+        lease = [t for t in asyncio.all_tasks() if t.get_name() == "gpio-lease:bay2"]
+        assert len(lease) == 1 and not lease[0].done()
+        # Renewed with a short lease, it expires on the loop: relay off, event reported.
+        await hub.node("bay2").set_output(relay_on=True, current_a=6.0, lease_s=0.1)
+        await rec.wait_for(
+            lambda u: isinstance(u, NodeEvent) and u.kind is NodeEventKind.LEASE_EXPIRED
+        )
+        assert not pins.pin(RELAY2).state and hub.node("bay2").setpoint_a == 0.0
+        await hub.node("bay2").set_output(relay_on=True, current_a=6.0, lease_s=30.0)
+        task.cancel()
+    assert lease[0].done()  # the hub's TaskGroup ended it with the hub
+    assert not pins.pin(RELAY2).state  # and the hub's stop opened the relay
+
+
+@pytest.mark.parametrize(
+    ("active_high", "failsafe", "off_level"), [(True, "pull_down", False), (False, "pull_up", True)]
+)
+async def test_a_released_relay_pin_falls_to_its_failsafe_level(
+    pins: MockFactory, active_high: bool, failsafe: str, off_level: bool
+) -> None:
+    """The process dies with the relay on: nothing of ours runs, the pins are just let go."""
+    section = gpio_section()
+    section["bays"][1]["relay"] = {"pin": RELAY2, "active_high": active_high, "failsafe": failsafe}
+    hub = GpioHub(parse_gpio(section), [("bay2", 0.0)])
+    node = hub.node("bay2")
+    await asyncio.to_thread(node.open, Recorder(), asyncio.get_running_loop())
+    await node.set_output(relay_on=True, current_a=6.0, lease_s=30.0)
+    relay = pins.pin(RELAY2)
+    assert relay.state is (not off_level) and relay.function == "output"
+    pins.close()  # what the kernel does with a dead process's lines: inputs again
+    assert relay.function == "input" and relay.state is off_level
+
+
+async def test_an_orderly_stop_leaves_the_relay_pin_pulled_off(pins: MockFactory) -> None:
+    hub = GpioHub(parse_gpio(gpio_section()), [("bay2", 0.0)])
+    task = asyncio.create_task(hub.run(Recorder()))
+    await asyncio.wait_for(hub.running.wait(), 5)
+    await hub.node("bay2").set_output(relay_on=True, current_a=6.0, lease_s=30.0)
+    task.cancel()
+    await asyncio.wait([task])
+    relay = pins.pin(RELAY2)
+    assert relay.function == "input" and relay.pull == "down" and not relay.state
+
+
+async def test_a_relay_on_a_pin_with_a_fixed_opposite_pull_is_refused(pins: MockFactory) -> None:
+    section = gpio_section()
+    section["bays"][1]["relay"] = {"pin": 2, "failsafe": "pull_down"}  # GPIO2: 1.8 kΩ pull-up
+    hub = GpioHub(parse_gpio(section), [("bay2", 0.0)])
+    with pytest.raises(PermanentError, match="output pin 2"):
+        await asyncio.wait_for(hub.run(Recorder()), 5)
 
 
 # --------------------------------------------------------------------------- through a station
@@ -331,7 +398,7 @@ def test_gpio_config_is_checked(tmp_path: Path) -> None:
     cfg = station_cfg(tmp_path, ("locker", "evse"))
     assert EXTENSION.check(cfg) == []
     dup = gpio_section()
-    dup["bays"][1]["relay"] = {"pin": f"GPIO{RELAY1}"}
+    dup["bays"][1]["relay"] = {"pin": f"GPIO{RELAY1}", "failsafe": "pull_down"}
     problems = EXTENSION.check(cfg.model_copy(update={"gpio": dup}))
     assert problems and "already used" in problems[0]
     stray = gpio_section()
@@ -340,6 +407,25 @@ def test_gpio_config_is_checked(tmp_path: Path) -> None:
         "gpio.bays[1].node: no bay with node id 'nowhere'",
         "bays[1]: on GPIO bus 'pi' but not in [[gpio.bays]]",
     ]
+    # A relay on a Pi pin needs its failsafe declared, and what backs it up.
+    bare = gpio_section(hardware_watchdog=False, released_pins="kept")
+    bare["bays"][0]["relay"] = {"pin": RELAY1}
+    bare["bays"][1]["relay"] = {"pin": RELAY2, "active_high": False, "failsafe": "pull_down"}
+    problems = EXTENSION.check(cfg.model_copy(update={"gpio": bare}))
+    assert [p.split(":")[0] for p in problems] == [
+        "gpio.bays[0].relay.failsafe",
+        "gpio.bays[1].relay.failsafe",
+        "gpio.hardware_watchdog",
+        "gpio.released_pins",
+    ]
+    assert '"pull_down" (a pull-down resistor' in problems[0]
+    assert "would switch this active-low relay ON" in problems[1] and '"pull_up"' in problems[1]
+    with pytest.raises(PermanentError, match="hardware_watchdog"):
+        build_gpio(cfg.buses[0], list(cfg.bays), cfg.model_copy(update={"gpio": bare}))
+    no_relay = gpio_section(hardware_watchdog=False, released_pins="kept")
+    for bay in no_relay["bays"]:
+        del bay["relay"]
+    assert check_gpio(no_relay) == []  # locks, doors and LEDs need no declaration
     bad = gpio_section(pin_factory="wiringpi")
     assert EXTENSION.check(cfg.model_copy(update={"gpio": bad}))[0].startswith("gpio.pin_factory")
     with pytest.raises(PermanentError):

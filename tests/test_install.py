@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_systemd_units import KIOSK_OFFLINE_PAGE
+
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMD_DIR = REPO / "systemd"
 SCRIPTS = [SYSTEMD_DIR / "install.sh", SYSTEMD_DIR / "uninstall.sh"]
@@ -40,6 +42,20 @@ def test_shellcheck(script: Path) -> None:
         pytest.skip("shellcheck not installed (apt-get install shellcheck)")
     result = subprocess.run(
         [shellcheck, "-s", "sh", str(script)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_shellcheck_dev_sh() -> None:
+    """The set-up script every fresh machine runs first is a bash script: checked as one."""
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    result = subprocess.run(
+        [shellcheck, "-s", "bash", str(REPO / "dev.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout
 
@@ -145,6 +161,11 @@ def test_install_into_a_throwaway_root(source: Path, tmp_path: Path) -> None:
     ).read_bytes()
     assert (root / "opt/edge-station/venv/bin/python").exists()
     assert (root / "opt/edge-station/station.example.toml").is_file()
+    watchdog = root / "usr/local/lib/systemd/system.conf.d/edge-station-watchdog.conf"
+    assert "\nRuntimeWatchdogSec=14s\n" in watchdog.read_text()  # GPIO relays rely on it
+    offline = root / KIOSK_OFFLINE_PAGE.lstrip("/")  # the kiosk unit's first page
+    assert offline.read_bytes() == (source / "systemd/kiosk-offline.html").read_bytes()
+    assert stat.S_IMODE(offline.stat().st_mode) == 0o644
 
     users, groups = _ids(root, "passwd"), _ids(root, "group")
     station_uid, station_gid = users["edge-station"][0], groups["edge-station"][0]
@@ -220,12 +241,33 @@ def test_install_enables_the_units_offline(source: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.long
+def test_hardware_watchdog_can_be_left_out_and_goes_with_uninstall(
+    source: Path, tmp_path: Path
+) -> None:
+    _need("systemd-sysusers", "systemd-tmpfiles")
+    root = tmp_path / "root"
+    watchdog = root / "usr/local/lib/systemd/system.conf.d/edge-station-watchdog.conf"
+    boot = root / "boot/firmware/config.txt"
+    boot.parent.mkdir(parents=True)
+    boot.write_text("dtparam=audio=on\n")
+    result = _install(source, root, "--no-systemctl")
+    assert watchdog.is_file()
+    assert "dtparam=strict_gpiod" in result.stdout  # the other half of a GPIO relay's failsafe
+    _install(source, root, "--no-systemctl", "--no-hardware-watchdog")
+    assert not watchdog.exists()
+    _install(source, root, "--no-systemctl")
+    _uninstall(source, root, "--no-systemctl")
+    assert not watchdog.exists()
+
+
+@pytest.mark.long
 def test_install_without_kiosk(source: Path, tmp_path: Path) -> None:
     _need("systemd-sysusers", "systemd-tmpfiles")
     root = tmp_path / "root"
     _install(source, root, "--no-systemctl", "--no-kiosk")
     assert (root / UNITDIR / "edge-station.service").is_file()
     assert not (root / UNITDIR / "edge-station-kiosk.service").exists()
+    assert not (root / KIOSK_OFFLINE_PAGE.lstrip("/")).exists()
 
 
 # ----------------------------------------------------------------------- uninstall

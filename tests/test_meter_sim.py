@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,27 @@ async def test_standalone_cli() -> None:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_fault_knobs_slow_answers_zeros_and_any_value() -> None:
+    async with MeterSimulator("sdm630", port=0, speed=0, answer_delay_s=0.3) as sim:
+        sim.set_currents((5.0, 5.0, 5.0))
+        bus = ModbusBus(TcpEndpoint("127.0.0.1", sim.port), timeout_s=2.0)
+        async with bus:
+            regs, sent_at = await bus.read_registers_stamped(
+                unit_id=1, function=4, address=0, count=2
+            )
+            assert time.monotonic() - sent_at >= 0.3 and len(regs) == 2  # the answer waited
+            sim.answer_delay_s = 0.0
+            meter = ModbusMeter("g", load_map("sdm630"), bus)
+            sim.set_override(current_l1=3.4e38, frequency=-50.0)
+            s = await meter.poll_once()
+            assert s.current_a[0] == pytest.approx(3.4e38, rel=1e-6) and s.frequency_hz == -50.0
+            sim.set_override(current_l1=None)
+            assert (await meter.poll_once()).current_a[0] == pytest.approx(5.0)
+            sim.set_fault("zeros")
+            z = await meter.poll_once()
+            assert z.voltage_v == (0.0, 0.0, 0.0) and z.import_wh == 0.0
+    sdm = MeterSimulator("sdm630", speed=0)
+    with pytest.raises(ValueError, match="float32"):
+        sdm.set_override(import_energy=1e300)  # kWh as float32: beyond 3.4e38

@@ -153,4 +153,16 @@ def test_round_trip_within_resolution(map_name: str, data: st.DataObject) -> Non
             tol = abs(f.factor) * 0.51
         got = decode(f, encode(f, value))
         assert got is not None
-        assert abs(got - value) <= tol
+        assert abs(got - (abs(value) if f.magnitude else value)) <= tol
+
+
+def test_signed_currents_decode_to_their_magnitude() -> None:
+    """EM24: a current register may carry the flow's sign; the driver hands over |I|."""
+    amps = field("em24", "current_l1")
+    assert amps.magnitude and not field("em24", "power_l1").magnitude
+    assert decode(amps, encode(amps, -12.345)) == pytest.approx(12.345)
+    power = field("em24", "power_l1")
+    assert decode(power, encode(power, -2500.0)) == pytest.approx(-2500.0)
+    assert not field("sdm630", "current_l1").magnitude
+    sdm = field("sdm630", "current_l1")
+    assert decode(sdm, encode(sdm, -3.0)) == -3.0  # the gate refuses it later, by name

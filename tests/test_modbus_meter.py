@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -27,6 +28,7 @@ from drivers.modbus import (
     build_meters,
     load_map,
 )
+from drivers.modbus.extension import MeterRole, with_role_defaults
 from drivers.modbus.maps import Quantity
 from simulators.meter import Fault, MeterSimulator
 
@@ -369,3 +371,57 @@ def test_meter_config() -> None:
             }
         )
     assert load_map("em24") is cfg2.model_copy(update={"map": "em24"}).register_map()
+
+
+class TimedReadings(Readings):
+    """Also records when each reading arrived (monotonic)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived: list[float] = []
+
+    def __call__(self, reading: MeterReading) -> None:
+        self.arrived.append(time.monotonic())
+        super().__call__(reading)
+
+
+async def test_slow_em24_grid_meter_keeps_its_currents_younger_than_the_timeout() -> None:
+    """Finding 9: an EM24 answering in its documented 500 ms, polled as a grid meter.
+
+    Reading all six requests every poll took 3 s, the whole grid_meter_timeout_s,
+    and the stamp was the end of the poll. Now each poll reads the currents'
+    request and one other in turn, and values are stamped when they were asked for.
+    """
+    timeout_s = 3.0  # the load manager's grid_meter_timeout_s
+    async with MeterSimulator("em24", port=0, speed=0, answer_delay_s=0.5) as sim:
+        sim.set_currents((10.0, 11.0, 12.0))
+        entry = (
+            MeterRole.model_validate({"role": "grid"}),
+            MeterConfig.model_validate(
+                {
+                    "name": "grid",
+                    "map": "em24",
+                    "poll_interval_s": 1.0,
+                    "bus": {"transport": "tcp", "host": "127.0.0.1", "port": sim.port},
+                }
+            ),
+        )
+        (meter,) = build_meters(with_role_defaults([entry]))
+        readings = TimedReadings()
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(meter.run(readings))
+            got = [await readings.next() for _ in range(5)]  # the first one sweeps everything
+            task.cancel()
+    assert all(r.freshness is Freshness.FRESH and r.sample is not None for r in got)
+    for r, arrived in zip(got, readings.arrived, strict=False):
+        # Stamped when the currents were asked for, not when the poll ended.
+        assert arrived - r.at >= 0.5
+    ages = [nxt - r.at for r, nxt in zip(got[1:], readings.arrived[2:], strict=False)]
+    assert max(ages) <= 0.75 * timeout_s, ages  # the check-config margin
+    # Each steady poll asked for the currents and one other request, in turn.
+    fast = [(fc, a, c) for fc, a, c in sim.requests if a == 0x0C]
+    assert len(fast) >= 5 and all(c == 10 for _, _, c in fast)
+    last = got[-1].sample
+    assert last is not None and last.current_a == pytest.approx((10.0, 11.0, 12.0), abs=0.001)
+    # The slow values carry their own, older stamps.
+    assert last.stamp("frequency") <= last.at and last.stamp("current_l1") == last.at

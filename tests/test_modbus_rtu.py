@@ -63,7 +63,7 @@ async def test_rtu_round_trip_and_silence(pty_pair: tuple[str, str], map_name: s
             assert s.current_a[0] == pytest.approx(8.0, abs=0.002)
             assert s.power_total_w == pytest.approx(
                 sum((v or 0.0) * i for v, i in zip(s.voltage_v, (8.0, 4.0, 2.0), strict=True)),
-                abs=0.5,
+                abs=0.8,  # EM24: voltages in 0.1 V steps (14 A x 0.05 V) and power in 0.1 W
             )
             assert max(c for _, _, c in sim.requests) <= sim.map.max_registers
             sim.set_fault(Fault.SILENT)

@@ -1,13 +1,18 @@
-"""The pure schedule arithmetic of Smart Charging: stack levels, validity, recurrency, units."""
+"""Smart Charging: the pure schedule arithmetic (stack levels, validity, recurrency, units), and
+profiles applied as bay caps by a station without a load manager (real websocket CSMS)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from ocpp.v16 import call
 
 from cloud_sync.smart import Profile, TxContext, check, composite, connector_limit_a, parse_time
+from tests.test_ocpp_support import CP, rig
 
 DAY = 86_400
 T0 = parse_time("2024-03-04T00:00:00Z")
@@ -137,3 +142,66 @@ def test_composite_never_above_any_profile(
             la = connector_limit_a([pa], TxContext(0), T0 + t)
             lb = connector_limit_a([pb], TxContext(1, 3), T0 + t)
             assert limit <= min(x for x in (la, lb, 80) if x is not None) + 1e-6
+
+
+# --------------------------------------------------------------------------- without a load manager
+
+
+def _profile(pid: int, purpose: str, limit: float, unit: str = "A", **extra: Any) -> dict[str, Any]:
+    return {
+        "chargingProfileId": pid,
+        "stackLevel": 0,
+        "chargingProfilePurpose": purpose,
+        "chargingProfileKind": "Absolute" if purpose != "TxProfile" else "Relative",
+        "chargingSchedule": {
+            "chargingRateUnit": unit,
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}],
+            **({"startSchedule": "2020-01-01T00:00:00Z"} if purpose != "TxProfile" else {}),
+        },
+        **extra,
+    }
+
+
+@pytest.mark.timeout(60)
+async def test_profiles_cap_the_bays_directly_without_a_load_manager(tmp_path: Path) -> None:
+    """Finding 10: with no ``[site]``, an accepted profile used to change nothing at all."""
+    async with rig(tmp_path, bays=2) as r:
+        assert r.station.load is None
+        await r.online()
+        node = r.hub.node(r.bay(1).cfg.node_id)
+
+        async def output(want: tuple[bool, float]) -> None:
+            await r.until(lambda: (node.relay_on, node.setpoint_a) == want)
+
+        async def set_(connector: int, prof: dict[str, Any]) -> None:
+            resp = await r.sim.call(
+                CP, call.SetChargingProfile(connector_id=connector, cs_charging_profiles=prof)
+            )
+            assert resp.status == "Accepted"
+
+        await r.start_session(1, "T1")
+        await output((True, 16.0))  # the bay's maximum
+        # The connectors' default caps the bay.
+        await set_(0, _profile(1, "TxDefaultProfile", 10.0))
+        await output((True, 10.0))
+        # The station's maximum is shared equally by its two bays, floored to the
+        # wire's 0.1 A: 19.5 A -> 9.75 A -> 9.7 A each.
+        await set_(0, _profile(2, "ChargePointMaxProfile", 19.5))
+        await output((True, 9.7))
+        # 10 A for the station: 5 A a bay is below the 6 A minimum, so the bay pauses.
+        await set_(0, _profile(2, "ChargePointMaxProfile", 10.0))
+        await output((False, 0.0))
+        assert r.bay(1).state.session is not None  # paused, not stopped
+        resp = await r.sim.call(CP, call.ClearChargingProfile(id=2))
+        assert resp.status == "Accepted"
+        await output((True, 10.0))
+        # A TxProfile of the running transaction wins over the default.
+        await r.drained()
+        await set_(1, _profile(3, "TxProfile", 8.0, transactionId=1))
+        await output((True, 8.0))
+        resp = await r.sim.call(CP, call.ClearChargingProfile())
+        assert resp.status == "Accepted"
+        await output((True, 16.0))
+        # Watts: 4.6 kW on a three-phase bay is 6.67 A, floored to 6.6 A.
+        await set_(1, _profile(4, "TxDefaultProfile", 4600.0, unit="W"))
+        await output((True, 6.6))

@@ -23,6 +23,8 @@ SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "systemd"
 STATION = SYSTEMD_DIR / "edge-station.service"
 KIOSK = SYSTEMD_DIR / "edge-station-kiosk.service"
 UNITS = [STATION, KIOSK]
+# Where install.sh puts systemd/kiosk-offline.html (tests/test_install.py checks it does).
+KIOSK_OFFLINE_PAGE = "/opt/edge-station/kiosk-offline.html"
 
 # `systemd-analyze security --offline=yes systemd/<unit>` measured with systemd 252
 # (Debian 12). Newer systemd versions weigh a few settings differently, hence the margin.
@@ -213,12 +215,15 @@ def test_kiosk_unit_contract() -> None:
     assert _one(s, "Restart") == "always"
     assert "edge-station.service" in " ".join(s["After"])
     assert "edge-station.service" in " ".join(s["Wants"])
-    assert _one(s, "Environment") == "EDGE_STATION_HEALTH_URL=http://127.0.0.1:8080/healthz"
-    assert "EDGE_STATION_KIOSK_URL=http://127.0.0.1:8080/kiosk" in s["Environment"]
+    assert _one(s, "Environment") == "EDGE_STATION_KIOSK_URL=http://127.0.0.1:8080/kiosk"
     argv = _one(s, "ExecStart").split()
     assert argv[0] == "/usr/bin/cage"
     browser = argv.index("/usr/bin/chromium")
-    assert argv[browser + 1 :][-1] == "${EDGE_STATION_KIOSK_URL}"
+    # First the offline page from the disk, which opens the station's page once it answers
+    # (tests/browser/test_ui_kiosk_outage.py drives that page in Chromium).
+    assert argv[browser + 1 :][-1] == f"file://{KIOSK_OFFLINE_PAGE}#${{EDGE_STATION_KIOSK_URL}}"
+    # Nothing delays the screen any more: the offline page shows while the station starts.
+    assert "ExecStartPre" not in s
     flags = set(argv[browser + 1 : -1])
     assert {
         "--kiosk",

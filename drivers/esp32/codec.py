@@ -5,7 +5,9 @@ Wire format (PROTOCOL.md has byte-level examples)::
     COBS( ver | flags | dst | src | seq:u16 | type | payload | crc16:u16 ) 0x00
 
 All integers big-endian; the CRC is CRC-16/CCITT-FALSE over everything
-before it. ``encode``/``decode`` handle exactly one frame (what an MQTT
+before it. Limits sent to a node (its current, its safe share, lease and
+host timeout) are floored to the wire's step, never rounded up;
+measurements are rounded to the nearest step. ``encode``/``decode`` handle exactly one frame (what an MQTT
 message carries); :class:`Decoder` splits a byte stream, counts what it
 rejects and resynchronizes at the next delimiter.
 """
@@ -16,6 +18,7 @@ import binascii
 import struct
 from dataclasses import dataclass
 
+from controller.outputs import floor_steps
 from controller.ports import PilotState
 from drivers.esp32.messages import (
     CAPABILITIES,
@@ -123,8 +126,22 @@ def cobs_decode(data: bytes) -> bytes:
 # --------------------------------------------------------------------------- messages
 
 
-def _u(value: float, scale: float, bits: int, what: str) -> int:
-    raw = round(value * scale)
+def _u(value: float, scale: int, bits: int, what: str) -> int:
+    """A measurement in fixed point: rounded to the nearest step."""
+    return _in_range(round(value * scale), value, bits, what)
+
+
+def _limit(value: float, scale: int, bits: int, what: str) -> int:
+    """A limit in fixed point (a current the node may offer, a lease it may hold): floored,
+    never rounded up, so the node never gets more than the controller decided."""
+    try:
+        raw = floor_steps(value, scale)
+    except ValueError:
+        raise CodecError("range", f"{what}={value} is not a number") from None
+    return _in_range(raw, value, bits, what)
+
+
+def _in_range(raw: int, value: float, bits: int, what: str) -> int:
     if not 0 <= raw < (1 << bits):
         raise CodecError("range", f"{what}={value} out of range")
     return raw
@@ -146,16 +163,16 @@ def _encode_message(msg: Message) -> bytes:
             return bytes([MsgType.SET_OUTPUT]) + _SET_OUTPUT.pack(
                 msg.cmd_id,
                 int(msg.relay_on),
-                _u(msg.current_a, 10, 16, "current_a"),
-                _u(msg.lease_s, 1000, 32, "lease_s"),
+                _limit(msg.current_a, 10, 16, "current_a"),
+                _limit(msg.lease_s, 1000, 32, "lease_s"),
             )
         case SetLock():
             return bytes([MsgType.SET_LOCK]) + _SET_LOCK.pack(msg.cmd_id, int(msg.locked))
         case Configure():
             return bytes([MsgType.CONFIGURE]) + _CONFIGURE.pack(
                 msg.cmd_id,
-                _u(msg.safe_current_a, 10, 16, "safe_current_a"),
-                _u(msg.host_timeout_s, 1000, 32, "host_timeout_s"),
+                _limit(msg.safe_current_a, 10, 16, "safe_current_a"),
+                _limit(msg.host_timeout_s, 1000, 32, "host_timeout_s"),
                 _u(msg.telemetry_period_s, 1000, 32, "telemetry_period_s"),
             )
         case Hello():

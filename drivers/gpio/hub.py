@@ -9,8 +9,13 @@ configured ``current_a`` while the relay is on, else 0; energy 0: there is
 no meter), and events for door, lock, lease expiry and tamper.
 
 The relay is a lease like a node's setpoint: if the controller does not
-renew it within ``lease_s``, a watchdog *thread* (not the event loop, which
-may be the thing that hung) opens the relay, unless the bay has a safe share.
+renew it within ``lease_s``, the bay's lease task (in the hub's TaskGroup)
+opens the relay, unless the bay has a safe share. What the lease cannot
+cover — the event loop hung, the process killed — is covered outside the
+process (``drivers/gpio/FAILSAFE.md``): systemd's watchdog kills a hung
+station, the kernel returns a dead process's pins to inputs, the relay's
+failsafe pull resistor then holds it off, and the Pi's hardware watchdog
+resets a Pi whose kernel hangs (after a reset every pin is an input).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -74,10 +78,8 @@ class GpioBayNode:
         self._led: Output | None = None
         self._buzzer: Output | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lease_lock = threading.Lock()
-        self._lease_gen = 0
-        self._lease_timer: threading.Timer | None = None
-        self._lease_until: float | None = None
+        self._lease_until: float | None = None  # on the hub's clock
+        self._lease_changed = asyncio.Event()
         self._alarm_end: asyncio.TimerHandle | None = None
         self.setpoint_a = 0.0
         self.alarming = False
@@ -90,7 +92,9 @@ class GpioBayNode:
         self._loop = loop
         try:
             if self.cfg.relay is not None:
-                self._relay = Output(self.cfg.relay, factory=self._factory)
+                self._relay = Output(
+                    self.cfg.relay, factory=self._factory, failsafe=self.cfg.relay.failsafe
+                )
             if self.cfg.led is not None:
                 self._led = Output(self.cfg.led, factory=self._factory)
             if self.cfg.buzzer is not None:
@@ -101,8 +105,8 @@ class GpioBayNode:
             raise
 
     def close(self) -> None:
-        """Relay open, alarm off, pins released (runs in a worker thread)."""
-        self._cancel_lease()
+        """Relay open, alarm off, pins released (runs in a worker thread, lease task ended)."""
+        self._lease_until = None
         self.door_lock.close()
         for out in (self._relay, self._led, self._buzzer):
             if out is not None:
@@ -153,46 +157,40 @@ class GpioBayNode:
     # ------------------------------------------------------------------ lease
 
     def _renew_lease(self, lease_s: float) -> None:
-        with self._lease_lock:
-            self._lease_gen += 1
-            gen = self._lease_gen
-            if self._lease_timer is not None:
-                self._lease_timer.cancel()
-            timer = threading.Timer(lease_s, self._lease_expired, args=(gen,))
-            timer.daemon = True
-            self._lease_timer = timer
-            self._lease_until = self._clock() + lease_s
-        timer.start()
+        self._lease_until = self._clock() + lease_s
+        self._lease_changed.set()
 
     def _cancel_lease(self) -> None:
-        with self._lease_lock:
-            self._lease_gen += 1
-            if self._lease_timer is not None:
-                self._lease_timer.cancel()
-            self._lease_timer = None
-            self._lease_until = None
+        self._lease_until = None
+        self._lease_changed.set()
 
-    def _lease_expired(self, gen: int) -> None:
-        # In the timer thread: switch first, then tell the loop (if it still listens).
-        with self._lease_lock:
-            if gen != self._lease_gen:
-                return  # renewed meanwhile
-            self._lease_timer = None
-            self._lease_until = None
-            relay = self._relay
-            if self.safe_current_a <= 0 and relay is not None:
-                relay.set(False)
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._after_lease_expiry)
+    async def run_lease(self) -> None:
+        """The relay's lease, a task of the hub's TaskGroup: on expiry the relay falls to
+        the bay's safe share (off without one)."""
+        while True:
+            self._lease_changed.clear()
+            until = self._lease_until
+            if until is None:
+                await self._lease_changed.wait()
+                continue
+            left = until - self._clock()
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._lease_changed.wait()
+                continue
+            self._lease_expired()
 
-    def _after_lease_expiry(self) -> None:
-        self._stats.extra["lease_expired"] = self._stats.extra.get("lease_expired", 0) + 1
+    def _lease_expired(self) -> None:
+        self._lease_until = None
+        relay = self._relay
         if self.safe_current_a <= 0:
+            if relay is not None:
+                relay.set(False)
             self.setpoint_a = 0.0
         else:
             self.setpoint_a = min(self.setpoint_a, self.safe_current_a)
+        self._stats.extra["lease_expired"] = self._stats.extra.get("lease_expired", 0) + 1
         log.warning("gpio.lease_expired", node=self.node_id)
         self._hub.emit(NodeEvent(self.node_id, self._clock(), NodeEventKind.LEASE_EXPIRED))
         self._show_status()
@@ -291,15 +289,22 @@ class GpioHub:
                 self.emit(NodeHello(n.node_id, now, FIRMWARE, PROTOCOL_VERSION, _caps(n.cfg)))
                 self.emit(NodeLink(n.node_id, now, online=True, reason="gpio opened"))
             self.running.set()
-            while True:
+            async with asyncio.TaskGroup() as tg:
                 for n in opened:
-                    self.emit(n.telemetry())
-                await asyncio.sleep(self.cfg.telemetry_period_s)
+                    if n.cfg.relay is not None:
+                        tg.create_task(n.run_lease(), name=f"gpio-lease:{n.node_id}")
+                tg.create_task(self._report(opened), name="gpio-telemetry")
         finally:
             self.running.clear()
             self._sink = None
             for n in opened:
                 await asyncio.to_thread(n.close)
+
+    async def _report(self, nodes: list[GpioBayNode]) -> None:
+        while True:
+            for n in nodes:
+                self.emit(n.telemetry())
+            await asyncio.sleep(self.cfg.telemetry_period_s)
 
     def report(self, node: GpioBayNode) -> None:
         """Telemetry of ``node`` now (after a command or an input change)."""

@@ -10,15 +10,16 @@ Library errors are mapped to ``PermanentError`` (wrong pin, pin in use).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from gpiozero import DigitalInputDevice, DigitalOutputDevice, GPIOZeroError
+from gpiozero import Device, DigitalInputDevice, DigitalOutputDevice, GPIOZeroError
 
 from controller.ports import PermanentError
-from drivers.gpio.config import InputPin, OutputPin
+from drivers.gpio.config import Failsafe, InputPin, OutputPin
 
 
 @functools.cache
@@ -98,15 +99,33 @@ class DebouncedInput:
 
 
 class Output:
-    """One output pin; ``on``/``off`` are quick register writes, safe from any thread."""
+    """One output pin; ``on``/``off`` are quick register writes, safe from any thread.
 
-    def __init__(self, cfg: OutputPin, *, factory: Any = None) -> None:
+    With a ``failsafe`` pull (relays), the pin's internal pull is set to it before the pin
+    becomes an output, and again when it is closed: the pull stays while the pin drives,
+    so a pin released without our help (the process killed, the kernel returning its
+    lines to inputs) falls to the failsafe level alongside the external resistor.
+    """
+
+    def __init__(
+        self, cfg: OutputPin, *, factory: Any = None, failsafe: Failsafe | None = None
+    ) -> None:
+        self._pin: Any = None
+        self._failsafe = failsafe
         try:
+            if failsafe is not None:
+                Device.ensure_pin_factory()
+                self._pin = (factory or Device.pin_factory).pin(cfg.pin)
+                self._pull_to_failsafe()
             self._dev = DigitalOutputDevice(
                 cfg.pin, active_high=cfg.active_high, initial_value=False, pin_factory=factory
             )
         except GPIOZeroError as exc:
             raise PermanentError(f"gpio: output pin {cfg.pin}: {exc}") from exc
+
+    def _pull_to_failsafe(self) -> None:
+        self._pin.function = "input"
+        self._pin.pull = "down" if self._failsafe == "pull_down" else "up"
 
     @property
     def is_on(self) -> bool:
@@ -124,3 +143,7 @@ class Output:
     def close(self) -> None:
         self._dev.off()
         self._dev.close()
+        if self._pin is not None:
+            # Some pin libraries drop the pull when they let go of a pin: put it back.
+            with contextlib.suppress(GPIOZeroError):
+                self._pull_to_failsafe()

@@ -183,6 +183,20 @@ class ModbusBus:
         self, *, unit_id: int, function: int, address: int, count: int
     ) -> list[int]:
         """Read ``count`` registers with function 3 or 4; raises only :class:`DriverError` (or cancel)."""
+        regs, _ = await self.read_registers_stamped(
+            unit_id=unit_id, function=function, address=address, count=count
+        )
+        return regs
+
+    async def read_registers_stamped(
+        self, *, unit_id: int, function: int, address: int, count: int
+    ) -> tuple[list[int], float]:
+        """As :meth:`read_registers`, with the moment the request went out (monotonic).
+
+        The moment is taken once the bus is ours (after the lock, the connection
+        and the inter-frame gap), so time spent queueing behind other meters on
+        the bus does not age the values.
+        """
         what = f"{self} unit {unit_id} fc{function:02d} {address:#06x}+{count}"
         async with self._lock:
             client = await self._ensure_connected()
@@ -190,6 +204,7 @@ class ModbusBus:
             if gap > 0:
                 await self._clock.sleep(gap)
             read = client.read_holding_registers if function == 3 else client.read_input_registers
+            sent_at = self._clock.monotonic()
             clean = False
             self.stats.frames_tx += 1
             try:
@@ -211,4 +226,4 @@ class ModbusBus:
                 self.stats.bad_frames += 1
                 self.close()
                 raise TransientError(f"{what}: answer has {len(registers)} registers")
-            return registers
+            return registers, sent_at

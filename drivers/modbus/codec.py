@@ -62,7 +62,8 @@ def decode(field: MapField, regs: Sequence[int]) -> float | None:
             return None
     elif raw in field.not_available:
         return None
-    return raw * field.factor
+    value = raw * field.factor
+    return abs(value) if field.magnitude else value
 
 
 def encode(field: MapField, value: float | None) -> list[int]:
@@ -108,8 +109,16 @@ def decode_block(block: ReadBlock, regs: Sequence[int]) -> dict[Quantity, float 
     return out
 
 
-def to_sample(values: Mapping[Quantity, float | None], at: float) -> MeterSample:
-    """Assemble a :class:`MeterSample`; quantities the map lacks stay ``None``."""
+def to_sample(
+    values: Mapping[Quantity, float | None],
+    at: float,
+    stamps: Mapping[Quantity, float] | None = None,
+) -> MeterSample:
+    """Assemble a :class:`MeterSample`; quantities the map lacks stay ``None``.
+
+    ``stamps`` says when each value was requested; those that differ from ``at``
+    go into the sample's ``read_at``.
+    """
     q = Quantity
 
     def g(k: Quantity) -> float | None:
@@ -124,4 +133,5 @@ def to_sample(values: Mapping[Quantity, float | None], at: float) -> MeterSample
         frequency_hz=g(q.FREQUENCY),
         import_wh=g(q.IMPORT_ENERGY),
         export_wh=g(q.EXPORT_ENERGY),
+        read_at={k.value: t for k, t in (stamps or {}).items() if t != at and k in values},
     )

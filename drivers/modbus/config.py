@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from controller.ports import Clock, PermanentError
 
 from .bus import Endpoint, ModbusBus, SerialEndpoint, TcpEndpoint
-from .maps import PROTOCOL_MAX_REGISTERS, MapError, RegisterMap, load_map
+from .maps import PROTOCOL_MAX_REGISTERS, MapError, Quantity, RegisterMap, load_map
 from .meter import ModbusMeter
 
 
@@ -68,6 +68,11 @@ class MeterConfig(BaseModel):
     poll_interval_s: float = Field(1.0, ge=0.1, le=60)
     max_registers: int | None = Field(
         None, ge=1, le=PROTOCOL_MAX_REGISTERS, description="overrides the map's per-request limit"
+    )
+    every_poll: tuple[Quantity, ...] | None = Field(
+        None,
+        description="quantities read on every poll (the others one request per poll, in turn); "
+        "default: what the meter's role needs, all for a bare meter",
     )
     bus: BusConfig
 
@@ -157,6 +162,7 @@ def build_meters(
                 unit_id=cfg.unit_id,
                 poll_interval_s=cfg.poll_interval_s,
                 max_registers=cfg.max_registers,
+                every_poll=cfg.every_poll,
                 clock=clock,
             )
         )

@@ -141,6 +141,14 @@ class RegisterMap(BaseModel):
     sentinels: bool = Field(
         False, description="all-ones (unsigned) / max positive (signed) mean n/a"
     )
+    signed_currents: bool = Field(
+        False,
+        description="currents may carry the direction of flow as a sign: the driver takes "
+        "their magnitude (direction comes from power)",
+    )
+    answer_time_s: float | None = Field(
+        None, gt=0, le=10, description="documented worst answer time of one request (s)"
+    )
     serial: SerialDefaults = Field(default_factory=lambda: SerialDefaults.model_validate({}))
     fields: dict[Quantity, FieldSpec] = Field(min_length=1)
 
@@ -186,6 +194,7 @@ class RegisterMap(BaseModel):
                     not_available=frozenset(na),
                     word_order=self.word_order,
                     byte_order=self.byte_order,
+                    magnitude=self.signed_currents and quantity.kind == "current",
                 )
             )
         return tuple(sorted(out, key=lambda f: (f.function, f.address, f.quantity)))
@@ -204,6 +213,8 @@ class MapField:
     not_available: frozenset[int]
     word_order: str
     byte_order: str
+    magnitude: bool = False
+    """Decode to the absolute value (a signed current: the sign is the direction of flow)."""
 
     @property
     def count(self) -> int:

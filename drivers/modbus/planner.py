@@ -1,11 +1,16 @@
-"""Pure block-read planner: group map fields into as few register reads as the meter allows."""
+"""Pure block-read planner: group map fields into as few register reads as the meter allows.
+
+:func:`plan_reads` covers fields with the fewest requests; :func:`plan_poll`
+splits a meter's fields into what every poll reads (``fast``: what load
+management needs) and what is refreshed one request per poll, in turn (``slow``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from .maps import MapField
+from .maps import MapField, Quantity
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +65,66 @@ def plan_reads(
             start, end, members = f.address, f.address + f.count, [f]
         blocks.append(ReadBlock(function, start, end - start, tuple(members), optional))
     return tuple(sorted(blocks, key=lambda b: (b.optional, b.function, b.address)))
+
+
+@dataclass(frozen=True, slots=True)
+class PollPlan:
+    """The requests of one meter: ``fast`` on every poll, one of ``slow`` per poll in turn."""
+
+    fast: tuple[ReadBlock, ...]
+    slow: tuple[ReadBlock, ...] = ()
+
+    @property
+    def blocks(self) -> tuple[ReadBlock, ...]:
+        return self.fast + self.slow
+
+    @property
+    def reads_per_poll(self) -> int:
+        """Requests of a steady-state poll: the fast ones plus one slow one."""
+        return len(self.fast) + (1 if self.slow else 0)
+
+
+def _gap(block: ReadBlock, f: MapField) -> int:
+    if f.address >= block.end:
+        return f.address - block.end
+    if f.address + f.count <= block.address:
+        return block.address - (f.address + f.count)
+    return 0
+
+
+def plan_poll(
+    fields: Iterable[MapField],
+    *,
+    every_poll: Collection[Quantity] | None,
+    max_registers: int,
+    max_gap: int | None = None,
+) -> PollPlan:
+    """Plan the fields in ``every_poll`` (None: all) as fast reads, the others as slow ones.
+
+    A slow field that fits into a fast request (within ``max_registers`` and
+    ``max_gap``) rides along on every poll: it costs a few bytes on the wire and
+    no request, and values read in one request are coherent (same instant), which
+    the plausibility checks need. The rest is planned into slow requests.
+    """
+    fields = tuple(fields)
+    fast_fields = [f for f in fields if every_poll is None or f.quantity in every_poll]
+    if not fast_fields:  # the map has none of them: nothing to favour
+        fast_fields = list(fields)
+    rest = [f for f in fields if f not in fast_fields]
+    fast = list(plan_reads(fast_fields, max_registers=max_registers, max_gap=max_gap))
+    slow_fields: list[MapField] = []
+    for f in sorted(rest, key=lambda f: (f.function, f.address)):
+        for i, b in enumerate(fast):
+            if b.function != f.function or b.optional != f.optional:
+                continue
+            start, end = min(b.address, f.address), max(b.end, f.address + f.count)
+            if end - start > max_registers or (max_gap is not None and _gap(b, f) > max_gap):
+                continue
+            fast[i] = ReadBlock(b.function, start, end - start, (*b.fields, f), b.optional)
+            break
+        else:
+            slow_fields.append(f)
+    slow = (
+        plan_reads(slow_fields, max_registers=max_registers, max_gap=max_gap) if slow_fields else ()
+    )
+    return PollPlan(tuple(sorted(fast, key=lambda b: (b.optional, b.function, b.address))), slow)

@@ -1,9 +1,11 @@
 "use strict";
 /* Live updates over one WebSocket, shared by the kiosk and the owner pages.
-   Reconnects by itself with exponential backoff and jitter (0.5 s .. 15 s), and
+   Reconnects by itself with exponential backoff and jitter (0.5 s .. maxDelay,
+   15 s unless the page asks for less), and
    also when the server has been silent too long (it sends a tick every 5 s). */
 (function () {
-  window.connectLive = function (path, onMessage, onState) {
+  window.connectLive = function (path, onMessage, onState, maxDelay) {
+    const cap = maxDelay || 15000;
     let delay = 500;
     let ws = null;
     let timer = null;
@@ -30,8 +32,8 @@
         onState(false, e.code);
         if (e.code === 4401 || e.code === 4403) return; /* not allowed: the page decides */
         clearTimeout(timer);
-        const wait = Math.min(15000, delay) * (0.75 + Math.random() * 0.5);
-        delay = Math.min(15000, delay * 2);
+        const wait = Math.min(cap, delay) * (0.75 + Math.random() * 0.5);
+        delay = Math.min(cap, delay * 2);
         timer = setTimeout(open, wait);
       };
       ws.onerror = function () {

@@ -81,7 +81,8 @@
       const card = el("div", { cls: "card s-" + (STATUS[b.status] || "wait"), "data-bay": b.id }, [
         el("h3", { text: b.id + " · " + (b.kind === "locker" ? "locker" : "EV") }),
         el("p", { cls: "status", text: b.status + (b.fault ? " (" + b.fault + ")" : "") }),
-        el("p", { cls: "power", text: (b.power_w / 1000).toFixed(1) + " kW · " + Math.max.apply(null, b.current_a).toFixed(1) + " A · setpoint " + b.setpoint_a.toFixed(0) + " A" }),
+        /* power and current are null (unknown) while the bay's node is offline */
+        el("p", { cls: "power", text: (b.current_a ? (b.power_w / 1000).toFixed(1) + " kW · " + Math.max.apply(null, b.current_a).toFixed(1) + " A" : "Node not responding") + " · setpoint " + b.setpoint_a.toFixed(0) + " A" }),
       ]);
       if (s) {
         card.append(el("p", { cls: "sess", text: "Session " + s.id + " · " + s.mode + " · " + (s.energy_wh / 1000).toFixed(2) + " kWh · " + dur(s.elapsed_s) + " · " + s.cost.toFixed(2) + " " + s.currency }));

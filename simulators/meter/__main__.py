@@ -38,6 +38,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--start-hour", type=float, help="simulated time of day to start at (default: now)"
     )
+    p.add_argument(
+        "--answer-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="answer every request after this many seconds (a slow meter: EM24 documents 0.5)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -55,6 +62,7 @@ async def _main(args: argparse.Namespace) -> None:
         serial_port=args.serial,
         baudrate=args.baudrate,
         parity=args.parity,
+        answer_delay_s=args.answer_delay,
     )
     async with sim:
         print(

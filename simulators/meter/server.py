@@ -4,7 +4,9 @@ Values come from a building-load profile (or test setters) plus an optional
 extra-load callback (e.g. the sum of the simulated bays' currents, so the
 grid meter sees the charging), are encoded with the driver's own codec and
 served from the map's addresses. Fault knobs make it go silent, answer
-garbage or answer Modbus exception codes.
+garbage bytes, answer all zeros (a gateway answering for a meter it lost),
+answer Modbus exception codes, answer slowly (``answer_delay_s``), or serve
+any value for a quantity, however implausible (:meth:`set_override`).
 
 Roles: ``grid`` (building load + extra load - PV, negative = export),
 ``pv`` (PV production, positive) and ``bay`` (extra load only).
@@ -19,6 +21,7 @@ import enum
 import logging
 import math
 import random
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +50,7 @@ class Fault(enum.StrEnum):
     SILENT = "silent"  # receives requests, never answers
     GARBAGE = "garbage"  # answers random bytes (a valid TCP header, so it reaches the framer)
     EXCEPTION = "exception"  # answers a Modbus exception response (``exception_code``)
+    ZEROS = "zeros"  # a well-formed answer whose registers are all 0
 
 
 class MeterSimulator:
@@ -80,6 +84,7 @@ class MeterSimulator:
         stopbits: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         seed: int = 0,
+        answer_delay_s: float = 0.0,
     ) -> None:
         self.map = map_name if isinstance(map_name, RegisterMap) else load_map(map_name)
         self.host = host
@@ -112,6 +117,8 @@ class MeterSimulator:
         self._voltages: Phases | None = None
         self._frequency: float | None = None
         self._unavailable: frozenset[Quantity] = frozenset()
+        self._overrides: dict[Quantity, float] = {}
+        self.answer_delay_s = answer_delay_s  # every answer leaves this long after its request
         self.fault = Fault.NONE
         self.exception_code = int(ExcCodes.DEVICE_FAILURE)
         self.requests: collections.deque[tuple[int, int, int]] = collections.deque(maxlen=1000)
@@ -144,6 +151,25 @@ class MeterSimulator:
             self._import_wh = import_wh
         if export_wh is not None:
             self._export_wh = export_wh
+
+    def set_override(self, **values: float | None) -> None:
+        """Serve exactly these values (canonical units), whatever the model says; None: the model.
+
+        ``sim.set_override(current_l1=3.4e38)`` serves an implausible current in a
+        well-formed answer. A value the register type cannot hold raises ValueError.
+        """
+        fields = {f.quantity: f for f in self._fields}
+        for name, value in values.items():
+            q = Quantity(name)
+            if value is None:
+                self._overrides.pop(q, None)
+                continue
+            if q in fields:
+                try:
+                    encode(fields[q], value)
+                except (OverflowError, struct.error) as exc:
+                    raise ValueError(f"{name}: {value} does not fit a {fields[q].dtype}") from exc
+            self._overrides[q] = value
 
     def set_unavailable(self, *quantities: str) -> None:
         """Serve the map's "not available" value for these quantities (none: clear)."""
@@ -231,6 +257,7 @@ class MeterSimulator:
             Q.IMPORT_ENERGY: self._import_wh,
             Q.EXPORT_ENERGY: self._export_wh,
         }
+        values.update(self._overrides)
         for q in self._unavailable:
             values[q] = None
         return {f.quantity: values[f.quantity] for f in self._fields}
@@ -258,8 +285,13 @@ class MeterSimulator:
             return ExcCodes.ILLEGAL_FUNCTION
         if count > self.max_registers:
             return ExcCodes.ILLEGAL_VALUE
+        if self.answer_delay_s > 0:
+            await asyncio.sleep(self.answer_delay_s)
         if self.fault is Fault.EXCEPTION:
             return ExcCodes(self.exception_code)
+        if self.fault is Fault.ZEROS:
+            registers[:] = [0] * len(registers)
+            return None
         values = self.snapshot()
         for f in self._fields:
             off = f.address - start_address
@@ -267,7 +299,7 @@ class MeterSimulator:
         return None
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        if not sending or self.fault in (Fault.NONE, Fault.EXCEPTION):
+        if not sending or self.fault not in (Fault.SILENT, Fault.GARBAGE):
             return data
         if self.fault is Fault.SILENT:
             return b""

@@ -7,7 +7,8 @@ the wall time just before the change is one sample. Page weight: every
 response body loaded by ``/kiosk`` (HTML, CSS, JS, bay QR), uncompressed.
 
 Run: ``.venv/bin/pytest -m bench tests/bench/bench_ui.py``. Targets: p99 < 1000 ms
-(the users' "within 1 s"), kiosk page < 300 KB.
+(the users' "within 1 s"); on the kiosk p99 < 100 ms and the page < 100 KB (it runs
+on the station's own small computer, next to the controller).
 """
 
 from __future__ import annotations
@@ -89,15 +90,15 @@ async def test_bench_ui_event_to_dom_and_page_weight(tmp_path: Path) -> None:
         "ui_live_and_weight",
         {
             "kiosk_event_to_dom_p50_ms": metric(percentile(kiosk_lat, 50), "ms"),
-            "kiosk_event_to_dom_p99_ms": metric(percentile(kiosk_lat, 99), "ms", target=1000.0),
+            "kiosk_event_to_dom_p99_ms": metric(percentile(kiosk_lat, 99), "ms", target=100.0),
             "owner_event_to_dom_p50_ms": metric(percentile(owner_lat, 50), "ms"),
             "owner_event_to_dom_p99_ms": metric(percentile(owner_lat, 99), "ms", target=1000.0),
-            "kiosk_page_bytes": metric(float(weight), "bytes", target=300_000.0),
+            "kiosk_page_bytes": metric(float(weight), "bytes", target=100_000.0),
         },
         notes={
             "samples": SAMPLES,
             "resources": {u.split("/", 3)[-1]: n for u, n in sorted(sizes.items())},
         },
     )
-    assert weight < 300_000
-    assert percentile(kiosk_lat, 99) < 1000 and percentile(owner_lat, 99) < 1000
+    assert weight < 100_000
+    assert percentile(kiosk_lat, 99) < 100 and percentile(owner_lat, 99) < 1000
