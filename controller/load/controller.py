@@ -9,28 +9,14 @@ What time adds to the allocation, and why it stays safe: the commanded setpoint
 of a bay is never above the allocation's target (decreases go out at once,
 increases only ramp towards the target), so every limit the allocation keeps
 is kept by the commanded setpoints too — once the vehicles have followed them.
-
-Break before make covers the time until they have: a vehicle keeps drawing its
-old current until its node applies a decrease and the vehicle follows it. So a
-bay counts, on every circuit and phase it loads, at the highest of what it is
-measured to draw, its setpoint, and — until the node acknowledges the decrease
-or ``ev_response_s`` has passed — the setpoint it had before. Increases and new
-starts are funded only from what the allocation's budget leaves above those
-amounts; what does not fit waits for the next step.
-
-One more term keeps that budget honest: the allocation estimates the building
-load as grid reading minus the bays' measured currents, and a bay's telemetry
-may still show a current its vehicle has since left (the grid meter sees the
-drop first). Until the measurement is younger than the decrease plus the EV
-response (and the grid meter timeout, for a frame older than its stamp), the
-difference down to the decreased setpoint is counted as drawn too.
+Until they have, :mod:`controller.load.breakmake` funds increases and new starts
+only from room the vehicles have really left (break before make).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,21 +28,14 @@ from controller.load.allocate import (
     GridInput,
     allocate,
 )
-from controller.load.model import Amps3, LoadConfig
+from controller.load.breakmake import Budget, Follow
+from controller.load.model import LoadConfig
 from controller.load.rules import RuleConflict, active_rules
 from controller.load.topology import Topology
 from controller.ports import Freshness
 
 _HOUR_S = 3600.0
 _EPS = 1e-6
-_ZERO3: Amps3 = (0.0, 0.0, 0.0)
-_KEEP_DECREASES_S = 60.0
-"""Beyond an EV response: no measurement that old is fresh."""
-
-
-def _floor_res(x: float) -> float:
-    # Setpoints have 0.1 A resolution; rounding down keeps every sum within its room.
-    return math.floor(x * 10.0 + 1e-6) / 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +101,7 @@ class _Bay:
     ramping: bool = False
     decreased_from: float = 0.0
     decreased_at: float = -1e18
-    unacked_a: float = 0.0
-    """The setpoint before a decrease the node has not acknowledged yet (0: none)."""
-    decreases: deque[tuple[float, float]] = dataclasses.field(default_factory=deque)
-    """(when, to what) of recent decreases, values rising left to right: each is the lowest
-    setpoint since its time (a later, lower decrease drops the earlier, higher ones)."""
+    follow: Follow = dataclasses.field(default_factory=Follow)
     over_since: float | None = None
     reduced: bool = False
     overcurrent_events: int = 0
@@ -177,7 +152,7 @@ class LoadController:
                 prev,
                 min_a=spec.min_a,
                 starts=deque(prev.starts),
-                decreases=deque(prev.decreases),
+                follow=prev.follow.copy(),
                 pending_since=None,
                 ramping=False,
             )
@@ -218,7 +193,7 @@ class LoadController:
         for b in inp.bays:
             s = self._bays[b.bay_id]
             by_id[b.bay_id] = b
-            self._settle_decrease(now, b, s)
+            s.follow.settle(now, b, s.setpoint, site)
             self._check_overcurrent(now, wall, b, s, audit, new_faults)
             while s.starts and s.starts[0] <= now - _HOUR_S:
                 s.starts.popleft()
@@ -305,19 +280,6 @@ class LoadController:
             allocation=alloc,
         )
 
-    def _settle_decrease(self, now: float, b: BayInput, s: _Bay) -> None:
-        """Stop counting a decrease at its old value once acknowledged or past the EV response."""
-        if s.unacked_a <= 0.0:
-            return
-        acked = (
-            b.acked_a is not None
-            and b.acked_at is not None
-            and b.acked_at >= s.decreased_at
-            and b.acked_a <= s.setpoint + _EPS
-        )
-        if acked or now - s.decreased_at >= self.config.site.ev_response_s:
-            s.unacked_a = 0.0
-
     def _decrease(self, now: float, s: _Bay, target: float) -> None:
         site = self.config.site
         old = s.setpoint
@@ -330,13 +292,7 @@ class LoadController:
             max(old, s.decreased_from if now - s.decreased_at < site.ev_response_s else 0.0),
             now,
         )
-        # Until the node confirms, the vehicle may draw whatever it was last allowed.
-        s.unacked_a = max(old, s.unacked_a)
-        while s.decreases and s.decreases[-1][1] >= target:
-            s.decreases.pop()
-        s.decreases.append((now, target))
-        while s.decreases[0][0] < now - site.ev_response_s - _KEEP_DECREASES_S:
-            s.decreases.popleft()
+        s.follow.decreased(now, old, target, site)
         if target <= 0.0:
             s.off_since = now
 
@@ -360,26 +316,6 @@ class LoadController:
             return None
         return min(target, old + site.ramp_step_a)
 
-    def _counted(self, now: float, b: BayInput | None, s: _Bay) -> tuple[Amps3, Amps3]:
-        """Per phase, what the bay counts for (see the module docstring): (draw, overstatement)."""
-        floor = max(s.setpoint, s.unacked_a)
-        if b is None or not b.measured_fresh:
-            return (floor, floor, floor), _ZERO3
-        m = b.measured_a
-        draw = (max(m[0], floor), max(m[1], floor), max(m[2], floor))
-        if not b.active or not s.decreases:
-            return draw, _ZERO3  # inactive: the allocation did not subtract it from the grid
-        site = self.config.site
-        seen = b.measured_at if b.measured_at is not None else now - site.grid_meter_timeout_s
-        # A decrease the vehicle may have followed after this measurement was taken: the grid
-        # reading may already show the lower draw, the measurement not yet. A frame is stamped
-        # when received, and what it carries may be older: as old as a reading may be to count.
-        since = seen - site.ev_response_s - site.grid_meter_timeout_s
-        low = next((v for at, v in s.decreases if at >= since), None)
-        if low is None:
-            return draw, _ZERO3
-        return draw, (max(0.0, m[0] - low), max(0.0, m[1] - low), max(0.0, m[2] - low))
-
     def _fund_increases(
         self,
         now: float,
@@ -389,24 +325,20 @@ class LoadController:
         alloc: Allocation,
         audit: list[AuditRecord],
     ) -> None:
-        topo = self.topology
-        caps = alloc.caps_a
-        used = [0.0] * len(caps)
-        base: dict[str, list[float]] = {}
-        for spec in topo.bays:
-            draw, extra = self._counted(now, by_id.get(spec.id), self._bays[spec.id])
-            for c in topo.bay_tree_cons[spec.index]:
-                p = c % 3
-                used[c] += draw[p] + extra[p]
-            base[spec.id] = list(draw)
+        site = self.config.site
+        budget = Budget(
+            self.topology,
+            alloc.caps_a,
+            {
+                bid: s.follow.counted(now, by_id.get(bid), s.setpoint, site)
+                for bid, s in self._bays.items()
+            },
+        )
         # Lowest setpoint first: a waiting start before a ramp of a bay already charging.
-        wanted.sort(key=lambda w: (self._bays[w[0]].setpoint, topo.bay_index[w[0]]))
+        wanted.sort(key=lambda w: (self._bays[w[0]].setpoint, self.topology.bay_index[w[0]]))
         for bid, want in wanted:
             s = self._bays[bid]
-            spec = topo.bays[topo.bay_index[bid]]
-            mine = base[bid]
-            room = min(mine[c % 3] + caps[c] - used[c] for c in topo.bay_tree_cons[spec.index])
-            grant = min(want, _floor_res(room))
+            grant = min(want, budget.most(bid))
             old = s.setpoint
             if old <= 0.0:
                 if grant < want - _EPS:
@@ -421,10 +353,7 @@ class LoadController:
             else:
                 reason = "ramp_up"
             s.setpoint = grant
-            for c in topo.bay_tree_cons[spec.index]:
-                used[c] += max(0.0, grant - mine[c % 3])
-            for p in spec.phases:
-                mine[p] = max(mine[p], grant)
+            budget.take(bid, grant)
             if reason == "ramp_up" and grant >= alloc.setpoints_a[bid] - _EPS:
                 s.ramping, s.pending_since = False, None
             lim = alloc.limits[bid]
