@@ -2,6 +2,11 @@
 
 Adapters are found by name through :mod:`controller.registry` (entry points),
 so this module, like the rest of the controller, imports no driver.
+
+What it adds is optional (supervised and restarted, see
+:mod:`controller.services`) except the load manager, which is core: the
+station cannot keep the site within its limits without it. An extension that
+cannot even be set up is logged and left out; the station runs without it.
 """
 
 from __future__ import annotations
@@ -73,13 +78,18 @@ async def open_station(
     lcfg = load_manager_config(cfg)
     if lcfg is not None:
         station.load = LoadLoop(station, lcfg)
-        station.add_service("load", station.load.run)
+        station.add_service("load", station.load.run, core=True)
     else:
         log.warning(
             "station.no_load_management", note="no [site] in the config: bays get their maximum"
         )
     for ext in registry.extensions():
-        ext.attach(station)
+        try:
+            ext.attach(station)
+        except Exception as err:
+            # An optional part that cannot be set up (a device or library missing, no
+            # file descriptors left): charging does not depend on it.
+            log.error("extension.attach_failed", extension=ext.name, error=str(err), exc_info=err)
     if cfg.auth.free_vend:
         station.authorizer.add(free_vend_step())
     if http and "http" in registry.names(registry.SERVICES):

@@ -27,6 +27,7 @@ from controller.bay import (
     TokenPresented,
 )
 from controller.journal import Commit, EventRow, JournalError, OutboxRow
+from controller.journalguard import NOT_RECORDED, STOP_NOT_RECORDED
 from controller.outputs import TestOutput
 from controller.ports import (
     AuthStatus,
@@ -190,6 +191,11 @@ class StationCommands(StationBase):
                     rt.cfg.id, StopRequested(reason, session_id), actor=actor
                 )
                 return _outcome(effects)
+        if session_id in self.backlog.closing():
+            # Stopped already, but not recorded yet: asking again is asking to record it.
+            if await self.backlog.flush():
+                return Outcome(True, "stopped", "Session stopped.", session_id)
+            return Outcome(False, NOT_RECORDED, STOP_NOT_RECORDED, session_id)
         if await self.journal.session(session_id) is None:
             raise UnknownSession(session_id)
         return Outcome(False, "not_running", "This session has already ended.", session_id)
@@ -344,7 +350,9 @@ class StationCommands(StationBase):
         self, bay_id: str, available: bool, *, actor: str = "owner"
     ) -> Outcome:
         rt = self.bay(bay_id)
-        await self.apply(bay_id, AvailabilityChanged(available), actor=actor)
+        refused = _outcome(await self.apply(bay_id, AvailabilityChanged(available), actor=actor))
+        if not refused.ok:
+            return refused
         scheduled = rt.state.pending_unavailable
         return Outcome(
             True, "scheduled" if scheduled else "accepted", "Scheduled" if scheduled else "Accepted"
@@ -385,12 +393,14 @@ class StationCommands(StationBase):
             if sess is None:
                 return None
             now = self.clock.wall()
-            await self.journal.commit(
-                Commit(
-                    events=[EventRow(action.lower(), now, bay_id, sess.session_id, {})],
-                    outbox=[OutboxRow(action, payload, sess.session_id)],
-                )
+            commit = Commit(
+                events=[EventRow(action.lower(), now, bay_id, sess.session_id, {})],
+                outbox=[OutboxRow(action, payload, sess.session_id)],
             )
+            # Behind whatever waits for the journal, so the outbox keeps the order of events.
+            if not await self.backlog.write(commit, keep=False):
+                self.guard.failed()
+                raise JournalError("the journal cannot be written")
             return sess.session_id
 
     def request_stop(self, reason: str, exit_code: int = 0) -> None:

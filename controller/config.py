@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controller.accounting import Tariff
+from controller.journalguard import JournalSection
 from controller.load.model import RuleConfig, SiteConfig
 from controller.tokens import TokenKeys, parse_hmac_key
 
@@ -129,6 +130,7 @@ class StationConfig(_Strict):
     tariff: Tariff = Tariff()
     auth: AuthSection = AuthSection()
     tokens: TokensSection = TokensSection()
+    journal: JournalSection = JournalSection()
     buses: list[BusConfig] = Field(default_factory=list)
     bays: list[BayConfig] = Field(default_factory=list)
     site: SiteConfig | None = Field(default=None, description="the site tree for load management")

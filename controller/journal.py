@@ -8,12 +8,17 @@ either all of it or none of it.
 
 Reads for the UI go through a second connection (WAL lets them run beside the
 writer); meter samples are written in batches.
+
+A failed write (a full disk, a read-only card) marks the journal unwritable and
+sets :attr:`Journal.failed`; it never leaves a transaction open, so the next
+write (or :meth:`Journal.probe`) finds out by itself whether it can write again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -278,6 +283,7 @@ class Journal:
         self._lock = asyncio.Lock()
         self.outbox_changed = asyncio.Event()
         self.writable = True
+        self.failed = asyncio.Event()  # set on every failed write; whoever watches clears it
         self._inflight: set[asyncio.Future[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -330,10 +336,10 @@ class Journal:
                 await self._w.execute("BEGIN IMMEDIATE")
                 try:
                     await self._write(c)
+                    await self._w.execute("COMMIT")
                 except BaseException:
-                    await self._w.execute("ROLLBACK")
+                    await self._rollback()
                     raise
-                await self._w.execute("COMMIT")
             except sqlite3.Error as err:
                 self._failed(err)
                 raise JournalError(str(err)) from err
@@ -341,10 +347,46 @@ class Journal:
         if c.outbox:
             self.outbox_changed.set()
 
+    async def _rollback(self) -> None:
+        # After SQLITE_FULL or an I/O error SQLite may have rolled back already, or may
+        # keep the transaction open (a failed COMMIT does): end it either way, or every
+        # later BEGIN fails with "cannot start a transaction within a transaction".
+        if self._w.in_transaction:
+            try:
+                await self._w.execute("ROLLBACK")
+            except sqlite3.Error as err:
+                log.error("journal.rollback_failed", error=str(err))
+
     def _failed(self, err: BaseException) -> None:
         if self.writable:
             log.error("journal.write_failed", error=str(err))
         self.writable = False
+        self.failed.set()
+
+    async def probe(self, at: float) -> None:
+        """One small write transaction: does the journal accept writes now? Raises JournalError."""
+        async with self._lock:
+            try:
+                await self._w.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._w.execute(
+                        "INSERT INTO kv(key, value) VALUES ('journal.probe', ?)"
+                        " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (_dumps(at),),
+                    )
+                    await self._w.execute("COMMIT")
+                except BaseException:
+                    await self._rollback()
+                    raise
+            except sqlite3.Error as err:
+                self._failed(err)
+                raise JournalError(str(err)) from err
+        self.writable = True
+
+    async def disk_space(self) -> tuple[int, int]:
+        """Bytes free (for an unprivileged writer) and in total on the journal's file system."""
+        st = await asyncio.to_thread(os.statvfs, self.path.parent)
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
     async def _write(self, c: Commit) -> None:
         w = self._w
@@ -411,8 +453,10 @@ class Journal:
             try:
                 cur = await self._w.execute(sql, params)
             except sqlite3.Error as err:
+                await self._rollback()
                 self._failed(err)
                 raise JournalError(str(err)) from err
+            self.writable = True
             return cur.rowcount
 
     async def add_meter_samples(self, rows: Iterable[tuple[Any, ...]]) -> int:
@@ -430,12 +474,10 @@ class Journal:
                 )
                 await self._w.execute("COMMIT")
             except sqlite3.Error as err:
-                try:
-                    await self._w.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+                await self._rollback()
                 self._failed(err)
                 raise JournalError(str(err)) from err
+        self.writable = True
         return len(batch)
 
     async def audit(self, at: float, actor: str, kind: str, detail: dict[str, Any]) -> None:
@@ -463,6 +505,7 @@ class Journal:
                     (nonce, expires_at),
                 )
             except sqlite3.Error as err:
+                await self._rollback()
                 self._failed(err)
                 raise JournalError(str(err)) from err
             return cur.rowcount == 0

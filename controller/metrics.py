@@ -265,6 +265,8 @@ class MetricsCollector:
             self.query_errors,
         )
 
+        self._storage(e)
+        self._services(e)
         self._meters(e, now_m)
         self._nodes(e, now_m)
         self._loop(e)
@@ -300,6 +302,71 @@ class MetricsCollector:
         )
         self._process(e)
         return e.text()
+
+    def _storage(self, e: Exposition) -> None:
+        st = self.station
+        g = st.guard
+        if g.space is not None:
+            e.one(
+                "edge_station_journal_disk_free_bytes",
+                "gauge",
+                "Free space on the journal's file system.",
+                g.space.free_bytes,
+            )
+            e.one(
+                "edge_station_journal_disk_total_bytes",
+                "gauge",
+                "Size of the journal's file system.",
+                g.space.total_bytes,
+            )
+        e.one(
+            "edge_station_journal_disk_low",
+            "gauge",
+            "1 while free space is below the [journal] low_space_mb warning threshold.",
+            g.low,
+        )
+        e.one(
+            "edge_station_journal_disk_low_threshold_bytes",
+            "gauge",
+            "The low-space warning threshold.",
+            int(g.cfg.low_space_mb * 1024 * 1024),
+        )
+        e.one(
+            "edge_station_journal_unwritten_transitions",
+            "gauge",
+            "Transitions that happened (stops, faults) and wait for the journal to write them.",
+            len(st.backlog),
+        )
+        e.one(
+            "edge_station_journal_reserve_released",
+            "gauge",
+            "1 after the emergency reserve was spent on a full disk, until it is made again.",
+            g.reserve_released,
+        )
+        e.one(
+            "edge_station_meter_samples_skipped_total",
+            "counter",
+            "Meter samples not written because the journal could not write or space was short.",
+            st.samples_skipped,
+        )
+
+    def _services(self, e: Exposition) -> None:
+        states = sorted(self.station.supervisor.states.values(), key=lambda s: s.name)
+        e.family(
+            "edge_station_service_up",
+            "gauge",
+            "1 while the service runs (0 while an optional one waits to be restarted).",
+        )
+        for s in states:
+            e.sample(s.state == "running", {"service": s.name, "core": str(s.core).lower()})
+        e.family(
+            "edge_station_service_restarts_total",
+            "counter",
+            "Restarts of an optional service after it failed.",
+        )
+        for s in states:
+            if not s.core:
+                e.sample(s.restarts, {"service": s.name})
 
     def _meters(self, e: Exposition, now_m: float) -> None:
         meters = sorted(self.station.meters.items())

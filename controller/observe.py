@@ -17,6 +17,7 @@ from controller.bay import (
 )
 from controller.directcaps import direct_setpoint_a
 from controller.journal import JournalError
+from controller.journalguard import BLOCKED_MESSAGE
 from controller.plausibility import bounds_for
 from controller.ports import (
     ChargingLimits,
@@ -41,6 +42,8 @@ class StationObserver(StationBase):
         return self.safe.refusing
 
     def _block(self, cause: str, message: str) -> None:
+        if cause == "journal":
+            message = BLOCKED_MESSAGE  # one sentence, whichever part saw the failure first
         entry = self.safe.enter(cause, message, self.clock.wall())
         if entry is not None:
             log.error("safe_mode.entered", cause=cause, message=message)
@@ -102,7 +105,7 @@ class StationObserver(StationBase):
         try:
             await self.journal.audit(self.clock.wall(), actor, kind, detail)
         except JournalError:
-            self._block("journal", "The journal cannot be written.")
+            self.guard.failed()
 
     audit = _audit
 
@@ -274,8 +277,12 @@ class StationObserver(StationBase):
         return self.meter_of("pv") is not None
 
     def healthy(self) -> bool:
-        """For the watchdog and /healthz: the loop runs (we are called) and the journal writes."""
-        return self._started.is_set() and self.journal.writable
+        """For the watchdog: the station has started and its loop runs (we are called).
+
+        A journal that cannot write is not a reason to be restarted (a restart frees no
+        space and would lose the transitions that wait for it): ``/healthz`` reports it.
+        """
+        return self._started.is_set()
 
     def station_snapshot(self) -> dict[str, Any]:
         return {
@@ -285,6 +292,7 @@ class StationObserver(StationBase):
             "safe_mode": self.safe.snapshot(),
             "emergency_stop_pressed": self.stop_input_pressed,
             "accepting_sessions": not self.blockers,
+            "storage": {**self.guard.snapshot(), "warning": self.guard.warning()},
             "bays": len(self.bays),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
         }

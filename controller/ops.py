@@ -2,10 +2,11 @@
 
 :func:`health` is cheap (no journal query), computed from the running station.
 Unhealthy (503) when the station has not started, the journal cannot be
-written, a safe-mode cause refuses sessions (emergency stop, journal, config),
-the event loop lags or stalls, or every node is offline. Other trouble (a
-meter, some nodes, OCPP offline, non-refusing safe-mode causes) is a warning
-and stays 200. Metrics live in :mod:`controller.metrics`, the ``status``
+written (until it has written what waits and a probe write succeeded), a
+safe-mode cause refuses sessions (emergency stop, journal, config), the event
+loop lags or stalls, or every node is offline. Other trouble (low disk space,
+an optional service restarting, a meter, some nodes, OCPP offline,
+non-refusing safe-mode causes) is a warning and stays 200. Metrics live in :mod:`controller.metrics`, the ``status``
 command in :mod:`controller.status_cli`.
 """
 
@@ -59,15 +60,23 @@ def health(station: Station, *, lag_limit_s: float = LAG_LIMIT_S) -> Health:
     def bad(code: str, message: str) -> None:
         reasons.setdefault(code, Problem(code, message))
 
-    if not station.journal.writable:
-        bad("journal", "The journal cannot be written.")
-    elif not station.healthy():
+    guard = station.guard
+    if not station.journal.writable or guard.blocked:
+        bad("journal", "The journal cannot be written; the station refuses new sessions.")
+    if not station.healthy():
         bad("not_started", "The station has not started yet.")
     for c in station.safe.causes.values():
         if c.refuse_sessions or c.latched:
             bad(c.cause, c.message)
         else:
             warnings.append(Problem(c.cause, c.message))
+    low = guard.warning()
+    if low is not None:
+        warnings.append(Problem("disk_low", low))
+    for svc in station.supervisor.failing():
+        warnings.append(
+            Problem("service_restarting", f"The {svc.name} service failed and is restarting.")
+        )
 
     lag = monitor_of(station)
     lag_body: dict[str, Any] | None = None
@@ -115,6 +124,8 @@ def health(station: Station, *, lag_limit_s: float = LAG_LIMIT_S) -> Health:
         "reasons": [_problem(p) for p in reasons.values()],
         "warnings": [_problem(p) for p in warnings],
         "journal": {"writable": station.journal.writable},
+        "storage": guard.snapshot(),
+        "services": [s.snapshot() for s in station.supervisor.states.values() if not s.core],
         "loop_lag": lag_body,
         "nodes": {"online": len(online), "total": len(bays)},
         "bays": [

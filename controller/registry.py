@@ -17,10 +17,13 @@ if TYPE_CHECKING:
 
 
 class Extension(Protocol):
-    """An optional part (OCPP, meters, MQTT, camera, GPIO, load manager) with its config section.
+    """An optional part (OCPP, meters, MQTT, camera, GPIO) with its config section.
 
     ``check`` returns the problems of its section as ``path: message`` lines
     (empty when fine or absent); ``attach`` wires it into a station before it runs.
+    The services it adds with ``station.add_service`` are optional: supervised and
+    restarted when they fail, never stopping the station (see ``controller.services``).
+    A service the station must not run without is core, and no extension's.
     """
 
     name: str

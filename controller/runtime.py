@@ -35,8 +35,11 @@ from controller.ports import (
 )
 
 if TYPE_CHECKING:
+    from controller.backlog import Backlog
+    from controller.journalguard import JournalGuard
     from controller.loadloop import LoadLoop
     from controller.looplag import LoopLagMonitor
+    from controller.services import Supervisor
 
 from controller.outputs import TestOutput
 from controller.plausibility import MeterGate
@@ -174,6 +177,9 @@ class StationBase:
     upstream: Upstream | None
     loop_lag: LoopLagMonitor | None
     safe: SafeMode
+    backlog: Backlog  # transitions that happened but wait for the journal
+    guard: JournalGuard  # the journal's disk: free space, blocked state
+    supervisor: Supervisor  # core and optional services
     stop_input_pressed: bool
     started_at: float
     dropped_updates: int

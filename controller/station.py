@@ -1,10 +1,18 @@
 """The station supervisor: owns the bays at run time and everything that drives them.
 
-One TaskGroup runs the node hubs, the update consumer, the timer tick, one
-output loop per bay (setpoint leases renewed while healthy), the sample
-flusher and any registered service (HTTP UI, OCPP, meters, load manager).
+One TaskGroup runs the core — the node hubs, the update consumer, the timer
+tick, one output loop per bay (setpoint leases renewed while healthy), the
+sample flusher, the journal guard, the load manager — and, each under the
+supervisor of :mod:`controller.services`, the optional services (HTTP UI,
+OCPP, meters, camera, ...). Only a failure of the core stops the station.
+
 Every change of a bay goes through :meth:`Station.apply`: the pure
-transition, then one journal transaction, then the effects.
+transition, then one journal transaction, then the effects. A command is
+acknowledged only once its transition is durable. When the journal cannot
+write, a start or a change is refused and changes nothing; a stop, a fault or
+a fact reported by a node still happens (the relay goes off at once) and its
+commit waits, in order, in the :class:`~controller.backlog.Backlog` until the
+journal can write again.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ import structlog
 from controller import tokens
 from controller.accounting import Tariff
 from controller.auth import Authorizer
+from controller.backlog import Backlog
 from controller.bay import (
+    AvailabilityChanged,
     BayKind,
     BayState,
     CloseSession,
@@ -31,8 +41,10 @@ from controller.bay import (
     Event,
     FaultCleared,
     FaultRaised,
+    HoldCancelled,
     HoldPlaced,
     LockChanged,
+    ModeChanged,
     NodeOnline,
     Notice,
     OpenSession,
@@ -51,8 +63,13 @@ from controller.bay import (
 )
 from controller.config import StationConfig
 from controller.journal import Journal, JournalError
+from controller.journalguard import (
+    NOT_RECORDED,
+    JournalGuard,
+    not_recorded_message,
+)
 from controller.outputs import TEST_END_MESSAGES, OutputInputs, TestEnd, decide
-from controller.persist import build_commit, state_from_dict
+from controller.persist import build_commit, event_name, state_from_dict
 from controller.plausibility import MeterGate
 from controller.ports import (
     DriverError,
@@ -66,6 +83,7 @@ from controller.ports import (
     Upstream,
 )
 from controller.safety import SafeMode
+from controller.services import Service, ServiceSpec, Supervisor
 from controller.taskrunner import TaskRunner
 
 if TYPE_CHECKING:
@@ -89,7 +107,16 @@ log = structlog.get_logger(__name__)
 CHECKPOINT_S = 30.0
 EXIT_RESTART = 75
 SAMPLE_FLUSH_S = 2.0
-Service = Callable[[], Coroutine[Any, Any, None]]
+# Commands that may simply be refused when they cannot be recorded (nothing happens then).
+# Stops, faults and what nodes report happen anyway: their commits wait in the backlog.
+_REFUSABLE = (
+    TokenPresented,
+    HoldPlaced,
+    HoldCancelled,
+    AvailabilityChanged,
+    ModeChanged,
+    FaultCleared,
+)
 
 
 class _StopStation(Exception):
@@ -131,7 +158,11 @@ class Station(StationCommands, StationObserver):
         self._updates: asyncio.Queue[NodeUpdate] = asyncio.Queue(maxsize=10_000)
         self._samples: list[tuple[Any, ...]] = []
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
-        self._services: list[tuple[str, Service]] = []
+        self._services: list[ServiceSpec] = []
+        self.supervisor = Supervisor(on_down=self._service_down, on_up=self._service_up)
+        self.backlog = Backlog(journal)
+        self.guard = JournalGuard(self, cfg.journal, self.backlog)
+        self.samples_skipped = 0  # meter samples not written (journal blocked or space short)
         self._started = asyncio.Event()
         # Without a load manager ([site] absent) a bay gets its configured maximum.
         self.load: LoadLoop | None = None
@@ -149,16 +180,37 @@ class Station(StationCommands, StationObserver):
 
     # ------------------------------------------------------------------ setup
 
-    def add_service(self, name: str, run: Service) -> None:
-        """Run ``run()`` inside the station's TaskGroup (added before :meth:`run`)."""
-        self._services.append((name, run))
+    def add_service(
+        self, name: str, run: Service, *, core: bool = False, refuse_while_down: str | None = None
+    ) -> None:
+        """Run ``run()`` inside the station's TaskGroup (added before :meth:`run`).
+
+        Optional by default: supervised and restarted when it fails (see
+        :mod:`controller.services`). ``core=True`` only for parts the station cannot
+        run without (the load manager): their failure stops the station.
+        ``refuse_while_down`` is a sentence: while the service is down the station is
+        in safe mode with it (see :mod:`controller.services`).
+        """
+        self._services.append(ServiceSpec(name, run, core, refuse_while_down))
+
+    def _service_down(self, spec: ServiceSpec) -> None:
+        if spec.refuse_while_down:
+            self._block(f"service:{spec.name}", spec.refuse_while_down)
+
+    def _service_up(self, spec: ServiceSpec) -> None:
+        if spec.refuse_while_down:
+            self._unblock(f"service:{spec.name}")
 
     async def restore(self) -> None:
         """Rebuild the bays from the journal; open sessions wait for their node to reconcile."""
         saved = await self.journal.bay_states()
         open_sessions = {s["bay_id"]: s for s in await self.journal.open_sessions()}
         self.clean_restart = bool(await self.journal.kv_get("clean_shutdown", False))
-        await self.journal.kv_set("clean_shutdown", False)
+        try:
+            await self.journal.kv_set("clean_shutdown", False)
+        except JournalError:
+            # A full disk at start: run (blocked) rather than not at all; the guard retries.
+            self.guard.failed()
         for bcfg in self.cfg.bays:
             kind = BayKind(bcfg.kind)
             if bcfg.id in saved:
@@ -198,20 +250,29 @@ class Station(StationCommands, StationObserver):
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         if not self.bays:
             await self.restore()
+        sv = self.supervisor
         try:
             async with asyncio.TaskGroup() as tg:
+
+                def core(name: str, work: Coroutine[Any, Any, None]) -> None:
+                    tg.create_task(sv.core(name, work), name=name)
+
                 for bus_id, hub in self.hubs.items():
-                    tg.create_task(hub.run(self._sink), name=f"hub:{bus_id}")
-                tg.create_task(self._consume_updates(), name="updates")
-                tg.create_task(self._ticker(), name="ticker")
-                tg.create_task(self._flusher(), name="samples")
-                tg.create_task(self.tasks.run(), name="tasks")
+                    core(f"hub:{bus_id}", hub.run(self._sink))
+                core("updates", self._consume_updates())
+                core("ticker", self._ticker())
+                core("samples", self._flusher())
+                core("tasks", self.tasks.run())
+                core("journal-guard", self.guard.run())
                 for rt in self.bays.values():
-                    tg.create_task(self._output_loop(rt), name=f"output:{rt.cfg.id}")
+                    core(f"output:{rt.cfg.id}", self._output_loop(rt))
                     if rt.cfg.kind == "locker":
-                        tg.create_task(self._lock_loop(rt), name=f"lock:{rt.cfg.id}")
-                for name, svc in self._services:
-                    tg.create_task(svc(), name=f"service:{name}")
+                        core(f"lock:{rt.cfg.id}", self._lock_loop(rt))
+                for spec in self._services:
+                    if spec.core:
+                        core(f"service:{spec.name}", spec.run())
+                    else:
+                        tg.create_task(sv.supervise(spec), name=f"service:{spec.name}")
                 tg.create_task(self._watch_stop(), name="stop")
                 self._started.set()
                 if on_ready:
@@ -223,10 +284,17 @@ class Station(StationCommands, StationObserver):
 
     async def _shutdown(self) -> None:
         await self.tasks.settle()
+        await self.backlog.settle()
+        # A last chance for transitions that wait: written now, or lost with this process
+        # (none was acknowledged; after a restart the journal's own state is consistent).
+        written = await self.backlog.flush()
         with contextlib.suppress(Exception):
             await self._flush_samples()
-        with contextlib.suppress(Exception):
-            await self.journal.kv_set("clean_shutdown", True)
+        if written:
+            with contextlib.suppress(Exception):
+                await self.journal.kv_set("clean_shutdown", True)
+        else:
+            log.error("station.unwritten_at_stop", transitions=len(self.backlog))
         log.info(
             "station.stopped",
             open_sessions=[
@@ -351,13 +419,25 @@ class Station(StationCommands, StationObserver):
             try:
                 await self.place_due_bookings()
             except JournalError:
-                self._block("journal", "The journal cannot be written.")
+                self.guard.failed()
             except Exception:
                 log.exception("station.bookings_failed")
 
     async def _flusher(self) -> None:
+        skipped = 0
         while True:
             await self.clock.sleep(SAMPLE_FLUSH_S)
+            if self.guard.samples_paused:
+                # Session records need the last space more than meter samples do.
+                if self._samples and skipped == 0:
+                    log.warning("journal.samples_paused", **self.guard.snapshot())
+                skipped += len(self._samples)
+                self.samples_skipped += len(self._samples)
+                self._samples = []
+                continue
+            if skipped:
+                log.info("journal.samples_resumed", skipped=skipped)
+                skipped = 0
             await self._flush_samples()
 
     async def _flush_samples(self) -> None:
@@ -366,7 +446,7 @@ class Station(StationCommands, StationObserver):
             try:
                 await self.journal.add_meter_samples(batch)
             except JournalError:
-                self._block("journal", "The journal cannot be written.")
+                self.guard.failed()
 
     async def _output_loop(self, rt: BayRuntime) -> None:
         """Keep the node's output lease alive and equal to what :func:`controller.outputs.decide` says."""
@@ -459,7 +539,8 @@ class Station(StationCommands, StationObserver):
             new, effects = transition(old, event, now, self.timers)
             checkpoint = False
             if new.session is not None and any(isinstance(e, UpdateSession) for e in effects):
-                checkpoint = now - rt.checkpoint_at >= CHECKPOINT_S
+                # While writes fail, progress checkpoints wait: the backlog keeps changes only.
+                checkpoint = now - rt.checkpoint_at >= CHECKPOINT_S and not self.guard.blocked
             commit = build_commit(
                 bay_id=bay_id,
                 connector=rt.cfg.connector,
@@ -473,24 +554,41 @@ class Station(StationCommands, StationObserver):
                 checkpoint=checkpoint,
                 actor=actor,
             )
+            recorded = True
             if commit is not None:
-                try:
-                    await self.journal.commit(commit)
-                    self._unblock("journal")
-                except JournalError as err:
-                    self._block("journal", "The journal cannot be written.")
-                    if isinstance(event, TokenPresented | HoldPlaced):
-                        return [Refused("journal", "The station cannot record sessions right now.")]
-                    log.error("journal.lost_transition", bay_id=bay_id, error=str(err))
-                if checkpoint:
-                    rt.checkpoint_at = now
+                must = _happens_anyway(event, effects)
+                recorded = await self.backlog.write(commit, keep=must)
+                if not recorded and must and await self.guard.release_reserve():
+                    recorded = await self.backlog.flush()  # in the space the reserve freed
+                if recorded:
+                    if checkpoint:
+                        rt.checkpoint_at = now
+                    self.guard.wrote()
+                else:
+                    self.guard.failed()
+                    message = not_recorded_message(event, effects)
+                    if not must:
+                        log.warning("journal.refused", bay_id=bay_id, transition=event_name(event))
+                        return [Refused(NOT_RECORDED, message)]
+                    # The first of an episode is an error; what follows it is expected then.
+                    (log.error if len(self.backlog) == 1 else log.info)(
+                        "journal.transition_waiting",
+                        bay_id=bay_id,
+                        transition=event_name(event),
+                        waiting=len(self.backlog),
+                    )
+                    # Nothing physical may happen unrecorded: only the safe half goes out.
+                    effects = [
+                        Refused(NOT_RECORDED, message),
+                        *(e for e in effects if not (isinstance(e, SetRelay) and e.on)),
+                    ]
             rt.state = new
-        self._carry_out(rt, effects)
+        self._carry_out(rt, effects, recorded=recorded)
         if (old != new or effects) and self._listeners:
             self._publish({"type": "bay", "bay": self.bay_snapshot(rt)})
         return effects
 
-    def _carry_out(self, rt: BayRuntime, effects: list[Effect]) -> None:
+    def _carry_out(self, rt: BayRuntime, effects: list[Effect], *, recorded: bool = True) -> None:
         for eff in effects:
             match eff:
                 case SetRelay(on=on):
@@ -515,6 +613,7 @@ class Station(StationCommands, StationObserver):
                         session_id=s.session_id,
                         reason=reason.value,
                         energy_wh=s.energy_wh,
+                        recorded=recorded,
                     )
                 case Refused(code=code, message=msg):
                     log.info("bay.refused", bay_id=rt.cfg.id, code=code, message=msg)
@@ -529,6 +628,19 @@ class Station(StationCommands, StationObserver):
     async def _watch_stop(self) -> None:
         await self._stop_requested.wait()
         raise _StopStation()
+
+
+def _happens_anyway(event: Event, effects: list[Effect]) -> bool:
+    """Whether a transition takes place even when the journal cannot record it now.
+
+    A start (or any new hold or change) is refused instead. A stop, a fault, a timer
+    or what a node reports has happened, or must, for safety: it waits in the backlog.
+    """
+    if any(isinstance(e, OpenSession) for e in effects):
+        return False
+    if any(isinstance(e, CloseSession) for e in effects):
+        return True
+    return not isinstance(event, _REFUSABLE)
 
 
 __all__ = [

@@ -89,8 +89,11 @@ def _own_running_session(ctx: UiContext, bay_id: str, req: KioskStopRequest, ver
     if not ctx.check_session_key(req.session_id, req.key):
         raise ApiError(403, "not_your_session", f"Scan or type your code to {verb} this session.")
     sess = ctx.station.bays[bay_id].state.session
-    if sess is None or sess.session_id != req.session_id:
-        raise ApiError(409, "not_running", "This session has already ended.")
+    if sess is not None and sess.session_id == req.session_id:
+        return
+    if verb == "stop" and req.session_id in ctx.station.backlog.closing():
+        return  # stopped but not yet recorded: asking again asks the station to record it
+    raise ApiError(409, "not_running", "This session has already ended.")
 
 
 @router.post("/bays/{bay_id}/stop", response_model=KioskOutcome)

@@ -282,3 +282,30 @@ async def test_kiosk_tick_carries_when_each_bay_was_measured(
             server.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await server
+
+
+async def test_kiosk_stop_retried_while_unrecorded_is_recorded_not_called_ended(
+    tmp_path: Path,
+) -> None:
+    """A stop the journal could not record is retried by the kiosk: the retry records it."""
+    async with running_station(tmp_path) as rig:
+        kiosk = await api_client(rig.station)
+        r = await kiosk.post("/api/v1/kiosk/bays/bay1/token", json={"token": "2468"})
+        assert r.status_code == 200, r.text
+        sid, key = r.json()["session_id"], r.json()["key"]
+        journal = rig.station.journal
+        await journal._w.execute("PRAGMA query_only=ON")  # the disk refuses every write
+        stop = {"session_id": sid, "key": key}
+        r = await kiosk.post("/api/v1/kiosk/bays/bay1/stop", json=stop)
+        assert r.status_code == 409 and r.json()["error"] == "not_recorded", r.text
+        assert sid in rig.station.backlog.closing()
+        # The kiosk retries while the disk is still refusing: still not recorded, never "ended".
+        r = await kiosk.post("/api/v1/kiosk/bays/bay1/stop", json=stop)
+        assert r.status_code == 409 and r.json()["error"] == "not_recorded", r.text
+        row = await journal.session(sid)
+        assert row is not None and row["state"] == "open"
+        await journal._w.execute("PRAGMA query_only=OFF")
+        r = await kiosk.post("/api/v1/kiosk/bays/bay1/stop", json=stop)
+        assert r.status_code == 200 and r.json()["code"] == "stopped", r.text
+        row = await journal.session(sid)
+        assert row is not None and row["state"] == "closed" and row["stop_reason"] == "Local"

@@ -128,3 +128,45 @@ async def test_unwritable_journal_raises_and_recovers(tmp_path: Path) -> None:
         assert [e["kind"] for e in await j.events()] == ["y"]
     finally:
         await j.close()
+
+
+async def test_a_commit_refused_at_commit_time_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """SQLite may keep a transaction open when COMMIT itself fails (a full disk, a deferred
+    constraint): the journal must roll it back, or every later write fails for ever."""
+    j = await Journal.open(tmp_path / "j.sqlite3")
+    try:
+        # A deferred constraint fails at COMMIT, not at the INSERT: the same place where a
+        # disk that fills up while the WAL is written makes COMMIT fail.
+        await j._w.execute("CREATE TEMP TABLE parent(id TEXT PRIMARY KEY)")
+        await j._w.execute(
+            "CREATE TEMP TABLE child(pid TEXT REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+        await j._w.execute(
+            "CREATE TEMP TRIGGER orphan AFTER INSERT ON main.events WHEN new.kind = 'bad'"
+            " BEGIN INSERT INTO child VALUES ('nobody'); END"
+        )
+        with pytest.raises(JournalError):
+            await j.commit(Commit(events=[EventRow("bad", 1.0)]))
+        assert j.writable is False
+        await j.commit(Commit(events=[EventRow("good", 2.0)]))
+        assert j.writable is True
+        assert [e["kind"] for e in await j.events()] == ["good"]
+    finally:
+        await j.close()
+
+
+async def test_probe_write_tells_whether_the_journal_can_write(tmp_path: Path) -> None:
+    j = await Journal.open(tmp_path / "j.sqlite3")
+    try:
+        await j._w.execute("PRAGMA query_only=ON")
+        with pytest.raises(JournalError):
+            await j.probe(5.0)
+        assert j.writable is False
+        await j._w.execute("PRAGMA query_only=OFF")
+        await j.probe(6.0)
+        assert j.writable is True
+        assert await j.kv_get("journal.probe") == 6.0
+        free, total = await j.disk_space()
+        assert 0 < free <= total
+    finally:
+        await j.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -300,3 +301,136 @@ async def test_bookings_become_holds_at_their_time(tmp_path: Path) -> None:
         later = await st.add_booking("b1", "TOMORROW", now + 86400, 600)
         assert (await st.cancel_booking(later.data["booking_id"])).ok
         assert await state_of(later.data["booking_id"]) == "cancelled"
+
+
+# --------------------------------------------------------------------------- journal full
+
+
+async def _read_only(rig: Rig, on: bool) -> None:
+    """The journal's disk turns read-only (or back): every write fails until it is undone."""
+    await rig.journal._w.execute(f"PRAGMA query_only={'ON' if on else 'OFF'}")
+
+
+async def _charging(rig: Rig, bay: str, token: str, wh: int) -> str:
+    rig.hub.telemetry(bay, energy_wh=1000, pilot=PilotState.C)
+    await rig.status(bay, "Available")
+    out = await rig.station.present_token(bay, token)
+    assert out.ok and out.session_id
+    await rig.hub.nodes[bay].wait_output(lambda o: o[0])
+    rig.hub.telemetry(bay, current_a=16, energy_wh=wh, relay_on=True, pilot=PilotState.C)
+    await rig.energy(bay, wh - 1000)
+    return out.session_id
+
+
+async def _unblocked(rig: Rig, timeout: float = 10.0) -> None:
+    """Until the station accepts sessions again (it announces leaving safe mode)."""
+    async with asyncio.timeout(timeout):
+        while "journal" in rig.station.blockers:
+            await rig.updates.get()
+
+
+async def test_stop_not_recorded_turns_relay_off_and_is_written_later_at_its_time(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path) as rig:
+        st, hub = rig.station, rig.hub
+        sid = await _charging(rig, "b1", "CARD-1", 3500)
+        await _read_only(rig, True)
+        before = time.time()
+        out = await st.stop_session(sid, StopReason.LOCAL, actor="kiosk")
+        after = time.time()
+        # Not acknowledged: the driver is told in a sentence; charging stops at once anyway.
+        assert not out.ok and out.code == "not_recorded"
+        assert "could not record" in out.message and "stopped" in out.message
+        await hub.nodes["b1"].wait_output(lambda o: not o[0])
+        row = await rig.journal.session(sid)
+        assert row is not None and row["state"] == "open"  # nothing durable yet
+        # The meter moves on a little after the relay opened; the stop keeps its own figures.
+        hub.telemetry("b1", current_a=0, energy_wh=3510, relay_on=False, pilot=PilotState.C)
+        await asyncio.sleep(0.3)  # several ticks pass while the journal stays read-only
+        assert "journal" in st.blockers
+        fixed_at = time.time()
+        await _read_only(rig, False)
+        await _unblocked(rig)  # by the station itself: nobody else writes
+        row = await rig.journal.session(sid)
+        assert row is not None
+        assert before <= row["stopped_at"] <= after < fixed_at
+        assert row["stop_reason"] == "Local"
+        assert row["meter_stop_wh"] == 3500 and row["energy_wh"] == 2500
+        closes = await rig.journal.query(
+            "SELECT count(*) AS n FROM events WHERE kind='session_closed' AND session_id=?", (sid,)
+        )
+        stops = await rig.journal.query(
+            "SELECT count(*) AS n FROM outbox WHERE action='StopTransaction' AND session_id=?",
+            (sid,),
+        )
+        assert closes[0]["n"] == 1 and stops[0]["n"] == 1
+        assert not st.blockers
+        hub.telemetry("b1", energy_wh=3510, pilot=PilotState.A)
+        await rig.status("b1", "Available")
+        assert (await st.present_token("b1", "CARD-2")).ok
+
+
+async def test_start_not_recorded_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    async with running(tmp_path) as rig:
+        st, hub = rig.station, rig.hub
+        hub.telemetry("b1", energy_wh=1000, pilot=PilotState.B)
+        await rig.status("b1", "Available")
+        await _read_only(rig, True)
+        out = await st.present_token("b1", "CARD-1")
+        assert not out.ok and out.code == "not_recorded"
+        assert "could not record" in out.message and "not started" in out.message
+        assert st.bays["b1"].state.session is None
+        assert not any(o[0] for o in hub.nodes["b1"].outputs)
+        again = await st.present_token("b1", "CARD-1")  # blocked now: refused before any write
+        assert not again.ok and again.code == "blocked_journal"
+        assert "{" not in again.message and "journal" not in again.message.lower()
+        await _read_only(rig, False)
+        assert await rig.journal.sessions() == []
+
+
+async def test_journal_unblocks_by_itself_once_it_can_write(tmp_path: Path) -> None:
+    async with running(tmp_path) as rig:
+        st, hub = rig.station, rig.hub
+        hub.telemetry("b1", energy_wh=1000, pilot=PilotState.B)
+        await rig.status("b1", "Available")
+        await _read_only(rig, True)
+        assert not (await st.present_token("b1", "CARD-1")).ok
+        assert "journal" in st.blockers
+        await _read_only(rig, False)
+        # Nothing else writes: the station must find out by itself (a probe write).
+        await _unblocked(rig)
+        assert st.journal.writable
+        assert (await st.present_token("b1", "CARD-1")).ok
+
+
+async def test_restart_with_an_unrecorded_stop_leaves_a_consistent_journal(tmp_path: Path) -> None:
+    async with running(tmp_path) as rig:
+        sid = await _charging(rig, "b1", "CARD-1", 2000)
+        await _read_only(rig, True)
+        out = await rig.station.stop_session(sid, StopReason.LOCAL)
+        assert not out.ok
+        await rig.hub.nodes["b1"].wait_output(lambda o: not o[0])
+        # The station stops while the journal still cannot write (the record could not be made).
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:
+        rows = await journal.sessions()
+        states = await journal.bay_states()
+        assert [(r["id"], r["state"]) for r in rows] == [(sid, "open")]
+        assert states["b1"]["session"]["session_id"] == sid  # its bay still holds it
+        stops = await journal.query("SELECT * FROM outbox WHERE action='StopTransaction'")
+        assert stops == []
+    finally:
+        await journal.close()
+
+
+async def test_mode_change_not_recorded_is_refused(tmp_path: Path) -> None:
+    async with running(tmp_path) as rig:
+        sid = await _charging(rig, "b1", "CARD-1", 2000)
+        await _read_only(rig, True)
+        out = await rig.station.set_mode(sid, "eco")
+        assert not out.ok and out.code == "not_recorded"
+        sess = rig.station.bays["b1"].state.session
+        assert sess is not None and sess.mode == "standard"
+        assert rig.hub.nodes["b1"].outputs[-1][0]  # still charging: nothing changed
+        await _read_only(rig, False)

@@ -48,7 +48,14 @@ class GpioExtension:
         if g.emergency_stop is None:
             return
         stop = GpioStopInput(g.emergency_stop, factory=pin_factory(g.pin_factory))
-        station.add_service("gpio-emergency-stop", lambda: run_stop_input(station, stop))
+        station.add_service(
+            "gpio-emergency-stop",
+            lambda: run_stop_input(station, stop),
+            # A button nobody watches is no button: safe mode (outputs off, sessions paused,
+            # none may start) until the restarted service has run for a while.
+            refuse_while_down="The emergency-stop button is not being watched: charging is "
+            "paused and no session can start. Please call the operator.",
+        )
 
 
 EXTENSION = GpioExtension()

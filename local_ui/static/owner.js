@@ -45,8 +45,17 @@
         box.append(btn("Clear emergency stop", () => call("POST", "/api/v1/station/blockers/emergency_stop/clear", undefined, "Cleared.")));
       }
     }
+    renderStorage(st.storage || {});
     const tf = st.tariff;
     if (tf) box.append(el("span", { cls: "muted", id: "tariff-now", text: "Tariff " + tf.per_kwh.toFixed(2) + " " + tf.currency + "/kWh" }));
+  }
+
+  /* Low space before the disk is full (the station's own sentence), or writes failing now. */
+  function renderStorage(sto) {
+    const banner = $("storage-banner");
+    const text = sto.warning || (sto.writable === false ? "The station cannot save to its storage right now, so new sessions are refused. It will resume by itself once it can; if this lasts, call your installer." : "");
+    banner.textContent = text;
+    banner.hidden = !text;
   }
 
   function renderLoad() {
