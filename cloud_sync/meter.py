@@ -46,7 +46,7 @@ def _sv(
 def bay_phases(rt: BayRuntime) -> tuple[str, ...]:
     if rt.cfg.phases == 3:
         return PHASES
-    return (rt.cfg.phase if rt.cfg.phase != "auto" else "L1",)
+    return (rt.cfg.phase or "L1",)
 
 
 def sampled_values(

@@ -90,7 +90,9 @@ class BayConfig(_Strict):
     max_current_a: float = Field(default=16.0, gt=0, le=80)
     safe_current_a: float = Field(default=0.0, ge=0)
     phases: Literal[1, 3] = 3
-    phase: Literal["L1", "L2", "L3", "auto"] = "auto"
+    phase: Literal["L1", "L2", "L3"] | None = Field(
+        default=None, description="the phase a single-phase bay is wired to (required for those)"
+    )
     circuit: str = "main"
 
     @model_validator(mode="after")
@@ -104,6 +106,12 @@ class BayConfig(_Strict):
         if 0 < self.safe_current_a < self.min_current_a:
             raise ValueError(
                 f"safe_current_a ({self.safe_current_a}) must be 0 or at least min_current_a"
+            )
+        if self.phases == 1 and self.phase is None:
+            # Guessing would put the bay on another phase in both the proof and the allocation.
+            raise ValueError(
+                f"phase: bay {self.id!r} is single-phase: say which phase it is wired to "
+                '(phase = "L1", "L2" or "L3")'
             )
         if not self.node_id:
             self.node_id = self.id

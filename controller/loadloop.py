@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
-import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -89,24 +86,8 @@ class LoadLoop:
         jumps upward: an increase waits for the usual delay and ramps, while a
         decrease goes out at the very next step, which is triggered at once.
         """
-        old = self.ctl
         new = LoadController(config)
-        old_bays = old._bays
-        for spec in new.topology.bays:
-            prev = old_bays.get(spec.id)
-            if prev is None:
-                continue
-            new._bays[spec.id] = dataclasses.replace(
-                prev,
-                min_a=spec.min_a,
-                setpoint=min(prev.setpoint, spec.max_a),
-                starts=deque(prev.starts),
-                pending_since=None,
-                ramping=False,
-            )
-        new._rotation = tuple(b for b in old._rotation if b in new._bays)
-        new._slot_start = old._slot_start
-        new._conflicts = old._conflicts
+        new.inherit(self.ctl, self.station.clock.monotonic())
         self.ctl = new
         self.config = config
         log.info("load.reconfigured", rules=len(config.rules), circuits=len(config.site.circuits))
@@ -135,12 +116,18 @@ class LoadLoop:
             mode = Mode(sess.mode) if sess else Mode.STANDARD
         except ValueError:
             mode = Mode.STANDARD
+        # What the node last confirmed (the output loop records every acknowledged lease):
+        # a decrease counts at its old value until the node has confirmed it.
+        acked = rt.last_output
         return BayInput(
             bay_id=rt.cfg.id,
+            acked_a=(acked[1] if acked[0] else 0.0) if acked is not None else None,
+            acked_at=rt.last_ack_at if acked is not None else None,
             active=active,
             mode=mode,
             measured_a=tel.current_a if tel else (0.0, 0.0, 0.0),
             measured_fresh=tel is not None and now - tel.at < TELEMETRY_FRESH_S,
+            measured_at=tel.at if tel is not None else None,
             boost_confirmed=mode is Mode.BOOST,
             session_order=int(sess.started_at * 1000) if sess else 0,
             external_cap_a=caps.get(rt.cfg.connector),
@@ -164,8 +151,10 @@ class LoadLoop:
 
     async def step(self) -> StepResult:
         st = self.station
-        now = time.monotonic()
-        caps = self.caps(st.clock.wall()) if self.caps else {}
+        # The station's clock: the output loop stamps acknowledgements with it.
+        now = st.clock.monotonic()
+        wall = st.clock.wall()
+        caps = self.caps(wall) if self.caps else {}
         grid_m = st.meter_of("grid")
         grid = (
             GridInput.from_reading(grid_m.reading)
@@ -178,7 +167,7 @@ class LoadLoop:
             StepInput(
                 bays=tuple(self._bay_input(rt, now, caps) for rt in st.bays.values()),
                 grid=grid,
-                wall_time=dt.datetime.now(),
+                wall_time=dt.datetime.fromtimestamp(wall),
                 pv_surplus_w=pv_w,
                 pv_freshness=pv_fresh,
                 station_cap_a=caps.get(0),
@@ -195,7 +184,6 @@ class LoadLoop:
         for bay_id in res.new_faults:
             await st.raise_fault(bay_id, "overcurrent", actor="load")
         if res.audit:
-            wall = st.clock.wall()
             await st.journal.commit(
                 Commit(
                     events=[EventRow("load_decision", wall, None, None, {"n": len(res.audit)})],

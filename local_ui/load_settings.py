@@ -209,7 +209,7 @@ def week_conflicts(cfg: LoadConfig) -> list[SettingWarning]:
 def _site_power_below_min(cfg: LoadConfig) -> list[SettingWarning]:
     volts = cfg.site.nominal_voltage_v
     smallest = min(
-        (b.min_current_a * len(b.loaded_phases(i)) * volts for i, b in enumerate(cfg.bays)),
+        (b.min_current_a * len(b.loaded_phases()) * volts for b in cfg.bays),
         default=0.0,
     )
     out: list[SettingWarning] = []

@@ -85,7 +85,7 @@ def sim_config(
                 "max_current_a": 16.0 if kind == "evse" else 4.0,
                 "min_current_a": 6.0 if kind == "evse" else 0.5,
                 "phases": 3 if kind == "evse" else 1,
-                "phase": "auto" if kind == "evse" else f"L{(i - 1) % 3 + 1}",
+                **({} if kind == "evse" else {"phase": f"L{(i - 1) % 3 + 1}"}),
             }
             for i, kind in enumerate(kinds, start=1)
         ],
@@ -96,8 +96,8 @@ def wiring(raw: dict[str, Any]) -> dict[str, int]:
     """Which phase each single-phase bay loads (the simulator's L1 is the wired phase)."""
     out: dict[str, int] = {}
     for b in raw["bays"]:
-        phase = b.get("phase", "auto")
-        out[b["id"]] = int(phase[1]) - 1 if phase != "auto" else 0
+        phase = b.get("phase") or "L1"
+        out[b["id"]] = int(phase[1]) - 1
     return out
 
 
@@ -145,7 +145,7 @@ async def grid_meter_part(
         "main_reserve_a": 2.0,
         "eco_current_a": 8.0,
         "min_on_time_s": 30,
-        "min_off_time_s": 20,
+        "min_off_time_s": 30,
     }
     log.info("simulate.grid_meter", port=sim.port, limit_a=40.0)
 

@@ -21,9 +21,9 @@ from tests.test_api_rig import Rig, add_user, api_client, running_station, setup
 SITE: dict[str, Any] = {
     "main_limit_a": 32,
     "main_guaranteed_headroom_a": 6,
-    "min_on_time_s": 0,
-    "min_off_time_s": 0,
-    "increase_delay_s": 0,
+    "min_on_time_s": 30,
+    "min_off_time_s": 30,
+    "increase_delay_s": 1,
     "ramp_step_a": 16,
     "grid_meter_timeout_s": 600,
 }
@@ -43,6 +43,7 @@ BAYS: list[dict[str, Any]] = [
         "bus": "bus1",
         "address": 2,
         "phases": 1,
+        "phase": "L1",
         "max_current_a": 10,
     },
 ]

@@ -155,6 +155,7 @@ def make_cfg(tmp: Path, **over: Any) -> StationConfig:
                 "bus": "bus1",
                 "address": 2,
                 "phases": 1,
+                "phase": "L1",
                 "max_current_a": 10,
             },
         ],

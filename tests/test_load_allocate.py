@@ -133,8 +133,14 @@ FAIR_CASES: list[
         {"b0": 8, "b1": 8, "b2": 16},
     ),
     (
-        "auto phases spread single-phase bays",
-        topo(main=16, bays=[{"id": f"b{i}", "phases": 1, "max_current_a": 16} for i in range(3)]),
+        "single-phase bays on three phases",
+        topo(
+            main=16,
+            bays=[
+                {"id": f"b{i}", "phases": 1, "phase": f"L{i + 1}", "max_current_a": 16}
+                for i in range(3)
+            ],
+        ),
         [on("b0"), on("b1"), on("b2")],
         (0, 0, 0),
         {"b0": 16, "b1": 16, "b2": 16},
@@ -376,7 +382,7 @@ def test_rule_below_minimum_pauses_and_is_reported() -> None:
 
 
 def test_solar_only_from_surplus_with_hysteresis() -> None:
-    t = topo(main=63, bays=[{"id": "s", "phases": 1, "max_current_a": 16}])
+    t = topo(main=63, bays=[{"id": "s", "phases": 1, "phase": "L1", "max_current_a": 16}])
     s = on("s", mode=Mode.SOLAR)
     # 6 A * 230 V = 1380 W minimum; start needs +300 W margin.
     assert sp(run(t, [s], pv_surplus_w=1500, pv_freshness=FRESH))["s"] == 0

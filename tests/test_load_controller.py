@@ -18,8 +18,8 @@ def make(
     main: float = 32, n: int = 2, rules: list[dict[str, Any]] | None = None, **site: Any
 ) -> LoadController:
     defaults: dict[str, Any] = {
-        "min_on_time_s": 0,
-        "min_off_time_s": 0,
+        "min_on_time_s": 30,
+        "min_off_time_s": 30,
         "increase_delay_s": 2.0,
         "increase_hysteresis_a": 1.0,
         "ramp_step_a": 2.0,
@@ -115,7 +115,7 @@ def test_target_flapping_does_not_ramp() -> None:
 
 
 def test_min_off_and_min_on_times() -> None:
-    ctl = make(main=12, n=2, min_on_time_s=10, min_off_time_s=30, rotation_slot_s=1)
+    ctl = make(main=12, n=2, min_on_time_s=30, min_off_time_s=40, rotation_slot_s=1)
     r = step(ctl, 0.0, [on("b0", 0), on("b1", 1)])
     assert r.setpoints_a == {"b0": 6, "b1": 6}
     # A building load takes 6 A: one bay must pause at once, despite min on time.
@@ -123,11 +123,16 @@ def test_min_off_and_min_on_times() -> None:
     paused = [b for b, v in r.setpoints_a.items() if v == 0]
     assert len(paused) == 1
     # The load goes away; the paused bay may not restart before min off time.
-    for t in range(2, 31):
+    for t in range(2, 41):
         r = step(ctl, float(t), [on("b0", 0), on("b1", 1)])
         assert r.setpoints_a[paused[0]] == 0, t
-    r = step(ctl, 31.5, [on("b0", 0), on("b1", 1)])
-    assert r.setpoints_a[paused[0]] == 6
+    r = step(ctl, 41.5, [on("b0", 0), on("b1", 1)])
+    # The running bay makes room first; nothing confirms it here, so the paused bay
+    # starts once the running one's vehicle has had ev_response_s to follow.
+    running = next(b for b in r.setpoints_a if b != paused[0])
+    assert r.setpoints_a == {running: 6, paused[0]: 0}
+    assert step(ctl, 46.0, [on("b0", 0), on("b1", 1)]).setpoints_a[paused[0]] == 0
+    assert step(ctl, 46.5, [on("b0", 0), on("b1", 1)]).setpoints_a[paused[0]] == 6
 
 
 def test_relay_cycle_budget_and_health_counters() -> None:
@@ -139,7 +144,7 @@ def test_relay_cycle_budget_and_health_counters() -> None:
         starts += r.setpoints_a["b0"] > 0 and any(a.reason == "start" for a in r.audit)
         t += 1
         step(ctl, t, [BayInput("b0")])
-        t += 1
+        t += 30  # minimum off time
     assert starts == 3
     h = ctl.health(t)["b0"]
     assert (h.cycles_total, h.cycles_last_hour) == (3, 3)
@@ -239,7 +244,7 @@ def test_rule_window_and_conflict_reported_once() -> None:
 
 
 def test_rotation_over_slots_lets_everyone_charge() -> None:
-    ctl = make(main=12, n=3, rotation_slot_s=60, min_on_time_s=30, min_off_time_s=10)
+    ctl = make(main=12, n=3, rotation_slot_s=60, min_on_time_s=30, min_off_time_s=30)
     charged = {"b0": 0.0, "b1": 0.0, "b2": 0.0}
     bays = [on("b0", 0), on("b1", 1), on("b2", 2)]
     for k in range(0, 600):

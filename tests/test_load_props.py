@@ -66,7 +66,7 @@ def cases(draw: st.DrawFn) -> Case:
                 "id": f"b{i}",
                 "circuit_id": rnd.choice(nodes),
                 "phases": rnd.choice([1, 3]),
-                "phase": rnd.choice(["auto", "L1", "L2", "L3"]),
+                "phase": rnd.choice(["L1", "L2", "L3"]),
                 "min_current_a": rnd.choice([6.0, 6.0, 8.0]),
                 "max_current_a": float(rnd.randint(8, 32)),
             }

@@ -7,7 +7,8 @@ Safety model (all currents per phase):
 * a circuit has no meter of its own, so its non-EV load is bounded by what is
   known: at most the non-EV load of its parent, and at most ``limit −
   guaranteed_headroom`` (the owner's guarantee);
-* when the grid meter has FAILED (or a phase value is missing) the main
+* when the grid meter has FAILED (or a value of a phase the site is supplied
+  on is missing: a single-phase site reads L1 only) the main
   breaker's non-EV load is taken as ``limit − fallback budget``: only guaranteed
   headroom is handed out. STALE or FAILED never raise a setpoint above the
   previous one;
@@ -75,6 +76,8 @@ class BayInput:
     mode: Mode = Mode.STANDARD
     measured_a: Amps3 = (0.0, 0.0, 0.0)
     measured_fresh: bool = True
+    measured_at: float | None = None
+    """When ``measured_a`` was received (monotonic s); None: as old as the grid meter timeout."""
     boost_confirmed: bool = False
     session_order: int = 0
     """Lower = the session started earlier; orders newcomers in the rotation queue."""
@@ -87,6 +90,10 @@ class BayInput:
     cap_a: float | None = None
     """A cap imposed by the controller itself (overcurrent reduction)."""
     faulted: bool = False
+    acked_a: float | None = None
+    """What the node last confirmed it applies (A; 0 = relay off); None = nothing confirmed."""
+    acked_at: float | None = None
+    """When the node confirmed ``acked_a`` (monotonic s, the controller's clock)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +155,8 @@ class Allocation:
     """What was used: FAILED also when a phase value was missing."""
     ev_budget_a: Mapping[str, float]
     """``"<node>:<phase>"`` -> current available to the bays (limit − non-EV estimate)."""
+    caps_a: tuple[float, ...] = ()
+    """The same budgets indexed by tree constraint (``node * 3 + phase``), for the controller."""
 
 
 def _floor_res(x: float) -> float:
@@ -169,7 +178,7 @@ def allocate(inp: AllocationInput) -> Allocation:
     # --- capacities of the tree -------------------------------------------------------
     freshness = inp.grid.freshness
     grid = inp.grid.current_a
-    if any(v is None for v in grid):
+    if any(grid[p] is None for p in topo.site_phases):
         freshness = Freshness.FAILED
     nnodes = len(topo.node_ids)
     ntree = nnodes * 3
@@ -187,8 +196,8 @@ def allocate(inp: AllocationInput) -> Allocation:
                 if st is not None and st.active and st.measured_fresh:
                     ev += st.measured_a[p]
             g = grid[p]
-            assert g is not None
-            v = g - ev
+            # A phase the site is not supplied on carries no bay (validated) and no reading.
+            v = g - ev if g is not None else 0.0
         nonev[p] = v if v > 0.0 else 0.0
     for k in range(1, nnodes):
         par = topo.node_parent[k]
@@ -363,6 +372,7 @@ def allocate(inp: AllocationInput) -> Allocation:
         rotation=tuple(queue),
         grid_freshness=freshness,
         ev_budget_a=budgets,
+        caps_a=tuple(caps[:ntree]),
     )
 
 

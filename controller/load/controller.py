@@ -8,7 +8,9 @@ the audit records to the journal.
 What time adds to the allocation, and why it stays safe: the commanded setpoint
 of a bay is never above the allocation's target (decreases go out at once,
 increases only ramp towards the target), so every limit the allocation keeps
-is kept by the commanded setpoints too.
+is kept by the commanded setpoints too — once the vehicles have followed them.
+Until they have, :mod:`controller.load.breakmake` funds increases and new starts
+only from room the vehicles have really left (break before make).
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from controller.load.allocate import (
     AllocationInput,
     BayInput,
     GridInput,
-    Reason,
     allocate,
 )
+from controller.load.breakmake import Budget, Follow
 from controller.load.model import LoadConfig
 from controller.load.rules import RuleConflict, active_rules
 from controller.load.topology import Topology
 from controller.ports import Freshness
 
 _HOUR_S = 3600.0
+_EPS = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,7 @@ class _Bay:
     ramping: bool = False
     decreased_from: float = 0.0
     decreased_at: float = -1e18
+    follow: Follow = dataclasses.field(default_factory=Follow)
     over_since: float | None = None
     reduced: bool = False
     overcurrent_events: int = 0
@@ -134,6 +138,31 @@ class LoadController:
             )
         return out
 
+    def inherit(self, old: LoadController, now: float) -> None:
+        """Take over ``old``'s memory per bay (a live reconfiguration).
+
+        Min on/off times, the cycle budget, overcurrent state and decreases not yet
+        followed keep counting; a setpoint above a bay's new maximum is a decrease now.
+        """
+        for spec in self.topology.bays:
+            prev = old._bays.get(spec.id)
+            if prev is None:
+                continue
+            s = dataclasses.replace(
+                prev,
+                min_a=spec.min_a,
+                starts=deque(prev.starts),
+                follow=prev.follow.copy(),
+                pending_since=None,
+                ramping=False,
+            )
+            if s.setpoint > spec.max_a:
+                self._decrease(now, s, spec.max_a)
+            self._bays[spec.id] = s
+        self._rotation = tuple(b for b in old._rotation if b in self._bays)
+        self._slot_start = old._slot_start
+        self._conflicts = old._conflicts
+
     def clear_fault(self, bay_id: str, now: float, wall_time: dt.datetime) -> AuditRecord:
         """An owner cleared the bay's overcurrent fault; it may be allocated again."""
         s = self._bays[bay_id]
@@ -160,8 +189,11 @@ class LoadController:
             self._slot_start = now
 
         bays: list[BayInput] = []
+        by_id: dict[str, BayInput] = {}
         for b in inp.bays:
             s = self._bays[b.bay_id]
+            by_id[b.bay_id] = b
+            s.follow.settle(now, b, s.setpoint, site)
             self._check_overcurrent(now, wall, b, s, audit, new_faults)
             while s.starts and s.starts[0] <= now - _HOUR_S:
                 s.starts.popleft()
@@ -170,16 +202,16 @@ class LoadController:
                 now - s.off_since >= site.min_off_time_s
                 and len(s.starts) < site.relay_cycles_per_hour
             )
-            bays.append(
-                dataclasses.replace(
-                    b,
-                    can_start=can_start,
-                    keep_on=on and now - s.on_since < site.min_on_time_s,
-                    cap_a=s.min_a if s.reduced else None,
-                    faulted=b.faulted or s.faulted,
-                    # A bay session that ended resets the reduction of its overcurrent episode.
+            keep_on = on and now - s.on_since < site.min_on_time_s
+            cap_a = s.min_a if s.reduced else None
+            faulted = b.faulted or s.faulted
+            if (b.can_start, b.keep_on, b.cap_a, b.faulted) != (can_start, keep_on, cap_a, faulted):
+                # Copy only when needed: replace() is most of a 64-bay step's time otherwise.
+                b = dataclasses.replace(
+                    b, can_start=can_start, keep_on=keep_on, cap_a=cap_a, faulted=faulted
                 )
-            )
+            bays.append(b)
+            # A bay session that ended resets the reduction of its overcurrent episode.
             if not b.active:
                 s.reduced = False
 
@@ -199,12 +231,22 @@ class LoadController:
         )
         self._rotation = alloc.rotation
 
+        # Break before make: every decrease first, then the increases that still fit.
+        wanted: list[tuple[str, float]] = []
         for bid, s in self._bays.items():
             target = alloc.setpoints_a[bid]
             old = s.setpoint
-            new, reason, source = self._apply_time(now, s, target, alloc.limits[bid])
-            if new != old:
-                audit.append(AuditRecord(now, wall, bid, old, new, reason, source))
+            if target <= old:
+                self._decrease(now, s, target)
+                if target != old:
+                    reason, source = alloc.limits[bid]
+                    audit.append(AuditRecord(now, wall, bid, old, target, str(reason), source))
+                continue
+            want = self._wanted_increase(now, s, target)
+            if want is not None:
+                wanted.append((bid, want))
+        if wanted:
+            self._fund_increases(now, wall, wanted, by_id, alloc, audit)
 
         if alloc.conflicts != self._conflicts:
             known = set(self._conflicts)
@@ -238,33 +280,30 @@ class LoadController:
             allocation=alloc,
         )
 
-    def _apply_time(
-        self, now: float, s: _Bay, target: float, limit: tuple[Reason, str]
-    ) -> tuple[float, str, str]:
+    def _decrease(self, now: float, s: _Bay, target: float) -> None:
         site = self.config.site
         old = s.setpoint
-        if target < old:
-            s.setpoint = target
-            s.pending_since, s.ramping = None, False
-            s.decreased_from, s.decreased_at = (
-                max(old, s.decreased_from if now - s.decreased_at < site.ev_response_s else 0.0),
-                now,
-            )
-            if target <= 0.0:
-                s.off_since = now
-            return target, str(limit[0]), limit[1]
         if target == old:
             s.pending_since, s.ramping = None, False
-            return old, "", ""
+            return
+        s.setpoint = target
+        s.pending_since, s.ramping = None, False
+        s.decreased_from, s.decreased_at = (
+            max(old, s.decreased_from if now - s.decreased_at < site.ev_response_s else 0.0),
+            now,
+        )
+        s.follow.decreased(now, old, target, site)
+        if target <= 0.0:
+            s.off_since = now
+
+    def _wanted_increase(self, now: float, s: _Bay, target: float) -> float | None:
+        """Where the bay would go now if there were room (hysteresis, delay, ramp); None: stay."""
+        site = self.config.site
+        old = s.setpoint
         if old <= 0.0:
             # Switching on: the allocation already checked minimum off time and the
             # cycle budget; start at the minimum and ramp from there.
-            s.setpoint = min(target, s.min_a)
-            s.on_since = now
-            s.starts.append(now)
-            s.cycles_total += 1
-            s.pending_since, s.ramping = None, False
-            return s.setpoint, "start", limit[1]
+            return min(target, s.min_a)
         if not s.ramping:
             if target - old > site.increase_hysteresis_a:
                 if s.pending_since is None:
@@ -274,11 +313,54 @@ class LoadController:
             else:
                 s.pending_since = None
         if not s.ramping:
-            return old, "", ""
-        s.setpoint = min(target, old + site.ramp_step_a)
-        if s.setpoint >= target:
-            s.ramping, s.pending_since = False, None
-        return s.setpoint, "ramp_up", f"{limit[0]}:{limit[1]}" if limit[1] else str(limit[0])
+            return None
+        return min(target, old + site.ramp_step_a)
+
+    def _fund_increases(
+        self,
+        now: float,
+        wall: dt.datetime,
+        wanted: list[tuple[str, float]],
+        by_id: Mapping[str, BayInput],
+        alloc: Allocation,
+        audit: list[AuditRecord],
+    ) -> None:
+        site = self.config.site
+        budget = Budget(
+            self.topology,
+            alloc.caps_a,
+            {
+                bid: s.follow.counted(now, by_id.get(bid), s.setpoint, site)
+                for bid, s in self._bays.items()
+            },
+        )
+        # Lowest setpoint first: a waiting start before a ramp of a bay already charging.
+        wanted.sort(key=lambda w: (self._bays[w[0]].setpoint, self.topology.bay_index[w[0]]))
+        for bid, want in wanted:
+            s = self._bays[bid]
+            grant = min(want, budget.most(bid))
+            old = s.setpoint
+            if old <= 0.0:
+                if grant < want - _EPS:
+                    continue  # a start waits until its minimum fits whole
+                s.on_since = now
+                s.starts.append(now)
+                s.cycles_total += 1
+                s.pending_since, s.ramping = None, False
+                reason = "start"
+            elif grant <= old + _EPS:
+                continue  # ramping, but the room is still held by vehicles yet to follow
+            else:
+                reason = "ramp_up"
+            s.setpoint = grant
+            budget.take(bid, grant)
+            if reason == "ramp_up" and grant >= alloc.setpoints_a[bid] - _EPS:
+                s.ramping, s.pending_since = False, None
+            lim = alloc.limits[bid]
+            source = (
+                lim[1] if reason == "start" else (f"{lim[0]}:{lim[1]}" if lim[1] else str(lim[0]))
+            )
+            audit.append(AuditRecord(now, wall, bid, old, grant, reason, source))
 
     def _check_overcurrent(
         self,

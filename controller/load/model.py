@@ -6,7 +6,12 @@ a bay unable to charge at its minimum current is checked here, and each error
 message starts with the path of the offending field.
 
 Currents are per phase in amperes; per-phase values accept a single number
-(the same on L1, L2 and L3) or a list of three.
+(the same on L1, L2 and L3) or a list of three. On a single-phase site
+(``phases = 1``) only the L1 values count.
+
+Timers have safe minimums (:data:`MIN_SWITCH_TIME_S` and friends): below them
+the loop reacts to its own switching and bays flap, so they are refused with
+the minimum and the reason rather than clamped.
 """
 
 from __future__ import annotations
@@ -15,13 +20,30 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 PhaseName = Literal["L1", "L2", "L3"]
 PHASES: tuple[PhaseName, PhaseName, PhaseName] = ("L1", "L2", "L3")
 Amps3 = tuple[float, float, float]
 MAIN_ID = "main"
 """Node id of the main breaker: the root of the site tree."""
+
+MIN_EV_RESPONSE_S = 5.0
+"""IEC 61851-1 gives a vehicle up to 5 s to follow a lower PWM duty cycle."""
+MIN_SWITCH_TIME_S = 30.0
+"""Floor of ``min_on_time_s`` and ``min_off_time_s`` (and never below ``ev_response_s``)."""
+MIN_INCREASE_DELAY_S = 1.0
+"""One load-loop period: an increase must survive at least one more reading."""
+MIN_INCREASE_HYSTERESIS_A = 0.5
+"""Five setpoint steps of 0.1 A: above meter noise and rounding."""
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -39,6 +61,12 @@ PerPhaseA = Annotated[tuple[NonNegA, NonNegA, NonNegA], BeforeValidator(_per_pha
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def _switch_minimum(info: ValidationInfo) -> float:
+    # ev_response_s is declared (so validated) before the switch times.
+    ev_response = float(info.data.get("ev_response_s", MIN_EV_RESPONSE_S))
+    return max(MIN_SWITCH_TIME_S, ev_response)
 
 
 class CircuitConfig(_Model):
@@ -65,6 +93,8 @@ class CircuitConfig(_Model):
 class SiteConfig(_Model):
     """The main breaker, the circuit tree and the timing of the load controller."""
 
+    phases: Literal[1, 3] = 3
+    """The supply: 3 (L1, L2, L3) or 1 (L1 only, e.g. a single-phase grid meter such as an SDM120)."""
     main_limit_a: PerPhaseA
     main_guaranteed_headroom_a: PerPhaseA = (0.0, 0.0, 0.0)
     main_reserve_a: PerPhaseA = (0.0, 0.0, 0.0)
@@ -90,17 +120,85 @@ class SiteConfig(_Model):
     solar_start_margin_w: float = Field(default=300.0, ge=0)
     solar_stop_margin_w: float = Field(default=300.0, ge=0)
 
+    @property
+    def phase_indices(self) -> tuple[int, ...]:
+        """The phases the site is supplied on (indices 0..2)."""
+        return (0, 1, 2) if self.phases == 3 else (0,)
+
+    # Each timer is checked on its own so that check-config lists every one that is too
+    # short, each with its minimum and why: installers read these messages.
+
+    @field_validator("ev_response_s")
+    @classmethod
+    def _ev_response(cls, v: float) -> float:
+        if v < MIN_EV_RESPONSE_S:
+            raise ValueError(
+                f"{v:g} s is below the safe minimum of {MIN_EV_RESPONSE_S:g} s: IEC 61851-1 "
+                "gives a vehicle up to 5 s to follow a lower setpoint, and a shorter value "
+                "would hand out current it may still draw"
+            )
+        return v
+
+    @field_validator("min_on_time_s")
+    @classmethod
+    def _min_on(cls, v: float, info: ValidationInfo) -> float:
+        least = _switch_minimum(info)
+        if v < least:
+            raise ValueError(
+                f"{v:g} s is below the safe minimum of {least:g} s: a vehicle takes up to "
+                "ev_response_s to start drawing and the meters a few seconds more to show it; "
+                "pausing a bay sooner reacts to its own switch-on and makes bays flap, "
+                "wearing their relays"
+            )
+        return v
+
+    @field_validator("min_off_time_s")
+    @classmethod
+    def _min_off(cls, v: float, info: ValidationInfo) -> float:
+        least = _switch_minimum(info)
+        if v < least:
+            raise ValueError(
+                f"{v:g} s is below the safe minimum of {least:g} s: a paused vehicle takes up "
+                "to ev_response_s to stop drawing and the meters a few seconds more to show "
+                "it; switching it on sooner makes bays flap, wearing their relays"
+            )
+        return v
+
+    @field_validator("increase_delay_s")
+    @classmethod
+    def _increase_delay(cls, v: float) -> float:
+        if v < MIN_INCREASE_DELAY_S:
+            raise ValueError(
+                f"{v:g} s is below the safe minimum of {MIN_INCREASE_DELAY_S:g} s: an increase "
+                "must hold for at least one load-loop period so that a single meter reading "
+                "never raises a setpoint"
+            )
+        return v
+
+    @field_validator("increase_hysteresis_a")
+    @classmethod
+    def _hysteresis(cls, v: float) -> float:
+        if v < MIN_INCREASE_HYSTERESIS_A:
+            raise ValueError(
+                f"{v:g} A is below the safe minimum of {MIN_INCREASE_HYSTERESIS_A:g} A: below "
+                "it, meter noise and the 0.1 A setpoint resolution make setpoints go up and "
+                "down with every reading"
+            )
+        return v
+
     @model_validator(mode="after")
     def _check_tree(self) -> Self:
         for p, (head, lim) in enumerate(
             zip(self.main_guaranteed_headroom_a, self.main_limit_a, strict=True)
         ):
+            if p not in self.phase_indices:
+                continue
             if head > lim:
                 raise ValueError(
                     f"main_guaranteed_headroom_a: {head} A on {PHASES[p]} above main_limit_a {lim} A"
                 )
         for p, (res, lim) in enumerate(zip(self.main_reserve_a, self.main_limit_a, strict=True)):
-            if res >= lim:
+            if p in self.phase_indices and res >= lim:
                 raise ValueError(
                     f"main_reserve_a: {res} A on {PHASES[p]} leaves nothing of main_limit_a {lim} A"
                 )
@@ -108,7 +206,7 @@ class SiteConfig(_Model):
             for p, (fb, head) in enumerate(
                 zip(self.fallback_budget_a, self.main_guaranteed_headroom_a, strict=True)
             ):
-                if fb > head:
+                if p in self.phase_indices and fb > head:
                     raise ValueError(
                         f"fallback_budget_a: {fb} A on {PHASES[p]} above "
                         f"main_guaranteed_headroom_a {head} A (nothing else is known to be free "
@@ -166,8 +264,8 @@ class BayLoadConfig(_Model):
     id: str = Field(min_length=1)
     circuit_id: str = MAIN_ID
     phases: Literal[1, 3] = 3
-    phase: PhaseName | Literal["auto"] = "auto"
-    """For single-phase bays, the phase it loads; ``auto`` rotates L1/L2/L3 by bay index."""
+    phase: PhaseName | None = None
+    """The phase a single-phase bay loads: required, because it is how the bay is wired."""
     min_current_a: float = Field(default=6.0, gt=0)
     max_current_a: float = Field(gt=0)
     safe_current_a: float = Field(default=0.0, ge=0)
@@ -186,14 +284,18 @@ class BayLoadConfig(_Model):
                 f"safe_current_a: {self.safe_current_a} A must be 0 or within "
                 f"[{self.min_current_a}, {self.max_current_a}] A"
             )
+        if self.phases == 1 and self.phase is None:
+            raise ValueError(
+                f"phase: bay {self.id!r} is single-phase: say which phase it is wired to "
+                '(phase = "L1", "L2" or "L3")'
+            )
         return self
 
-    def loaded_phases(self, index: int) -> tuple[int, ...]:
-        """Phase indices (0..2) this bay loads; ``index`` is its position in the bay list."""
+    def loaded_phases(self) -> tuple[int, ...]:
+        """Phase indices (0..2) this bay loads."""
         if self.phases == 3:
             return (0, 1, 2)
-        if self.phase == "auto":
-            return (index % 3,)
+        assert self.phase is not None  # validated: a single-phase bay names its phase
         return (PHASES.index(self.phase),)
 
 
@@ -249,10 +351,16 @@ class LoadConfig(_Model):
             if bay.id in ids:
                 raise ValueError(f"bays[{i}].id: duplicate bay id {bay.id!r}")
             ids.add(bay.id)
+            if self.site.phases == 1 and bay.loaded_phases() != (0,):
+                what = "three-phase" if bay.phases == 3 else f"wired to {bay.phase}"
+                raise ValueError(
+                    f"bays[{i}].phases: bay {bay.id!r} is {what}, but the site is single-phase "
+                    '([site] phases = 1): set phases = 1 and phase = "L1"'
+                )
             if bay.circuit_id != MAIN_ID and self.site.circuit(bay.circuit_id) is None:
                 raise ValueError(f"bays[{i}].circuit_id: unknown circuit {bay.circuit_id!r}")
             for node, limit in self.site.path_to_main(bay.circuit_id):
-                for p in bay.loaded_phases(i):
+                for p in bay.loaded_phases():
                     if limit[p] < bay.min_current_a:
                         where = (
                             "site.main_limit_a" if node == MAIN_ID else f"circuit {node!r} limit_a"
@@ -285,4 +393,4 @@ class LoadConfig(_Model):
 
 
 def bay_phase_map(bays: Sequence[BayLoadConfig]) -> dict[str, tuple[int, ...]]:
-    return {b.id: b.loaded_phases(i) for i, b in enumerate(bays)}
+    return {b.id: b.loaded_phases() for b in bays}

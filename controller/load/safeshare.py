@@ -23,7 +23,7 @@ def check_safe_shares(site: SiteConfig, bays: Sequence[BayLoadConfig]) -> list[s
     load: dict[str, list[tuple[float, list[str]]]] = {
         node: [(0.0, []), (0.0, []), (0.0, [])] for node in headroom
     }
-    for i, bay in enumerate(bays):
+    for bay in bays:
         if bay.safe_current_a <= 0.0:
             continue
         try:
@@ -35,7 +35,7 @@ def check_safe_shares(site: SiteConfig, bays: Sequence[BayLoadConfig]) -> list[s
             )
             continue
         for node, _limit in path:
-            for p in bay.loaded_phases(i):
+            for p in bay.loaded_phases():
                 total, names = load[node][p]
                 load[node][p] = (total + bay.safe_current_a, [*names, bay.id])
     for node, phases in load.items():

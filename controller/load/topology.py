@@ -42,6 +42,8 @@ class Topology:
     """Per bay: the tree constraints (``node * 3 + phase``) it counts against."""
     labels: tuple[str, ...]
     """Per tree constraint: ``"<node id>:<phase>"``."""
+    site_phases: tuple[int, ...]
+    """The phases the site is supplied on: the grid meter must read each of them."""
 
     @classmethod
     def from_config(cls, config: LoadConfig) -> Topology:
@@ -73,7 +75,7 @@ class Topology:
             while node >= 0:
                 path.append(node)
                 node = parents[node]
-            phases = b.loaded_phases(i)
+            phases = b.loaded_phases()
             for node in path:
                 for p in phases:
                     members[node * 3 + p].append(i)
@@ -101,4 +103,5 @@ class Topology:
                 tuple(node * 3 + p for node in s.path for p in s.phases) for s in specs
             ),
             labels=tuple(f"{nid}:{ph}" for nid in order for ph in PHASES),
+            site_phases=site.phase_indices,
         )

@@ -46,6 +46,26 @@ def split(entry: dict[str, Any]) -> tuple[MeterRole, MeterConfig]:
     return role, MeterConfig.model_validate(rest)
 
 
+def _grid_phases(i: int, mc: MeterConfig, cfg: StationConfig) -> list[str]:
+    """The grid meter must read the current of every phase the site is supplied on."""
+    if cfg.site is None:
+        return []
+    fields = mc.register_map().fields
+    missing = [
+        f"L{p + 1}" for p in cfg.site.phase_indices if Quantity(f"current_l{p + 1}") not in fields
+    ]
+    if not missing:
+        return []
+    if cfg.site.phases == 3:
+        return [
+            f"meters[{i}].map: grid meter {mc.name!r} ({mc.map}) reads no current on "
+            f"{', '.join(missing)}, but the site is three-phase: the load manager would never "
+            "see those phases. Use a three-phase meter, or set [site] phases = 1 on a "
+            "single-phase supply"
+        ]
+    return [f"meters[{i}].map: grid meter {mc.name!r} ({mc.map}) reads no current on L1"]
+
+
 def every_poll(role: str, *, with_pv: bool) -> tuple[Quantity, ...]:
     """What the role needs fresh on every poll."""
     if role == "grid":
@@ -161,6 +181,8 @@ class MetersExtension:
                 ]
                 continue
             parsed.append((role, mc))
+            if role.role == "grid":
+                problems += _grid_phases(i, mc, cfg)
             if role.role == "bay" and role.bay not in bays:
                 problems.append(f"meters[{i}].bay: unknown bay {role.bay!r}")
         if sum(r.role == "grid" for r, _ in parsed) > 1:

@@ -6,9 +6,19 @@ case: a load step just missed the sample). Each EV follows a new setpoint
 after its own response delay of up to 5 s (FIFO, so commands never overtake),
 and draws min(setpoint, what the car accepts).
 
-Reported: the worst load at the main breaker as a ratio to its limit, and the
-longest continuous exceedance. Targets: ratio <= 1.1, exceedance <= one meter
-period + the EV response time (5.25 s).
+Measured at the simulated breaker: the worst load as a ratio to its limit, the
+longest continuous exceedance, and the *unexplained* excess — how far the site
+went above its limit beyond what a building rise exceeding the reserve within
+the last two meter periods + EV response can explain. The controller alone
+(a newcomer, a rebalance, a ramp) must never add to the load above the limit:
+that excess is asserted to be 0 on every trace.
+
+The stress trace (bigger, more frequent appliance steps) runs twice: with the
+typical reserve (reported: two steps within one EV response add up to 18.8 A,
+which no controller can cut faster than the vehicles follow) and with the
+reserve such a building calls for — its largest rise within one meter period +
+EV response, less the 5 % tolerance; asserted: worst <= 1.05 and the longest
+exceedance <= one meter period + the EV response time (5.25 s).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ HOURS = 24.0
 EV_RESPONSE_MAX_S = 5.0
 LIMIT_A = 63.0
 RESERVE_A = 4.0
+ACK_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,8 @@ class Ev:
     order: int
     draw_a: float = 0.0
     last_cmd: float = 0.0
+    acked_a: float | None = None
+    acked_at: float | None = None
     queue: deque[tuple[float, float]] = field(default_factory=deque)
 
     def active(self, t: float) -> bool:
@@ -112,13 +125,13 @@ def make_evs(rnd: random.Random, phases: list[tuple[int, ...]]) -> list[Ev]:
     return evs
 
 
-def config() -> LoadConfig:
+def config(reserve_a: float = RESERVE_A) -> LoadConfig:
     return LoadConfig.model_validate(
         {
             "site": {
                 "main_limit_a": LIMIT_A,
                 "main_guaranteed_headroom_a": 10,
-                "main_reserve_a": RESERVE_A,
+                "main_reserve_a": reserve_a,
                 "circuits": [{"id": "chargers", "limit_a": 63, "guaranteed_headroom_a": 63}],
                 "min_on_time_s": 120,
                 "min_off_time_s": 60,
@@ -130,6 +143,8 @@ def config() -> LoadConfig:
                     "id": f"b{i}",
                     "circuit_id": "chargers",
                     "phases": 3 if i < 4 else 1,
+                    # The phases the former "auto" rotation gave them (list index % 3).
+                    **({} if i < 4 else {"phase": f"L{i % 3 + 1}"}),
                     "max_current_a": 16,
                 }
                 for i in range(8)
@@ -138,13 +153,31 @@ def config() -> LoadConfig:
     )
 
 
-def simulate(trace: Trace, seed: int = SEED) -> dict[str, float]:
+def explain_window_ticks() -> int:
+    """A building rise shows at the breaker until seen (two readings) and followed (EV response)."""
+    return int(np.ceil((2 * PERIOD_S + EV_RESPONSE_MAX_S) / PERIOD_S)) + 1
+
+
+def largest_rise_a(trace: Trace, seed: int = SEED) -> float:
+    """The largest rise of the building load on one phase within one meter period + EV response."""
+    ticks = int(HOURS * 3600 / PERIOD_S)
+    building = building_trace(np.random.default_rng(seed), ticks, trace)
+    w = int(np.ceil((PERIOD_S + EV_RESPONSE_MAX_S) / PERIOD_S)) + 1
+    padded = np.concatenate([np.full((w - 1, 3), np.inf), building])
+    lows = np.lib.stride_tricks.sliding_window_view(padded, w, axis=0).min(axis=2)
+    return float((building - lows).max())
+
+
+def simulate(trace: Trace, seed: int = SEED, reserve_a: float = RESERVE_A) -> dict[str, float]:
     rnd_np = np.random.default_rng(seed)
     rnd = random.Random(seed)
     ticks = int(HOURS * 3600 / PERIOD_S)
     building = building_trace(rnd_np, ticks, trace)
-    ctl = LoadController(config())
-    # The EVs load the phases the controller believes they load ("auto" rotation).
+    ctl = LoadController(config(reserve_a))
+    window = explain_window_ticks()
+    unexplained_a = 0.0
+    unexplained_ticks = 0
+    # The EVs load the phases the controller believes they load.
     evs = make_evs(rnd, [spec.phases for spec in ctl.topology.bays])
     day0 = dt.datetime(2026, 3, 2)
     modes = [
@@ -180,6 +213,14 @@ def simulate(trace: Trace, seed: int = SEED) -> dict[str, float]:
             for p in ev.phases:
                 site[p] += ev.draw_a
         ratio = max(site) / LIMIT_A
+        lo = max(0, k - window + 1)
+        for p in range(3):
+            over = site[p] - LIMIT_A
+            if over > 1e-9:
+                rise = building[k, p] - building[lo : k + 1, p].min() - reserve_a
+                if over > max(rise, 0.0) + 1e-6:
+                    unexplained_a = max(unexplained_a, over - max(rise, 0.0))
+                    unexplained_ticks += 1
         if ratio > worst_ratio:
             worst_ratio, worst_at = ratio, t
         if ratio > 1.0 + 1e-9:
@@ -198,7 +239,10 @@ def simulate(trace: Trace, seed: int = SEED) -> dict[str, float]:
                 mode=modes[i],
                 boost_confirmed=True,
                 measured_a=tuple(prev_draw[i] if p in ev.phases else 0.0 for p in range(3)),  # type: ignore[arg-type]
+                measured_at=t,
                 session_order=ev.order,
+                acked_a=ev.acked_a,
+                acked_at=ev.acked_at,
             )
             for i, ev in enumerate(evs)
         )
@@ -218,6 +262,8 @@ def simulate(trace: Trace, seed: int = SEED) -> dict[str, float]:
             if v != ev.last_cmd:
                 ev.queue.append((t + ev.delay_s, v))
                 ev.last_cmd = v
+            # The node acknowledges within the tick (seen by the next step).
+            ev.acked_a, ev.acked_at = v, t + ACK_S
         prev_site = site
         prev_draw = [ev.draw_a for ev in evs]
         ev_energy_ah += sum(ev.draw_a * len(ev.phases) for ev in evs) * PERIOD_S / 3600.0
@@ -227,6 +273,8 @@ def simulate(trace: Trace, seed: int = SEED) -> dict[str, float]:
         "worst_at_h": worst_at / 3600.0,
         "longest_s": longest_ticks * PERIOD_S,
         "events": float(events),
+        "unexplained_a": unexplained_a,
+        "unexplained_ticks": float(unexplained_ticks),
         "ev_energy_kwh": ev_energy_ah * 230.0 / 1000.0,
         "step_ms": step_s / ticks * 1000.0,
         "wall_s": time.perf_counter() - t_wall0,
@@ -235,20 +283,31 @@ def simulate(trace: Trace, seed: int = SEED) -> dict[str, float]:
 
 @pytest.mark.bench
 def test_bench_compliance_24h() -> None:
+    bound_s = PERIOD_S + EV_RESPONSE_MAX_S
     typical = simulate(TYPICAL)
     stress = simulate(STRESS)
-    bound_s = PERIOD_S + EV_RESPONSE_MAX_S
+    # The reserve a building with such steps calls for (rounded up to 0.5 A).
+    sized_reserve = float(np.ceil((largest_rise_a(STRESS) - 0.05 * LIMIT_A) * 2) / 2)
+    sized = simulate(STRESS, reserve_a=sized_reserve)
     write_report(
         "compliance_24h",
         {
             "worst_overload_ratio": metric(typical["worst_ratio"], "ratio", target=1.1),
             "longest_exceedance": metric(typical["longest_s"], "s", target=bound_s),
             "exceedance_events": metric(typical["events"], "count"),
+            "unexplained_excess": metric(typical["unexplained_a"], "A", target=0.0),
             "ev_energy": metric(typical["ev_energy_kwh"], "kWh", better="higher"),
             "step_mean": metric(typical["step_ms"], "ms"),
-            "stress_worst_overload_ratio": metric(stress["worst_ratio"], "ratio"),
-            "stress_longest_exceedance": metric(stress["longest_s"], "s"),
-            "stress_exceedance_events": metric(stress["events"], "count"),
+            "stress_worst_overload_ratio": metric(sized["worst_ratio"], "ratio", target=1.05),
+            "stress_longest_exceedance": metric(sized["longest_s"], "s", target=bound_s),
+            "stress_exceedance_events": metric(sized["events"], "count"),
+            "stress_unexplained_excess": metric(sized["unexplained_a"], "A", target=0.0),
+            "stress_ev_energy": metric(sized["ev_energy_kwh"], "kWh", better="higher"),
+            "stress_typical_reserve_worst_overload_ratio": metric(stress["worst_ratio"], "ratio"),
+            "stress_typical_reserve_longest_exceedance": metric(stress["longest_s"], "s"),
+            "stress_typical_reserve_unexplained_excess": metric(
+                stress["unexplained_a"], "A", target=0.0
+            ),
         },
         notes={
             "simulated_h": HOURS,
@@ -256,19 +315,26 @@ def test_bench_compliance_24h() -> None:
             "ev_response_max_s": EV_RESPONSE_MAX_S,
             "main_limit_a": LIMIT_A,
             "main_reserve_a": RESERVE_A,
-            "bays": "8 on one dedicated circuit: 4 three-phase, 4 single-phase (auto phases), 16 A",
+            "stress_sized_reserve_a": sized_reserve,
+            "stress_largest_rise_a": round(largest_rise_a(STRESS), 2),
+            "bays": "8 on one dedicated circuit: 4 three-phase, 4 single-phase (L2, L3, L1, L2), 16 A",
             "typical_spikes": _spikes(TYPICAL),
-            "stress_spikes": _spikes(STRESS) + " (reported, not asserted: two appliance steps "
-            "within one EV response time add up beyond reserve + 10 %)",
+            "stress_spikes": _spikes(STRESS),
             "typical_worst_at_h": round(typical["worst_at_h"], 3),
-            "stress_worst_at_h": round(stress["worst_at_h"], 3),
-            "wall_s": round(typical["wall_s"] + stress["wall_s"], 1),
+            "stress_worst_at_h": round(sized["worst_at_h"], 3),
+            "wall_s": round(typical["wall_s"] + stress["wall_s"] + sized["wall_s"], 1),
             "seed": SEED,
         },
     )
+    for run in (typical, stress, sized):
+        # The chargers never add to an overload: every excess is a building step.
+        assert run["unexplained_a"] <= 1e-6, run
     assert typical["worst_ratio"] <= 1.1, typical
     assert typical["longest_s"] <= bound_s, typical
     assert typical["ev_energy_kwh"] > 100.0, typical
+    assert sized["worst_ratio"] <= 1.05, sized
+    assert sized["longest_s"] <= bound_s, sized
+    assert sized["ev_energy_kwh"] > 100.0, sized
 
 
 def _spikes(trace: Trace) -> str:

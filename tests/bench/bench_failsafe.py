@@ -49,9 +49,9 @@ async def test_bench_failsafe(tmp_path: Path) -> None:
 [site]
 main_limit_a = 80
 main_guaranteed_headroom_a = {HEADROOM_A}
-min_on_time_s = 0
-min_off_time_s = 0
-increase_delay_s = 0
+min_on_time_s = 30
+min_off_time_s = 30
+increase_delay_s = 1
 ramp_step_a = 16
 
 [[meters]]

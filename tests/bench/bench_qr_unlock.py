@@ -69,6 +69,7 @@ async def test_bench_qr_to_unlock(tmp_path: Path) -> None:
                         "min_current_a": 0.5,
                         "max_current_a": 4,
                         "phases": 1,
+                        "phase": "L1",
                     }
                 ],
             }

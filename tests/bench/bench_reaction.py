@@ -69,10 +69,10 @@ async def test_bench_reaction(tmp_path: Path) -> None:
                     ],
                     "site": {
                         "main_limit_a": LIMIT,
-                        "min_on_time_s": 0,
-                        "min_off_time_s": 0,
+                        "min_on_time_s": 30,
+                        "min_off_time_s": 30,
                         # fast recovery between rounds; the measured path is the decrease
-                        "increase_delay_s": 0.5,
+                        "increase_delay_s": 1,
                         "ramp_step_a": 16,
                     },
                     "meters": [
