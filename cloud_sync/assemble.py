@@ -6,7 +6,7 @@ from typing import Any
 
 from cloud_sync.config import OcppConfig
 from cloud_sync.upstream import OcppUpstream
-from controller.station import Station
+from controller.core.station import Station
 
 
 def build(cfg: OcppConfig, station: Station) -> OcppUpstream:

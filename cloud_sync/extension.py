@@ -3,7 +3,7 @@
 The upstream answers authorizations first, runs as a station service, and
 feeds its charging-profile limits to the load manager as an extra cap (never
 above the site's own limits); without a load manager the station caps each bay
-with them directly (:mod:`controller.directcaps`).
+with them directly (:mod:`controller.core.directcaps`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pydantic import ValidationError
 
 from cloud_sync.assemble import build
 from cloud_sync.config import OcppConfig
-from controller.config import StationConfig
+from controller.core.config import StationConfig
 
 if TYPE_CHECKING:
-    from controller.station import Station
+    from controller.core.station import Station
 
 
 class OcppExtension:

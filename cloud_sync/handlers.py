@@ -15,9 +15,9 @@ from ocpp.v16.enums import Action
 
 from cloud_sync.link import Link, on
 from cloud_sync.smart import CP_MAX, TX, Profile, TxContext, check, composite, parse_time
-from controller.bay import StopReason
-from controller.persist import iso
-from controller.station import BayRuntime, UnknownBay, UnknownSession
+from controller.core.bay import StopReason
+from controller.core.persist import iso
+from controller.core.station import BayRuntime, UnknownBay, UnknownSession
 
 if TYPE_CHECKING:
     from cloud_sync.upstream import OcppUpstream

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from controller.journal import Journal
+from controller.core.journal import Journal
 
 KV_KEY = "ocpp.keys"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloud_sync.smart import parse_time
-from controller.journal import Journal
+from controller.core.journal import Journal
 
 KV_LIST_VERSION = "ocpp.local_list_version"
 

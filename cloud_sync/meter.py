@@ -18,9 +18,9 @@ from typing import Any
 import structlog
 
 from cloud_sync.keys import ConfigKeys
-from controller.persist import iso
+from controller.core.persist import iso
+from controller.core.station import BayRuntime, Station
 from controller.ports import NodeTelemetry
-from controller.station import BayRuntime, Station
 
 log = structlog.get_logger(__name__)
 

@@ -28,7 +28,7 @@ from ocpp.exceptions import OCPPError, UnknownCallErrorCodeError
 
 from cloud_sync.keys import ConfigKeys
 from cloud_sync.localauth import LocalAuth
-from controller.journal import Journal
+from controller.core.journal import Journal
 from controller.ports import Clock
 
 log = structlog.get_logger(__name__)

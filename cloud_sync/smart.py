@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from controller.journal import Journal
-from controller.outputs import floor_steps
+from controller.core.journal import Journal
+from controller.core.outputs import floor_steps
 
 VOLTAGE_V = 230.0
 CP_MAX = "ChargePointMaxProfile"

@@ -32,11 +32,11 @@ from cloud_sync.localauth import LocalAuth, TagInfo
 from cloud_sync.meter import MeterService, bay_phases, meter_value, sampled_values
 from cloud_sync.outbox import OutboxSender
 from cloud_sync.smart import ProfileStore, TxContext, parse_time
-from controller.auth import AuthRequest
-from controller.bay import StopReason
-from controller.persist import iso
+from controller.core.auth import AuthRequest
+from controller.core.bay import StopReason
+from controller.core.persist import iso
+from controller.core.station import EXIT_RESTART, BayRuntime, Station, UnknownSession
 from controller.ports import AuthResult, AuthStatus
-from controller.station import EXIT_RESTART, BayRuntime, Station, UnknownSession
 
 log = structlog.get_logger(__name__)
 

@@ -4,7 +4,7 @@ Adapters are found by name through :mod:`controller.registry` (entry points),
 so this module, like the rest of the controller, imports no driver.
 
 What it adds is optional (supervised and restarted, see
-:mod:`controller.services`) except the load manager, which is core: the
+:mod:`controller.core.services`) except the load manager, which is core: the
 station cannot keep the site within its limits without it. An extension that
 cannot even be set up is logged and left out; the station runs without it.
 """
@@ -19,14 +19,15 @@ from typing import Any
 
 import structlog
 
-from controller import looplag, registry
-from controller.auth import Authorizer, free_vend_step, local_list_step
-from controller.config import StationConfig, load_token_keys
-from controller.journal import Journal
-from controller.loadloop import LoadLoop, load_manager_config
+from controller import registry
+from controller.core.auth import Authorizer, free_vend_step, local_list_step
+from controller.core.config import StationConfig, load_token_keys
+from controller.core.journal import Journal
+from controller.core.loadloop import LoadLoop, load_manager_config
+from controller.core.station import Station
+from controller.ops import looplag
+from controller.ops.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from controller.ports import NodeHub
-from controller.sdnotify import Notifier, watchdog_interval, watchdog_loop
-from controller.station import Station
 
 log = structlog.get_logger(__name__)
 

@@ -12,8 +12,8 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from controller.config import StationConfig
-    from controller.station import Station
+    from controller.core.config import StationConfig
+    from controller.core.station import Station
 
 
 class Extension(Protocol):
@@ -22,7 +22,7 @@ class Extension(Protocol):
     ``check`` returns the problems of its section as ``path: message`` lines
     (empty when fine or absent); ``attach`` wires it into a station before it runs.
     The services it adds with ``station.add_service`` are optional: supervised and
-    restarted when they fail, never stopping the station (see ``controller.services``).
+    restarted when they fail, never stopping the station (see ``controller.core.services``).
     A service the station must not run without is core, and no extension's.
     """
 

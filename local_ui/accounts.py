@@ -20,7 +20,7 @@ import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from controller.journal import Journal
+from controller.core.journal import Journal
 
 log = structlog.get_logger(__name__)
 

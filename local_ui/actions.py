@@ -6,7 +6,7 @@ touchscreen); an unknown bay or session is 404.
 
 from __future__ import annotations
 
-from controller.station import Outcome, Station, UnknownBay
+from controller.core.station import Outcome, Station, UnknownBay
 from local_ui.errors import ApiError
 from local_ui.schemas import TokenRequest
 from local_ui.views import pv_available

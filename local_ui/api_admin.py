@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Response
 from pydantic import BaseModel, ValidationError
 
-from controller.journal import JournalError
+from controller.core.journal import JournalError
 from local_ui.accounts import User
 from local_ui.actions import bay_or_404
 from local_ui.api_bays import _ERRORS

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from controller.accounting import Tariff
-from controller.station import UnknownBay
+from controller.core.accounting import Tariff
+from controller.core.station import UnknownBay
 from local_ui.actions import bay_or_404, present_token, refuse_if_failed
 from local_ui.context import (
     Ctx,

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from controller.bay import StopReason
-from controller.station import UnknownSession
+from controller.core.bay import StopReason
+from controller.core.station import UnknownSession
 from local_ui.accounts import LoginLimiter
 from local_ui.actions import bay_or_404, check_mode, present_token
 from local_ui.api_bays import _ERRORS

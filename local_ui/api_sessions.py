@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response, StreamingResponse
 
-from controller.bay import StopReason
-from controller.station import UnknownSession
+from controller.core.bay import StopReason
+from controller.core.station import UnknownSession
 from local_ui import history
 from local_ui.api_bays import _ERRORS, _plain
 from local_ui.charts import monthly_svg

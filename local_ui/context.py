@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, WebSocket
 
-from controller.station import Station
+from controller.core.station import Station
 from local_ui.accounts import Accounts, LoginLimiter, User
 from local_ui.errors import ApiError
 from local_ui.installer import InstallerTests

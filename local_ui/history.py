@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from controller import session_csv
-from controller.bay import StopReason
-from controller.journal import Journal
+from controller.core.bay import StopReason
+from controller.core.journal import Journal
+from controller.ops import session_csv
 
 # The dates a filter may name: local-time arithmetic fails near year 1 and 9999.
 EARLIEST_YEAR, LATEST_YEAR = 1970, 2100
@@ -81,7 +81,7 @@ async def page(
 
 
 async def csv_chunks(journal: Journal, f: SessionFilter, batch: int = 500) -> AsyncIterator[bytes]:
-    """The sessions CSV (controller.session_csv), streamed a batch of rows at a time."""
+    """The sessions CSV (controller.ops.session_csv), streamed a batch of rows at a time."""
     buf = io.StringIO()
     w = session_csv.writer(buf)
     w.writerow(session_csv.COLUMNS)

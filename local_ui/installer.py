@@ -26,8 +26,8 @@ from typing import Any
 
 import structlog
 
+from controller.core.station import BayRuntime, Station
 from controller.ports import DriverError
-from controller.station import BayRuntime, Station
 
 log = structlog.get_logger(__name__)
 

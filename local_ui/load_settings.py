@@ -9,7 +9,7 @@ offending field named. Rule conflicts over a whole week are computed with the
 load manager's own resolution (:func:`resolve_rules`) and returned as warnings
 before and after saving: saving with conflicts is allowed, the lower limit wins.
 
-A valid change is applied live with :meth:`controller.loadloop.LoadLoop.reconfigure`
+A valid change is applied live with :meth:`controller.core.loadloop.LoadLoop.reconfigure`
 (decreases at the next step, increases ramp) and mirrored into ``station.cfg``.
 """
 
@@ -20,6 +20,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from controller.core.station import Station
 from controller.load import (
     CircuitConfig,
     LoadConfig,
@@ -30,7 +31,6 @@ from controller.load import (
     resolve_rules,
 )
 from controller.load.model import WEEKDAYS, PerPhaseA
-from controller.station import Station
 from local_ui.settings import Section, SettingRefused, SettingsRegistry, SettingWarning
 
 NO_LOAD_MANAGER = (

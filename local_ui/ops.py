@@ -17,8 +17,8 @@ import os
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from controller.metrics import collector_for
-from controller.ops import CONTENT_TYPE, METRICS_TOKEN_ENV, health
+from controller.ops.health import CONTENT_TYPE, METRICS_TOKEN_ENV, health
+from controller.ops.metrics import collector_for
 from local_ui.context import get_ctx
 
 router = APIRouter(include_in_schema=False)

@@ -24,7 +24,7 @@ from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controller.station import Station
+from controller.core.station import Station
 from local_ui import api_admin, api_auth, api_bays, api_kiosk, api_sessions, errors, live, pages
 from local_ui import ops as ops_routes
 from local_ui.accounts import Accounts

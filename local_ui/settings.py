@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controller.accounting import Tariff
-from controller.station import Station
+from controller.core.accounting import Tariff
+from controller.core.station import Station
 
 log = structlog.get_logger(__name__)
 

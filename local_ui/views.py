@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from controller.station import BayRuntime, Station
+from controller.core.station import BayRuntime, Station
 from local_ui.context import jsonable
 
 NOMINAL_V = 230.0
@@ -134,7 +134,7 @@ def load_view(station: Station) -> dict[str, Any] | None:
     """
     status = _probe(station, "load_status")
     if status is None:
-        manager = getattr(station, "load", None)  # controller.loadloop.LoadLoop
+        manager = getattr(station, "load", None)  # controller.core.loadloop.LoadLoop
         status = _probe(manager, "status") if manager is not None else None
     if status is None:
         return None

@@ -18,9 +18,9 @@ from typing import Any
 import structlog
 
 from controller.assemble import run_station
-from controller.config import StationConfig, parse_config
-from controller.logs import setup_logging
-from controller.station import Station
+from controller.core.config import StationConfig, parse_config
+from controller.core.station import Station
+from controller.ops.logs import setup_logging
 from simulators.esp32_node import control
 from simulators.esp32_node.bus import SimNodeSpec, SimulatedBus
 

@@ -20,12 +20,12 @@ from typing import Any
 
 import httpx
 
-from controller.auth import Authorizer, local_list_step
-from controller.config import StationConfig, parse_config
-from controller.journal import Journal
-from controller.loadloop import LoadLoop, load_manager_config
+from controller.core.auth import Authorizer, local_list_step
+from controller.core.config import StationConfig, parse_config
+from controller.core.journal import Journal
+from controller.core.loadloop import LoadLoop, load_manager_config
+from controller.core.station import Station
 from controller.ports import LinkStats, NodeHello, NodeSink, NodeTelemetry, PilotState
-from controller.station import Station
 from local_ui.server import create_app
 
 TOKENS = frozenset({"1234", "5678", "2468"})

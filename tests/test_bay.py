@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from controller.bay import (
+from controller.core.bay import (
     AvailabilityChanged,
     BayKind,
     BayState,

@@ -8,8 +8,8 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller import energy_gate
-from controller.bay import (
+from controller.core import energy_gate
+from controller.core.bay import (
     BayKind,
     BayState,
     CloseSession,
@@ -30,7 +30,7 @@ from controller.bay import (
     TokenPresented,
     transition,
 )
-from controller.energy_gate import Verdict
+from controller.core.energy_gate import Verdict
 from controller.ports import PilotState
 
 T = Timers()

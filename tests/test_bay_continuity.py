@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from controller.accounting import Tariff
-from controller.bay import (
+from controller.core.accounting import Tariff
+from controller.core.bay import (
     BayKind,
     BayState,
     CloseSession,
@@ -26,7 +26,7 @@ from controller.bay import (
     offline_reason,
     transition,
 )
-from controller.persist import build_commit
+from controller.core.persist import build_commit
 from controller.ports import PilotState
 
 T = Timers(max_interruption_s=900)

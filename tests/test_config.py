@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import ConfigError, load_config
+from controller.core.config import ConfigError, load_config
 
 GOOD = """
 [station]
@@ -74,7 +74,7 @@ def test_binary_garbage_is_a_clear_error(tmp_path: Path) -> None:
 def check_config_cli(path: Path) -> subprocess.CompletedProcess[str]:
     """``edge-station check-config PATH`` in a fresh process, as an installer runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "controller.cli", "check-config", str(path)],
+        [sys.executable, "-m", "controller.cli.main", "check-config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -109,7 +109,7 @@ def test_check_config_proves_safe_shares(tmp_path: Path) -> None:
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "controller.cli", *args],
+        [sys.executable, "-m", "controller.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

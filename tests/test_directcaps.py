@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.directcaps import direct_setpoint_a, floor_a
+from controller.core.directcaps import direct_setpoint_a, floor_a
 
 
 @pytest.mark.parametrize(

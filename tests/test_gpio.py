@@ -18,11 +18,11 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockConnectedPin, MockFactory
 
-from controller.auth import free_vend_step
-from controller.config import StationConfig, parse_config
-from controller.journal import Journal
+from controller.core.auth import free_vend_step
+from controller.core.config import StationConfig, parse_config
+from controller.core.journal import Journal
+from controller.core.station import Station
 from controller.ports import DriverTimeout, NodeEvent, NodeEventKind, NodeUpdate, PermanentError
-from controller.station import Station
 from drivers.gpio import GpioDoorLock, GpioHub, build_gpio
 from drivers.gpio.config import InputPin, LockConfig, OutputPin, check_gpio, parse_gpio
 from drivers.gpio.extension import EXTENSION

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.config import parse_config
-from controller.journal import Journal
-from controller.station import Station
+from controller.core.config import parse_config
+from controller.core.journal import Journal
+from controller.core.station import Station
 from drivers.esp32.assemble import build_serial
 from local_ui.installer import InstallerTests, TestRun
 from simulators.esp32_node import SimulatedBus, specs

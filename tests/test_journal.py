@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller import journal as journal_mod
-from controller.journal import Commit, EventRow, Journal, JournalError, OutboxRow
+from controller.core import journal as journal_mod
+from controller.core.journal import Commit, EventRow, Journal, JournalError, OutboxRow
 
 
 def _open_row(sid: str, bay: str = "b1") -> dict[str, object]:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.bay import StopReason
-from controller.cli import main
-from controller.journalguard import MB, RESERVE_FILE
-from controller.metrics import collector_for, parse_exposition
-from controller.ops import health
+from controller.cli.main import main
+from controller.core.bay import StopReason
+from controller.core.journalguard import MB, RESERVE_FILE
+from controller.ops.health import health
+from controller.ops.metrics import collector_for, parse_exposition
 from controller.ports import PilotState
 from tests.test_station import Rig, _charging, _read_only, _unblocked, running
 

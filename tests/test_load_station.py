@@ -8,12 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from controller.auth import free_vend_step
-from controller.config import parse_config
-from controller.journal import Journal
-from controller.loadloop import LoadLoop, load_manager_config
+from controller.core.auth import free_vend_step
+from controller.core.config import parse_config
+from controller.core.journal import Journal
+from controller.core.loadloop import LoadLoop, load_manager_config
+from controller.core.station import Station
 from controller.ports import Freshness, MeterReading, MeterSample, PilotState
-from controller.station import Station
 from tests.support.fake_nodes import FakeHub
 
 LIMIT = 32.0

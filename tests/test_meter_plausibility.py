@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from controller.assemble import open_station
-from controller.config import parse_config
-from controller.metrics import MetricsCollector, parse_exposition
+from controller.core.config import parse_config
+from controller.core.station import Station
+from controller.ops.metrics import MetricsCollector, parse_exposition
 from controller.ports import Freshness
-from controller.station import Station
 from simulators.meter import Fault, MeterSimulator
 from tests.support.fake_nodes import FakeHub
 

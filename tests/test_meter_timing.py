@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import parse_config
+from controller.core.config import parse_config
 from drivers.modbus import timing
 from drivers.modbus.extension import EXTENSION
 from drivers.modbus.maps import Quantity, load_map

@@ -16,10 +16,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from controller.auth import free_vend_step
-from controller.bay import StopReason
-from controller.config import StationConfig, parse_config
-from controller.journal import Journal
+from controller.core.auth import free_vend_step
+from controller.core.bay import StopReason
+from controller.core.config import StationConfig, parse_config
+from controller.core.journal import Journal
+from controller.core.station import Station
 from controller.ports import (
     DriverTimeout,
     NodeConflict,
@@ -30,7 +31,6 @@ from controller.ports import (
     NodeUpdate,
     PermanentError,
 )
-from controller.station import Station
 from drivers.esp32.codec import decode, encode
 from drivers.esp32.link import NodeConfig
 from drivers.esp32.messages import HOST_ADDRESS, Event, Frame, SetOutput

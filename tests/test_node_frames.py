@@ -12,13 +12,13 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from controller.auth import free_vend_step
-from controller.bay import StopReason
-from controller.config import parse_config
-from controller.journal import Journal
-from controller.metrics import collector_for, parse_exposition
+from controller.core.auth import free_vend_step
+from controller.core.bay import StopReason
+from controller.core.config import parse_config
+from controller.core.journal import Journal
+from controller.core.station import Station
+from controller.ops.metrics import collector_for, parse_exposition
 from controller.ports import NodeEventKind
-from controller.station import Station
 from drivers.esp32.assemble import build_serial
 from simulators.esp32_node import SimNodeSpec, SimulatedBus
 from simulators.esp32_node.node import SimNode

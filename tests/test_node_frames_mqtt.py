@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.bay import StopReason
+from controller.core.bay import StopReason
 from simulators.esp32_node.bus import SimNodeSpec
 from simulators.esp32_node.mqtt_front import MqttSimNodes
 from tests.support.mosquitto import Mosquitto

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from ocpp.v16 import call
 
-from controller.station import EXIT_RESTART
+from controller.core.station import EXIT_RESTART
 from tests.test_ocpp_support import CP, rig
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from controller.bay import StopReason
+from controller.core.bay import StopReason
 from simulators.csms import CsmsSim
 from tests.support.ocpp_station import open_station
 

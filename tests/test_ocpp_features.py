@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from ocpp.v16 import call
 
-from controller.auth import AuthRequest
-from controller.persist import iso
+from controller.core.auth import AuthRequest
+from controller.core.bay import StopReason
+from controller.core.persist import iso
 from controller.ports import AuthStatus
 from tests.test_ocpp_support import CP, rig
 
@@ -191,7 +192,8 @@ async def test_charging_profiles_set_clear_and_composite(tmp_path: Path) -> None
         assert resp.status == "Rejected"
         # The TxProfile ends with its transaction.
         await r.station.stop_session(
-            r.bay(1).state.session.session_id, __import__("controller.bay").bay.StopReason.LOCAL
+            r.bay(1).state.session.session_id,
+            StopReason.LOCAL,
         )
         await r.until(lambda: 6 not in r.up.profiles.profiles)
         assert r.up.current_limits_a(r.station.clock.wall())[1] == 13.0

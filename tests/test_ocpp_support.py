@@ -14,7 +14,7 @@ from cloud_sync.assemble import build
 from cloud_sync.config import OcppConfig
 from cloud_sync.link import check_payload
 from cloud_sync.upstream import OcppUpstream
-from controller.station import Station
+from controller.core.station import Station
 from simulators.csms import CsmsSim
 from tests.support.ocpp_station import FakeHub, open_station
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from controller.backup import (
+from controller.cli.main import build_parser
+from controller.core.journal import MIGRATIONS, Commit, EventRow, Journal, OutboxRow
+from controller.ops.backup import (
     BackupError,
     RestoreRefused,
     backup_journal,
     backup_journal_async,
     restore_journal,
 )
-from controller.cli import build_parser
-from controller.journal import MIGRATIONS, Commit, EventRow, Journal, OutboxRow
 
 BAYS = ["b1", "b2", "b3", "b4"]
 

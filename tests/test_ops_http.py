@@ -12,13 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controller.bay import StopReason
-from controller.journal import Commit, Journal
-from controller.looplag import LoopLagMonitor
-from controller.metrics import Exposition, collector_for, escape_label, format_value
-from controller.ops import health
+from controller.core.bay import StopReason
+from controller.core.journal import Commit, Journal
+from controller.core.station import Station
+from controller.ops.health import health
+from controller.ops.looplag import LoopLagMonitor
+from controller.ops.metrics import Exposition, collector_for, escape_label, format_value
 from controller.ports import Freshness, MeterReading
-from controller.station import Station
 from tests.test_api_rig import Rig, api_client, make_cfg, running_station
 
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")

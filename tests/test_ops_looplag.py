@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from controller.assemble import open_station
-from controller.looplag import LoopLagMonitor, monitor_of, percentile
+from controller.ops.looplag import LoopLagMonitor, monitor_of, percentile
 from tests.test_api_rig import make_cfg
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from controller.cli import build_parser
-from controller.journal import Journal
-from controller.looplag import LoopLagMonitor
+from controller.cli.main import build_parser
+from controller.core.journal import Journal
+from controller.ops.looplag import LoopLagMonitor
 from local_ui.server import create_app
 from tests.test_api_rig import Rig, running_station
 from tests.test_ops_backup import _close, _open

@@ -1,4 +1,4 @@
-"""The one output rule (controller/outputs.py): table, properties, and through a running station.
+"""The one output rule (controller/core/outputs.py): table, properties, and through a running station.
 
 Station tests use a real Station and Journal with the fake node hub; the same
 rule through the real serial driver and node simulator is in
@@ -19,11 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cloud_sync.smart import Profile, TxContext, composite, parse_time
-from controller.auth import free_vend_step
-from controller.config import parse_config
-from controller.journal import Journal
-from controller.loadloop import LoadLoop, load_manager_config
-from controller.outputs import (
+from controller.core.auth import free_vend_step
+from controller.core.config import parse_config
+from controller.core.journal import Journal
+from controller.core.loadloop import LoadLoop, load_manager_config
+from controller.core.outputs import (
     Output,
     OutputInputs,
     TestEnd,
@@ -33,8 +33,8 @@ from controller.outputs import (
     floor_steps,
     forbids_outputs,
 )
+from controller.core.station import Station
 from controller.ports import PilotState
-from controller.station import Station
 from tests.support.fake_nodes import FakeHub, FakeNode
 from tests.support.watch import BayWatcher
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.plausibility import (
+from controller.core.plausibility import (
     ENERGY_SLACK_WH,
     PHYSICAL_MAX_CURRENT_A,
     REMIND_S,

@@ -1,4 +1,4 @@
-"""controller.sdnotify against a real AF_UNIX datagram socket standing in for systemd.
+"""controller.ops.sdnotify against a real AF_UNIX datagram socket standing in for systemd.
 
 A receiver thread timestamps every datagram as it arrives, so a test can tell
 when a ping was *sent* even while the event loop under test is blocked.
@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import structlog
 
-from controller.sdnotify import Notifier, watchdog_interval, watchdog_loop
+from controller.ops.sdnotify import Notifier, watchdog_interval, watchdog_loop
 
 WATCHDOG = "WATCHDOG=1"
 

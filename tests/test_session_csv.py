@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from controller.bay import StopReason
-from controller.session_csv import COLUMNS, defuse, mask_token
+from controller.core.bay import StopReason
+from controller.ops.session_csv import COLUMNS, defuse, mask_token
 from tests.test_api_rig import api_client, running_station, setup_owner
 
 # Tokens as a camera or a CSMS might hand them over (the kiosk's form allows fewer).
@@ -73,7 +73,7 @@ def export(data_dir: Path, target: str) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "controller.cli",
+            "controller.cli.main",
             "journal",
             "--data-dir",
             str(data_dir),

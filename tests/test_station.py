@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from controller.auth import free_vend_step
-from controller.bay import StopReason
-from controller.config import StationConfig, parse_config
-from controller.journal import Journal
+from controller.core.auth import free_vend_step
+from controller.core.bay import StopReason
+from controller.core.config import StationConfig, parse_config
+from controller.core.journal import Journal
+from controller.core.station import Station, UnknownBay, UnknownSession
 from controller.ports import NodeLink, PilotState
-from controller.station import Station, UnknownBay, UnknownSession
 from tests.support.fake_nodes import FakeHub
 from tests.support.watch import BayWatcher
 
@@ -211,7 +211,7 @@ async def test_emergency_stop_latched_until_owner_clears(tmp_path: Path) -> None
 async def test_signed_qr_tokens_through_the_station(tmp_path: Path) -> None:
     import time
 
-    from controller import tokens
+    from controller.core import tokens
 
     secret = b"k" * 32
     async with running(tmp_path) as rig:

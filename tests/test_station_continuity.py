@@ -11,12 +11,12 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from controller.auth import free_vend_step
-from controller.config import parse_config
-from controller.journal import Journal
+from controller.core.auth import free_vend_step
+from controller.core.config import parse_config
+from controller.core.journal import Journal
+from controller.core.runtime import SystemClock
+from controller.core.station import Station
 from controller.ports import NodeLink, PilotState
-from controller.runtime import SystemClock
-from controller.station import Station
 from tests.support.fake_nodes import FakeHub
 from tests.support.watch import BayWatcher
 

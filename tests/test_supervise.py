@@ -21,13 +21,13 @@ from structlog.testing import capture_logs
 import drivers.camera.extension as camera_ext
 from controller import registry
 from controller.assemble import open_station
-from controller.auth import free_vend_step
-from controller.config import StationConfig, load_config
-from controller.journal import Journal
-from controller.metrics import collector_for, parse_exposition
-from controller.ops import health
+from controller.core.auth import free_vend_step
+from controller.core.config import StationConfig, load_config
+from controller.core.journal import Journal
+from controller.core.station import Station
+from controller.ops.health import health
+from controller.ops.metrics import collector_for, parse_exposition
 from controller.ports import PilotState
-from controller.station import Station
 from drivers.camera.reader import QrCameraReader, Sink
 from simulators.camera.camera import SimulatedCamera
 from simulators.esp32_node.control import request as sim_request

@@ -9,7 +9,7 @@ import warnings
 import pytest
 from structlog.testing import capture_logs
 
-from controller.taskrunner import TaskRunner
+from controller.core.taskrunner import TaskRunner
 
 
 async def test_a_failing_job_is_logged_and_ends_alone() -> None:

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller import token_cli
-from controller.tokens import (
+from controller.cli import tokens as token_cli
+from controller.core.tokens import (
     Ed25519Signer,
     HmacSigner,
     MemoryNonceStore,
@@ -144,7 +144,7 @@ async def test_outcome_table(text: object, bay: int, now: float, outcome: Outcom
 
 
 def test_messages_are_distinct_and_short() -> None:
-    from controller.tokens import _MESSAGES
+    from controller.core.tokens import _MESSAGES
 
     assert len(set(_MESSAGES.values())) == len(_MESSAGES) == len(Outcome)
     assert all(len(m) <= 60 for m in _MESSAGES.values())
@@ -416,7 +416,7 @@ def test_parse_duration(text: str, seconds: int) -> None:
 
 
 def test_documented_example_verifies() -> None:
-    doc = (Path(__file__).resolve().parents[1] / "controller" / "TOKENS.md").read_text(
+    doc = (Path(__file__).resolve().parents[1] / "controller" / "core" / "TOKENS.md").read_text(
         encoding="utf-8"
     )
     example = next(line for line in doc.splitlines() if line.startswith("ES1.eyJ"))

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controller.config import StationConfig
+from controller.core.config import StationConfig
 from controller.ports import ScannedCode
 from drivers.camera.decoders import DEFAULT_DECODER
 from drivers.camera.reader import FrameSource, OpenCvSource, QrCameraReader
 
 if TYPE_CHECKING:
-    from controller.station import Station
+    from controller.core.station import Station
 
 log = structlog.get_logger(__name__)
 

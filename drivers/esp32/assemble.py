@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from controller.config import BayConfig, BusConfig, StationConfig
+from controller.core.config import BayConfig, BusConfig, StationConfig
 from drivers.esp32.link import node_configs
 from drivers.esp32.serial_hub import HubTiming, SerialNodeHub
 

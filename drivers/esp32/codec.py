@@ -18,7 +18,7 @@ import binascii
 import struct
 from dataclasses import dataclass
 
-from controller.outputs import floor_steps
+from controller.core.outputs import floor_steps
 from controller.ports import PilotState
 from drivers.esp32.messages import (
     CAPABILITIES,

@@ -15,7 +15,7 @@ from typing import Generic, Protocol, TypeVar
 
 import structlog
 
-from controller.config import BayConfig, BusConfig
+from controller.core.config import BayConfig, BusConfig
 from controller.ports import (
     LinkStats,
     NodeConflict,

@@ -63,7 +63,7 @@ from drivers.esp32.mqtt_config import (
 )
 
 if TYPE_CHECKING:
-    from controller.config import BayConfig, BusConfig, StationConfig
+    from controller.core.config import BayConfig, BusConfig, StationConfig
 
 log = structlog.get_logger(__name__)
 

@@ -17,7 +17,7 @@ from drivers.gpio.io import pin_factory
 from drivers.gpio.lock import GpioDoorLock
 
 if TYPE_CHECKING:
-    from controller.config import BayConfig, BusConfig, StationConfig
+    from controller.core.config import BayConfig, BusConfig, StationConfig
 
 __all__ = [
     "GpioBay",

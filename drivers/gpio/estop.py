@@ -14,7 +14,7 @@ from drivers.gpio.config import InputPin
 from drivers.gpio.io import DebouncedInput
 
 if TYPE_CHECKING:
-    from controller.station import Station
+    from controller.core.station import Station
 
 log = structlog.get_logger(__name__)
 

@@ -12,8 +12,8 @@ from drivers.gpio.estop import GpioStopInput, run_stop_input
 from drivers.gpio.io import pin_factory
 
 if TYPE_CHECKING:
-    from controller.config import StationConfig
-    from controller.station import Station
+    from controller.core.config import StationConfig
+    from controller.core.station import Station
 
 GPIO_TRANSPORT = "gpio"
 

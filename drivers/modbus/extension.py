@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controller.config import StationConfig
+from controller.core.config import StationConfig
 from controller.ports import DriverError, MeterReading
 from drivers.modbus import timing
 from drivers.modbus.bus import SerialEndpoint
@@ -25,7 +25,7 @@ from drivers.modbus.maps import Quantity
 from drivers.modbus.planner import plan_poll
 
 if TYPE_CHECKING:
-    from controller.station import Station
+    from controller.core.station import Station
 
 _CURRENTS = (Quantity.CURRENT_L1, Quantity.CURRENT_L2, Quantity.CURRENT_L3)
 

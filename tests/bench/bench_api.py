@@ -39,7 +39,7 @@ def _free_port() -> int:
 
 async def _serve(port: int, data: Path) -> None:
     """Child process: a station with 4 bays and a session history, served until killed."""
-    from controller.logs import setup_logging
+    from controller.ops.logs import setup_logging
     from local_ui.server import create_app, serve_app
     from tests.test_api_rig import running_station
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import parse_config
-from controller.journal import Journal
-from controller.station import Station
+from controller.core.config import parse_config
+from controller.core.journal import Journal
+from controller.core.station import Station
 from drivers.esp32.assemble import build_serial
 from simulators.esp32_node import SimulatedBus, specs
 from tests.bench.report import median, metric, percentile, write_report

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.bay import BayKind, BayState, Phase, Session, StopReason
-from controller.config import parse_config
-from controller.journal import Commit, EventRow, Journal, OutboxRow
-from controller.persist import state_to_dict
-from controller.station import Station
+from controller.core.bay import BayKind, BayState, Phase, Session, StopReason
+from controller.core.config import parse_config
+from controller.core.journal import Commit, EventRow, Journal, OutboxRow
+from controller.core.persist import state_to_dict
+from controller.core.station import Station
 from tests.bench.report import median, metric, percentile, write_report
 
 pytestmark = pytest.mark.bench

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from controller.plausibility import MeterGate, bounds_for
+from controller.core.plausibility import MeterGate, bounds_for
 from controller.ports import Freshness, MeterReading, MeterSample
 from drivers.modbus import ModbusBus, ModbusMeter, TcpEndpoint, load_map
 from drivers.modbus.codec import decode_block, encode, to_sample

@@ -21,10 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from controller.auth import free_vend_step
-from controller.config import parse_config
-from controller.journal import Journal
-from controller.station import Station
+from controller.core.auth import free_vend_step
+from controller.core.config import parse_config
+from controller.core.journal import Journal
+from controller.core.station import Station
 from drivers.esp32.mqtt_hub import build_mqtt
 from tests.bench.report import metric, percentile, write_report
 from tests.support.mosquitto import Mosquitto, require_mosquitto

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.journal import Commit, EventRow, OutboxRow
+from controller.core.journal import Commit, EventRow, OutboxRow
 from simulators.csms import CsmsProcess
 from tests.bench.report import metric, percentile, write_report
 from tests.test_ocpp_support import rig
@@ -26,7 +26,7 @@ PER_SESSION = 5  # Start, 3 x MeterValues, Stop
 
 
 async def _queue(journal: object, sessions: int) -> None:
-    from controller.journal import Journal
+    from controller.core.journal import Journal
 
     assert isinstance(journal, Journal)
     for i in range(sessions):

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from controller import tokens
-from controller.auth import free_vend_step
-from controller.bay import StopReason
-from controller.config import parse_config
-from controller.journal import Journal
-from controller.station import Station
+from controller.core import tokens
+from controller.core.auth import free_vend_step
+from controller.core.bay import StopReason
+from controller.core.config import parse_config
+from controller.core.journal import Journal
+from controller.core.station import Station
 from drivers.camera.extension import run_camera
 from drivers.camera.reader import QrCameraReader
 from drivers.esp32.assemble import build_serial

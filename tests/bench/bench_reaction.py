@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.auth import free_vend_step
-from controller.config import parse_config
-from controller.journal import Journal
-from controller.loadloop import LoadLoop, load_manager_config
-from controller.station import Station
+from controller.core.auth import free_vend_step
+from controller.core.config import parse_config
+from controller.core.journal import Journal
+from controller.core.loadloop import LoadLoop, load_manager_config
+from controller.core.station import Station
 from drivers.esp32.assemble import build_serial
 from drivers.modbus.extension import EXTENSION as METERS
 from simulators.esp32_node.bus import SimNodeSpec, SimulatedBus

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from controller.bay import StopReason
+from controller.core.bay import StopReason
 from tests.browser.conftest import Live
 from tests.test_api_rig import PASSWORD
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Browser, expect
 
-from controller.journalguard import MB
+from controller.core.journalguard import MB
 from tests.browser.conftest import Live
 from tests.browser.test_ui_owner import _setup_owner
 

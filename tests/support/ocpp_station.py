@@ -15,10 +15,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.config import BayConfig, BusConfig, StationConfig, StationSection, TimersSection
-from controller.journal import Journal
+from controller.core.config import (
+    BayConfig,
+    BusConfig,
+    StationConfig,
+    StationSection,
+    TimersSection,
+)
+from controller.core.journal import Journal
+from controller.core.station import Station
 from controller.ports import LinkStats, NodeLink, NodeSink, NodeTelemetry
-from controller.station import Station
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from controller.station import Station
+from controller.core.station import Station
 
 
 class BayWatcher:

@@ -17,8 +17,8 @@ from typing import Any
 
 import structlog
 
-from controller.metrics import parse_exposition
-from controller.ops import EXIT_OK, EXIT_UNHEALTHY, EXIT_UNREACHABLE, METRICS_TOKEN_ENV
+from controller.ops.health import EXIT_OK, EXIT_UNHEALTHY, EXIT_UNREACHABLE, METRICS_TOKEN_ENV
+from controller.ops.metrics import parse_exposition
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +38,7 @@ def add_commands(sub: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from controller.config import ConfigError, load_config
+    from controller.core.config import ConfigError, load_config
 
     url, data_dir = "http://127.0.0.1:8080", None
     if args.config:
@@ -192,7 +192,7 @@ def print_journal_summary(path: Path, events: int = 5) -> None:
     if not path.exists():
         print(f"  no journal at {path}")
         return
-    from controller.backup import open_readonly
+    from controller.ops.backup import open_readonly
 
     try:
         conn = open_readonly(path)

@@ -6,12 +6,12 @@ effects (commands and records) that the station supervisor carries out and
 journals in one transaction with the event.
 
 Node reports are checked here, not trusted: an energy counter step physics
-cannot explain is not booked (``controller.energy_gate``), a door or lock event
+cannot explain is not booked (``controller.core.energy_gate``), a door or lock event
 counts only when the node's telemetry agrees, a session goes on across an
 outage only while the node's plug and boot counters say the same vehicle
 stayed, and a node whose address is contested is not listened to at all.
 
-The types (state, events, effects) live in ``controller.bay_model`` and are
+The types (state, events, effects) live in ``controller.core.bay_model`` and are
 re-exported here. Times (``now``, deadlines) are wall-clock seconds
 (``time.time()``) so that timers survive a restart of the controller.
 """
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from controller import energy_gate
-from controller.bay_model import (
+from controller.core import energy_gate
+from controller.core.bay_model import (
     ANY_BAY_MAX_POWER_W,
     CURRENT_DETECT_A,
     UNTRUSTED_FAULTS,
@@ -65,7 +65,7 @@ from controller.bay_model import (
     TokenPresented,
     UpdateSession,
 )
-from controller.energy_gate import Verdict
+from controller.core.energy_gate import Verdict
 from controller.ports import PilotState
 
 __all__ = [
@@ -470,7 +470,7 @@ def _telemetry(
 
 
 def _meter(s: BayState, ev: Telemetry, now: float, out: _Out) -> BayState:
-    """Book the node's energy counter if physics allows the step (see ``controller.energy_gate``)."""
+    """Book the node's energy counter if physics allows the step (see ``controller.core.energy_gate``)."""
     if s.meter_wh is None:
         return replace(s, meter_wh=ev.energy_wh, meter_at=now, meter_doubt=None)
     verdict = energy_gate.check(s.meter_wh, s.meter_at, ev.energy_wh, now, s.max_power_w)

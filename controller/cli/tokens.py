@@ -2,7 +2,7 @@
 
 Wired into the main CLI with :func:`add_token_commands`; each sub-command
 sets ``func`` (``func(args) -> int`` exit code) on its parser. Also runnable
-alone: ``python -m controller.token_cli token mint ...``.
+alone: ``python -m controller.cli.tokens token mint ...``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from controller.tokens import (
+from controller.core.tokens import (
     Ed25519Signer,
     HmacSigner,
     Signer,

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from controller.bay import Phase
-from controller.journal import Commit, EventRow, JournalError
+from controller.core.bay import Phase
+from controller.core.journal import Commit, EventRow, JournalError
 from controller.load import (
     BayInput,
     BayLoadConfig,
@@ -33,8 +33,8 @@ from controller.load import (
 from controller.ports import Freshness
 
 if TYPE_CHECKING:
-    from controller.config import StationConfig
-    from controller.station import BayRuntime, Station
+    from controller.core.config import StationConfig
+    from controller.core.station import BayRuntime, Station
 
 log = structlog.get_logger(__name__)
 

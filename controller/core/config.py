@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from controller.accounting import Tariff
-from controller.journalguard import JournalSection
+from controller.core.accounting import Tariff
+from controller.core.journalguard import JournalSection
+from controller.core.tokens import TokenKeys, parse_hmac_key
 from controller.load.model import RuleConfig, SiteConfig
-from controller.tokens import TokenKeys, parse_hmac_key
 
 
 class ConfigError(Exception):
@@ -128,7 +128,7 @@ class AuthSection(_Strict):
 
 
 class TokensSection(_Strict):
-    """Signed QR tokens (see controller/TOKENS.md): the keys this station trusts."""
+    """Signed QR tokens (see controller/core/TOKENS.md): the keys this station trusts."""
 
     hmac_key_files: list[Path] = Field(default_factory=list)
     ed25519_public_key_files: list[Path] = Field(default_factory=list)

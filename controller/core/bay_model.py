@@ -1,6 +1,6 @@
 """The vocabulary of a bay: its state, the events it takes and the effects it asks for.
 
-Plain frozen dataclasses and enums, no behaviour: ``controller.bay`` owns the
+Plain frozen dataclasses and enums, no behaviour: ``controller.core.bay`` owns the
 transition that maps a state and an event to a new state and its effects (and
 re-exports all of these, so callers import them from there).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from controller import energy_gate
-from controller.energy_gate import Doubt, Verdict
+from controller.core import energy_gate
+from controller.core.energy_gate import Doubt, Verdict
 from controller.ports import PilotState
 
 # Below this the outlet counts as drawing nothing (noise of the current sensor).

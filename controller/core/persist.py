@@ -12,8 +12,8 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.accounting import Tariff, figures
-from controller.bay import (
+from controller.core.accounting import Tariff, figures
+from controller.core.bay import (
     BayKind,
     BayState,
     CloseSession,
@@ -35,8 +35,8 @@ from controller.bay import (
     Tick,
     UpdateSession,
 )
-from controller.energy_gate import Doubt
-from controller.journal import Commit, EventRow, OutboxRow
+from controller.core.energy_gate import Doubt
+from controller.core.journal import Commit, EventRow, OutboxRow
 from controller.ports import PilotState
 
 

@@ -6,8 +6,8 @@ written (until it has written what waits and a probe write succeeded), a
 safe-mode cause refuses sessions (emergency stop, journal, config), the event
 loop lags or stalls, or every node is offline. Other trouble (low disk space,
 an optional service restarting, a meter, some nodes, OCPP offline,
-non-refusing safe-mode causes) is a warning and stays 200. Metrics live in :mod:`controller.metrics`, the ``status``
-command in :mod:`controller.status_cli`.
+non-refusing safe-mode causes) is a warning and stays 200. Metrics live in :mod:`controller.ops.metrics`, the ``status``
+command in :mod:`controller.cli.status`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 
 import structlog
 
-from controller.bay import ocpp_status
-from controller.looplag import monitor_of
+from controller.core.bay import ocpp_status
+from controller.core.station import Station
+from controller.ops.looplag import monitor_of
 from controller.ports import Freshness
-from controller.station import Station
 
 log = structlog.get_logger(__name__)
 

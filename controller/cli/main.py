@@ -16,11 +16,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from controller import registry, session_csv
-from controller.config import ConfigError, StationConfig, load_config, station_problems
+from controller import registry
+from controller.core.config import ConfigError, StationConfig, load_config, station_problems
+from controller.core.loadloop import load_manager_config
 from controller.load import check_safe_shares
-from controller.loadloop import load_manager_config
-from controller.logs import setup_logging
+from controller.ops import session_csv
+from controller.ops.logs import setup_logging
 
 EXIT_CONFIG = 2
 
@@ -67,13 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     j.set_defaults(func=cmd_journal)
 
     try:
-        from controller.token_cli import add_token_commands
+        from controller.cli.tokens import add_token_commands
     except ImportError:  # pragma: no cover - the tokens part is optional in a trimmed build
         pass
     else:
         add_token_commands(sub)
 
-    from controller import backup, status_cli
+    from controller.cli import status as status_cli
+    from controller.ops import backup
 
     status_cli.add_commands(sub)  # status
     backup.add_commands(sub)  # backup, restore
@@ -179,7 +181,7 @@ def cmd_journal(args: argparse.Namespace) -> int:
 
 
 async def _journal(path: Path, args: argparse.Namespace) -> int:
-    from controller.journal import Journal
+    from controller.core.journal import Journal
 
     journal = await Journal.open(path)
     try:

@@ -1,6 +1,6 @@
 """Plausibility of a node's energy counter, the figure sessions are billed on. Pure.
 
-(Modbus meter readings have their own gate in ``controller.plausibility``: those
+(Modbus meter readings have their own gate in ``controller.core.plausibility``: those
 feed load management, where a failed reading only has to be left unused; here a
 reading that is not booked must never be billed later either.)
 

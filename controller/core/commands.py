@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from controller import tokens
-from controller.auth import AuthRequest
-from controller.bay import (
+from controller.core import tokens
+from controller.core.auth import AuthRequest
+from controller.core.bay import (
     AvailabilityChanged,
     FaultCleared,
     FaultRaised,
@@ -26,18 +26,18 @@ from controller.bay import (
     StopRequested,
     TokenPresented,
 )
-from controller.journal import Commit, EventRow, JournalError, OutboxRow
-from controller.journalguard import NOT_RECORDED, STOP_NOT_RECORDED
-from controller.outputs import TestOutput
+from controller.core.journal import Commit, EventRow, JournalError, OutboxRow
+from controller.core.journalguard import NOT_RECORDED, STOP_NOT_RECORDED
+from controller.core.outputs import TestOutput
+from controller.core.tokens import Outcome as TokenOutcome
 from controller.ports import (
     AuthStatus,
 )
-from controller.tokens import Outcome as TokenOutcome
 
 if TYPE_CHECKING:
     pass
 
-from controller.runtime import (
+from controller.core.runtime import (
     _NO_KEYS,
     BayRuntime,
     Outcome,

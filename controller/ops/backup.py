@@ -1,7 +1,7 @@
 """Online backup and offline restore of the journal file, and read-only access to it.
 
 Owns the journal *as a file* (the running station owns it as a database,
-:mod:`controller.journal`):
+:mod:`controller.core.journal`):
 
 - :func:`backup_journal` copies it with SQLite's online backup API in one step:
   a single read transaction, so the copy is one consistent snapshot, every
@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.journal import MIGRATIONS
+from controller.core.journal import MIGRATIONS
 
 __all__ = [
     "BackupError",
@@ -406,7 +406,7 @@ def _source(p: argparse.ArgumentParser) -> None:
 def _data_dir(args: argparse.Namespace) -> Path | None:
     if args.data_dir:
         return Path(args.data_dir)
-    from controller.config import ConfigError, load_config
+    from controller.core.config import ConfigError, load_config
 
     try:
         return load_config(args.config).station.data_dir

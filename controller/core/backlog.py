@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from controller.journal import Commit, Journal, JournalError
+from controller.core.journal import Commit, Journal, JournalError
 
 log = structlog.get_logger(__name__)
 

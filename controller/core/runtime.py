@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from controller import tokens
-from controller.accounting import Tariff
-from controller.auth import Authorizer
-from controller.bay import (
+from controller.core import tokens
+from controller.core.accounting import Tariff
+from controller.core.auth import Authorizer
+from controller.core.bay import (
     BayState,
     CloseSession,
     Effect,
@@ -24,8 +24,8 @@ from controller.bay import (
     Refused,
     Timers,
 )
-from controller.config import BayConfig, StationConfig
-from controller.journal import Journal
+from controller.core.config import BayConfig, StationConfig
+from controller.core.journal import Journal
 from controller.ports import (
     BayNode,
     MeterReading,
@@ -35,16 +35,16 @@ from controller.ports import (
 )
 
 if TYPE_CHECKING:
-    from controller.backlog import Backlog
-    from controller.journalguard import JournalGuard
-    from controller.loadloop import LoadLoop
-    from controller.looplag import LoopLagMonitor
-    from controller.services import Supervisor
+    from controller.core.backlog import Backlog
+    from controller.core.journalguard import JournalGuard
+    from controller.core.loadloop import LoadLoop
+    from controller.core.services import Supervisor
+    from controller.ops.looplag import LoopLagMonitor
 
-from controller.outputs import TestOutput
-from controller.plausibility import MeterGate
-from controller.safety import SafeMode
-from controller.taskrunner import TaskRunner
+from controller.core.outputs import TestOutput
+from controller.core.plausibility import MeterGate
+from controller.core.safety import SafeMode
+from controller.core.taskrunner import TaskRunner
 
 log = structlog.get_logger(__name__)
 
@@ -158,7 +158,7 @@ def _outcome(effects: list[Effect], ok_code: str = "ok") -> Outcome:
 class StationBase:
     """What the station's parts (core, commands, observer) share: state and the few cross calls.
 
-    :class:`controller.station.Station` combines them; each part only uses what is declared here.
+    :class:`controller.core.station.Station` combines them; each part only uses what is declared here.
     """
 
     cfg: StationConfig

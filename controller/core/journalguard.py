@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from controller.backlog import Backlog
-from controller.bay import CloseSession, Effect, Event, TokenPresented
-from controller.journal import JournalError
+from controller.core.backlog import Backlog
+from controller.core.bay import CloseSession, Effect, Event, TokenPresented
+from controller.core.journal import JournalError
 
 if TYPE_CHECKING:
-    from controller.runtime import StationBase
+    from controller.core.runtime import StationBase
 
 log = structlog.get_logger(__name__)
 

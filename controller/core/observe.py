@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from controller.bay import (
+from controller.core.bay import (
     FaultCleared,
     FaultRaised,
     fault_message,
     ocpp_status,
     offline_reason,
 )
-from controller.directcaps import direct_setpoint_a
-from controller.journal import JournalError
-from controller.journalguard import BLOCKED_MESSAGE
-from controller.plausibility import bounds_for
+from controller.core.directcaps import direct_setpoint_a
+from controller.core.journal import JournalError
+from controller.core.journalguard import BLOCKED_MESSAGE
+from controller.core.plausibility import bounds_for
 from controller.ports import (
     ChargingLimits,
     LinkStats,
@@ -30,7 +30,7 @@ from controller.ports import (
 if TYPE_CHECKING:
     pass
 
-from controller.runtime import BayRuntime, MeterInput, Outcome, StationBase, _mask
+from controller.core.runtime import BayRuntime, MeterInput, Outcome, StationBase, _mask
 
 log = structlog.get_logger(__name__)
 

@@ -3,7 +3,7 @@
 One TaskGroup runs the core — the node hubs, the update consumer, the timer
 tick, one output loop per bay (setpoint leases renewed while healthy), the
 sample flusher, the journal guard, the load manager — and, each under the
-supervisor of :mod:`controller.services`, the optional services (HTTP UI,
+supervisor of :mod:`controller.core.services`, the optional services (HTTP UI,
 OCPP, meters, camera, ...). Only a failure of the core stops the station.
 
 Every change of a bay goes through :meth:`Station.apply`: the pure
@@ -11,7 +11,7 @@ transition, then one journal transaction, then the effects. A command is
 acknowledged only once its transition is durable. When the journal cannot
 write, a start or a change is refused and changes nothing; a stop, a fault or
 a fact reported by a node still happens (the relay goes off at once) and its
-commit waits, in order, in the :class:`~controller.backlog.Backlog` until the
+commit waits, in order, in the :class:`~controller.core.backlog.Backlog` until the
 journal can write again.
 """
 
@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from controller import tokens
-from controller.accounting import Tariff
-from controller.auth import Authorizer
-from controller.backlog import Backlog
-from controller.bay import (
+from controller.core import tokens
+from controller.core.accounting import Tariff
+from controller.core.auth import Authorizer
+from controller.core.backlog import Backlog
+from controller.core.bay import (
     AvailabilityChanged,
     BayKind,
     BayState,
@@ -65,17 +65,20 @@ from controller.bay import (
     UpdateSession,
     transition,
 )
-from controller.config import BayConfig, StationConfig
-from controller.energy_gate import bay_max_power_w
-from controller.journal import Journal, JournalError
-from controller.journalguard import (
+from controller.core.config import BayConfig, StationConfig
+from controller.core.energy_gate import bay_max_power_w
+from controller.core.journal import Journal, JournalError
+from controller.core.journalguard import (
     NOT_RECORDED,
     JournalGuard,
     not_recorded_message,
 )
-from controller.outputs import TEST_END_MESSAGES, OutputInputs, TestEnd, decide
-from controller.persist import build_commit, event_name, state_from_dict
-from controller.plausibility import MeterGate
+from controller.core.outputs import TEST_END_MESSAGES, OutputInputs, TestEnd, decide
+from controller.core.persist import build_commit, event_name, state_from_dict
+from controller.core.plausibility import MeterGate
+from controller.core.safety import SafeMode
+from controller.core.services import Service, ServiceSpec, Supervisor
+from controller.core.taskrunner import TaskRunner
 from controller.ports import (
     ConflictReason,
     DriverError,
@@ -89,17 +92,14 @@ from controller.ports import (
     NodeUpdate,
     Upstream,
 )
-from controller.safety import SafeMode
-from controller.services import Service, ServiceSpec, Supervisor
-from controller.taskrunner import TaskRunner
 
 if TYPE_CHECKING:
-    from controller.loadloop import LoadLoop
-    from controller.looplag import LoopLagMonitor
+    from controller.core.loadloop import LoadLoop
+    from controller.ops.looplag import LoopLagMonitor
 
-from controller.commands import StationCommands
-from controller.observe import StationObserver
-from controller.runtime import (
+from controller.core.commands import StationCommands
+from controller.core.observe import StationObserver
+from controller.core.runtime import (
     BayRuntime,
     JournalNonceStore,
     MeterInput,
@@ -175,7 +175,7 @@ class Station(StationCommands, StationObserver):
         # Without a load manager ([site] absent) a bay gets its configured maximum.
         self.load: LoadLoop | None = None
         self.upstream: Upstream | None = None  # the central system, when one is configured
-        self.loop_lag: LoopLagMonitor | None = None  # set by controller.looplag.attach
+        self.loop_lag: LoopLagMonitor | None = None  # set by controller.ops.looplag.attach
         self.safe = SafeMode()
         self.stop_input_pressed = False
         self.started_at = time.monotonic()
@@ -196,10 +196,10 @@ class Station(StationCommands, StationObserver):
         """Run ``run()`` inside the station's TaskGroup (added before :meth:`run`).
 
         Optional by default: supervised and restarted when it fails (see
-        :mod:`controller.services`). ``core=True`` only for parts the station cannot
+        :mod:`controller.core.services`). ``core=True`` only for parts the station cannot
         run without (the load manager): their failure stops the station.
         ``refuse_while_down`` is a sentence: while the service is down the station is
-        in safe mode with it (see :mod:`controller.services`).
+        in safe mode with it (see :mod:`controller.core.services`).
         """
         self._services.append(ServiceSpec(name, run, core, refuse_while_down))
 
@@ -508,7 +508,7 @@ class Station(StationCommands, StationObserver):
                 self.guard.failed()
 
     async def _output_loop(self, rt: BayRuntime) -> None:
-        """Keep the node's output lease alive and equal to what :func:`controller.outputs.decide` says."""
+        """Keep the node's output lease alive and equal to what :func:`controller.core.outputs.decide` says."""
         lease = self.cfg.timers.lease_s
         while True:
             with contextlib.suppress(TimeoutError):

@@ -1,6 +1,6 @@
 """Signed QR tokens for bookings and access, verified offline; plain idTags pass through.
 
-Owns the token format (``controller/TOKENS.md`` is the issuer's reference),
+Owns the token format (``controller/core/TOKENS.md`` is the issuer's reference),
 minting, and :func:`verify`, which classifies *any* scanned text:
 
 - ``ES1.<base64url(JSON payload)>.<base64url(signature)>``: a signed token.

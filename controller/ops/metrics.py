@@ -21,12 +21,12 @@ from pathlib import Path
 import psutil
 import structlog
 
-from controller.bay import Status, ocpp_status
-from controller.looplag import monitor_of
-from controller.ops import JOURNAL_TTL_S, health, upstream_online
+from controller.core.bay import Status, ocpp_status
+from controller.core.safety import CAUSES
+from controller.core.station import Station
+from controller.ops.health import JOURNAL_TTL_S, health, upstream_online
+from controller.ops.looplag import monitor_of
 from controller.ports import Freshness
-from controller.safety import CAUSES
-from controller.station import Station
 
 log = structlog.get_logger(__name__)
 

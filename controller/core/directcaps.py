@@ -12,7 +12,7 @@ what the vehicle accepts.
 
 from __future__ import annotations
 
-from controller.outputs import floor_steps
+from controller.core.outputs import floor_steps
 
 
 def floor_a(amps: float) -> float:

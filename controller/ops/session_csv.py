@@ -16,7 +16,7 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-from controller.bay import StopReason
+from controller.core.bay import StopReason
 
 COLUMNS = (
     "session_id",

@@ -1,0 +1,1 @@
+"""The ``edge-station`` command line (``main``) and its sub-commands."""

@@ -1,0 +1,1 @@
+"""Operations: health, metrics, the systemd watchdog, loop lag, backup, logs and exports."""
