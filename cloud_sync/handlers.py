@@ -7,28 +7,63 @@ registered with :meth:`Link.after`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
+from cloud_sync.config import OcppConfig
+from cloud_sync.keys import ConfigKeys
 from cloud_sync.link import Link, on
-from cloud_sync.smart import CP_MAX, TX, Profile, TxContext, check, composite, parse_time
+from cloud_sync.localauth import LocalAuth
+from cloud_sync.outbox import OutboxSender
+from cloud_sync.smart import (
+    CP_MAX,
+    TX,
+    Profile,
+    ProfileStore,
+    TxContext,
+    check,
+    composite,
+    parse_time,
+)
 from controller.core.bay import StopReason
 from controller.core.persist import iso
-from controller.core.station import BayRuntime, UnknownBay, UnknownSession
-
-if TYPE_CHECKING:
-    from cloud_sync.upstream import OcppUpstream
+from controller.core.station import BayRuntime, Station, UnknownBay, UnknownSession
 
 log = structlog.get_logger(__name__)
+
+
+class LinkOwner(Protocol):
+    """What the handlers use of the upstream that owns the link (``cloud_sync.upstream``).
+
+    Named here so that the handlers do not import the upstream that imports them.
+    """
+
+    cfg: OcppConfig
+    station: Station
+    keys: ConfigKeys
+    local: LocalAuth
+    profiles: ProfileStore
+    outbox: OutboxSender
+    rejected: bool
+
+    def bay_can_start(self, rt: BayRuntime) -> bool: ...
+
+    def limits_changed(self) -> None: ...
+
+    async def tx_context(self, rt: BayRuntime) -> TxContext: ...
+
+    async def reset(self, kind: str) -> None: ...
+
+    async def triggered(self, link: StationLink, what: str, connector: int | None) -> None: ...
 
 
 class StationLink(Link):
     """The connection plus the handlers; ``up`` is the upstream that owns everything else."""
 
-    def __init__(self, up: OcppUpstream, ws: Any) -> None:
+    def __init__(self, up: LinkOwner, ws: Any) -> None:
         super().__init__(
             up.cfg.charge_point_id,
             ws,

@@ -1,7 +1,7 @@
 """Offline authorization (OCPP 1.6 §3.5): the Local Authorization List and the Authorization Cache.
 
-Both live in the journal (tables ``local_auth_list`` and ``auth_cache``) and
-in memory for quick look-ups. The list is owned by the CSMS (SendLocalList)
+Both live in the journal (tables ``local_auth_list`` and ``auth_cache`` of
+:mod:`cloud_sync.store`) and in memory for quick look-ups. The list is owned by the CSMS (SendLocalList)
 and is never touched by Authorize answers or ClearCache; the cache learns
 from every idTagInfo the CSMS sends. A tag known with a non-Accepted status,
 or expired, is refused even offline.
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloud_sync.smart import parse_time
+from cloud_sync.store import OcppStore, TagRow
 from controller.core.journal import Journal
 
 KV_LIST_VERSION = "ocpp.local_list_version"
@@ -45,21 +46,22 @@ class TagInfo:
 
 
 class LocalAuth:
-    def __init__(self, journal: Journal) -> None:
-        self._journal = journal
+    def __init__(self, journal: Journal, store: OcppStore) -> None:
+        self._journal = journal  # the list's version is a kv value of the journal
+        self._store = store
         self.version = 0
         self.entries: dict[str, TagInfo] = {}
         self.cache: dict[str, TagInfo] = {}
 
     async def load(self) -> None:
         self.version = int(await self._journal.kv_get(KV_LIST_VERSION, 0))
-        rows = await self._journal.query("SELECT * FROM local_auth_list")
         self.entries = {
-            r["id_tag"]: TagInfo(r["status"], r["expiry_date"], r["parent_id_tag"]) for r in rows
+            r.id_tag: TagInfo(r.status, r.expiry_date, r.parent_id_tag)
+            for r in await self._store.local_auth_list()
         }
-        rows = await self._journal.query("SELECT * FROM auth_cache")
         self.cache = {
-            r["id_tag"]: TagInfo(r["status"], r["expiry_date"], r["parent_id_tag"]) for r in rows
+            r.id_tag: TagInfo(r.status, r.expiry_date, r.parent_id_tag)
+            for r in await self._store.auth_cache()
         }
 
     # ------------------------------------------------------------------ local list
@@ -88,13 +90,9 @@ class LocalAuth:
                 new[tag] = TagInfo.from_ocpp(info)
         if len(new) > max_total:
             return "Failed"
-        await self._journal.execute_write("DELETE FROM local_auth_list")
-        for tag, ti in new.items():
-            await self._journal.execute_write(
-                "INSERT INTO local_auth_list(id_tag, status, expiry_date, parent_id_tag)"
-                " VALUES (?,?,?,?)",
-                (tag, ti.status, ti.expiry, ti.parent),
-            )
+        await self._store.replace_local_auth_list(
+            TagRow(tag, ti.status, ti.expiry, ti.parent) for tag, ti in new.items()
+        )
         await self._journal.kv_set(KV_LIST_VERSION, version)
         self.entries = new
         self.version = version
@@ -110,16 +108,10 @@ class LocalAuth:
         if self.cache.get(tag) == ti:
             return
         self.cache[tag] = ti
-        await self._journal.execute_write(
-            "INSERT INTO auth_cache(id_tag, status, expiry_date, parent_id_tag, updated_at)"
-            " VALUES (?,?,?,?,?) ON CONFLICT(id_tag) DO UPDATE SET status=excluded.status,"
-            " expiry_date=excluded.expiry_date, parent_id_tag=excluded.parent_id_tag,"
-            " updated_at=excluded.updated_at",
-            (tag, ti.status, ti.expiry, ti.parent, time.time()),
-        )
+        await self._store.cache_tag(TagRow(tag, ti.status, ti.expiry, ti.parent), time.time())
 
     async def clear_cache(self) -> None:
-        await self._journal.execute_write("DELETE FROM auth_cache")
+        await self._store.clear_auth_cache()
         self.cache = {}
 
     # ------------------------------------------------------------------ look-up

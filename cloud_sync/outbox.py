@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,11 +39,23 @@ Gate = Callable[[], Awaitable[None]]
 OnRejected = Callable[[str, str], Awaitable[None]]
 
 
-SessionWrite = tuple[str, tuple[Any, ...]]
+@dataclass(frozen=True, slots=True)
+class SessionWrite:
+    """What an answer means for its session's row: its sync state, and the CSMS's id if new."""
+
+    session_id: str
+    sync_state: str  # started / rejected:<status> / synced
+    tx_id: int | None = None
+
+    async def apply(self, journal: Journal) -> None:
+        if self.tx_id is not None:
+            await journal.set_session_tx_id(self.session_id, self.tx_id, self.sync_state)
+        else:
+            await journal.set_session_synced(self.session_id)
 
 
 def session_write(action: str, session_id: str | None, resp: dict[str, Any]) -> SessionWrite | None:
-    """The session row update an answer implies (SQL and parameters), if any.
+    """The session row update an answer implies, if any.
 
     The answer itself is kept with the done mark (``outbox.response``), so the update
     can always be derived again from it (:meth:`OutboxSender.recover`).
@@ -55,15 +66,9 @@ def session_write(action: str, session_id: str | None, resp: dict[str, Any]) -> 
         info = resp.get("id_tag_info")
         status = str(info["status"]) if info else "Accepted"
         state = "started" if status == "Accepted" else f"rejected:{status}"
-        return (
-            "UPDATE sessions SET ocpp_tx_id=?, sync_state=? WHERE id=?",
-            (int(resp["transaction_id"]), state, session_id),
-        )
+        return SessionWrite(session_id, state, int(resp["transaction_id"]))
     if action == "StopTransaction":
-        return (
-            "UPDATE sessions SET sync_state='synced' WHERE id=? AND sync_state NOT LIKE 'rejected%'",
-            (session_id,),
-        )
+        return SessionWrite(session_id, "synced")
     return None
 
 
@@ -96,18 +101,15 @@ class OutboxSender:
         # fast link, but after a kill -9 up to two messages may be sent again.
         self.idle = asyncio.Event()  # set while the outbox is empty (tests and benchmarks)
         self.read_ahead = 200  # messages read from the journal at a time
-        self._copying: asyncio.Task[int] | None = None  # a session update after its mark
+        self._copying: asyncio.Task[None] | None = None  # a session update after its mark
 
     # ------------------------------------------------------------------ lookups
 
     async def tx_id(self, session_id: str) -> int | None:
         tx = self._tx_ids.get(session_id)
         if tx is None:
-            rows = await self.journal.query(
-                "SELECT ocpp_tx_id FROM sessions WHERE id=?", (session_id,)
-            )
-            if rows and rows[0]["ocpp_tx_id"] is not None:
-                tx = int(rows[0]["ocpp_tx_id"])
+            tx = await self.journal.session_tx_id(session_id)
+            if tx is not None:
                 self._tx_ids[session_id] = tx
         return tx
 
@@ -115,28 +117,17 @@ class OutboxSender:
         for sid, tx in self._tx_ids.items():
             if tx == tx_id:
                 return sid
-        rows = await self.journal.query(
-            "SELECT id FROM sessions WHERE ocpp_tx_id=? ORDER BY started_at DESC LIMIT 1", (tx_id,)
-        )
-        return str(rows[0]["id"]) if rows else None
+        return await self.journal.session_with_tx_id(tx_id)
 
     async def counts(self) -> dict[str, int]:
         """Outbox messages by state (pending / failed / done) for the UI."""
-        rows = await self.journal.query("SELECT state, count(*) AS n FROM outbox GROUP BY state")
-        out = {"pending": 0, "failed": 0, "done": 0}
-        out.update({r["state"]: int(r["n"]) for r in rows})
-        return out
+        return await self.journal.outbox_counts()
 
     async def failed(self, limit: int = 100) -> list[dict[str, Any]]:
-        return await self.journal.query(
-            "SELECT id, created_at, session_id, action, attempts, last_error, done_at"
-            " FROM outbox WHERE state='failed' ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
+        return await self.journal.outbox_given_up(limit)
 
     async def pending(self) -> int:
-        rows = await self.journal.query("SELECT count(*) AS n FROM outbox WHERE state='pending'")
-        return int(rows[0]["n"])
+        return await self.journal.outbox_depth()
 
     async def _read_after(self, after_id: int) -> list[dict[str, Any]]:
         """The next pending messages after ``after_id``, oldest first (payloads decoded).
@@ -146,13 +137,7 @@ class OutboxSender:
         done. Ids only grow and the queue is strictly ordered, so ``id > last taken``
         is exact, and only this sender changes a pending row.
         """
-        rows = await self.journal.query(
-            "SELECT * FROM outbox WHERE state='pending' AND id > ? ORDER BY id LIMIT ?",
-            (after_id, self.read_ahead),
-        )
-        for row in rows:
-            row["payload"] = json.loads(row["payload"])
-        return rows
+        return await self.journal.outbox_after(after_id, self.read_ahead)
 
     # ------------------------------------------------------------------ the loop
 
@@ -237,7 +222,7 @@ class OutboxSender:
         await self.journal.outbox_done(msg_id, self.clock.wall(), resp)
         if write is not None:
             self._copying = asyncio.create_task(
-                self.journal.execute_write(*write), name="ocpp:outbox-session"
+                write.apply(self.journal), name="ocpp:outbox-session"
             )
 
     async def _prepare(self, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -269,7 +254,7 @@ class OutboxSender:
             if status != "Accepted":
                 # Rare: written before the mark and before the stop it may cause.
                 if write is not None:
-                    await self.journal.execute_write(*write)
+                    await write.apply(self.journal)
                 log.warning("ocpp.start_rejected", session_id=sid, status=status, tx_id=tx)
                 if self.keys.get_bool("StopTransactionOnInvalidId"):
                     await self.on_rejected(sid, status)
@@ -283,16 +268,12 @@ class OutboxSender:
         after its done mark, and the next mark waits for it; so after a crash at most
         the last done message can lack it, and its stored answer has what it needs.
         """
-        rows = await self.journal.query(
-            "SELECT action, session_id, response FROM outbox WHERE state='done'"
-            " ORDER BY id DESC LIMIT 1"
-        )
-        if not rows or not rows[0]["response"]:
+        last = await self.journal.outbox_last_done()
+        if last is None or last["response"] is None:
             return
-        row = rows[0]
-        write = session_write(row["action"], row["session_id"], json.loads(row["response"]))
+        write = session_write(last["action"], last["session_id"], last["response"])
         if write is not None:
-            await self.journal.execute_write(*write)
+            await write.apply(self.journal)
 
     async def _failed(self, row: dict[str, Any], err: BaseException) -> None:
         text = f"{type(err).__name__}: {err}"[:500]
@@ -326,6 +307,4 @@ class OutboxSender:
         )
         self._last_done = max(self._last_done, row["id"])
         if row["action"] == "StartTransaction" and row["session_id"] is not None:
-            await self.journal.execute_write(
-                "UPDATE sessions SET sync_state='failed' WHERE id=?", (row["session_id"],)
-            )
+            await self.journal.set_session_sync_failed(row["session_id"])

@@ -2,7 +2,7 @@
 
 The schedule arithmetic is pure (:func:`limit_at`, :func:`composite`,
 :func:`connector_limit_a`); :class:`ProfileStore` keeps the installed profiles
-in memory and in the journal table ``charging_profiles`` and answers
+in memory and in the journal (``charging_profiles``, :mod:`cloud_sync.store`) and answers
 :meth:`ProfileStore.current_limits_a` for the load manager.
 
 Rules kept here: ChargePointMaxProfile only on connector 0 and it caps the
@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from controller.core.journal import Journal
+from cloud_sync.store import OcppStore, StoredProfile
 from controller.core.outputs import floor_steps
 
 VOLTAGE_V = 230.0
@@ -291,19 +291,16 @@ def _json_number(o: object) -> float:
 class ProfileStore:
     """Installed profiles, in memory for the load manager and in the journal for restarts."""
 
-    def __init__(self, journal: Journal, *, max_installed: int = 32) -> None:
-        self._journal = journal
+    def __init__(self, store: OcppStore, *, max_installed: int = 32) -> None:
+        self._store = store
         self.max_installed = max_installed
         self.profiles: dict[int, Profile] = {}
 
     async def load(self) -> None:
-        rows = await self._journal.query(
-            "SELECT id, connector, profile, installed_at FROM charging_profiles ORDER BY id"
-        )
         self.profiles = {}
-        for r in rows:
+        for r in await self._store.charging_profiles():
             try:
-                p = Profile.from_ocpp(r["connector"], json.loads(r["profile"]), r["installed_at"])
+                p = Profile.from_ocpp(r.connector, json.loads(r.profile_json), r.installed_at)
             except (KeyError, ValueError, TypeError):
                 continue
             self.profiles[p.id] = p
@@ -325,22 +322,18 @@ class ProfileStore:
         ]
         if len(self.profiles) - len(replaced) >= self.max_installed:
             return "too many profiles installed"
-        for pid in replaced:
-            await self._journal.execute_write("DELETE FROM charging_profiles WHERE id=?", (pid,))
-            del self.profiles[pid]
-        await self._journal.execute_write(
-            "INSERT INTO charging_profiles(id, connector, stack_level, purpose, transaction_id,"
-            " profile, installed_at) VALUES (?,?,?,?,?,?,?)",
-            (
-                p.id,
-                p.connector,
-                p.stack_level,
-                p.purpose,
-                p.transaction_id,
-                json.dumps(raw, default=_json_number),
-                now,
-            ),
+        row = StoredProfile(
+            p.id,
+            p.connector,
+            p.stack_level,
+            p.purpose,
+            p.transaction_id,
+            json.dumps(raw, default=_json_number),
+            now,
         )
+        await self._store.install_charging_profile(row, replaces=replaced)
+        for pid in replaced:
+            del self.profiles[pid]
         self.profiles[p.id] = p
         return None
 
@@ -366,8 +359,9 @@ class ProfileStore:
             if stack_level is not None and p.stack_level != stack_level:
                 continue
             gone.append(p.id)
+        if gone:
+            await self._store.remove_charging_profiles(gone)
         for pid in gone:
-            await self._journal.execute_write("DELETE FROM charging_profiles WHERE id=?", (pid,))
             del self.profiles[pid]
         return len(gone)
 

@@ -32,6 +32,7 @@ from cloud_sync.localauth import LocalAuth, TagInfo
 from cloud_sync.meter import MeterService, bay_phases, meter_value, sampled_values
 from cloud_sync.outbox import OutboxSender
 from cloud_sync.smart import ProfileStore, TxContext, parse_time
+from cloud_sync.store import OcppStore
 from controller.core.auth import AuthRequest
 from controller.core.bay import StopReason
 from controller.core.persist import iso
@@ -80,8 +81,9 @@ class OcppUpstream:
                 "ConnectionTimeOut": str(int(station.cfg.timers.connection_timeout_s)),
             },
         )
-        self.local = LocalAuth(j)
-        self.profiles = ProfileStore(j)
+        self.store = OcppStore(j)  # registered here, opened (migrated) by load()
+        self.local = LocalAuth(j, self.store)
+        self.profiles = ProfileStore(self.store)
         self.outbox = OutboxSender(j, self.keys, self.local, station.clock, self._start_rejected)
         self.meter = MeterService(station, self.keys, self._send_meter_direct)
         self.link: StationLink | None = None
@@ -107,6 +109,7 @@ class OcppUpstream:
 
     async def load(self) -> None:
         if not self._loaded:
+            await self.store.open()
             await self.keys.load(self.cfg.keys)
             await self.local.load()
             await self.profiles.load()

@@ -4,7 +4,8 @@ There is no default password: while no owner exists, a one-time setup code
 is generated at start and logged, and whoever holds it creates the owner.
 Passwords are hashed with argon2id off the event loop. A login session is a
 random id in an HttpOnly cookie; only its SHA-256 is stored (table
-``ui_sessions``), so a copy of the journal cannot be replayed as a login.
+``ui_sessions`` of :mod:`local_ui.store`), so a copy of the journal cannot be
+replayed as a login.
 """
 
 from __future__ import annotations
@@ -20,28 +21,11 @@ import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from controller.core.journal import Journal
+from local_ui.store import UiStore
 
 log = structlog.get_logger(__name__)
 
 ROLES = ("owner", "installer", "viewer")
-
-# Proposed as a journal migration; created here with IF NOT EXISTS meanwhile.
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS ui_users (
-        username TEXT PRIMARY KEY,
-        password_hash TEXT NOT NULL,
-        role TEXT NOT NULL CHECK (role IN ('owner', 'installer', 'viewer')),
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS ui_sessions (
-        id_hash TEXT PRIMARY KEY,
-        username TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL
-    )""",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +85,12 @@ class LoginLimiter:
 class Accounts:
     def __init__(
         self,
-        journal: Journal,
+        store: UiStore,
         *,
         session_ttl_s: float = 12 * 3600,
         hasher: PasswordHasher | None = None,
     ) -> None:
-        self.journal = journal
+        self.store = store
         self.session_ttl_s = session_ttl_s
         # argon2id at OWASP's lower bound: ~0.1 s on a Pi 4, and it runs in a thread.
         self.hasher = hasher or PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
@@ -120,11 +104,8 @@ class Accounts:
         async with self._init_lock:
             if self._ready:
                 return
-            for stmt in SCHEMA:
-                await self.journal.execute_write(stmt)
-            await self.journal.execute_write(
-                "DELETE FROM ui_sessions WHERE expires_at < ?", (time.time(),)
-            )
+            await self.store.open()
+            await self.store.end_expired_logins(time.time())
             if not await self.has_owner():
                 self.setup_code = "-".join(
                     "".join(secrets.choice("23456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(4))
@@ -139,56 +120,40 @@ class Accounts:
             self._ready = True
 
     async def has_owner(self) -> bool:
-        rows = await self.journal.query("SELECT 1 FROM ui_users WHERE role='owner' LIMIT 1")
-        return bool(rows)
+        return await self.store.has_owner()
 
     async def _hash(self, password: str) -> str:
         return await asyncio.to_thread(self.hasher.hash, password)
 
     async def create_user(self, username: str, password: str, role: str) -> User:
-        now = time.time()
-        await self.journal.execute_write(
-            "INSERT INTO ui_users(username, password_hash, role, created_at, updated_at)"
-            " VALUES (?,?,?,?,?)",
-            (username, await self._hash(password), role, now, now),
-        )
+        await self.store.add_user(username, await self._hash(password), role, time.time())
         return User(username, role)
 
     async def get_user(self, username: str) -> User | None:
-        rows = await self.journal.query(
-            "SELECT username, role FROM ui_users WHERE username=?", (username,)
-        )
-        return User(rows[0]["username"], rows[0]["role"]) if rows else None
+        row = await self.store.user(username)
+        return User(row.username, row.role) if row else None
 
     async def list_users(self) -> list[dict[str, object]]:
-        return await self.journal.query(
-            "SELECT username, role, created_at, updated_at FROM ui_users ORDER BY username"
-        )
+        return await self.store.users()
 
     async def delete_user(self, username: str) -> bool:
-        n = await self.journal.execute_write("DELETE FROM ui_users WHERE username=?", (username,))
-        await self.journal.execute_write("DELETE FROM ui_sessions WHERE username=?", (username,))
+        gone = await self.store.delete_user(username)
         self._cache = {k: v for k, v in self._cache.items() if v[0].username != username}
-        return n > 0
+        return gone
 
     async def set_password(self, username: str, password: str) -> None:
-        await self.journal.execute_write(
-            "UPDATE ui_users SET password_hash=?, updated_at=? WHERE username=?",
-            (await self._hash(password), time.time(), username),
-        )
+        await self.store.set_password_hash(username, await self._hash(password), time.time())
 
     async def verify(self, username: str, password: str) -> User | None:
-        rows = await self.journal.query(
-            "SELECT username, role, password_hash FROM ui_users WHERE username=?", (username,)
-        )
-        if not rows:
+        row = await self.store.user(username)
+        if row is None:
             # Spend the same time as a real check, so timing does not reveal user names.
             if self._dummy_hash is None:
                 self._dummy_hash = await self._hash(secrets.token_hex(8))
             await asyncio.to_thread(self._check, self._dummy_hash, password)
             return None
-        ok = await asyncio.to_thread(self._check, rows[0]["password_hash"], password)
-        return User(rows[0]["username"], rows[0]["role"]) if ok else None
+        ok = await asyncio.to_thread(self._check, row.password_hash, password)
+        return User(row.username, row.role) if ok else None
 
     def _check(self, hashed: str, password: str) -> bool:
         try:
@@ -201,10 +166,7 @@ class Accounts:
     async def new_session(self, user: User) -> str:
         sid = secrets.token_urlsafe(32)
         now = time.time()
-        await self.journal.execute_write(
-            "INSERT INTO ui_sessions(id_hash, username, created_at, expires_at) VALUES (?,?,?,?)",
-            (_digest(sid), user.username, now, now + self.session_ttl_s),
-        )
+        await self.store.add_login(_digest(sid), user.username, now, now + self.session_ttl_s)
         self._cache[_digest(sid)] = (user, now + self.session_ttl_s)
         return sid
 
@@ -217,25 +179,19 @@ class Accounts:
                 return hit[0]
             self._cache.pop(key, None)
             return None
-        rows = await self.journal.query(
-            "SELECT u.username, u.role, s.expires_at FROM ui_sessions s"
-            " JOIN ui_users u ON u.username = s.username WHERE s.id_hash=? AND s.expires_at > ?",
-            (key, now),
-        )
-        if not rows:
+        login = await self.store.login(key, now)
+        if login is None:
             return None
-        user = User(rows[0]["username"], rows[0]["role"])
+        user = User(login.username, login.role)
         if len(self._cache) > 1000:
             self._cache.clear()
-        self._cache[key] = (user, float(rows[0]["expires_at"]))
+        self._cache[key] = (user, login.expires_at)
         return user
 
     async def end_other_sessions(self, username: str, keep_sid: str | None) -> int:
         """End every login of ``username`` but ``keep_sid``'s; returns how many ended."""
         keep = _digest(keep_sid) if keep_sid else ""
-        n = await self.journal.execute_write(
-            "DELETE FROM ui_sessions WHERE username=? AND id_hash != ?", (username, keep)
-        )
+        n = await self.store.end_logins_of(username, keep=keep)
         self._cache = {
             k: v for k, v in self._cache.items() if v[0].username != username or k == keep
         }
@@ -244,4 +200,4 @@ class Accounts:
     async def end_session(self, sid: str) -> None:
         key = _digest(sid)
         self._cache.pop(key, None)
-        await self.journal.execute_write("DELETE FROM ui_sessions WHERE id_hash=?", (key,))
+        await self.store.end_login(key)

@@ -145,11 +145,7 @@ async def list_holds(
                     "reservation_id": h.reservation_id,
                 }
             )
-    recent = await ctx.station.journal.query(
-        "SELECT id, bay_id, reservation_id, created_at, expires_at, state FROM holds"
-        " ORDER BY created_at DESC LIMIT ?",
-        (limit,),
-    )
+    recent = await ctx.station.journal.recent_holds(limit)
     return {"active": active, "recent": recent, "default_duration_s": ctx.station.cfg.timers.hold_s}
 
 
@@ -182,11 +178,7 @@ async def list_bookings(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """The local booking calendar: future holds (placed at their time, also offline) and past ones."""
-    rows = await ctx.station.journal.query(
-        "SELECT id, bay_id, token, start_at, hold_s, reservation_id, state, created_at FROM bookings"
-        " ORDER BY (state = 'scheduled') DESC, start_at DESC LIMIT ?",
-        (limit,),
-    )
+    rows = await ctx.station.journal.booking_calendar(limit)
     for r in rows:
         tok = str(r["token"])
         r["token"] = tok if len(tok) <= 4 else "…" + tok[-4:]

@@ -1,8 +1,9 @@
 """Session history queries: filters, pagination, CSV rows, monthly statistics.
 
-Reads go through the journal's reader connection (``Journal.query``); the
-filters add an ``outcome`` (success / error, from the stop reason) that the
-journal's own helpers do not have.
+The rows come from the journal's session queries (``Journal.sessions``,
+``count_sessions``, ``monthly_totals``); a filter here speaks the UI's terms
+(local dates, an ``outcome`` of success or error from the stop reason) and
+hands the journal its own.
 """
 
 from __future__ import annotations
@@ -34,29 +35,21 @@ class SessionFilter:
     outcome: Literal["success", "error"] | None = None
     state: Literal["open", "closed"] | None = None
 
-    def where(self) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if self.since is not None:
-            clauses.append("started_at >= ?")
-            params.append(_epoch(self.since))
-        if self.until is not None:
-            clauses.append("started_at < ?")
-            params.append(_epoch(self.until))
-        for col, val in (
-            ("bay_id", self.bay_id),
-            ("mode", self.mode),
-            ("stop_reason", self.stop_reason),
-            ("state", self.state),
-        ):
-            if val is not None:
-                clauses.append(f"{col} = ?")
-                params.append(val)
+    def journal_filter(self) -> dict[str, Any]:
+        """The journal's keyword arguments for this filter (``Journal.sessions``)."""
+        closed_with = None
         if self.outcome is not None:
-            reasons = sorted(SUCCESS_REASONS if self.outcome == "success" else ERROR_REASONS)
-            clauses.append(f"state = 'closed' AND stop_reason IN ({','.join('?' * len(reasons))})")
-            params.extend(r.value for r in reasons)
-        return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+            reasons = SUCCESS_REASONS if self.outcome == "success" else ERROR_REASONS
+            closed_with = frozenset(r.value for r in reasons)
+        return {
+            "since": None if self.since is None else _epoch(self.since),
+            "until": None if self.until is None else _epoch(self.until),
+            "bay_id": self.bay_id,
+            "mode": self.mode,
+            "stop_reason": self.stop_reason,
+            "state": self.state,
+            "closed_with": closed_with,
+        }
 
 
 def _epoch(d: dt.datetime) -> float:
@@ -71,13 +64,10 @@ outcome_of = session_csv.outcome_of
 async def page(
     journal: Journal, f: SessionFilter, limit: int, offset: int
 ) -> tuple[int, list[dict[str, Any]]]:
-    where, params = f.where()
-    total = (await journal.query(f"SELECT count(*) AS n FROM sessions {where}", params))[0]["n"]
-    rows = await journal.query(
-        f"SELECT * FROM sessions {where} ORDER BY started_at DESC, id LIMIT ? OFFSET ?",
-        [*params, limit, offset],
-    )
-    return int(total), rows
+    kw = f.journal_filter()
+    total = await journal.count_sessions(**kw)
+    rows = await journal.sessions(**kw, limit=limit, offset=offset, newest_first=True)
+    return total, rows
 
 
 async def csv_chunks(journal: Journal, f: SessionFilter, batch: int = 500) -> AsyncIterator[bytes]:
@@ -85,13 +75,10 @@ async def csv_chunks(journal: Journal, f: SessionFilter, batch: int = 500) -> As
     buf = io.StringIO()
     w = session_csv.writer(buf)
     w.writerow(session_csv.COLUMNS)
-    where, params = f.where()
+    kw = f.journal_filter()
     offset = 0
     while True:
-        rows = await journal.query(
-            f"SELECT * FROM sessions {where} ORDER BY started_at, id LIMIT ? OFFSET ?",
-            [*params, batch, offset],
-        )
+        rows = await journal.sessions(**kw, limit=batch, offset=offset, newest_first=False)
         for r in rows:
             w.writerow(session_csv.row(r))
         yield buf.getvalue().encode("utf-8")
@@ -112,20 +99,8 @@ async def monthly(
     journal: Journal, since: dt.datetime, until: dt.datetime | None, bay_id: str | None
 ) -> list[dict[str, Any]]:
     # Sessions still open, or with a counter that went backwards, stay out of the aggregates.
-    clauses = ["state = 'closed'", "energy_wh >= 0", "started_at >= ?"]
-    params: list[Any] = [_epoch(since)]
-    if until is not None:
-        clauses.append("started_at < ?")
-        params.append(_epoch(until))
-    if bay_id is not None:
-        clauses.append("bay_id = ?")
-        params.append(bay_id)
-    rows = await journal.query(
-        "SELECT strftime('%Y-%m', started_at, 'unixepoch', 'localtime') AS month,"
-        " count(*) AS sessions, sum(energy_wh) AS energy_wh, sum(cost) AS cost,"
-        " sum(CASE WHEN cost IS NULL THEN 1 ELSE 0 END) AS uncosted"
-        f" FROM sessions WHERE {' AND '.join(clauses)} GROUP BY month ORDER BY month",
-        params,
+    rows = await journal.monthly_totals(
+        _epoch(since), None if until is None else _epoch(until), bay_id
     )
     by_month = {r["month"]: r for r in rows}
     out: list[dict[str, Any]] = []

@@ -36,7 +36,9 @@ from local_ui.connections import (
     widen_listen_queue,
 )
 from local_ui.context import CSRF_COOKIE, UiContext
-from local_ui.settings import SettingsRegistry, default_registry
+from local_ui.load_settings import add_load_sections
+from local_ui.settings import SettingsRegistry, add_station_sections
+from local_ui.store import UiStore
 
 log = structlog.get_logger(__name__)
 
@@ -139,6 +141,14 @@ class UiMiddleware:
         await self.app(scope, limited_receive, send_with_headers)
 
 
+def default_registry() -> SettingsRegistry:
+    """Every settings section: the station's (tariff, touchscreen), then the load manager's."""
+    reg = SettingsRegistry()
+    add_station_sections(reg)
+    add_load_sections(reg)
+    return reg
+
+
 def create_app(
     station: Station,
     *,
@@ -159,7 +169,7 @@ def create_app(
     )
     app.state.ui = UiContext(
         station=station,
-        accounts=accounts or Accounts(station.journal),
+        accounts=accounts or Accounts(UiStore(station.journal)),  # the UI's tables: its store
         settings=settings or default_registry(),
     )
     errors.install(app)

@@ -4,7 +4,8 @@ A change is validated by the section's model, applied to the running station,
 kept in the journal (``kv: ui.settings.<section>``, re-applied at start so a
 restart keeps it) and audited. The load manager (or any part) adds its own
 sections (site limits, circuits, modes, rules) with :meth:`SettingsRegistry.add`
-without touching the routes.
+without touching the routes; :func:`local_ui.server.default_registry` puts them
+together.
 """
 
 from __future__ import annotations
@@ -132,8 +133,8 @@ def dump(value: BaseModel) -> dict[str, Any]:
     return value.model_dump(mode="json", by_alias=True)
 
 
-def default_registry() -> SettingsRegistry:
-    reg = SettingsRegistry()
+def add_station_sections(reg: SettingsRegistry) -> None:
+    """The station's own sections: the tariff and the touchscreen."""
 
     async def apply_tariff(station: Station, value: BaseModel) -> None:
         assert isinstance(value, Tariff)
@@ -164,7 +165,3 @@ def default_registry() -> SettingsRegistry:
             frozenset({"owner", "installer"}),
         )
     )
-    from local_ui.load_settings import add_load_sections  # it builds on Section
-
-    add_load_sections(reg)
-    return reg

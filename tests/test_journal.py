@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.core import journal as journal_mod
+from controller.core import schema
 from controller.core.journal import Commit, EventRow, Journal, JournalError, OutboxRow
 
 
@@ -30,10 +30,10 @@ def _open_row(sid: str, bay: str = "b1") -> dict[str, object]:
 async def test_migrations_versioned_and_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
     j = await Journal.open(path)
-    assert await j.schema_version() == len(journal_mod.MIGRATIONS)
+    assert await j.schema_version() == len(schema.MIGRATIONS)
     await j.close()
     j = await Journal.open(path)  # reopening runs nothing twice
-    assert await j.schema_version() == len(journal_mod.MIGRATIONS)
+    assert await j.schema_version() == len(schema.MIGRATIONS)
     mode = await j.query("PRAGMA journal_mode")
     assert mode[0]["journal_mode"] == "wal"
     await j.close()
@@ -42,7 +42,7 @@ async def test_migrations_versioned_and_idempotent(tmp_path: Path) -> None:
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
     con = sqlite3.connect(path)
-    con.execute(f"PRAGMA user_version={len(journal_mod.MIGRATIONS) + 5}")
+    con.execute(f"PRAGMA user_version={len(schema.MIGRATIONS) + 5}")
     con.close()
     with pytest.raises(JournalError, match="newer"):
         await Journal.open(path)

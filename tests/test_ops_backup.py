@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from controller.cli.main import build_parser
-from controller.core.journal import MIGRATIONS, Commit, EventRow, Journal, OutboxRow
+from controller.core.journal import Commit, EventRow, Journal, OutboxRow
+from controller.core.schema import MIGRATIONS
 from controller.ops.backup import (
     BackupError,
     RestoreRefused,

@@ -12,15 +12,22 @@ writer); meter samples are written in batches.
 A failed write (a full disk, a read-only card) marks the journal unwritable and
 sets :attr:`Journal.failed`; it never leaves a transaction open, so the next
 write (or :meth:`Journal.probe`) finds out by itself whether it can write again.
+
+The schema is :mod:`controller.core.schema`. Adapters never write SQL into these
+tables: what they read or change here has a method with a name (a session's
+CSMS transaction id, outbox counts, history pages, monthly totals). Their own
+tables go through :meth:`Journal.transaction` by way of their
+:class:`controller.core.store.Store`, under the same writer and the same rules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,171 +35,41 @@ from typing import Any
 import aiosqlite
 import structlog
 
-log = structlog.get_logger(__name__)
+from controller.core.schema import MIGRATIONS
 
-# Each entry is one schema version; append, never edit a released one.
-MIGRATIONS: list[str] = [
-    # 1: the foundation
-    """
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        at REAL NOT NULL,
-        bay_id TEXT,
-        session_id TEXT,
-        kind TEXT NOT NULL,
-        data TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX events_session ON events(session_id);
-    CREATE INDEX events_at ON events(at);
-    CREATE TABLE sessions (
-        id TEXT PRIMARY KEY,
-        bay_id TEXT NOT NULL,
-        connector INTEGER NOT NULL,
-        token TEXT NOT NULL,
-        auth_source TEXT NOT NULL,
-        reservation_id INTEGER,
-        mode TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('open', 'closed')),
-        started_at REAL NOT NULL,
-        stopped_at REAL,
-        meter_start_wh INTEGER NOT NULL,
-        meter_stop_wh INTEGER,
-        meter_wh INTEGER NOT NULL,
-        energy_wh INTEGER NOT NULL DEFAULT 0,
-        peak_power_w REAL NOT NULL DEFAULT 0,
-        avg_power_w REAL,
-        tariff TEXT NOT NULL,
-        cost REAL,
-        currency TEXT,
-        stop_reason TEXT,
-        quota_wh INTEGER,
-        quota_s REAL,
-        ocpp_tx_id INTEGER,
-        sync_state TEXT NOT NULL DEFAULT 'pending'
-    );
-    CREATE INDEX sessions_bay ON sessions(bay_id, started_at);
-    CREATE INDEX sessions_started ON sessions(started_at);
-    CREATE UNIQUE INDEX sessions_one_open_per_bay ON sessions(bay_id) WHERE state = 'open';
-    CREATE TABLE holds (
-        id TEXT PRIMARY KEY,
-        bay_id TEXT NOT NULL,
-        token TEXT NOT NULL,
-        reservation_id INTEGER,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        state TEXT NOT NULL
-    );
-    CREATE TABLE bay_state (
-        bay_id TEXT PRIMARY KEY,
-        data TEXT NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        created_at REAL NOT NULL,
-        session_id TEXT,
-        action TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        state TEXT NOT NULL DEFAULT 'pending',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        next_attempt_at REAL NOT NULL DEFAULT 0,
-        done_at REAL,
-        response TEXT
-    );
-    CREATE INDEX outbox_pending ON outbox(state, id);
-    CREATE TABLE meter_samples (
-        at REAL NOT NULL,
-        source TEXT NOT NULL,
-        session_id TEXT,
-        energy_wh REAL,
-        power_w REAL,
-        current_a TEXT
-    );
-    CREATE INDEX meter_samples_source ON meter_samples(source, at);
-    CREATE TABLE kv (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        at REAL NOT NULL,
-        actor TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        detail TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX audit_at ON audit(at);
-    CREATE TABLE nonces (
-        nonce TEXT PRIMARY KEY,
-        expires_at REAL NOT NULL
-    );
-    """,
-    # 2: OCPP state (charging profiles, local authorization list, authorization cache)
-    """
-    CREATE TABLE charging_profiles (
-        id INTEGER PRIMARY KEY,
-        connector INTEGER NOT NULL,
-        stack_level INTEGER NOT NULL,
-        purpose TEXT NOT NULL,
-        transaction_id INTEGER,
-        profile TEXT NOT NULL,
-        installed_at REAL NOT NULL
-    );
-    CREATE TABLE local_auth_list (
-        id_tag TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        expiry_date TEXT,
-        parent_id_tag TEXT
-    );
-    CREATE TABLE auth_cache (
-        id_tag TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        expiry_date TEXT,
-        parent_id_tag TEXT,
-        updated_at REAL NOT NULL
-    );
-    """,
-    # 3: accounts and login sessions of the local UI (only a hash of each login cookie is kept)
-    """
-    CREATE TABLE IF NOT EXISTS ui_users (
-        username TEXT PRIMARY KEY,
-        password_hash TEXT NOT NULL,
-        role TEXT NOT NULL CHECK (role IN ('owner', 'installer', 'viewer')),
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS ui_sessions (
-        id_hash TEXT PRIMARY KEY,
-        username TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL
-    );
-    """,
-    # 4: the local booking calendar: future holds, placed at their time (also offline)
-    """
-    CREATE TABLE bookings (
-        id TEXT PRIMARY KEY,
-        bay_id TEXT NOT NULL,
-        token TEXT NOT NULL,
-        start_at REAL NOT NULL,
-        hold_s REAL NOT NULL,
-        reservation_id INTEGER,
-        state TEXT NOT NULL CHECK (state IN ('scheduled', 'placed', 'cancelled', 'missed')),
-        created_at REAL NOT NULL,
-        detail TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX bookings_due ON bookings(state, start_at);
-    """,
-    # 5: plug continuity: the node's plug and boot counters when a session began
-    """
-    ALTER TABLE sessions ADD COLUMN plug_count INTEGER;
-    ALTER TABLE sessions ADD COLUMN node_boot_id INTEGER;
-    """,
-]
+log = structlog.get_logger(__name__)
 
 
 class JournalError(Exception):
     """The journal cannot be written: the station must refuse new sessions."""
+
+
+class Transaction:
+    """The statements of one write transaction on the journal's writer (:meth:`Journal.transaction`)."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+        """One statement; returns how many rows it changed."""
+        async with self._conn.execute(sql, params) as cur:
+            return cur.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any] | dict[str, Any]]) -> int:
+        async with self._conn.executemany(sql, rows) as cur:
+            return cur.rowcount
+
+    async def query(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        """A read inside the transaction (sees its own writes; rows as dicts)."""
+        async with self._conn.execute(sql, params) as cur:
+            names = [d[0] for d in cur.description or ()]
+            return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+
+    async def script(self, script: str) -> None:
+        """Several statements separated by ``;`` (no ``;`` inside one: no triggers)."""
+        await _run_script(self._conn, script)
 
 
 @dataclass(slots=True)
@@ -466,6 +343,43 @@ class Journal:
             self.writable = True
             return cur.rowcount
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One write transaction on the one writer (``BEGIN IMMEDIATE`` … ``COMMIT``).
+
+        For the stores of adapters (:class:`controller.core.store.Store`): the body runs
+        only statements, since it holds the writer. An exception in it rolls everything
+        back; an SQLite error becomes :class:`JournalError` and marks the journal
+        unwritable, like every failed write. A cancelled COMMIT is waited for (the lock
+        is kept until SQLite has decided), so the transaction is never left half-way.
+        """
+        async with self._lock:
+            try:
+                await self._w.execute("BEGIN IMMEDIATE")
+                try:
+                    yield Transaction(self._w)
+                    await self._commit_now()
+                except BaseException:
+                    await self._rollback()
+                    raise
+            except sqlite3.Error as err:
+                self._failed(err)
+                raise JournalError(str(err)) from err
+        self.writable = True
+
+    async def _commit_now(self) -> None:
+        async def commit() -> None:
+            await self._w.execute("COMMIT")
+
+        task = asyncio.ensure_future(commit())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])  # its outcome decides whether the rollback has work
+            if not task.cancelled() and task.exception() is not None:
+                log.error("journal.commit_failed", error=str(task.exception()))
+            raise
+
     async def add_meter_samples(self, rows: Iterable[tuple[Any, ...]]) -> int:
         """Batched insert of ``(at, source, session_id, energy_wh, power_w, current_a_json)``."""
         batch = list(rows)
@@ -548,6 +462,80 @@ class Journal:
         rows = await self.query("SELECT count(*) AS n FROM outbox WHERE state='pending'")
         return int(rows[0]["n"])
 
+    async def outbox_after(self, after_id: int, limit: int) -> list[dict[str, Any]]:
+        """Pending messages after ``after_id``, oldest first, payloads decoded.
+
+        Ids only grow and the queue is strictly ordered, so a sender that remembers the
+        last id it took reads exactly what is left.
+        """
+        rows = await self.query(
+            "SELECT * FROM outbox WHERE state='pending' AND id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        for row in rows:
+            row["payload"] = json.loads(row["payload"])
+        return rows
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """Messages by state: pending, failed (given up, kept with their error), done."""
+        rows = await self.query("SELECT state, count(*) AS n FROM outbox GROUP BY state")
+        out = {"pending": 0, "failed": 0, "done": 0}
+        out.update({r["state"]: int(r["n"]) for r in rows})
+        return out
+
+    async def outbox_given_up(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The messages given up on, newest first (without their payloads)."""
+        return await self.query(
+            "SELECT id, created_at, session_id, action, attempts, last_error, done_at"
+            " FROM outbox WHERE state='failed' ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+
+    async def outbox_last_done(self) -> dict[str, Any] | None:
+        """The last delivered message: action, session id and the answer (decoded), or None."""
+        rows = await self.query(
+            "SELECT action, session_id, response FROM outbox WHERE state='done'"
+            " ORDER BY id DESC LIMIT 1"
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        row["response"] = json.loads(row["response"]) if row["response"] else None
+        return row
+
+    # ------------------------------------------------------------------ a session and the CSMS
+
+    async def set_session_tx_id(self, session_id: str, tx_id: int, sync_state: str) -> None:
+        """The CSMS's transaction id of a session and its sync state (a StartTransaction answer)."""
+        await self.execute_write(
+            "UPDATE sessions SET ocpp_tx_id=?, sync_state=? WHERE id=?",
+            (tx_id, sync_state, session_id),
+        )
+
+    async def set_session_synced(self, session_id: str) -> None:
+        """The CSMS has the session's end; a session it rejected stays marked rejected."""
+        await self.execute_write(
+            "UPDATE sessions SET sync_state='synced' WHERE id=? AND sync_state NOT LIKE 'rejected%'",
+            (session_id,),
+        )
+
+    async def set_session_sync_failed(self, session_id: str) -> None:
+        """The session's StartTransaction was given up: the CSMS will never know it."""
+        await self.execute_write(
+            "UPDATE sessions SET sync_state='failed' WHERE id=?", (session_id,)
+        )
+
+    async def session_tx_id(self, session_id: str) -> int | None:
+        rows = await self.query("SELECT ocpp_tx_id FROM sessions WHERE id=?", (session_id,))
+        return int(rows[0]["ocpp_tx_id"]) if rows and rows[0]["ocpp_tx_id"] is not None else None
+
+    async def session_with_tx_id(self, tx_id: int) -> str | None:
+        """The newest session the CSMS knows under ``tx_id``."""
+        rows = await self.query(
+            "SELECT id FROM sessions WHERE ocpp_tx_id=? ORDER BY started_at DESC LIMIT 1", (tx_id,)
+        )
+        return str(rows[0]["id"]) if rows else None
+
     # ------------------------------------------------------------------ reading
 
     async def bay_states(self) -> dict[str, dict[str, Any]]:
@@ -570,28 +558,72 @@ class Journal:
         until: float | None = None,
         mode: str | None = None,
         stop_reason: str | None = None,
+        closed_with: Collection[str] | None = None,
         limit: int = 100,
         offset: int = 0,
         newest_first: bool = True,
     ) -> list[dict[str, Any]]:
-        where, params = _session_filter(bay_id, state, since, until, mode, stop_reason)
+        """Sessions by start time (ties by id); ``closed_with``: closed for one of these reasons."""
+        where, params = _session_filter(bay_id, state, since, until, mode, stop_reason, closed_with)
         order = "DESC" if newest_first else "ASC"
         return await self.query(
             f"SELECT * FROM sessions {where} ORDER BY started_at {order}, id LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
 
-    async def count_sessions(self, **filters: Any) -> int:
-        where, params = _session_filter(
-            filters.get("bay_id"),
-            filters.get("state"),
-            filters.get("since"),
-            filters.get("until"),
-            filters.get("mode"),
-            filters.get("stop_reason"),
-        )
+    async def count_sessions(
+        self,
+        *,
+        bay_id: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        mode: str | None = None,
+        stop_reason: str | None = None,
+        closed_with: Collection[str] | None = None,
+    ) -> int:
+        where, params = _session_filter(bay_id, state, since, until, mode, stop_reason, closed_with)
         rows = await self.query(f"SELECT count(*) AS n FROM sessions {where}", params)
         return int(rows[0]["n"])
+
+    async def monthly_totals(
+        self, since: float, until: float | None = None, bay_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Per local calendar month with sessions: count, energy (Wh), cost, how many lack a cost.
+
+        Sessions still open, or with a counter that went backwards, stay out.
+        """
+        clauses = ["state = 'closed'", "energy_wh >= 0", "started_at >= ?"]
+        params: list[Any] = [since]
+        if until is not None:
+            clauses.append("started_at < ?")
+            params.append(until)
+        if bay_id is not None:
+            clauses.append("bay_id = ?")
+            params.append(bay_id)
+        return await self.query(
+            "SELECT strftime('%Y-%m', started_at, 'unixepoch', 'localtime') AS month,"
+            " count(*) AS sessions, sum(energy_wh) AS energy_wh, sum(cost) AS cost,"
+            " sum(CASE WHEN cost IS NULL THEN 1 ELSE 0 END) AS uncosted"
+            f" FROM sessions WHERE {' AND '.join(clauses)} GROUP BY month ORDER BY month",
+            params,
+        )
+
+    async def recent_holds(self, limit: int) -> list[dict[str, Any]]:
+        """The latest holds, newest first (without their tokens)."""
+        return await self.query(
+            "SELECT id, bay_id, reservation_id, created_at, expires_at, state FROM holds"
+            " ORDER BY created_at DESC LIMIT ?",
+            (limit,),
+        )
+
+    async def booking_calendar(self, limit: int) -> list[dict[str, Any]]:
+        """Bookings still to come first, then the others; each group latest start first."""
+        return await self.query(
+            "SELECT id, bay_id, token, start_at, hold_s, reservation_id, state, created_at"
+            " FROM bookings ORDER BY (state = 'scheduled') DESC, start_at DESC LIMIT ?",
+            (limit,),
+        )
 
     async def events(
         self, *, session_id: str | None = None, limit: int = 200, after_id: int = 0
@@ -626,6 +658,7 @@ def _session_filter(
     until: float | None,
     mode: str | None,
     stop_reason: str | None,
+    closed_with: Collection[str] | None = None,
 ) -> tuple[str, tuple[Any, ...]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -640,6 +673,10 @@ def _session_filter(
         if val is not None:
             clauses.append(f"{col} {op} ?")
             params.append(val)
+    if closed_with is not None:
+        reasons = sorted(closed_with)
+        clauses.append(f"state = 'closed' AND stop_reason IN ({','.join('?' * len(reasons))})")
+        params.extend(reasons)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", tuple(params)
 
 

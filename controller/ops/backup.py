@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.core.journal import MIGRATIONS
+from controller.core.schema import MIGRATIONS
 
 __all__ = [
     "BackupError",
