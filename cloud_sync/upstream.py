@@ -133,8 +133,10 @@ class OcppUpstream:
         return await self._decide(req.token, 5.0)
 
     async def _decide(self, tag: str, timeout_s: float) -> AuthResult | None:
-        if len(tag) > 20:
-            return None  # not an OCPP idTag (a signed QR token, say): other steps decide
+        if len(tag) > 20 or not self._loaded:
+            # Not an OCPP idTag (a signed QR token, say), or the client could not load its
+            # keys and lists (a journal from newer software): other steps decide.
+            return None
         now = self.station.clock.wall()
         k = self.keys
         known = self.local.lookup(

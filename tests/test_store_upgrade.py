@@ -22,9 +22,11 @@ import pytest
 from argon2 import PasswordHasher
 from ocpp.v16 import call
 
+from cloud_sync.assemble import build
+from cloud_sync.config import OcppConfig
 from cloud_sync.store import OcppStore
 from controller.core.auth import AuthRequest
-from controller.core.journal import Journal
+from controller.core.journal import Journal, JournalError
 from controller.core.schema import MIGRATIONS
 from controller.ports import AuthStatus
 from local_ui.store import UiStore
@@ -187,3 +189,27 @@ async def test_owner_logs_in_with_the_old_password_and_the_old_cookie(tmp_path: 
         assert r.status_code == 200, r.text
         logins = await station_rig.journal.query("SELECT username FROM ui_sessions ORDER BY 1")
         assert [x["username"] for x in logins] == ["ian", "olga"]  # the expired one was purged
+
+
+async def test_adapters_refuse_a_journal_from_newer_software_by_name(tmp_path: Path) -> None:
+    """A downgrade: the UI and OCPP stores are newer than this code. Each says so; the
+    station's own journal works on (the UI and OCPP are optional services)."""
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    await OcppStore(journal).open()
+    await UiStore(journal).open()
+    await journal.close()
+    con = sqlite3.connect(tmp_path / "journal.sqlite3")
+    con.execute("UPDATE store_versions SET version = version + 1")
+    con.commit()
+    con.close()
+    async with running_station(tmp_path) as station_rig:
+        client = await api_client(station_rig.station)
+        ui = client._transport.app.state.ui  # type: ignore[attr-defined]
+        with pytest.raises(JournalError, match=r"version 2 of 'ui' is newer than this software"):
+            await ui.ensure_ready()
+        up = build(OcppConfig(url="ws://127.0.0.1:9/ocpp", charge_point_id=CP), station_rig.station)
+        with pytest.raises(JournalError, match=r"version 2 of 'ocpp' is newer than this software"):
+            await up.load()
+        assert station_rig.journal.writable
+        out = await station_rig.station.present_token("bay1", "1234", source="kiosk")
+        assert out.ok, out  # charging does not depend on either
