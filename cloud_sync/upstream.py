@@ -100,6 +100,8 @@ class OcppUpstream:
         self._dirty_evt = asyncio.Event()
         self._had_session: dict[int, bool] = {}
         self._loaded = False
+        self._load_failed = False
+        self._ready = asyncio.Event()  # set once keys, lists and profiles are loaded
 
     # ------------------------------------------------------------------ Upstream port
 
@@ -108,14 +110,33 @@ class OcppUpstream:
         return self.link is not None and self.accepted
 
     async def load(self) -> None:
-        if not self._loaded:
+        if self._loaded:
+            return
+        try:
             await self.store.open()
             await self.keys.load(self.cfg.keys)
             await self.local.load()
             await self.profiles.load()
             await self.outbox.recover()
-            self.profiles.max_installed = self.keys.get_int("MaxChargingProfilesInstalled")
-            self._loaded = True
+        except Exception:
+            self._load_failed = True  # tokens stop waiting for it (see _wait_loaded)
+            raise
+        self.profiles.max_installed = self.keys.get_int("MaxChargingProfilesInstalled")
+        self._loaded, self._load_failed = True, False
+        self._ready.set()
+
+    async def _wait_loaded(self, timeout_s: float) -> bool:
+        """A token presented while the client starts waits for its keys and lists (bounded)."""
+        if self._loaded:
+            return True
+        if self._load_failed:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._ready.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def run(self) -> None:
         await self.load()
@@ -133,9 +154,9 @@ class OcppUpstream:
         return await self._decide(req.token, 5.0)
 
     async def _decide(self, tag: str, timeout_s: float) -> AuthResult | None:
-        if len(tag) > 20 or not self._loaded:
+        if len(tag) > 20 or not await self._wait_loaded(timeout_s):
             # Not an OCPP idTag (a signed QR token, say), or the client could not load its
-            # keys and lists (a journal from newer software): other steps decide.
+            # keys and lists (a journal from newer software, say): other steps decide.
             return None
         now = self.station.clock.wall()
         k = self.keys

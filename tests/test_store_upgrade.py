@@ -10,6 +10,7 @@ real UI open it and use what is there.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -213,3 +214,27 @@ async def test_adapters_refuse_a_journal_from_newer_software_by_name(tmp_path: P
         assert station_rig.journal.writable
         out = await station_rig.station.present_token("bay1", "1234", source="kiosk")
         assert out.ok, out  # charging does not depend on either
+
+
+async def test_a_token_presented_while_the_client_loads_waits_for_its_lists(
+    tmp_path: Path,
+) -> None:
+    """Startup: the OCPP client opens its store (a migration on a new journal), then loads its
+    keys and lists. A token presented meanwhile is decided with them, not before them."""
+    make_old_journal(tmp_path / "journal.sqlite3")
+    async with running_station(tmp_path) as station_rig:
+        cfg = OcppConfig(
+            url="ws://127.0.0.1:9/ocpp",
+            charge_point_id=CP,
+            keys={"AllowOfflineTxForUnknownId": "true"},
+        )
+        up = build(cfg, station_rig.station)
+        blocked = asyncio.create_task(up.auth_step(AuthRequest("BLOCKED", "bay1", 1, "kiosk")))
+        stranger = asyncio.create_task(up.auth_step(AuthRequest("NEWTAG", "bay1", 1, "kiosk")))
+        await asyncio.sleep(0.05)
+        assert not blocked.done() and not stranger.done()  # waiting for the client
+        await up.load()
+        got = await asyncio.wait_for(blocked, 5)
+        assert got is not None and got.status is AuthStatus.BLOCKED  # the old list decided
+        got = await asyncio.wait_for(stranger, 5)
+        assert got is not None and got.source == "offline_unknown"  # the configured key did
