@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response, StreamingResponse
 
 from controller.core.bay import StopReason
-from controller.core.station import UnknownSession
+from controller.core.outcome import UnknownSession
 from local_ui import history
 from local_ui.api_bays import _ERRORS, _plain
 from local_ui.charts import monthly_svg
@@ -119,7 +119,9 @@ async def stop_session(session_id: str, ctx: Ctx, user: Operator) -> OutcomeOut:
     if len(session_id) > 64:
         raise ApiError(404, "unknown_session", "There is no such session.")
     try:
-        out = await ctx.station.stop_session(session_id, StopReason.OWNER, actor=audit_actor(user))
+        out = await ctx.station.commands.stop_session(
+            session_id, StopReason.OWNER, actor=audit_actor(user)
+        )
     except UnknownSession:
         raise ApiError(404, "unknown_session", f"There is no session {session_id!r}.") from None
     if not out.ok:

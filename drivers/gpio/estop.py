@@ -53,4 +53,4 @@ async def run_stop_input(station: Station, stop_input: StopInput) -> None:
         tg.create_task(stop_input.run(changes.put_nowait), name="stop-input")
         while True:
             pressed = await changes.get()
-            await station.emergency_stop(pressed)
+            await station.safety.emergency_stop(pressed)
