@@ -16,7 +16,7 @@ from controller.core.journal import JournalError
 from controller.core.station import Station
 from local_ui.accounts import User
 from local_ui.actions import bay_or_404
-from local_ui.api_bays import _ERRORS
+from local_ui.api_bays import ERROR_RESPONSES
 from local_ui.context import (
     Ctx,
     InstallerOnly,
@@ -33,7 +33,7 @@ from local_ui.schemas import InstallerTestRequest, NewUserRequest, UserOut
 from local_ui.settings import Section, SettingRefused, dump
 from local_ui.views import cloud_online, load_view
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=_ERRORS)
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=ERROR_RESPONSES)
 
 
 # ---------------------------------------------------------------------- settings

@@ -8,7 +8,7 @@ import secrets
 import structlog
 from fastapi import APIRouter, Depends, Request, Response
 
-from local_ui.api_bays import _ERRORS
+from local_ui.api_bays import ERROR_RESPONSES
 from local_ui.context import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -27,7 +27,10 @@ from local_ui.schemas import AuthStatus, LoginRequest, PasswordChange, SetupRequ
 log = structlog.get_logger(__name__)
 
 router = APIRouter(
-    prefix="/api/v1/auth", tags=["auth"], dependencies=[Depends(check_csrf)], responses=_ERRORS
+    prefix="/api/v1/auth",
+    tags=["auth"],
+    dependencies=[Depends(check_csrf)],
+    responses=ERROR_RESPONSES,
 )
 
 

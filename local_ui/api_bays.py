@@ -29,7 +29,7 @@ from local_ui.views import bay_view, station_view
 
 # Every error the API answers, on every operation: the body limit (413) and an
 # unreadable body (400) can meet any request.
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody},
     401: {"model": ErrorBody},
     403: {"model": ErrorBody},
@@ -40,7 +40,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"model": ErrorBody},
 }
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=_ERRORS)
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=ERROR_RESPONSES)
 
 
 @router.get("/station", tags=["station"])
@@ -98,7 +98,7 @@ async def bay_token(
     with ``boost_confirmed: true`` after showing the demand warning.
     """
     out = await present_token(ctx.station, bay_id, req, source=audit_actor(user))
-    return OutcomeOut(**_plain(out))
+    return OutcomeOut(**outcome_body(out))
 
 
 @router.post("/bays/{bay_id}/availability", tags=["bays"], response_model=OutcomeOut)
@@ -113,7 +113,7 @@ async def bay_availability(
     out = await ctx.station.commands.set_availability(
         bay_id, req.available, actor=audit_actor(user)
     )
-    return OutcomeOut(**_plain(out))
+    return OutcomeOut(**outcome_body(out))
 
 
 @router.post("/bays/{bay_id}/clear-fault", tags=["bays"], response_model=OutcomeOut)
@@ -164,7 +164,7 @@ async def create_hold(req: HoldRequest, ctx: Ctx, user: Operator) -> OutcomeOut:
         )
     except UnknownBay:
         raise ApiError(404, "unknown_bay", f"There is no bay {req.bay_id!r}.") from None
-    return OutcomeOut(**_plain(refuse_if_failed(out)))
+    return OutcomeOut(**outcome_body(refuse_if_failed(out)))
 
 
 @router.delete("/holds/{hold_id}", tags=["holds"], response_model=OutcomeOut)
@@ -174,7 +174,7 @@ async def cancel_hold(hold_id: str, ctx: Ctx, user: Operator) -> OutcomeOut:
             out = await ctx.station.commands.cancel_hold(
                 rt.cfg.id, hold_id, actor=audit_actor(user)
             )
-            return OutcomeOut(**_plain(refuse_if_failed(out)))
+            return OutcomeOut(**outcome_body(refuse_if_failed(out)))
     raise ApiError(404, "unknown_hold", f"There is no active hold {hold_id!r}.")
 
 
@@ -203,7 +203,7 @@ async def create_booking(req: BookingRequest, ctx: Ctx, user: Operator) -> Outco
     out = await ctx.station.bookings.add(
         req.bay_id, req.token, req.start_at, req.hold_s, actor=audit_actor(user)
     )
-    return OutcomeOut(**_plain(refuse_if_failed(out)))
+    return OutcomeOut(**outcome_body(refuse_if_failed(out)))
 
 
 @router.delete("/bookings/{booking_id}", tags=["holds"], response_model=OutcomeOut)
@@ -211,7 +211,7 @@ async def cancel_booking(booking_id: str, ctx: Ctx, user: Operator) -> OutcomeOu
     out = await ctx.station.bookings.cancel(booking_id[:64], actor=audit_actor(user))
     if out.code == "unknown_booking":
         raise ApiError(404, out.code, out.message)
-    return OutcomeOut(**_plain(refuse_if_failed(out)))
+    return OutcomeOut(**outcome_body(refuse_if_failed(out)))
 
 
 @router.get("/tariff", tags=["station"], response_model=Tariff)
@@ -219,7 +219,7 @@ async def tariff(ctx: Ctx, user: Reader) -> Tariff:
     return ctx.station.cfg.tariff
 
 
-def _plain(out: Any) -> dict[str, Any]:
+def outcome_body(out: Any) -> dict[str, Any]:
     return {
         "ok": out.ok,
         "code": out.code,

@@ -18,7 +18,7 @@ from controller.core.bay import StopReason
 from controller.core.outcome import UnknownSession
 from local_ui.accounts import LoginLimiter
 from local_ui.actions import bay_or_404, check_mode, present_token
-from local_ui.api_bays import _ERRORS
+from local_ui.api_bays import ERROR_RESPONSES
 from local_ui.charts import qr_svg
 from local_ui.context import (
     Ctx,
@@ -31,7 +31,10 @@ from local_ui.schemas import KioskModeRequest, KioskOutcome, KioskStopRequest, T
 from local_ui.views import bay_view, receipt, receipt_text, station_view
 
 router = APIRouter(
-    prefix="/api/v1/kiosk", tags=["kiosk"], dependencies=[Depends(check_csrf)], responses=_ERRORS
+    prefix="/api/v1/kiosk",
+    tags=["kiosk"],
+    dependencies=[Depends(check_csrf)],
+    responses=ERROR_RESPONSES,
 )
 
 # Typing codes at random is slowed down, but a kiosk shared by all drivers is not locked out.
