@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import inspect
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,6 +115,75 @@ async def test_station_and_its_collaborators_expose_no_renamed_private_method(
         ]
     assert len(objects) > 10  # the collaborators were found
     assert renamed == []
+
+
+# --------------------------------------------------------------------------- the README's trace
+
+HOP = re.compile(r"`([\w/]+\.py):([\w.]+)`")
+
+
+def readme_trace(text: str) -> list[tuple[str, str]]:
+    """The hops of "A driver's stop, traced": (file, function) of each numbered line."""
+    section = text.split("**A driver's stop, traced**", 1)[1]
+    hops: list[tuple[str, str]] = []
+    for line in section.splitlines()[1:]:
+        if not line.strip():
+            if hops:
+                break
+            continue
+        m = re.match(r"\d+\. " + HOP.pattern, line)
+        assert m, f"not a hop: {line!r}"
+        hops.append((m.group(1), m.group(2)))
+    return hops
+
+
+def _function(path: str, qualname: str) -> ast.FunctionDef | ast.AsyncFunctionDef:
+    scope: list[ast.stmt] = ast.parse((ROOT / path).read_text(encoding="utf-8")).body
+    *classes, name = qualname.split(".")
+    for cls in classes:
+        scope = next(n.body for n in scope if isinstance(n, ast.ClassDef) and n.name == cls)
+    return next(
+        n for n in scope if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == name
+    )
+
+
+def _calls(fn: ast.AST) -> set[str]:
+    return {
+        c.func.attr if isinstance(c.func, ast.Attribute) else c.func.id
+        for c in ast.walk(fn)
+        if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute | ast.Name)
+    }
+
+
+def test_the_readme_traces_a_stop_as_the_code_runs_it() -> None:
+    """Each hop exists, and is called by a hop before it (directly or through at most
+    three helpers, followed by name), in five hops or fewer from the kiosk's route."""
+    hops = readme_trace((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert 2 <= len(hops) <= 5, hops
+    assert hops[0][0].startswith("local_ui/") and hops[-1] == (
+        "controller/core/journal.py",
+        "Journal.commit",
+    )
+    by_name: dict[str, list[ast.AST]] = {}
+    for _path, tree in _sources(*PRODUCT):
+        for n in ast.walk(tree):
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef):
+                by_name.setdefault(n.name, []).append(n)
+    functions = [_function(path, name) for path, name in hops]
+
+    def reachable(start: ast.AST, depth: int = 4) -> set[str]:
+        seen: set[str] = set()
+        frontier = _calls(start)
+        for _ in range(depth):
+            seen |= frontier
+            frontier = {
+                c for name in frontier for fn in by_name.get(name, []) for c in _calls(fn)
+            } - seen
+        return seen
+
+    for i in range(1, len(hops)):
+        callers = [reachable(fn) for fn in functions[:i]]
+        assert any(functions[i].name in r for r in callers), f"nothing before calls {hops[i]}"
 
 
 # --------------------------------------------------------------------------- private names

@@ -275,6 +275,6 @@ async def test_extension_that_cannot_be_set_up_is_left_out(
         failed = _events(logs, "extension.attach_failed")
         assert len(failed) == 1 and failed[0]["extension"] == "broken"
         assert "Too many open files" in failed[0]["error"]
-        assert [s.name for s in st._services if s.core] == []  # no [site]: no load manager
+        assert [s.name for s in st.services if s.core] == []  # no [site]: no load manager
     finally:
         await st.journal.close()
