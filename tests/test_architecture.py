@@ -20,8 +20,6 @@ import re
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from tests.support import codegraph as cg
 from tests.support.codegraph import Circle
 
@@ -43,29 +41,11 @@ ADAPTER_MAY_USE = frozenset({"controller", "ports", "load", "core", "ops"})
 OWN_TABLES = {"cloud_sync": "cloud_sync/store.py", "local_ui": "local_ui/store.py"}
 RAW_JOURNAL = frozenset({"execute_write", "query", "transaction", "execute", "executemany"})
 
-# The coordinator rebuild (issue 13, item 2) replaces these modules; until it lands their
-# circle and their upward imports are known and checked separately (strict xfail below).
-COORDINATOR_WORK = (
-    "the Station coordinator rebuild (issue 13 item 2) breaks the circle of "
-    "station/runtime/commands/observe/loadloop/journalguard/config in controller/core"
-)
-KNOWN_UPWARD = frozenset(
-    {
-        ("controller.core.runtime", "controller.ops.looplag"),
-        ("controller.core.station", "controller.ops.looplag"),
-    }
-)
-
-
 # --------------------------------------------------------------------------- the checks
 
 
 def circles(root: Path) -> list[Circle]:
     return cg.cycles(cg.import_edges(root))
-
-
-def _in_core(c: Circle) -> bool:
-    return all(m.startswith("controller.core.") for m in c.members)
 
 
 def _layer(module: str) -> int | None:
@@ -78,15 +58,15 @@ def _layer(module: str) -> int | None:
     return None
 
 
-def layer_violations(root: Path, *, known: frozenset[tuple[str, str]] = frozenset()) -> list[str]:
-    """Upward imports inside controller/ (but the ``known`` ones: (importer, imported))."""
+def layer_violations(root: Path) -> list[str]:
+    """Upward imports inside controller/, and modules that belong to no layer."""
     out: list[str] = []
     for e in cg.import_edges(root, ["controller"]):
         src, dst = _layer(e.src), _layer(e.dst)
         if src is None or dst is None:
             unknown = e.src if src is None else e.dst
             out.append(f"{unknown} is in no layer of controller/: add it to LAYERS")
-        elif dst > src and (e.src, e.dst) not in known:
+        elif dst > src:
             out.append(f"{e.src}:{e.line} imports {e.dst} (a layer above it)")
     return sorted(set(out))
 
@@ -183,28 +163,12 @@ def _fmt(items: list[str] | list[Circle]) -> str:
 
 
 def test_no_import_circle_in_product_code() -> None:
-    found = [c for c in circles(ROOT) if not _in_core(c)]
-    assert not found, "import circles:" + _fmt(found)
-
-
-@pytest.mark.xfail(strict=True, reason=COORDINATOR_WORK)
-def test_no_import_circle_in_controller_core() -> None:
-    found = [c for c in circles(ROOT) if _in_core(c)]
+    found = circles(ROOT)
     assert not found, "import circles:" + _fmt(found)
 
 
 def test_controller_layers_only_import_downwards() -> None:
-    found = layer_violations(ROOT, known=KNOWN_UPWARD)
-    assert not found, "upward imports:" + _fmt(found)
-
-
-@pytest.mark.xfail(strict=True, reason=COORDINATOR_WORK + " (core must not import ops.looplag)")
-def test_coordinator_modules_import_no_layer_above_core() -> None:
-    found = [
-        f"{e.src}:{e.line} imports {e.dst}"
-        for e in cg.import_edges(ROOT, ["controller"])
-        if (e.src, e.dst) in KNOWN_UPWARD
-    ]
+    found = layer_violations(ROOT)
     assert not found, "upward imports:" + _fmt(found)
 
 
@@ -255,19 +219,6 @@ def test_planted_circle_is_found_with_its_path(tmp_path: Path) -> None:
         ["cloud_sync.a", "cloud_sync.b", "cloud_sync.c", "cloud_sync.a"]
     ]
     assert "cloud_sync.a -> cloud_sync.b -> cloud_sync.c -> cloud_sync.a" in str(found[0])
-
-
-def test_planted_core_circle_is_told_apart(tmp_path: Path) -> None:
-    root = _tree(
-        tmp_path,
-        {
-            "controller/core/__init__.py": "",
-            "controller/core/x.py": "from controller.core import y\n",
-            "controller/core/y.py": "from .x import X\n",
-        },
-    )
-    (found,) = circles(root)
-    assert _in_core(found)
 
 
 def test_planted_upward_import_is_found(tmp_path: Path) -> None:

@@ -212,7 +212,7 @@ async def test_adapters_refuse_a_journal_from_newer_software_by_name(tmp_path: P
         with pytest.raises(JournalError, match=r"version 2 of 'ocpp' is newer than this software"):
             await up.load()
         assert station_rig.journal.writable
-        out = await station_rig.station.present_token("bay1", "1234", source="kiosk")
+        out = await station_rig.station.commands.present_token("bay1", "1234", source="kiosk")
         assert out.ok, out  # charging does not depend on either
 
 
