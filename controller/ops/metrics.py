@@ -6,6 +6,9 @@ need the journal (closed sessions, delivered energy, outbox depth) come from
 small queries whose result is cached for ``ttl_s`` seconds, refreshed early when
 a session opens or closes so that counters never step back; :meth:`render`
 refreshes them (the only await) and then has the library write the text format.
+The library costs about 4.4 ms a scrape at 64 bays, 1.9x the hand-written text
+it replaced (tests/bench/bench_metrics.py): well under the 5 ms / 3x at which the
+project would write the format itself.
 """
 
 from __future__ import annotations
