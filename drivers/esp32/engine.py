@@ -65,6 +65,9 @@ class LinkTiming:
     offline_after_s: float
     backoff_initial_s: float
     backoff_max_s: float
+    watchdog_s: float = (
+        0.1  # the silence check runs this often (a tenth of offline_after_s at most)
+    )
 
 
 @dataclass(slots=True)
@@ -237,18 +240,20 @@ class NodeEngine:
         """
         st = line.st
         cmd_id = None if isinstance(msg, Heartbeat) else msg.cmd_id
+        loop = asyncio.get_running_loop()
         async with self._bus_lock or line.lock:
-            future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-            line.pending = _Pending(cmd_id, future)
             try:
                 for attempt in range(attempts):
                     if attempt:
                         st.stats.retries += 1
+                    # A future per attempt under the same id: the timeout may cancel it, and a
+                    # late answer to an earlier attempt still answers the one now waiting.
+                    future: asyncio.Future[Frame] = loop.create_future()
+                    line.pending = _Pending(cmd_id, future)
                     try:
                         async with asyncio.timeout(self.timing.ack_timeout_s):
                             await self.send(line, msg)
-                            # shield: a timeout must not cancel the future a retry still waits on
-                            return await asyncio.shield(future)
+                            return await future
                     except TimeoutError:
                         continue
             finally:
@@ -394,10 +399,10 @@ class NodeEngine:
             p = line.pending
             if p is not None and not p.future.done():
                 p.future.set_exception(exc)
-                p.future.exception()  # retrieved here; the waiter re-raises it via the shield
+                p.future.exception()  # retrieved here, in case the waiter is still sending
 
     async def _watchdog(self) -> None:
-        period = min(0.1, self.timing.offline_after_s / 10)
+        period = min(self.timing.watchdog_s, self.timing.offline_after_s / 10)
         while True:
             await asyncio.sleep(period)
             now = self._clock()

@@ -91,6 +91,7 @@ class MqttNodeHub:
             cfg.offline_after_s,
             cfg.backoff_initial_s,
             cfg.backoff_max_s,
+            watchdog_s=0.25,  # dozens of nodes with seconds of timeout: 4 looks a second suffice
         )
         self._engine = NodeEngine(
             nodes,
