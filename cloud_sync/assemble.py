@@ -12,22 +12,14 @@ from controller.core.station import Station
 def build(cfg: OcppConfig, station: Station) -> OcppUpstream:
     """An upstream wired into ``station``: its AuthStep goes first in ``station.authorizer``.
 
-    The caller adds ``upstream.run`` as a station service and may point the
-    load manager at ``upstream.current_limits_a``. A change of charging profiles
-    wakes the load manager, or, without one, the bays' outputs (which the
-    station caps with the profiles itself).
+    The caller adds ``upstream.run`` as a station service. Its charging profiles
+    cap the bays (through the load manager, or directly without one), and a
+    change of them makes the station decide again.
     """
     up = OcppUpstream(cfg, station)
-    station.upstream = up
+    station.connect_upstream(up)
     station.authorizer.add(up.auth_step, first=True)
-
-    def limits_changed() -> None:
-        station.load_changed.set()
-        if station.load is None:  # the profiles cap the bays directly: resend their outputs now
-            for rt in station.bays.values():
-                rt.output_changed.set()
-
-    up.on_limits_changed = limits_changed
+    up.on_limits_changed = station.caps_changed
     return up
 
 

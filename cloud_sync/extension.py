@@ -36,8 +36,6 @@ class OcppExtension:
         if station.cfg.ocpp is None:
             return
         up = build(OcppConfig.model_validate(station.cfg.ocpp), station)
-        if station.load is not None:
-            station.load.caps = up.current_limits_a
         station.add_service("ocpp", up.run)
 
 

@@ -16,8 +16,9 @@ from ocpp.v16.enums import Action
 from cloud_sync.link import Link, on
 from cloud_sync.smart import CP_MAX, TX, Profile, TxContext, check, composite, parse_time
 from controller.core.bay import StopReason
+from controller.core.bays import BayRuntime, UnknownBay
+from controller.core.outcome import UnknownSession
 from controller.core.persist import iso
-from controller.core.station import BayRuntime, UnknownBay, UnknownSession
 
 if TYPE_CHECKING:
     from cloud_sync.upstream import OcppUpstream
@@ -39,7 +40,7 @@ class StationLink(Link):
 
     def _bay(self, connector: int) -> BayRuntime | None:
         try:
-            return self.up.station.bay_by_connector(connector)
+            return self.up.station.bays.by_connector(connector)
         except UnknownBay:
             return None
 
@@ -79,7 +80,9 @@ class StationLink(Link):
 
         async def start() -> None:
             pre = None if up.keys.get_bool("AuthorizeRemoteTxRequests") else "csms"
-            out = await up.station.present_token(bay_id, id_tag, source="csms", preauthorized=pre)
+            out = await up.station.commands.present_token(
+                bay_id, id_tag, source="csms", preauthorized=pre
+            )
             log.info("ocpp.remote_start", bay_id=bay_id, ok=out.ok, code=out.code)
             if out.ok and profile is not None:
                 await up.profiles.install(profile, charging_profile, up.station.clock.wall())
@@ -99,7 +102,7 @@ class StationLink(Link):
         if sid is None or not running:
             return call_result.RemoteStopTransaction(status="Rejected")
         try:
-            out = await self.up.station.stop_session(sid, StopReason.REMOTE, actor="csms")
+            out = await self.up.station.commands.stop_session(sid, StopReason.REMOTE, actor="csms")
         except UnknownSession:
             return call_result.RemoteStopTransaction(status="Rejected")
         return call_result.RemoteStopTransaction(status="Accepted" if out.ok else "Rejected")
@@ -109,7 +112,7 @@ class StationLink(Link):
         rt = self._bay(connector_id)
         if rt is None:
             return call_result.UnlockConnector(status="NotSupported")
-        out = await self.up.station.unlock_connector(rt.cfg.id, actor="csms")
+        out = await self.up.station.commands.unlock_connector(rt.cfg.id, actor="csms")
         if out.ok:
             return call_result.UnlockConnector(status="Unlocked")
         return call_result.UnlockConnector(
@@ -135,7 +138,7 @@ class StationLink(Link):
             bays = [rt]
         scheduled = False
         for rt in bays:
-            out = await st.set_availability(rt.cfg.id, type == "Operative", actor="csms")
+            out = await st.commands.set_availability(rt.cfg.id, type == "Operative", actor="csms")
             scheduled = scheduled or out.code == "scheduled"
         return call_result.ChangeAvailability(status="Scheduled" if scheduled else "Accepted")
 
@@ -223,13 +226,13 @@ class StationLink(Link):
             return call_result.ReserveNow(status="Rejected")
         s = rt.state
         if s.hold is not None and s.hold.reservation_id == reservation_id:
-            await st.cancel_reservation(reservation_id, actor="csms")  # replaced below
+            await st.commands.cancel_reservation(reservation_id, actor="csms")  # replaced below
         else:
             # The same reservationId elsewhere is replaced too.
             for other in st.bays.values():
                 h = other.state.hold
                 if other is not rt and h is not None and h.reservation_id == reservation_id:
-                    await st.cancel_reservation(reservation_id, actor="csms")
+                    await st.commands.cancel_reservation(reservation_id, actor="csms")
         s = rt.state
         if s.fault is not None or not s.node_online:
             return call_result.ReserveNow(status="Faulted")
@@ -237,14 +240,16 @@ class StationLink(Link):
             return call_result.ReserveNow(status="Unavailable")
         if s.session is not None or s.hold is not None or s.phase.value != "idle":
             return call_result.ReserveNow(status="Occupied")
-        out = await st.place_hold(rt.cfg.id, id_tag, expires - now, reservation_id, actor="csms")
+        out = await st.commands.place_hold(
+            rt.cfg.id, id_tag, expires - now, reservation_id, actor="csms"
+        )
         return call_result.ReserveNow(status="Accepted" if out.ok else "Rejected")
 
     @on(Action.cancel_reservation)
     async def on_cancel_reservation(
         self, reservation_id: int, **_: Any
     ) -> call_result.CancelReservation:
-        out = await self.up.station.cancel_reservation(reservation_id, actor="csms")
+        out = await self.up.station.commands.cancel_reservation(reservation_id, actor="csms")
         return call_result.CancelReservation(status="Accepted" if out.ok else "Rejected")
 
     # ------------------------------------------------------------------ local list

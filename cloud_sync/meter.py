@@ -18,8 +18,9 @@ from typing import Any
 import structlog
 
 from cloud_sync.keys import ConfigKeys
+from controller.core.bays import BayRuntime
 from controller.core.persist import iso
-from controller.core.station import BayRuntime, Station
+from controller.core.station import Station
 from controller.ports import NodeTelemetry
 
 log = structlog.get_logger(__name__)
@@ -111,7 +112,7 @@ class MeterService:
             if not values:
                 continue
             payload = {"connectorId": rt.cfg.connector, "meterValue": [meter_value(now, values)]}
-            if await self.station.enqueue_for_session(rt.cfg.id, "MeterValues", payload):
+            if await self.station.commands.enqueue_for_session(rt.cfg.id, "MeterValues", payload):
                 n += 1
         return n
 

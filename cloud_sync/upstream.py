@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import random
 import ssl
@@ -34,8 +35,11 @@ from cloud_sync.outbox import OutboxSender
 from cloud_sync.smart import ProfileStore, TxContext, parse_time
 from controller.core.auth import AuthRequest
 from controller.core.bay import StopReason
+from controller.core.bays import BayRuntime
+from controller.core.events import SessionClosed, StatusChanged, Subscription
+from controller.core.outcome import UnknownSession
 from controller.core.persist import iso
-from controller.core.station import EXIT_RESTART, BayRuntime, Station, UnknownSession
+from controller.core.station import EXIT_RESTART, Station
 from controller.ports import AuthResult, AuthStatus
 
 log = structlog.get_logger(__name__)
@@ -94,9 +98,10 @@ class OcppUpstream:
         self.on_limits_changed: Callable[[], None] | None = None
         self.changed = asyncio.Event()
         self._boot_trigger = asyncio.Event()
-        self._dirty: set[int] = set()
-        self._dirty_evt = asyncio.Event()
-        self._had_session: dict[int, bool] = {}
+        self._feed: Subscription | None = None
+        self._stale = 0  # events queued before the last registration (their statuses are old)
+        self._pending: collections.deque[StatusChanged] = collections.deque()
+        self._pending_evt = asyncio.Event()
         self._loaded = False
 
     # ------------------------------------------------------------------ Upstream port
@@ -116,9 +121,12 @@ class OcppUpstream:
 
     async def run(self) -> None:
         await self.load()
-        async with self.station.updates() as q, asyncio.TaskGroup() as tg:
+        # Lossless: a StatusNotification or a transaction's end must never be dropped.
+        feed = self.station.events.subscription(lossy=False, kinds=(StatusChanged, SessionClosed))
+        async with feed as sub, asyncio.TaskGroup() as tg:
+            self._feed = sub
             tg.create_task(self._connection_loop(), name="ocpp:connection")
-            tg.create_task(self._watch(q), name="ocpp:watch")
+            tg.create_task(self._watch(sub), name="ocpp:watch")
             tg.create_task(self.meter.run(), name="ocpp:meter")
 
     async def authorize(self, id_tag: str, *, timeout_s: float = 5.0) -> AuthResult:
@@ -179,7 +187,7 @@ class OcppUpstream:
             and s.node_online
             and s.available
             and s.phase.value in ("idle", "held")
-            and not self.station.blockers
+            and not self.station.safety.blockers
         )
 
     async def tx_context(self, rt: BayRuntime) -> TxContext:
@@ -219,7 +227,7 @@ class OcppUpstream:
         for rt in list(self.station.bays.values()):
             if rt.state.session is not None:
                 with contextlib.suppress(UnknownSession):
-                    await self.station.stop_session(
+                    await self.station.commands.stop_session(
                         rt.state.session.session_id, reason, actor="csms"
                     )
         # Give the StopTransactions a moment to reach the CSMS; they stay queued if not.
@@ -346,7 +354,9 @@ class OcppUpstream:
                 await self._boot(link)
             registered = True
             self._set_link(link, accepted=True)
-            self._dirty.update(self._connectors())
+            # Superseded: every connector's status is announced now, as it is now.
+            self._pending.clear()
+            self._stale = self._feed.qsize() if self._feed is not None else 0
             for c in self._connectors():
                 await self._send_status(link, c, force=True)
             tg.create_task(self._heartbeat(link), name="ocpp:heartbeat")
@@ -434,69 +444,62 @@ class OcppUpstream:
     def _connectors(self) -> list[int]:
         return [0, *sorted(rt.cfg.connector for rt in self.station.bays.values())]
 
-    def _status_of(self, connector: int) -> tuple[str, str, str | None]:
-        """(status, errorCode, info) from the station as it is now."""
-        st = self.station
-        if connector == 0:
-            if st.blockers:
-                return "Faulted", "InternalError", next(iter(st.blockers))[:50]
-            if st.bays and all(not rt.state.available for rt in st.bays.values()):
-                return "Unavailable", "NoError", None
-            return "Available", "NoError", None
-        rt = st.bay_by_connector(connector)
-        snap = st.bay_snapshot(rt)
-        status = str(snap["status"])
-        if status == "Faulted":
-            info = (rt.state.fault or ("node offline" if not rt.state.node_online else ""))[:50]
-            return status, "OtherError", info or None
-        return status, "NoError", None
-
     async def _send_status(self, link: StationLink, connector: int, *, force: bool = False) -> None:
-        status, code, info = self._status_of(connector)
+        """The connector's status as it is now (on registration, or when triggered)."""
+        now = self.station.status.current(connector)
+        await self._notify(
+            link,
+            StatusChanged(connector, None, now.status, now.error_code, now.info, self._wall()),
+            force=force,
+        )
+
+    def _wall(self) -> float:
+        return self.station.clock.wall()
+
+    async def _notify(self, link: StationLink, ev: StatusChanged, *, force: bool = False) -> None:
         sent = link.status_sent
-        if not force and sent.get(connector) == status:
+        if not force and sent.get(ev.connector) == ev.status:
             return
         payload: dict[str, Any] = {
-            "connectorId": connector,
-            "errorCode": code,
-            "status": status,
-            "timestamp": iso(self.station.clock.wall()),
+            "connectorId": ev.connector,
+            "errorCode": ev.error_code,
+            "status": ev.status,
+            "timestamp": iso(ev.at),
         }
-        if info:
-            payload["info"] = info
+        if ev.info:
+            payload["info"] = ev.info
         await link.wait_quiet()
         await link.call_raw("StatusNotification", payload)
-        sent[connector] = status
+        sent[ev.connector] = ev.status
 
     async def _push_status(self, link: StationLink) -> None:
+        """Every status change, in order, while registered."""
         while True:
-            await self._dirty_evt.wait()
-            self._dirty_evt.clear()
-            dirty, self._dirty = sorted(self._dirty), set()
-            for c in dirty:
+            await self._pending_evt.wait()
+            self._pending_evt.clear()
+            while self._pending:
+                ev = self._pending.popleft()
                 try:
-                    await self._send_status(link, c)
+                    await self._notify(link, ev)
                 except (OCPPError, UnknownCallErrorCodeError, TimeoutError) as err:
-                    log.warning("ocpp.status_failed", connector=c, error=str(err))
+                    log.warning("ocpp.status_failed", connector=ev.connector, error=str(err))
 
-    async def _watch(self, q: asyncio.Queue[dict[str, Any]]) -> None:
-        """Station updates: mark connectors whose status may have changed; end TxProfiles."""
+    async def _watch(self, sub: Subscription) -> None:
+        """The station's events for the central system: status changes, ended transactions."""
         while True:
-            msg = await q.get()
-            if msg.get("type") == "bay":
-                bay = msg["bay"]
-                c = int(bay["connector"])
-                has = bay.get("session") is not None
-                if self._had_session.get(c) and not has:
-                    await self.profiles.end_transaction(c)
-                    self.limits_changed()
-                self._had_session[c] = has
-                self._dirty.update((c, 0))
-            elif msg.get("type") == "station":
-                self._dirty.add(0)
-            else:
-                continue
-            self._dirty_evt.set()
+            ev = await sub.get()
+            stale = self._stale > 0
+            if stale:
+                self._stale -= 1
+            if isinstance(ev, StatusChanged):
+                # Offline (and for what happened before registering), the status of every
+                # connector is announced on registration instead.
+                if self.online and not stale:
+                    self._pending.append(ev)
+                    self._pending_evt.set()
+            elif isinstance(ev, SessionClosed):
+                await self.profiles.end_transaction(ev.connector)
+                self.limits_changed()
 
     # ------------------------------------------------------------------ direct sends
 
@@ -525,7 +528,9 @@ class OcppUpstream:
         for rt in self.station.bays.values():
             if rt.state.session is not None and rt.state.session.session_id == session_id:
                 log.warning("ocpp.deauthorized", session_id=session_id, status=status)
-                await self.station.stop_session(session_id, StopReason.DEAUTHORIZED, actor="csms")
+                await self.station.commands.stop_session(
+                    session_id, StopReason.DEAUTHORIZED, actor="csms"
+                )
 
 
 def _message(status: str) -> str:

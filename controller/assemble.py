@@ -23,7 +23,7 @@ from controller import registry
 from controller.core.auth import Authorizer, free_vend_step, local_list_step
 from controller.core.config import StationConfig, load_token_keys
 from controller.core.journal import Journal
-from controller.core.loadloop import LoadLoop, load_manager_config
+from controller.core.loadloop import load_manager_config
 from controller.core.station import Station
 from controller.ops import looplag
 from controller.ops.sdnotify import Notifier, watchdog_interval, watchdog_loop
@@ -73,13 +73,12 @@ async def open_station(
         hubs=hubs if hubs is not None else build_hubs(cfg),
         authorizer=build_authorizer(cfg),
     )
-    station.token_keys = load_token_keys(cfg)
+    station.commands.token_keys = load_token_keys(cfg)
     looplag.attach(station)  # station.loop_lag, read by /healthz and /metrics
     await station.restore()
     lcfg = load_manager_config(cfg)
     if lcfg is not None:
-        station.load = LoadLoop(station, lcfg)
-        station.add_service("load", station.load.run, core=True)
+        station.attach_load(lcfg)
     else:
         log.warning(
             "station.no_load_management", note="no [site] in the config: bays get their maximum"

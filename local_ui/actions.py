@@ -6,7 +6,9 @@ touchscreen); an unknown bay or session is 404.
 
 from __future__ import annotations
 
-from controller.core.station import Outcome, Station, UnknownBay
+from controller.core.bays import UnknownBay
+from controller.core.outcome import Outcome
+from controller.core.station import Station
 from local_ui.errors import ApiError
 from local_ui.schemas import TokenRequest
 from local_ui.views import pv_available
@@ -44,7 +46,7 @@ async def present_token(station: Station, bay_id: str, req: TokenRequest, source
     if not stopping:
         check_mode(station, req.mode, req.boost_confirmed)
     try:
-        out = await station.present_token(
+        out = await station.commands.present_token(
             bay_id,
             req.token,
             source=source,

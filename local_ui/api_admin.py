@@ -11,10 +11,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Response
 from pydantic import BaseModel, ValidationError
 
+from controller.core.events import SettingsChanged
 from controller.core.journal import JournalError
+from controller.core.station import Station
 from local_ui.accounts import User
 from local_ui.actions import bay_or_404
-from local_ui.api_bays import _ERRORS
+from local_ui.api_bays import ERROR_RESPONSES
 from local_ui.context import (
     Ctx,
     InstallerOnly,
@@ -31,7 +33,7 @@ from local_ui.schemas import InstallerTestRequest, NewUserRequest, UserOut
 from local_ui.settings import Section, SettingRefused, dump
 from local_ui.views import cloud_online, load_view
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=_ERRORS)
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=ERROR_RESPONSES)
 
 
 # ---------------------------------------------------------------------- settings
@@ -130,8 +132,8 @@ async def patch_section(
     detail: dict[str, Any] = {"section": section, "changes": changed}
     if warnings:
         detail["warnings"] = [w["message"] for w in warnings]
-    await ctx.station.audit("settings_changed", audit_actor(user), detail)
-    ctx.station.publish({"type": "settings", "section": section, "values": new})
+    await ctx.station.audit.record("settings_changed", audit_actor(user), detail)
+    ctx.station.events.publish(SettingsChanged(section, new))
     out = ctx.settings.describe(ctx.station, section)
     out["warnings"] = warnings
     return out
@@ -165,7 +167,7 @@ async def diagnostics(ctx: Ctx, user: Reader) -> dict[str, Any]:
     """Nodes (heartbeat age, firmware, link counters), OCPP link, meters, journal, load."""
     st = ctx.station
     now_m = st.clock.monotonic()
-    stats = st.link_stats()
+    stats = st.bays.link_stats()
     nodes = []
     for bay_id, rt in st.bays.items():
         ls = stats.get(bay_id)
@@ -207,22 +209,17 @@ async def diagnostics(ctx: Ctx, user: Reader) -> dict[str, Any]:
             "size_bytes": size,
         },
         "station": {
-            "blocked": dict(st.blockers),
-            "dropped_updates": st.dropped_updates,
+            "blocked": dict(st.safety.blockers),
+            "dropped_updates": st.nodes.dropped,
             "uptime_s": round(time.monotonic() - st.started_at, 1),
         },
         "load": load_view(st),
     }
 
 
-def _meters(st: Any) -> dict[str, Any] | None:
-    meters = getattr(st, "meters", None)
-    if callable(meters):
-        meters = meters()
-    if not isinstance(meters, dict):
-        return None
+def _meters(st: Station) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, reading in meters.items():
+    for name, reading in st.meters.inputs.items():
         if dataclasses.is_dataclass(reading) and not isinstance(reading, type):
             d = dataclasses.asdict(reading)
             out[str(name)] = json.loads(json.dumps(d, default=str))
@@ -295,7 +292,7 @@ async def create_user(req: NewUserRequest, ctx: Ctx, user: OwnerOnly) -> UserOut
         raise ApiError(409, "user_exists", f"There is already a user {req.username!r}.")
     await require_strong(ctx, req.password, req.username)
     created = await ctx.accounts.create_user(req.username, req.password, req.role)
-    await ctx.station.audit(
+    await ctx.station.audit.record(
         "user_created", audit_actor(user), {"username": req.username, "role": req.role}
     )
     return UserOut(username=created.username, role=created.role)
@@ -307,5 +304,5 @@ async def delete_user(username: str, ctx: Ctx, user: OwnerOnly) -> dict[str, Any
         raise ApiError(409, "cannot_delete_self", "You cannot delete your own account.")
     if not await ctx.accounts.delete_user(username):
         raise ApiError(404, "unknown_user", f"There is no user {username!r}.")
-    await ctx.station.audit("user_deleted", audit_actor(user), {"username": username})
+    await ctx.station.audit.record("user_deleted", audit_actor(user), {"username": username})
     return {"ok": True}

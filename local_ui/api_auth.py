@@ -8,7 +8,7 @@ import secrets
 import structlog
 from fastapi import APIRouter, Depends, Request, Response
 
-from local_ui.api_bays import _ERRORS
+from local_ui.api_bays import ERROR_RESPONSES
 from local_ui.context import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -27,7 +27,10 @@ from local_ui.schemas import AuthStatus, LoginRequest, PasswordChange, SetupRequ
 log = structlog.get_logger(__name__)
 
 router = APIRouter(
-    prefix="/api/v1/auth", tags=["auth"], dependencies=[Depends(check_csrf)], responses=_ERRORS
+    prefix="/api/v1/auth",
+    tags=["auth"],
+    dependencies=[Depends(check_csrf)],
+    responses=ERROR_RESPONSES,
 )
 
 
@@ -100,7 +103,7 @@ async def setup(req: SetupRequest, request: Request, response: Response, ctx: Ct
         raise ApiError(409, "already_set_up", "The owner account exists already: log in.")
     ctx.accounts.setup_code = None
     user = await ctx.accounts.create_user(req.username, req.password, "owner")
-    await ctx.station.audit("owner_created", audit_actor(user), {"ip": client_ip(request)})
+    await ctx.station.audit.record("owner_created", audit_actor(user), {"ip": client_ip(request)})
     _set_login(response, await ctx.accounts.new_session(user), ctx.accounts.session_ttl_s)
     return UserOut(username=user.username, role=user.role)
 
@@ -113,14 +116,14 @@ async def login(req: LoginRequest, request: Request, response: Response, ctx: Ct
     user = await ctx.accounts.verify(req.username, req.password)
     if user is None:
         ctx.limiter.failed(*keys)
-        await ctx.station.audit(
+        await ctx.station.audit.record(
             "login_failed", f"ip:{client_ip(request)}", {"username": req.username[:64]}
         )
         raise ApiError(401, "wrong_credentials", "Wrong user name or password.")
     # Only this user's count on this client: a login to one's own account must
     # not wipe the count of guesses this client made at other accounts.
     ctx.limiter.succeeded(keys[0])
-    await ctx.station.audit("login", audit_actor(user), {"ip": client_ip(request)})
+    await ctx.station.audit.record("login", audit_actor(user), {"ip": client_ip(request)})
     _set_login(response, await ctx.accounts.new_session(user), ctx.accounts.session_ttl_s)
     return UserOut(username=user.username, role=user.role)
 
@@ -153,7 +156,7 @@ async def change_password(
     ended = await ctx.accounts.end_other_sessions(
         user.username, request.cookies.get(SESSION_COOKIE)
     )
-    await ctx.station.audit(
+    await ctx.station.audit.record(
         "password_changed", audit_actor(user), {"ip": client_ip(request), "ended_sessions": ended}
     )
     return {"ok": True}

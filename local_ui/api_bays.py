@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from controller.core.accounting import Tariff
-from controller.core.station import UnknownBay
+from controller.core.bays import UnknownBay
 from local_ui.actions import bay_or_404, present_token, refuse_if_failed
 from local_ui.context import (
     Ctx,
@@ -29,7 +29,7 @@ from local_ui.views import bay_view, station_view
 
 # Every error the API answers, on every operation: the body limit (413) and an
 # unreadable body (400) can meet any request.
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody},
     401: {"model": ErrorBody},
     403: {"model": ErrorBody},
@@ -40,7 +40,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"model": ErrorBody},
 }
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=_ERRORS)
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=ERROR_RESPONSES)
 
 
 @router.get("/station", tags=["station"])
@@ -53,18 +53,17 @@ async def station_status(ctx: Ctx, user: Reader) -> dict[str, Any]:
 async def clear_blocker(cause: str, ctx: Ctx, user: OwnerOnly) -> dict[str, Any]:
     """Clear a latched safe-mode cause (the emergency stop) once its reason is gone."""
     st = ctx.station
-    causes = getattr(getattr(st, "safe", None), "causes", None)
-    known = causes if isinstance(causes, dict) else st.blockers
-    if cause not in known:
+    entry = st.safety.causes.get(cause)
+    if entry is None:
         raise ApiError(404, "unknown_blocker", f"The station is not in safe mode for {cause!r}.")
-    if cause == "emergency_stop" and hasattr(st, "clear_emergency_stop"):
-        refuse_if_failed(await st.clear_emergency_stop(actor=audit_actor(user)))
-    elif isinstance(causes, dict) and not getattr(causes[cause], "latched", False):
+    if cause == "emergency_stop":
+        refuse_if_failed(await st.safety.clear_emergency_stop(actor=audit_actor(user)))
+    elif not entry.latched:
         raise ApiError(
             409, "not_latched", "This cause clears by itself once its condition is gone."
         )
     else:
-        st.unblock(cause, actor=audit_actor(user), owner=True)
+        st.safety.unblock(cause, actor=audit_actor(user), owner=True)
     return station_view(st)
 
 
@@ -99,7 +98,7 @@ async def bay_token(
     with ``boost_confirmed: true`` after showing the demand warning.
     """
     out = await present_token(ctx.station, bay_id, req, source=audit_actor(user))
-    return OutcomeOut(**_plain(out))
+    return OutcomeOut(**outcome_body(out))
 
 
 @router.post("/bays/{bay_id}/availability", tags=["bays"], response_model=OutcomeOut)
@@ -111,8 +110,10 @@ async def bay_availability(
 ) -> OutcomeOut:
     """Make a bay (un)available; a running session finishes first."""
     bay_or_404(ctx.station, bay_id)
-    out = await ctx.station.set_availability(bay_id, req.available, actor=audit_actor(user))
-    return OutcomeOut(**_plain(out))
+    out = await ctx.station.commands.set_availability(
+        bay_id, req.available, actor=audit_actor(user)
+    )
+    return OutcomeOut(**outcome_body(out))
 
 
 @router.post("/bays/{bay_id}/clear-fault", tags=["bays"], response_model=OutcomeOut)
@@ -120,7 +121,7 @@ async def bay_clear_fault(bay_id: str, ctx: Ctx, user: Operator) -> OutcomeOut:
     bay_or_404(ctx.station, bay_id)
     if ctx.station.bays[bay_id].state.fault is None:
         raise ApiError(409, "no_fault", "This bay has no fault to clear.")
-    await ctx.station.clear_fault(bay_id, actor=audit_actor(user))
+    await ctx.station.commands.clear_fault(bay_id, actor=audit_actor(user))
     return OutcomeOut(ok=True, code="cleared", message="Fault cleared.")
 
 
@@ -158,20 +159,22 @@ async def create_hold(req: HoldRequest, ctx: Ctx, user: Operator) -> OutcomeOut:
     """Hold a bay for a token (arrival grace); 409 if the bay cannot be held now."""
     bay_or_404(ctx.station, req.bay_id)
     try:
-        out = await ctx.station.place_hold(
+        out = await ctx.station.commands.place_hold(
             req.bay_id, req.token, req.duration_s, actor=audit_actor(user)
         )
     except UnknownBay:
         raise ApiError(404, "unknown_bay", f"There is no bay {req.bay_id!r}.") from None
-    return OutcomeOut(**_plain(refuse_if_failed(out)))
+    return OutcomeOut(**outcome_body(refuse_if_failed(out)))
 
 
 @router.delete("/holds/{hold_id}", tags=["holds"], response_model=OutcomeOut)
 async def cancel_hold(hold_id: str, ctx: Ctx, user: Operator) -> OutcomeOut:
     for rt in ctx.station.bays.values():
         if rt.state.hold is not None and rt.state.hold.hold_id == hold_id:
-            out = await ctx.station.cancel_hold(rt.cfg.id, hold_id, actor=audit_actor(user))
-            return OutcomeOut(**_plain(refuse_if_failed(out)))
+            out = await ctx.station.commands.cancel_hold(
+                rt.cfg.id, hold_id, actor=audit_actor(user)
+            )
+            return OutcomeOut(**outcome_body(refuse_if_failed(out)))
     raise ApiError(404, "unknown_hold", f"There is no active hold {hold_id!r}.")
 
 
@@ -197,18 +200,18 @@ async def list_bookings(
 async def create_booking(req: BookingRequest, ctx: Ctx, user: Operator) -> OutcomeOut:
     """Book a bay for a token from ``start_at``; 409 when it overlaps another booking or is over."""
     bay_or_404(ctx.station, req.bay_id)
-    out = await ctx.station.add_booking(
+    out = await ctx.station.bookings.add(
         req.bay_id, req.token, req.start_at, req.hold_s, actor=audit_actor(user)
     )
-    return OutcomeOut(**_plain(refuse_if_failed(out)))
+    return OutcomeOut(**outcome_body(refuse_if_failed(out)))
 
 
 @router.delete("/bookings/{booking_id}", tags=["holds"], response_model=OutcomeOut)
 async def cancel_booking(booking_id: str, ctx: Ctx, user: Operator) -> OutcomeOut:
-    out = await ctx.station.cancel_booking(booking_id[:64], actor=audit_actor(user))
+    out = await ctx.station.bookings.cancel(booking_id[:64], actor=audit_actor(user))
     if out.code == "unknown_booking":
         raise ApiError(404, out.code, out.message)
-    return OutcomeOut(**_plain(refuse_if_failed(out)))
+    return OutcomeOut(**outcome_body(refuse_if_failed(out)))
 
 
 @router.get("/tariff", tags=["station"], response_model=Tariff)
@@ -216,7 +219,7 @@ async def tariff(ctx: Ctx, user: Reader) -> Tariff:
     return ctx.station.cfg.tariff
 
 
-def _plain(out: Any) -> dict[str, Any]:
+def outcome_body(out: Any) -> dict[str, Any]:
     return {
         "ok": out.ok,
         "code": out.code,

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from controller.core.bay import StopReason
-from controller.core.station import UnknownSession
+from controller.core.outcome import UnknownSession
 from local_ui.accounts import LoginLimiter
 from local_ui.actions import bay_or_404, check_mode, present_token
-from local_ui.api_bays import _ERRORS
+from local_ui.api_bays import ERROR_RESPONSES
 from local_ui.charts import qr_svg
 from local_ui.context import (
     Ctx,
@@ -31,7 +31,10 @@ from local_ui.schemas import KioskModeRequest, KioskOutcome, KioskStopRequest, T
 from local_ui.views import bay_view, receipt, receipt_text, station_view
 
 router = APIRouter(
-    prefix="/api/v1/kiosk", tags=["kiosk"], dependencies=[Depends(check_csrf)], responses=_ERRORS
+    prefix="/api/v1/kiosk",
+    tags=["kiosk"],
+    dependencies=[Depends(check_csrf)],
+    responses=ERROR_RESPONSES,
 )
 
 # Typing codes at random is slowed down, but a kiosk shared by all drivers is not locked out.
@@ -101,7 +104,9 @@ async def kiosk_stop(bay_id: str, req: KioskStopRequest, ctx: Ctx) -> KioskOutco
     """Stop the session this kiosk started on the bay (proved by its key)."""
     _own_running_session(ctx, bay_id, req, "stop")
     try:
-        out = await ctx.station.stop_session(req.session_id, StopReason.LOCAL, actor="kiosk")
+        out = await ctx.station.commands.stop_session(
+            req.session_id, StopReason.LOCAL, actor="kiosk"
+        )
     except UnknownSession:
         raise ApiError(404, "unknown_session", "There is no such session.") from None
     if not out.ok:
@@ -113,7 +118,7 @@ async def kiosk_stop(bay_id: str, req: KioskStopRequest, ctx: Ctx) -> KioskOutco
 async def kiosk_focus(bay_id: str, ctx: Ctx) -> dict[str, Any]:
     """The screen shows this bay: a code the camera sees in the next minute is meant for it."""
     bay_or_404(ctx.station, bay_id)
-    ctx.station.focus_bay(bay_id, 60.0)
+    ctx.station.commands.focus_bay(bay_id, 60.0)
     return {"ok": True, "bay_id": bay_id}
 
 
@@ -123,7 +128,7 @@ async def kiosk_mode(bay_id: str, req: KioskModeRequest, ctx: Ctx) -> KioskOutco
     _own_running_session(ctx, bay_id, req, "change")
     check_mode(ctx.station, req.mode, req.boost_confirmed)
     try:
-        out = await ctx.station.set_mode(req.session_id, req.mode, actor="kiosk")
+        out = await ctx.station.commands.set_mode(req.session_id, req.mode, actor="kiosk")
     except UnknownSession:
         raise ApiError(404, "unknown_session", "There is no such session.") from None
     if not out.ok:

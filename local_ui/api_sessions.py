@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response, StreamingResponse
 
 from controller.core.bay import StopReason
-from controller.core.station import UnknownSession
+from controller.core.outcome import UnknownSession
 from local_ui import history
-from local_ui.api_bays import _ERRORS, _plain
+from local_ui.api_bays import ERROR_RESPONSES, outcome_body
 from local_ui.charts import monthly_svg
 from local_ui.context import (
     Ctx,
@@ -25,7 +25,7 @@ from local_ui.errors import ApiError
 from local_ui.schemas import OutcomeOut, Page
 from local_ui.views import session_view
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=_ERRORS)
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_csrf)], responses=ERROR_RESPONSES)
 
 
 def session_filter(
@@ -119,12 +119,14 @@ async def stop_session(session_id: str, ctx: Ctx, user: Operator) -> OutcomeOut:
     if len(session_id) > 64:
         raise ApiError(404, "unknown_session", "There is no such session.")
     try:
-        out = await ctx.station.stop_session(session_id, StopReason.OWNER, actor=audit_actor(user))
+        out = await ctx.station.commands.stop_session(
+            session_id, StopReason.OWNER, actor=audit_actor(user)
+        )
     except UnknownSession:
         raise ApiError(404, "unknown_session", f"There is no session {session_id!r}.") from None
     if not out.ok:
         raise ApiError(409, out.code, out.message)
-    return OutcomeOut(**_plain(out))
+    return OutcomeOut(**outcome_body(out))
 
 
 async def _stats(

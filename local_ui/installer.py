@@ -26,7 +26,9 @@ from typing import Any
 
 import structlog
 
-from controller.core.station import BayRuntime, Station
+from controller.core.bays import BayRuntime
+from controller.core.events import Subscription, TestEnded
+from controller.core.station import Station
 from controller.ports import DriverError
 
 log = structlog.get_logger(__name__)
@@ -134,7 +136,7 @@ class InstallerTests:
             raise Refused(409, "node_offline", "The bay's node is not connected.")
         if rt.state.session is not None:
             raise Refused(409, "bay_in_use", "Stop the running session first.")
-        if st.safe.active:
+        if st.safety.active:
             raise Refused(
                 409, "safe_mode", "The station is in safe mode: tests wait until it is cleared."
             )
@@ -234,7 +236,7 @@ class InstallerTests:
         self, st: Station, rt: BayRuntime, run: TestRun, relay: bool, amps: float, hold: float
     ) -> float:
         t0 = time.monotonic()
-        out = await st.installer_test_output(
+        out = await st.commands.installer_test_output(
             rt.cfg.id, relay_on=relay, current_a=amps, hold_s=hold, actor=run.actor
         )
         if not out.ok:
@@ -266,7 +268,7 @@ class InstallerTests:
         """End the test output and record how that went in ``run.cleanup`` (never raises)."""
         t0 = time.monotonic()
         try:
-            out = await st.end_test_output(rt.cfg.id, actor=run.actor)
+            out = await st.commands.end_test_output(rt.cfg.id, actor=run.actor)
         except Exception as err:  # the clean-up reports; it never hides a failure
             log.exception("installer.cleanup_failed", bay_id=rt.cfg.id, run_id=run.id)
             run.cleanup = {
@@ -305,7 +307,9 @@ class InstallerTests:
         try:
             await node.set_lock(locked=locked)
         finally:
-            await st.audit("installer_test", run.actor, {"bay_id": rt.cfg.id, "action": run.action})
+            await st.audit.record(
+                "installer_test", run.actor, {"bay_id": rt.cfg.id, "action": run.action}
+            )
         ok = await _confirm(rt, t0, lambda tel: tel.locked is None or tel.locked == locked)
         run.steps.append(
             {
@@ -319,7 +323,8 @@ class InstallerTests:
     async def _ramp(self, st: Station, rt: BayRuntime, run: TestRun, hold: float) -> None:
         state, message = "failed", ""
         try:
-            async with st.updates() as events:
+            ends = st.events.subscription(lossy=False, kinds=(TestEnded,))
+            async with ends as events:
                 for amps in run.plan:
                     # Each step's hold outlasts the step, so the relay stays on between steps.
                     took = await self._output(st, rt, run, True, amps, hold + CONFIRM_S + 1.0)
@@ -348,16 +353,14 @@ class InstallerTests:
             run.finish(state, message, st.clock.wall())
 
 
-async def _ended_within(
-    events: asyncio.Queue[dict[str, Any]], bay_id: str, seconds: float
-) -> str | None:
+async def _ended_within(events: Subscription, bay_id: str, seconds: float) -> str | None:
     """Wait ``seconds``; the station's message if it ends the bay's test output meanwhile."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             while True:
-                msg = await events.get()
-                if msg.get("type") == "test_ended" and msg.get("bay_id") == bay_id:
-                    return str(msg.get("message") or "The station ended the test output.")
+                ev = await events.get()
+                if isinstance(ev, TestEnded) and ev.bay_id == bay_id:
+                    return ev.message or "The station ended the test output."
     return None
 
 

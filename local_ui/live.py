@@ -1,7 +1,8 @@
 """Live updates over WebSocket: ``/api/v1/live`` (logged in) and ``/api/v1/kiosk/live`` (public).
 
-On connect the page gets a full ``snapshot``; then every station message
-(``bay``, ``station``, ``notice``, ``settings``) as it happens, a ``load``
+On connect the page gets a full ``snapshot``; then a message for every station
+event it shows (``bay``, ``station``, ``notice``, ``scan``, ``bookings``, ``settings``,
+``test_ended``; see :func:`local_ui.views.ui_message`) as it happens, a ``load``
 message when the load manager's figures change, and a ``tick`` every few
 seconds (the station's clock and when each bay was last measured) so a page
 notices a dead link and can tell an unchanged figure from a stale one. The kiosk's stream carries no tokens
@@ -17,8 +18,9 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from controller.core.events import Event
 from local_ui.context import SESSION_COOKIE, UiContext
-from local_ui.views import bay_view, enrich_bay_message, load_view, station_view
+from local_ui.views import UI_EVENTS, bay_view, load_view, station_view, ui_message
 
 router = APIRouter()
 TICK_S = 5.0
@@ -44,27 +46,28 @@ def snapshot(ctx: UiContext, public: bool) -> dict[str, Any]:
     }
 
 
-def _message(ctx: UiContext, msg: dict[str, Any], public: bool) -> dict[str, Any]:
-    if msg.get("type") == "station":
-        st = station_view(ctx.station)
-        if public:
-            st.pop("load", None)
-        return {"type": "station", "station": st}
-    if msg.get("type") == "settings" and public and msg.get("section") not in ("kiosk", "tariff"):
-        return {"type": "settings", "section": msg.get("section")}
-    return enrich_bay_message(ctx.station, msg, public)
+def _message(ctx: UiContext, event: Event, public: bool) -> dict[str, Any] | None:
+    msg = ui_message(ctx.station, event, public)
+    if msg is None or not public:
+        return msg
+    if msg["type"] == "station":
+        msg["station"].pop("load", None)
+    elif msg["type"] == "settings" and msg["section"] not in ("kiosk", "tariff"):
+        return {"type": "settings", "section": msg["section"]}
+    return msg
 
 
 def _tick(ctx: UiContext) -> dict[str, Any]:
     # A bay whose figures do not change publishes nothing, so the tick also says
     # when each bay was last measured: the page can tell "unchanged" from "silent".
     st = ctx.station
-    measured = {b: st.bay_snapshot(rt)["measured_at"] for b, rt in st.bays.items()}
+    measured = {b: st.snapshots.bay(rt)["measured_at"] for b, rt in st.bays.items()}
     return {"type": "tick", "now": st.clock.wall(), "measured_at": measured}
 
 
 async def _stream(ws: WebSocket, ctx: UiContext, public: bool) -> None:
-    async with ctx.station.updates() as q:
+    # Lossy: a page that cannot keep up loses old events, and the next message catches up.
+    async with ctx.station.events.subscription(lossy=True, kinds=UI_EVENTS) as q:
         await ws.send_json(snapshot(ctx, public))
 
         async def sender() -> None:
@@ -84,7 +87,9 @@ async def _stream(ws: WebSocket, ctx: UiContext, public: bool) -> None:
                         last_tick = time.monotonic()
                         await ws.send_json(_tick(ctx))
                     continue
-                await ws.send_json(_message(ctx, msg, public))
+                out = _message(ctx, msg, public)
+                if out is not None:
+                    await ws.send_json(out)
 
         async def receiver() -> None:
             while True:

@@ -1,9 +1,8 @@
-"""Read-only views of the station for the UI: bays, station status, load, sessions, receipts.
+"""Read-only views of the station for the UI: bays, station status, load, sessions, receipts,
+and the live messages the pages get for the station's events.
 
-Optional parts are probed, never required: the load manager's status
-(``station.load_status`` or ``station.load.status()``), the central-system link (``station.upstream``),
-meters (``station.meters``) and the PV flag (``station.pv_available`` or a
-meter named or with role ``pv``/``solar`` in the config). What is absent is reported as ``None``
+Optional parts may be absent: the load manager's status (``station.load_status()``) and
+the central-system link (``station.upstream``). What is absent is reported as ``None``
 and the pages hide it.
 """
 
@@ -12,24 +11,25 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from controller.core.station import BayRuntime, Station
+from controller.core.bays import BayRuntime
+from controller.core.events import (
+    BayChanged,
+    BayNotice,
+    BookingsChanged,
+    Event,
+    ScanResult,
+    SettingsChanged,
+    StationChanged,
+    TestEnded,
+)
+from controller.core.station import Station
 from local_ui.context import jsonable
 
 NOMINAL_V = 230.0
 
 
-def _probe(obj: Any, name: str) -> Any:
-    value = getattr(obj, name, None)
-    if callable(value):
-        try:
-            value = value()
-        except Exception:
-            return None
-    return value
-
-
 def bay_view(station: Station, rt: BayRuntime, *, public: bool = False) -> dict[str, Any]:
-    snap = station.bay_snapshot(rt)
+    snap = station.snapshots.bay(rt)
     snap["phases"] = rt.cfg.phases
     snap["min_current_a"] = rt.cfg.min_current_a
     snap["max_power_w"] = round(rt.cfg.max_current_a * NOMINAL_V * rt.cfg.phases, 1)
@@ -75,46 +75,46 @@ def site_limit(station: Station, rt: BayRuntime, setpoint_a: float) -> str | Non
     return _REASON_TEXT.get(reason, reason)
 
 
-def public_bay_message(msg: dict[str, Any]) -> dict[str, Any]:
-    """A live message as the kiosk may see it (no tokens)."""
-    if msg.get("type") == "bay" and isinstance(msg.get("bay"), dict):
-        bay = dict(msg["bay"])
-        if isinstance(bay.get("session"), dict):
-            bay["session"] = {k: v for k, v in bay["session"].items() if k != "token"}
-        return {**msg, "bay": bay}
-    return msg
+# What the pages show (StatusChanged and SessionClosed are for the central system).
+UI_EVENTS: tuple[type[Event], ...] = (
+    BayChanged,
+    StationChanged,
+    BayNotice,
+    ScanResult,
+    BookingsChanged,
+    SettingsChanged,
+    TestEnded,
+)
 
 
-def enrich_bay_message(station: Station, msg: dict[str, Any], public: bool) -> dict[str, Any]:
-    if msg.get("type") == "bay" and isinstance(msg.get("bay"), dict):
-        rt = station.bays.get(str(msg["bay"].get("id")))
-        if rt is not None:
-            return {"type": "bay", "bay": bay_view(station, rt, public=public)}
-    return public_bay_message(msg) if public else msg
+def ui_message(station: Station, event: Event, public: bool) -> dict[str, Any] | None:
+    """The live message a page gets for ``event`` (None: pages do not show it)."""
+    match event:
+        case BayChanged(bay_id=bay_id):
+            rt = station.bays.get(bay_id)
+            return {"type": "bay", "bay": bay_view(station, rt, public=public)} if rt else None
+        case StationChanged():
+            return {"type": "station", "station": station_view(station)}
+        case BayNotice(bay_id=bay_id, code=code, message=message):
+            return {"type": "notice", "bay_id": bay_id, "code": code, "message": message}
+        case ScanResult(bay_id=bay_id, ok=ok, code=code, message=message):
+            return {"type": "scan", "bay_id": bay_id, "ok": ok, "code": code, "message": message}
+        case BookingsChanged():
+            return {"type": "bookings"}
+        case SettingsChanged(section=section, values=values):
+            return {"type": "settings", "section": section, "values": dict(values)}
+        case TestEnded(bay_id=bay_id, reason=reason, message=message):
+            return {"type": "test_ended", "bay_id": bay_id, "reason": reason, "message": message}
+    return None
 
 
 def cloud_online(station: Station) -> bool | None:
-    up = getattr(station, "upstream", None)
-    if up is None:
-        return None
-    online = _probe(up, "online")
-    return bool(online) if online is not None else None
+    up = station.upstream
+    return None if up is None else bool(up.online)
 
 
 def pv_available(station: Station) -> bool:
-    flag = _probe(station, "pv_available")
-    if flag is not None:
-        return bool(flag)
-    meters = getattr(station.cfg, "meters", None)
-    if isinstance(meters, list):
-        return any(
-            isinstance(m, dict)
-            and (
-                "pv" in (m.get("role"), m.get("name")) or "solar" in (m.get("role"), m.get("name"))
-            )
-            for m in meters
-        )
-    return False
+    return station.meters.pv_available
 
 
 def _per_phase(v: Any) -> list[float] | None:
@@ -132,10 +132,7 @@ def load_view(station: Station) -> dict[str, Any] | None:
     ``building_a`` (everything on the main breaker, chargers included) and
     ``chargers_a``; each a number or a per-phase list.
     """
-    status = _probe(station, "load_status")
-    if status is None:
-        manager = getattr(station, "load", None)  # controller.core.loadloop.LoadLoop
-        status = _probe(manager, "status") if manager is not None else None
+    status: Any = station.load_status()
     if status is None:
         return None
 
@@ -176,8 +173,8 @@ def load_view(station: Station) -> dict[str, Any] | None:
 
 
 def station_view(station: Station) -> dict[str, Any]:
-    snap = station.station_snapshot()
-    snap["accepting_sessions"] = not station.blockers
+    snap = station.snapshots.station()
+    snap["accepting_sessions"] = not station.safety.blockers
     snap["cloud_online"] = cloud_online(station)
     snap["pv_available"] = pv_available(station)
     snap["tariff"] = station.cfg.tariff.model_dump(mode="json")

@@ -19,6 +19,7 @@ import structlog
 
 from controller.assemble import run_station
 from controller.core.config import StationConfig, parse_config
+from controller.core.events import BayChanged
 from controller.core.station import Station
 from controller.ops.logs import setup_logging
 from simulators.esp32_node import control
@@ -229,7 +230,7 @@ async def camera_service(station: Station, folder: Path) -> None:
             if text is None and image is None:
                 continue
             bay = stem if stem in station.bays else None
-            station.focus_bay(bay, seconds=5.0)
+            station.commands.focus_bay(bay, seconds=5.0)
             if text is not None:
                 cam.show(text, seconds=3.0)
             elif image is not None:
@@ -262,11 +263,11 @@ class DemoDrivers:
                     capacity_wh=40_000,
                 )
         done: set[tuple[str, str]] = set()
-        async with station.updates() as q:
+        async with station.events.subscription(lossy=True, kinds=(BayChanged,)) as q:
             while True:
-                msg = await q.get()
-                if msg.get("type") == "bay":
-                    await self._react(station, msg["bay"]["id"], done)
+                ev = await q.get()
+                if isinstance(ev, BayChanged):
+                    await self._react(station, ev.bay_id, done)
 
     async def _react(self, station: Station, bay_id: str, done: set[tuple[str, str]]) -> None:
         rt = station.bays[bay_id]

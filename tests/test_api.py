@@ -244,18 +244,18 @@ async def test_diagnostics_and_station(tmp_path: Path) -> None:
         assert not d["meters"] and d["load"] is None  # no meter, no load manager here
         st = (await client.get("/api/v1/station")).json()
         assert st["accepting_sessions"] is True and st["pv_available"] is False
-        await rig.station.emergency_stop(True)
+        await rig.station.safety.emergency_stop(True)
         st = (await client.get("/api/v1/station")).json()
         assert st["accepting_sessions"] is False and "emergency_stop" in st["blocked"]
         r = await client.post("/api/v1/bays/bay1/token", json={"token": "1234"})
         assert r.status_code == 409 and r.json()["error"] == "blocked_emergency_stop"
         r = await client.post("/api/v1/station/blockers/emergency_stop/clear")
         assert r.status_code == 409 and r.json()["error"] == "still_pressed"
-        await rig.station.emergency_stop(False)
-        assert "emergency_stop" in rig.station.blockers  # latched
+        await rig.station.safety.emergency_stop(False)
+        assert "emergency_stop" in rig.station.safety.blockers  # latched
         r = await client.post("/api/v1/station/blockers/emergency_stop/clear")
         assert r.status_code == 200 and r.json()["accepting_sessions"] is True
-        assert not rig.station.blockers
+        assert not rig.station.safety.blockers
 
 
 async def test_load_bar_appears_when_a_load_manager_reports(tmp_path: Path) -> None:

@@ -206,12 +206,12 @@ async def test_kiosk_mode_switch_needs_the_session_key_and_boost_confirmation(
 async def test_kiosk_focus_sends_camera_codes_to_the_bay_on_screen(tmp_path: Path) -> None:
     async with running_station(tmp_path) as rig:
         kiosk = await api_client(rig.station)
-        nobody = await rig.station.code_scanned("5678", camera="cam")
+        nobody = await rig.station.commands.code_scanned("5678", camera="cam")
         assert (nobody.ok, nobody.code) == (False, "choose_bay")
         r = await kiosk.post("/api/v1/kiosk/bays/bay1/focus", json={})
         assert r.status_code == 200
         assert (await kiosk.post("/api/v1/kiosk/bays/nope/focus", json={})).status_code == 404
-        out = await rig.station.code_scanned("5678", camera="cam")
+        out = await rig.station.commands.code_scanned("5678", camera="cam")
         assert out.ok and out.code == "started"
         assert rig.station.bays["bay1"].state.session is not None
 
@@ -223,7 +223,7 @@ async def test_kiosk_figures_carry_their_age_and_an_offline_node_has_none(tmp_pa
         kiosk = await api_client(st)
         hub.telemetry("b1", energy_wh=1000, pilot=PilotState.B)
         await rig.status("b1", "Available")
-        out = await st.present_token("b1", "CARD-1")
+        out = await st.commands.present_token("b1", "CARD-1")
         assert out.ok
         hub.telemetry("b1", current_a=16, energy_wh=1010, relay_on=True, pilot=PilotState.C)
         await rig.status("b1", "Charging")

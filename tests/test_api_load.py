@@ -1,7 +1,7 @@
 """Load-manager settings (site limits, modes, rules) and installer tests through the JSON API.
 
 A real Station + Journal + LoadLoop (``[site]`` in the config) with self-driving
-fake nodes; grid readings are fed with ``station.on_meter_reading``.
+fake nodes; grid readings are fed with ``station.meters.on_reading``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ async def _owner(rig: Rig) -> httpx.AsyncClient:
 def _feed(rig: Rig, building_a: float) -> None:
     """The grid meter sees the building plus what the chargers draw now."""
     ev = sum(rt.telemetry.current_a[0] for rt in rig.station.bays.values() if rt.telemetry)
-    rig.station.on_meter_reading(grid(building_a + ev), role="grid")
+    rig.station.meters.on_reading(grid(building_a + ev), role="grid")
 
 
 @contextlib.asynccontextmanager

@@ -20,7 +20,7 @@ import httpx
 from controller.core.auth import Authorizer, local_list_step
 from controller.core.config import StationConfig, parse_config
 from controller.core.journal import Journal
-from controller.core.loadloop import LoadLoop, load_manager_config
+from controller.core.loadloop import load_manager_config
 from controller.core.station import Station
 from local_ui.server import create_app
 from tests.support.fake_nodes import FakeHub, FakeNode
@@ -62,12 +62,12 @@ class Rig:
 
     async def until(self, pred: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait for a station update after which ``pred()`` holds (no polling sleeps)."""
-        async with self.station.updates() as q, asyncio.timeout(timeout):
+        async with self.station.events.subscription(lossy=True) as q, asyncio.timeout(timeout):
             while not pred():
                 await q.get()
 
     def status(self, bay_id: str) -> str:
-        return str(self.station.bay_snapshot(self.station.bays[bay_id])["status"])
+        return str(self.station.snapshots.bay(self.station.bays[bay_id])["status"])
 
 
 @contextlib.asynccontextmanager
@@ -81,8 +81,7 @@ async def running_station(tmp: Path, **cfg_over: Any) -> AsyncIterator[Rig]:
     await station.restore()
     lcfg = load_manager_config(cfg)
     if lcfg is not None:  # as controller.assemble does when station.toml has a [site]
-        station.load = LoadLoop(station, lcfg)
-        station.add_service("load", station.load.run)
+        station.attach_load(lcfg)
     task = asyncio.create_task(station.run())
     rig = Rig(station, hub, journal)
     try:

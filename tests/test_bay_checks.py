@@ -21,10 +21,12 @@ from controller.core.bay import (
     LockChanged,
     LockClaimed,
     MeterReanchored,
+    Phase,
     ReadingRejected,
     SetLock,
     SetRelay,
     StopReason,
+    StopRequested,
     Telemetry,
     Timers,
     TokenPresented,
@@ -254,3 +256,48 @@ def test_reports_from_a_contested_address_are_ignored_until_the_owner_clears() -
     assert s.fault is None and SetRelay(True) in eff and s.session is not None
     s, eff = run(s, (8.0, FaultRaised("emergency_stop")))
     assert s.fault == "emergency_stop" and s.session is None
+
+
+def test_a_quick_exit_through_the_unlocked_door_frees_the_locker() -> None:
+    """The rider opens and shuts the unlocked door between two reports: the locker is free again."""
+    s, _ = run(
+        locker_charging(),
+        (7.0, StopRequested(StopReason.LOCAL)),  # exit grace: the station unlocks the door
+        (7.5, LockChanged(False)),
+    )
+    assert s.phase is Phase.FINISHING and s.locked is False
+    s, eff = run(
+        s,
+        (8.0, DoorClaimed(False)),
+        (8.2, DoorClaimed(True)),
+        (9.0, Telemetry(0, 0, 7, door_closed=True, locked=False)),
+    )
+    assert s.phase is Phase.IDLE and SetLock(True) in eff
+    assert s.fault is None
+
+
+def test_a_forged_open_and_close_of_a_locked_door_changes_nothing() -> None:
+    """The same pair of claims on a latched door cannot be told from a forgery: ignored."""
+    s, eff = run(
+        locker_charging(),
+        (7.0, DoorClaimed(False)),
+        (7.1, DoorClaimed(True)),
+        (8.0, Telemetry(1.5, 345, 7, door_closed=True, locked=True)),
+    )
+    assert s.session is not None and s.fault is None
+    assert not any(isinstance(e, CloseSession) for e in eff)
+
+
+def test_a_quick_exit_reported_with_the_unlock_in_one_batch_frees_the_locker() -> None:
+    """Unlocked, opened and closed before the next report: the report confirms all three."""
+    s, _ = run(locker_charging(), (7.0, StopRequested(StopReason.LOCAL)))
+    assert s.phase is Phase.FINISHING and s.locked is True  # the unlock is not confirmed yet
+    s, eff = run(
+        s,
+        (7.2, LockClaimed(False)),
+        (7.4, DoorClaimed(False)),
+        (7.6, DoorClaimed(True)),
+        (8.0, LockChanged(False)),  # the station applies what the report's feedback shows first
+        (8.0, Telemetry(0, 0, 7, door_closed=True, locked=False)),
+    )
+    assert s.phase is Phase.IDLE and SetLock(True) in eff and s.fault is None

@@ -329,7 +329,7 @@ async def test_forced_door_stops_the_session_and_sounds_the_alarm(
     door.drive_low()  # closed before the station starts
     async with gpio_station(tmp_path, ("locker", "evse")) as rig:
         await rig.status("bay1", "Available")
-        out = await rig.station.present_token("bay1", "TOKEN-1")
+        out = await rig.station.commands.present_token("bay1", "TOKEN-1")
         assert out.ok, out
         await rig.status("bay1", "Charging")  # relay on, the outlet's 1 A counts as drawing
         assert pins.pin(RELAY1).state
@@ -347,7 +347,7 @@ async def test_forced_door_stops_the_session_and_sounds_the_alarm(
         await rig.until("bay1", lambda s: s["relay_on"] is False)
         assert not pins.pin(RELAY1).state
         assert pins.pin(BUZZER).state  # tamper alarm
-        stats = rig.station.link_stats()["bay1"]
+        stats = rig.station.bays.link_stats()["bay1"]
         assert stats.extra["tampers"] == 1
 
 
@@ -358,8 +358,8 @@ async def test_emergency_stop_pin_stops_everything_latched(
     async with gpio_station(tmp_path, ("evse", "evse")) as rig:
         await rig.status("bay1", "Available")
         await rig.status("bay2", "Available")
-        s1 = await rig.station.present_token("bay1", "T1")
-        s2 = await rig.station.present_token("bay2", "T2")
+        s1 = await rig.station.commands.present_token("bay1", "T1")
+        s2 = await rig.station.commands.present_token("bay2", "T2")
         await rig.status("bay1", "Charging")
         await rig.status("bay2", "Charging")
         assert pins.pin(RELAY1).state and pins.pin(RELAY2).state
@@ -373,21 +373,21 @@ async def test_emergency_stop_pin_stops_everything_latched(
         await rig.until("bay1", lambda s: s["relay_on"] is False)
         await rig.until("bay2", lambda s: s["relay_on"] is False)
         assert not pins.pin(RELAY1).state and not pins.pin(RELAY2).state
-        cleared = await rig.station.clear_emergency_stop(actor="owner")
+        cleared = await rig.station.safety.clear_emergency_stop(actor="owner")
         assert not cleared.ok and cleared.code == "still_pressed"
 
         estop.drive_high()  # released: still latched until an owner clears it
         async with asyncio.timeout(5):
-            while rig.station.stop_input_pressed:
+            while rig.station.safety.stop_input_pressed:
                 await rig.updates.get()
-        refused = await rig.station.present_token("bay1", "T3")
+        refused = await rig.station.commands.present_token("bay1", "T3")
         assert not refused.ok
-        assert rig.station.bay_snapshot(rig.station.bays["bay1"])["status"] == "Faulted"
+        assert rig.station.snapshots.bay(rig.station.bays["bay1"])["status"] == "Faulted"
 
-        cleared = await rig.station.clear_emergency_stop(actor="owner")
+        cleared = await rig.station.safety.clear_emergency_stop(actor="owner")
         assert cleared.ok, cleared
         await rig.status("bay1", "Available")
-        again = await rig.station.present_token("bay1", "T3")
+        again = await rig.station.commands.present_token("bay1", "T3")
         assert again.ok
 
 

@@ -75,7 +75,7 @@ async def station_on_a_pty(tmp: Path) -> AsyncIterator[Rig]:
 async def test_emergency_stop_switches_an_installer_ramp_off_at_the_node(tmp_path: Path) -> None:
     async with station_on_a_pty(tmp_path) as rig:
         run = await rig.ramp()
-        await rig.station.emergency_stop(True)
+        await rig.station.safety.emergency_stop(True)
         # The node's relay opens within one output-loop period, not at the lease's end.
         await rig.bus.wait_until(lambda: not rig.sim.physics.relay_closed, limit_s=PERIOD_S)
         applied = rig.sim.counters.commands_applied
@@ -95,7 +95,7 @@ async def test_emergency_stop_switches_an_installer_ramp_off_at_the_node(tmp_pat
         assert not rig.sim.physics.relay_closed and rig.sim.physics.setpoint_a == 0.0
         assert rig.station.bays["bay1"].test_output is None
         # A new test waits until the owner clears the emergency stop.
-        again = await rig.station.installer_test_output(
+        again = await rig.station.commands.installer_test_output(
             "bay1", relay_on=True, current_a=6, hold_s=5, actor="user:ian"
         )
         assert not again.ok and again.code == "safe_mode"

@@ -52,7 +52,9 @@ async def test_low_space_is_a_warning_in_health_and_metrics(
         text = await collector_for(st).render()
         assert _sample(text, "edge_station_journal_disk_low") == 1
         assert _sample(text, "edge_station_journal_disk_free_bytes") == 150 * MB
-        assert (await st.present_token("b1", "CARD-1")).ok  # low, not full: still accepting
+        assert (
+            await st.commands.present_token("b1", "CARD-1")
+        ).ok  # low, not full: still accepting
         space["free"] = 500 * MB
         await st.guard.check_space()
         assert not any(w.code == "disk_low" for w in health(st).warnings)
@@ -64,7 +66,7 @@ async def test_journal_blocked_is_unhealthy_until_it_writes_again(tmp_path: Path
         st = rig.station
         sid = await _charging(rig, "b1", "CARD-1", 1010)
         await _read_only(rig, True)
-        assert not (await st.stop_session(sid, StopReason.LOCAL)).ok
+        assert not (await st.commands.stop_session(sid, StopReason.LOCAL)).ok
         h = health(st)
         assert not h.ok and "journal" in [r.code for r in h.reasons]
         assert h.body["storage"]["unwritten"] >= 1  # the stop (and what followed it)
@@ -83,7 +85,7 @@ async def test_reserve_is_real_space_spent_on_a_stop_and_made_again(tmp_path: Pa
         st = rig.station
         reserve = tmp_path / RESERVE_FILE
         sid = await _charging(rig, "b1", "CARD-1", 1010)
-        updates = st.subscribe()
+        updates = st.events.subscribe(lossy=True)
         async with asyncio.timeout(5):
             while not reserve.exists():  # made by the guard's first check
                 await updates.get()
@@ -93,7 +95,7 @@ async def test_reserve_is_real_space_spent_on_a_stop_and_made_again(tmp_path: Pa
         # The journal cannot write: the reserve is released for the stop (here it does not
         # help, the file system is read-only), and made again once writes work.
         await _read_only(rig, True)
-        assert not (await st.stop_session(sid, StopReason.LOCAL)).ok
+        assert not (await st.commands.stop_session(sid, StopReason.LOCAL)).ok
         assert not reserve.exists() and st.guard.reserve_released
         text = await collector_for(st).render()
         assert _sample(text, "edge_station_journal_reserve_released") == 1
@@ -118,7 +120,7 @@ async def test_meter_samples_stop_below_the_minimum_free_space(
             rig.hub.telemetry("b1", current_a=16, energy_wh=wh, relay_on=True)
             await rig.energy("b1", wh - 1000)
         for _ in range(100):  # the flusher runs on its own period (2 s): look now and then
-            if st.samples_skipped >= 5:
+            if st.samples.skipped >= 5:
                 break
             await asyncio.sleep(0.1)
         after = (await rig.journal.query("SELECT count(*) AS n FROM meter_samples"))[0]["n"]
@@ -158,7 +160,7 @@ async def test_blocked_station_retries_at_its_interval_not_in_a_loop(
 
         monkeypatch.setattr(st.journal, "probe", counting_probe)
         await _read_only(rig, True)
-        assert not (await st.present_token("b1", "CARD-1")).ok
+        assert not (await st.commands.present_token("b1", "CARD-1")).ok
         t0 = asyncio.get_running_loop().time()
         await asyncio.sleep(1.0)  # a window to count retries in: one every 0.2 s
         elapsed = asyncio.get_running_loop().time() - t0
@@ -180,16 +182,16 @@ async def test_unblocks_without_the_reserve_file_only_when_its_space_is_free(
         (tmp_path / RESERVE_FILE).unlink(missing_ok=True)
         # Writes fail, then work again with 40 MB free: enough, even without the file.
         await _read_only(rig, True)
-        assert not (await st.present_token("b1", "CARD-1")).ok
+        assert not (await st.commands.present_token("b1", "CARD-1")).ok
         await _read_only(rig, False)
         await _unblocked(rig)
         # With less free than the reserve would take, writes working is not enough.
         space["free"] = 1 * MB
         await _read_only(rig, True)
-        assert not (await st.present_token("b1", "CARD-1")).ok
+        assert not (await st.commands.present_token("b1", "CARD-1")).ok
         await _read_only(rig, False)
         await asyncio.sleep(0.5)  # several retries: each writes, none may unblock
-        assert "journal" in st.blockers and st.journal.writable
+        assert "journal" in st.safety.blockers and st.journal.writable
         space["free"] = 40 * MB
         await _unblocked(rig)
-        assert (await st.present_token("b1", "CARD-1")).ok
+        assert (await st.commands.present_token("b1", "CARD-1")).ok

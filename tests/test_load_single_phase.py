@@ -16,7 +16,7 @@ from pathlib import Path
 from controller.core.auth import free_vend_step
 from controller.core.config import parse_config
 from controller.core.journal import Journal
-from controller.core.loadloop import LoadLoop, load_manager_config
+from controller.core.loadloop import load_manager_config
 from controller.core.station import Station
 from controller.ports import Freshness
 from drivers.esp32.assemble import build_serial
@@ -74,26 +74,25 @@ async def test_single_phase_site_with_sdm120_allocates_on_l1(tmp_path: Path) -> 
             await st.restore()
             lcfg = load_manager_config(cfg)
             assert lcfg is not None
-            st.load = LoadLoop(st, lcfg)
-            st.add_service("load", st.load.run)
+            load = st.attach_load(lcfg)
             METERS.attach(st)
             task = asyncio.create_task(st.run())
             n1, n2 = bus.nodes["bay1"], bus.nodes["bay2"]
             try:
                 await bus.wait_until(lambda: n1.configured and n2.configured, 10)
-                async with st.updates() as q, asyncio.timeout(10):
+                async with st.events.subscription(lossy=True) as q, asyncio.timeout(10):
                     while not all(rt.state.node_online for rt in st.bays.values()):
                         await q.get()
                 for b in ("bay1", "bay2"):
-                    assert (await st.present_token(b, f"T-{b}")).ok
+                    assert (await st.commands.present_token(b, f"T-{b}")).ok
                 # (32 - 4) / 2 = 14 A each on L1: the meter's L1 reading is used, nothing is
                 # held back as if the meter had failed.
                 await bus.wait_until(
                     lambda: n1.physics.setpoint_a == n2.physics.setpoint_a == 14.0, 30
                 )
-                res = st.load.last
+                res = load.last
                 assert res is not None and res.grid_freshness is Freshness.FRESH
-                causes = {c["cause"] for c in st.station_snapshot()["safe_mode"]}
+                causes = {c["cause"] for c in st.snapshots.station()["safe_mode"]}
                 assert "grid_meter" not in causes, causes
                 # A 20 A appliance on L1: both cars come down to what is left.
                 meter.set_currents((24.0, 0.0, 0.0))
@@ -101,7 +100,6 @@ async def test_single_phase_site_with_sdm120_allocates_on_l1(tmp_path: Path) -> 
                     lambda: n1.physics.setpoint_a + n2.physics.setpoint_a <= LIMIT - 24.0, 10
                 )
                 # The budget on L1 is what the SDM120 says is left: 32 - 24 A.
-                load = st.load
                 await bus.wait_until(
                     lambda: (
                         load.last is not None

@@ -61,7 +61,7 @@ async def station_with_meter(
 
 async def until(st: Station, pred: Callable[[], bool], timeout: float = 10.0) -> None:
     """Re-check ``pred`` on every station update, and at least every 50 ms."""
-    async with asyncio.timeout(timeout), st.updates() as q:
+    async with asyncio.timeout(timeout), st.events.subscription(lossy=True) as q:
         while not pred():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.05):
@@ -69,7 +69,7 @@ async def until(st: Station, pred: Callable[[], bool], timeout: float = 10.0) ->
 
 
 def grid_is(st: Station, freshness: Freshness) -> bool:
-    m = st.meters.get("grid")
+    m = st.meters.inputs.get("grid")
     return m is not None and m.reading.freshness is freshness
 
 
@@ -122,23 +122,23 @@ async def test_implausible_readings_fail_are_audited_once_and_counted(
         sim.set_currents((10.0, 10.0, 10.0))
         async with station_with_meter(tmp_path, sim) as st:
             await until(st, lambda: grid_is(st, Freshness.FRESH) and load_uses(st, Freshness.FRESH))
-            assert "grid_meter" not in st.safe.causes
+            assert "grid_meter" not in st.safety.causes
 
             serve_bad(sim, case)
             await until(st, lambda: grid_is(st, Freshness.FAILED))
-            reading = st.meters["grid"].reading
+            reading = st.meters.inputs["grid"].reading
             assert reading.sample is None and reading.error.startswith("implausible")
             assert quantity in reading.error
             # Load management never uses it: it runs on the guaranteed headroom.
             await until(st, lambda: load_uses(st, Freshness.FAILED))
-            assert "grid_meter" in st.safe.causes
+            assert "grid_meter" in st.safety.causes
             # A meter spewing garbage for many polls...
             await sim.wait_requests(sim.requests_received + 20)
             assert grid_is(st, Freshness.FAILED)
 
             serve_good(sim, case)
             await until(st, lambda: grid_is(st, Freshness.FRESH) and load_uses(st, Freshness.FRESH))
-            assert "grid_meter" not in st.safe.causes
+            assert "grid_meter" not in st.safety.causes
 
             # ...is audited once when it starts and once when it ends, with the count.
             started = await audit(st, "meter_implausible")
@@ -164,7 +164,7 @@ async def test_export_is_negative_power_and_passes(tmp_path: Path) -> None:
         sim.set_currents((-12.0, -12.0, -12.0))
         async with station_with_meter(tmp_path, sim) as st:
             await until(st, lambda: grid_is(st, Freshness.FRESH))
-            sample = st.meters["grid"].reading.sample
+            sample = st.meters.inputs["grid"].reading.sample
             assert sample is not None and sample.power_total_w is not None
             assert sample.power_total_w < -8000 and min(c or 0 for c in sample.current_a) > 11.9
             await sim.wait_requests(sim.requests_received + 5)
@@ -182,7 +182,7 @@ async def test_a_meter_signing_its_currents_is_read_as_magnitudes(tmp_path: Path
             await until(
                 st,
                 lambda: (
-                    (s := st.meters["grid"].reading.sample) is not None
+                    (s := st.meters.inputs["grid"].reading.sample) is not None
                     and s.current_a[0] == pytest.approx(12.0)
                 ),
             )

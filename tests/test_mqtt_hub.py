@@ -282,7 +282,7 @@ async def test_last_will_faults_the_bay(tmp_path: Path, mosq: Mosquitto) -> None
         rig.sim.kill("bay1")
         snap = await rig.status("bay1", "Faulted", timeout=5.0)
         assert snap["node_online"] is False
-        assert rig.station.bay_snapshot(rig.station.bays["bay2"])["status"] == "Available"
+        assert rig.station.snapshots.bay(rig.station.bays["bay2"])["status"] == "Available"
         rig.sim.revive("bay1")  # it comes back: hello, reconfigured, available again
         await rig.status("bay1", "Available", timeout=10.0)
 
@@ -292,7 +292,7 @@ async def test_broker_restart_mid_session_loses_nothing(tmp_path: Path, mosq: Mo
         await rig.status("bay1", "Available")
         node = rig.sim.nodes["bay1"]
         node.plug_in(rig.sim.clock(), max_a=16.0)
-        out = await rig.station.present_token("bay1", "TOKEN-1")
+        out = await rig.station.commands.present_token("bay1", "TOKEN-1")
         assert out.ok, out
         session_id = out.session_id
         await rig.status("bay1", "Charging")
@@ -315,7 +315,7 @@ async def test_broker_restart_mid_session_loses_nothing(tmp_path: Path, mosq: Mo
         )
         assert rig.sim.links["bay1"].connects >= 2
         assert node.physics.relay_closed
-        out = await rig.station.stop_session(session_id or "", StopReason.LOCAL)
+        out = await rig.station.commands.stop_session(session_id or "", StopReason.LOCAL)
         assert out.ok and out.data["reason"] == "Local"
         await rig.sim.wait_until(lambda: not node.physics.relay_closed)
         # Nothing lost: every frame of every node arrived (sequence numbers without a gap),
@@ -328,7 +328,7 @@ async def test_broker_restart_mid_session_loses_nothing(tmp_path: Path, mosq: Mo
         assert row is not None
         assert row["stop_reason"] == "Local"
         assert row["energy_wh"] > energy_before
-        assert rig.station.dropped_updates == 0
+        assert rig.station.nodes.dropped == 0
 
 
 # --------------------------------------------------------------------------- configuration

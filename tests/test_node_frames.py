@@ -85,7 +85,7 @@ async def charging(rig: Rig, token: str = "CARD-1") -> str:
     node = rig.node()
     node.plug_in(rig.bus.clock(), max_a=16.0, charger_a=5.0)
     await rig.status("bay1", "Available")
-    out = await rig.station.present_token("bay1", token)
+    out = await rig.station.commands.present_token("bay1", token)
     assert out.ok and out.session_id, out
     if node.kind == "locker":
         await rig.until("bay1", lambda s: s["locked"] is False)
@@ -112,13 +112,13 @@ async def test_a_forged_5_mwh_frame_is_rejected_and_real_metering_goes_on(tmp_pa
             snap = await rig.until("bay1", lambda s: s["session"]["energy_wh"] >= booked + 3)
         assert snap["session"]["energy_wh"] < 1000
         assert any(ln["event"] == "node.reading_rejected" for ln in logs)
-        assert rig.station.rejected_readings == {("bay1", "jump"): 1}
+        assert rig.station.nodes.rejected_readings == {("bay1", "jump"): 1}
         metrics = parse_exposition(await collector_for(rig.station).render())
         key = ("edge_station_node_rejected_readings_total", {"bay": "bay1", "verdict": "jump"})
         assert metrics[(key[0], frozenset(key[1].items()))] == 1
         [audit] = await rig.audit("reading_rejected")
         assert audit["verdict"] == "jump" and audit["value_wh"] > 5_000_000
-        out = await rig.station.stop_session(sid, StopReason.LOCAL)
+        out = await rig.station.commands.stop_session(sid, StopReason.LOCAL)
         assert out.ok and out.data["energy_wh"] < 1000
         row = await rig.station.journal.session(sid)
         assert row is not None and row["energy_wh"] == out.data["energy_wh"]
@@ -140,7 +140,7 @@ async def test_a_forged_door_opened_faults_the_locker_instead_of_ending_the_sess
         rows = await rig.station.journal.sessions()
         assert [(r["state"], r["stop_reason"]) for r in rows] == [("open", None)]
         await rig.bus.wait_until(lambda: not rig.node().physics.relay_closed)  # paused, safe
-        await rig.station.clear_fault("bay1")
+        await rig.station.commands.clear_fault("bay1")
         await rig.until("bay1", lambda s: s["fault"] is None and s["status"] == "Charging")
 
 
@@ -149,7 +149,7 @@ async def test_a_forged_door_closed_does_not_lock_an_open_door(tmp_path: Path) -
         node = rig.node()
         node.plug_in(rig.bus.clock(), charger_a=1.5)
         await rig.status("bay1", "Available")
-        out = await rig.station.present_token("bay1", "BIKE")
+        out = await rig.station.commands.present_token("bay1", "BIKE")
         assert out.ok
         await rig.until("bay1", lambda s: s["locked"] is False)
         node.open_door()
@@ -202,7 +202,7 @@ async def test_a_second_device_on_the_address_faults_the_bay_and_never_ends_the_
         assert [(r["state"], r["stop_reason"]) for r in rows] == [("open", None)]
         # The owner removes the second device and clears the fault: charging goes on.
         rig.bus.remove_node("intruder")
-        await rig.station.clear_fault("bay1")
+        await rig.station.commands.clear_fault("bay1")
         await rig.until("bay1", lambda s: s["fault"] is None and s["status"] == "Charging")
 
 
@@ -221,5 +221,5 @@ async def test_a_node_that_is_not_the_configured_one_faults_the_bay(tmp_path: Pa
     async with station_on_a_pty(tmp_path, serial="A4CF12E8") as rig:
         snap = await rig.until("bay1", lambda s: s["fault"] is not None)
         assert snap["fault"] == "node_identity"  # the simulated node says SIM-bay1
-        out = await rig.station.present_token("bay1", "CARD")
+        out = await rig.station.commands.present_token("bay1", "CARD")
         assert not out.ok and out.code == "bay_faulted"

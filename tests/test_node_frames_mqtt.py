@@ -18,7 +18,7 @@ async def charging(rig: StationRig) -> str:
     await rig.status("bay1", "Available")
     node = rig.sim.nodes["bay1"]
     node.plug_in(rig.sim.clock(), max_a=16.0)
-    out = await rig.station.present_token("bay1", "TOKEN-1")
+    out = await rig.station.commands.present_token("bay1", "TOKEN-1")
     assert out.ok and out.session_id, out
     await rig.until("bay1", lambda s: s["status"] == "Charging" and s["session"]["energy_wh"] > 0)
     return out.session_id
@@ -35,9 +35,9 @@ async def test_a_forged_energy_frame_over_mqtt_is_rejected_and_metering_goes_on(
         link.wake.set()
         await rig.sim.wait_until(lambda: not node.queue and not link.pending)
         await rig.until("bay1", lambda s: s["session"]["energy_wh"] >= booked + 3)
-        out = await rig.station.stop_session(sid, StopReason.LOCAL)
+        out = await rig.station.commands.stop_session(sid, StopReason.LOCAL)
         assert out.ok and 0 < out.data["energy_wh"] < 1000, out
-        assert rig.station.rejected_readings.get(("bay1", "jump")) == 1
+        assert rig.station.nodes.rejected_readings.get(("bay1", "jump")) == 1
 
 
 async def test_a_cloned_node_on_the_same_account_faults_the_bay_not_the_session(

@@ -25,12 +25,12 @@ async def _fill(data: Path, sessions: int) -> list[tuple[str, str]]:
     station, _hub = await open_station(data, bays=3, period_s=0.02)
     task = asyncio.create_task(station.run())
     try:
-        async with asyncio.timeout(10), station.updates() as q:
+        async with asyncio.timeout(10), station.events.subscription(lossy=True) as q:
             while not all(b.state.node_online for b in station.bays.values()):
                 await q.get()
         for i in range(sessions):
             bay = f"bay{i % 3 + 1}"
-            out = await station.present_token(bay, f"T{i}", preauthorized="test")
+            out = await station.commands.present_token(bay, f"T{i}", preauthorized="test")
             assert out.ok and out.session_id
             for _ in range(2):
                 mv = {
@@ -39,9 +39,9 @@ async def _fill(data: Path, sessions: int) -> list[tuple[str, str]]:
                         {"timestamp": "2024-01-01T00:00:00Z", "sampledValue": [{"value": str(i)}]}
                     ],
                 }
-                await station.enqueue_for_session(bay, "MeterValues", mv)
-            await station.stop_session(out.session_id, StopReason.LOCAL)
-            async with asyncio.timeout(5), station.updates() as q:
+                await station.commands.enqueue_for_session(bay, "MeterValues", mv)
+            await station.commands.stop_session(out.session_id, StopReason.LOCAL)
+            async with asyncio.timeout(5), station.events.subscription(lossy=True) as q:
                 while station.bays[bay].state.phase.value != "idle":
                     await q.get()
         rows = await station.journal.query("SELECT action, session_id FROM outbox ORDER BY id")

@@ -121,7 +121,7 @@ async def test_reserve_now_and_cancel(tmp_path: Path) -> None:
         )
         assert resp.status == "Unavailable"
         await r.sim.call(CP, call.ChangeAvailability(connector_id=2, type="Operative"))
-        await r.station.raise_fault("bay2", "test")
+        await r.station.commands.raise_fault("bay2", "test")
         resp = await r.sim.call(
             CP, call.ReserveNow(connector_id=2, expiry_date=later, id_tag="R2", reservation_id=9)
         )
@@ -191,7 +191,7 @@ async def test_charging_profiles_set_clear_and_composite(tmp_path: Path) -> None
         resp = await r.sim.call(CP, call.GetCompositeSchedule(connector_id=7, duration=60))
         assert resp.status == "Rejected"
         # The TxProfile ends with its transaction.
-        await r.station.stop_session(
+        await r.station.commands.stop_session(
             r.bay(1).state.session.session_id,
             StopReason.LOCAL,
         )

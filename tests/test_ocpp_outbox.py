@@ -26,7 +26,7 @@ async def _three_sessions_offline(r: Rig) -> list[str]:
             == 3
         )
     for sid in sids:
-        out = await r.station.stop_session(sid, StopReason.LOCAL)
+        out = await r.station.commands.stop_session(sid, StopReason.LOCAL)
         assert out.ok
     return sids
 
@@ -100,7 +100,7 @@ async def test_call_error_on_transaction_message_retries_then_fails(tmp_path: Pa
         await r.online()
         r.sim.fail_next("StartTransaction", "InternalError", times=3)
         sid = await r.start_session(1, "A")
-        await r.station.stop_session(sid, StopReason.LOCAL)
+        await r.station.commands.stop_session(sid, StopReason.LOCAL)
         sid2 = await r.start_session(2, "B")
         await r.drained()
         starts = r.sim.actions("StartTransaction")

@@ -43,7 +43,7 @@ class Rig:
 
     async def until(self, pred: Callable[[], bool], timeout: float = 10.0) -> None:
         """Wait for a condition on the station side, re-checked on every station update."""
-        async with asyncio.timeout(timeout), self.station.updates() as q:
+        async with asyncio.timeout(timeout), self.station.events.subscription(lossy=True) as q:
             while not pred():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.05):
@@ -79,11 +79,11 @@ class Rig:
                         await idle.wait()
 
     def bay(self, n: int) -> Any:
-        return self.station.bay_by_connector(n)
+        return self.station.bays.by_connector(n)
 
     async def start_session(self, connector: int, tag: str) -> str:
         rt = self.bay(connector)
-        out = await self.station.present_token(rt.cfg.id, tag, source="kiosk")
+        out = await self.station.commands.present_token(rt.cfg.id, tag, source="kiosk")
         assert out.ok, out
         assert out.session_id is not None
         return out.session_id

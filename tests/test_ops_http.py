@@ -94,7 +94,7 @@ class FakeUpstream:
 
 
 async def _charging(rig: Rig) -> str:
-    out = await rig.station.present_token("bay1", "1234")
+    out = await rig.station.commands.present_token("bay1", "1234")
     assert out.ok and out.session_id
     rig.hub.plug("bay1")
 
@@ -117,7 +117,7 @@ async def test_metrics_against_a_running_station(tmp_path: Path) -> None:
         link.bad_frames, link.timeouts, link.retries, link.reconnects = 3, 2, 5, 1
         link.extra["seq_gaps"] = 4
         weird = 'grid "main" \\ L1\nL2'
-        st.on_meter_reading(
+        st.meters.on_reading(
             MeterReading(weird, time.monotonic() - 2.5, Freshness.STALE, None, "timeout"),
             role="grid",
         )
@@ -186,7 +186,7 @@ async def test_metrics_against_a_running_station(tmp_path: Path) -> None:
                 energies.append(val(await scrape(client), "edge_station_energy_delivered_wh_total"))
 
         st.journal.commit = commit_then_scrape  # type: ignore[method-assign]
-        assert (await st.stop_session(sid, StopReason.LOCAL)).ok
+        assert (await st.commands.stop_session(sid, StopReason.LOCAL)).ok
         st.journal.commit = real_commit  # type: ignore[method-assign]
         assert len(energies) == 2
         s = await scrape(client)
@@ -199,7 +199,7 @@ async def test_metrics_against_a_running_station(tmp_path: Path) -> None:
         assert val(s, "edge_station_sessions_open") == 0
 
         st.upstream = FakeUpstream(online=True)  # type: ignore[assignment]
-        await st.emergency_stop(True)
+        await st.safety.emergency_stop(True)
         s = await scrape(client)
         assert val(s, "edge_station_ocpp_connected") == 1
         assert val(s, "edge_station_safe_mode", cause="emergency_stop") == 1
@@ -250,15 +250,15 @@ async def test_healthz_ok_and_each_reason(tmp_path: Path) -> None:
         assert r.json()["journal"] == {"writable": False}
         st.journal.writable = True
 
-        await st.emergency_stop(True)
+        await st.safety.emergency_stop(True)
         r = await client.get("/healthz")
         assert r.status_code == 503
         assert "emergency_stop" in [x["code"] for x in r.json()["reasons"]]
-        await st.emergency_stop(False)
+        await st.safety.emergency_stop(False)
         assert (await client.get("/healthz")).status_code == 503  # latched until cleared
-        assert (await st.clear_emergency_stop(actor="owner")).ok
+        assert (await st.safety.clear_emergency_stop(actor="owner")).ok
 
-        st.on_meter_reading(
+        st.meters.on_reading(
             MeterReading("grid", time.monotonic(), Freshness.FAILED, None, "no answer"), role="grid"
         )
         r = await client.get("/healthz")

@@ -58,7 +58,7 @@ async def test_status_of_a_running_station(
         assert "sessions    0 open, 0 closed, 0.000 kWh delivered" in out
         assert "loop lag    latest 3.0 ms" in out and "safe mode   none" in out
 
-        await rig.station.emergency_stop(True)
+        await rig.station.safety.emergency_stop(True)
         assert await asyncio.to_thread(status, "--url", url + "/") == 1
         out = capsys.readouterr().out
         assert "UNHEALTHY (503)" in out and "! emergency_stop: Emergency stop" in out

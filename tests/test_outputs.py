@@ -22,7 +22,6 @@ from cloud_sync.smart import Profile, TxContext, composite, parse_time
 from controller.core.auth import free_vend_step
 from controller.core.config import parse_config
 from controller.core.journal import Journal
-from controller.core.loadloop import LoadLoop, load_manager_config
 from controller.core.outputs import (
     Output,
     OutputInputs,
@@ -184,6 +183,12 @@ LEASE_S = 0.9
 PERIOD_S = LEASE_S / 3  # the output loop renews every third of the lease
 
 
+class _Undecided:
+    """The output loop's view of a load manager before its first decision."""
+
+    steps = 0
+
+
 @contextlib.asynccontextmanager
 async def running(tmp: Path, *, load: bool = False) -> AsyncIterator[tuple[Station, FakeHub]]:
     raw: dict[str, object] = {
@@ -204,9 +209,7 @@ async def running(tmp: Path, *, load: bool = False) -> AsyncIterator[tuple[Stati
     station.authorizer.add(free_vend_step())
     await station.restore()
     if load:
-        lcfg = load_manager_config(cfg)
-        assert lcfg is not None
-        station.load = LoadLoop(station, lcfg)  # never run: no decision yet
+        station.runner.load = _Undecided()  # a load manager that has not decided yet
     task = asyncio.create_task(station.run())
     try:
         await asyncio.wait_for(hub.running.wait(), 5)
@@ -229,7 +232,7 @@ async def next_outputs(node: FakeNode, count: int) -> list[tuple[bool, float]]:
 
 
 async def start_test(station: Station, bay: str, amps: float = 16.0) -> None:
-    out = await station.installer_test_output(
+    out = await station.commands.installer_test_output(
         bay, relay_on=True, current_a=amps, hold_s=30, actor="user:ian"
     )
     assert out.ok, out
@@ -241,14 +244,14 @@ async def test_emergency_stop_ends_an_installer_test_within_one_period(tmp_path:
         node = hub.nodes["b1"]
         await start_test(station, "b1")
         sent = len(node.outputs)
-        await station.emergency_stop(True)
+        await station.safety.emergency_stop(True)
         await node.wait_output(lambda o: not o[0], timeout=PERIOD_S)
         assert all(o[:2] == (True, 16.0) for o in node.outputs[:sent])
         assert [o for o in await next_outputs(node, 3) if o != (False, 0.0)] == []
         assert station.bays["b1"].test_output is None
         # Latched after release: still off, and a new test is refused until an owner clears it.
-        await station.emergency_stop(False)
-        refused = await station.installer_test_output(
+        await station.safety.emergency_stop(False)
+        refused = await station.commands.installer_test_output(
             "b1", relay_on=True, current_a=6, hold_s=5, actor="user:ian"
         )
         assert not refused.ok and refused.code == "safe_mode"
@@ -263,10 +266,10 @@ async def test_a_bay_fault_ends_an_installer_test(tmp_path: Path) -> None:
     async with running(tmp_path) as (station, hub):
         node = hub.nodes["b2"]
         await start_test(station, "b2", 10.0)
-        await station.raise_fault("b2", "node_fault", actor="node")
+        await station.commands.raise_fault("b2", "node_fault", actor="node")
         await node.wait_output(lambda o: not o[0], timeout=PERIOD_S)
         assert set(await next_outputs(node, 2)) == {(False, 0.0)}
-        refused = await station.installer_test_output(
+        refused = await station.commands.installer_test_output(
             "b2", relay_on=True, current_a=6, hold_s=5, actor="user:ian"
         )
         assert not refused.ok and refused.code == "bay_faulted"
@@ -274,10 +277,12 @@ async def test_a_bay_fault_ends_an_installer_test(tmp_path: Path) -> None:
 
 async def test_a_failed_grid_meter_ends_tests_but_keeps_sessions_charging(tmp_path: Path) -> None:
     async with running(tmp_path) as (station, hub):
-        assert (await station.present_token("b1", "CARD-1")).ok
+        assert (await station.commands.present_token("b1", "CARD-1")).ok
         await hub.nodes["b1"].wait_output(lambda o: o[:2] == (True, 16.0))
         await start_test(station, "b2")
-        station.block("grid_meter", "Grid meter silent: charging within the guaranteed headroom.")
+        station.safety.block(
+            "grid_meter", "Grid meter silent: charging within the guaranteed headroom."
+        )
         await hub.nodes["b2"].wait_output(lambda o: not o[0], timeout=PERIOD_S)
         assert set(await next_outputs(hub.nodes["b2"], 2)) == {(False, 0.0)}
         assert set(await next_outputs(hub.nodes["b1"], 2)) == {(True, 16.0)}
@@ -287,20 +292,20 @@ async def test_a_failed_grid_meter_ends_tests_but_keeps_sessions_charging(tmp_pa
 async def test_ending_a_test_is_always_allowed(tmp_path: Path) -> None:
     async with running(tmp_path) as (station, hub):
         await start_test(station, "b1")
-        station.block("journal", "The journal cannot be written.")
-        ended = await station.installer_test_output(
+        station.safety.block("journal", "The journal cannot be written.")
+        ended = await station.commands.installer_test_output(
             "b1", relay_on=False, current_a=0, hold_s=0, actor="user:ian"
         )
         assert ended.ok, ended
-        assert (await station.end_test_output("b1", actor="user:ian")).ok
+        assert (await station.commands.end_test_output("b1", actor="user:ian")).ok
         await hub.nodes["b1"].wait_output(lambda o: not o[0], timeout=PERIOD_S)
 
 
 async def test_an_emergency_stop_goes_out_before_the_first_load_decision(tmp_path: Path) -> None:
     async with running(tmp_path, load=True) as (station, hub):
         node = hub.nodes["b1"]
-        assert station.load is not None and station.load.steps == 0
-        await station.emergency_stop(True)
+        assert station.runner.load is not None and station.runner.load.steps == 0
+        await station.safety.emergency_stop(True)
         await node.wait_output(lambda o: o[:2] == (False, 0.0), timeout=PERIOD_S)
 
 
@@ -312,8 +317,8 @@ async def test_background_jobs_belong_to_the_station(tmp_path: Path) -> None:
 
         task = station.tasks.spawn(forever(), name="job")
         assert task is not None and not task.done()
-        station.block("journal", "The journal cannot be written.")
-        station.unblock("journal")  # its audit row is a job of the runner too
+        station.safety.block("journal", "The journal cannot be written.")
+        station.safety.unblock("journal")  # its audit row is a job of the runner too
     assert task.cancelled()  # the station's TaskGroup ended it when the station stopped
     assert not station.tasks.running
     rows = await _audit_kinds(tmp_path)

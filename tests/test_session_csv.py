@@ -26,9 +26,9 @@ async def _sessions(tmp: Path) -> tuple[str, Path]:
     """Run a session per token; return the API's CSV (the journal stays in ``tmp``)."""
     async with running_station(tmp) as rig:
         for tok in TOKENS:
-            out = await rig.station.present_token("bay1", tok, preauthorized="test")
+            out = await rig.station.commands.present_token("bay1", tok, preauthorized="test")
             assert out.ok and out.session_id, out
-            assert (await rig.station.stop_session(out.session_id, StopReason.LOCAL)).ok
+            assert (await rig.station.commands.stop_session(out.session_id, StopReason.LOCAL)).ok
         client = await api_client(rig.station)
         await setup_owner(client)
         r = await client.get("/api/v1/sessions.csv")

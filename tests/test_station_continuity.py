@@ -12,9 +12,9 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from controller.core.auth import free_vend_step
+from controller.core.clock import SystemClock
 from controller.core.config import parse_config
 from controller.core.journal import Journal
-from controller.core.runtime import SystemClock
 from controller.core.station import Station
 from controller.ports import NodeLink, PilotState
 from tests.support.fake_nodes import FakeHub
@@ -77,7 +77,7 @@ async def start_charging(tmp: Path, clock: ShiftedClock | None = None) -> str:
     async with running(tmp, clock) as rig:
         rig.hub.telemetry("b1", pilot=PilotState.B, energy_wh=100, plug_count=PLUG, boot_id=BOOT)
         await rig.status("b1", "Available")
-        out = await rig.station.present_token("b1", "CARD")
+        out = await rig.station.commands.present_token("b1", "CARD")
         assert out.ok and out.session_id
         rig.hub.telemetry(
             "b1",
@@ -95,7 +95,7 @@ async def start_charging(tmp: Path, clock: ShiftedClock | None = None) -> str:
 async def test_restart_waits_suspended_then_continues_and_re_arms(tmp_path: Path) -> None:
     sid = await start_charging(tmp_path)
     async with running(tmp_path) as rig:
-        snap = rig.station.bay_snapshot(rig.station.bays["b1"])
+        snap = rig.station.snapshots.bay(rig.station.bays["b1"])
         assert snap["status"] == "SuspendedEVSE" and snap["offline_reason"] == "controller_restart"
         assert snap["interrupted_since"] is not None and snap["session"]["id"] == sid
         node = rig.hub.nodes["b1"]

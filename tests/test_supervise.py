@@ -93,7 +93,7 @@ async def test_failing_optional_service_is_restarted_logged_once_core_keeps_runn
         async with station_with(tmp_path, ("camera", svc.run, {})) as (st, hub, task):
             hub.telemetry("b1", energy_wh=100, pilot=PilotState.C)
             await BayWatcher(st).status("b1", "Available")
-            out = await st.present_token("b1", "CARD-1")
+            out = await st.commands.present_token("b1", "CARD-1")
             assert out.ok
             node = hub.nodes["b1"]
             await node.wait_output(lambda o: o[0])
@@ -132,13 +132,13 @@ async def test_service_that_guards_safety_refuses_sessions_while_down(tmp_path: 
         hub.telemetry("b1", energy_wh=100, pilot=PilotState.B)
         await BayWatcher(st).status("b1", "Available")
         await asyncio.wait_for(svc.running.wait(), 5)
-        refused = await st.present_token("b1", "CARD-1")
+        refused = await st.commands.present_token("b1", "CARD-1")
         assert not refused.ok and refused.message == msg
-        updates = st.subscribe()
+        updates = st.events.subscribe(lossy=True)
         async with asyncio.timeout(5):
-            while st.blockers:
+            while st.safety.blockers:
                 await updates.get()
-        assert (await st.present_token("b1", "CARD-1")).ok
+        assert (await st.commands.present_token("b1", "CARD-1")).ok
 
 
 # --------------------------------------------------------------------------- the camera
@@ -195,7 +195,7 @@ async def test_camera_failure_keeps_sessions_charging(
             try:
                 for bay in ("bay1", "bay2"):
                     await watch.until(bay, lambda b: b["node_online"])
-                out = await st.present_token("bay1", "CARD-1")
+                out = await st.commands.present_token("bay1", "CARD-1")
                 assert out.ok, out
                 # What the node reports (over the serial link): its relay closed, energy flows.
                 first = await watch.until("bay1", lambda b: b["relay_on"] and b["power_w"] > 0)
@@ -275,6 +275,6 @@ async def test_extension_that_cannot_be_set_up_is_left_out(
         failed = _events(logs, "extension.attach_failed")
         assert len(failed) == 1 and failed[0]["extension"] == "broken"
         assert "Too many open files" in failed[0]["error"]
-        assert [s.name for s in st._services if s.core] == []  # no [site]: no load manager
+        assert [s.name for s in st.services if s.core] == []  # no [site]: no load manager
     finally:
         await st.journal.close()

@@ -230,7 +230,12 @@ def _step(s: BayState, ev: Event, now: float, t: Timers, out: _Out) -> BayState:
         case LockChanged(locked=locked):
             return replace(s, locked=locked, lock_claim=None)
         case DoorClaimed(closed=closed):
-            return replace(s, door_claim=None if closed == s.door_closed else closed)
+            unlocked = s.locked is False or s.lock_claim is False
+            if closed and s.door_claim is False and s.door_closed and unlocked:
+                return replace(s, door_claim=True, door_cycle=True)
+            return replace(
+                s, door_claim=None if closed == s.door_closed else closed, door_cycle=False
+            )
         case LockClaimed(locked=locked):
             return replace(s, lock_claim=None if locked == s.locked else locked)
         case Telemetry():
@@ -488,10 +493,10 @@ def _meter(s: BayState, ev: Telemetry, now: float, out: _Out) -> BayState:
 
 def _claims(s: BayState, ev: Telemetry, now: float, t: Timers, out: _Out) -> BayState:
     """Door and lock EVENTs count only if the sensors agree; a contradiction faults the bay."""
-    door, lock = s.door_claim, s.lock_claim
+    door, lock, cycle = s.door_claim, s.lock_claim, s.door_cycle
     if door is None and lock is None:
         return s
-    s = replace(s, door_claim=None, lock_claim=None)
+    s = replace(s, door_claim=None, lock_claim=None, door_cycle=False)
     if lock is not None:
         if ev.locked is None:
             s = replace(s, locked=lock)  # no lock feedback in telemetry: the event is all there is
@@ -499,6 +504,11 @@ def _claims(s: BayState, ev: Telemetry, now: float, t: Timers, out: _Out) -> Bay
             out.add(Notice("lock_contradiction", FAULT_MESSAGES["lock_contradiction"]))
             s = _fault(s, "lock_contradiction", False, now, t, out)
     if door is not None:
+        if cycle and ev.door_closed is not False and s.locked is False:
+            # Opened and closed again between two reports through an unlocked door: both
+            # happened (the sensors can only confirm the end of it).
+            s = _door(replace(s, door_closed=False), False, now, t, out)
+            return _door(replace(s, door_closed=True), True, now, t, out)
         if ev.door_closed is None:
             s = _door(replace(s, door_closed=door), door, now, t, out)
         elif ev.door_closed != door:

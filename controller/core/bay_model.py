@@ -165,6 +165,9 @@ class BayState:
     # A door / lock EVENT from the node not yet confirmed by its telemetry (sensors, feedback).
     door_claim: bool | None = None
     lock_claim: bool | None = None
+    # "Opened" then "closed" claimed between two telemetry frames through an unlocked door
+    # (a rider quickly taking a bike): the sensors can only confirm the door is closed again.
+    door_cycle: bool = False
 
 
 # --------------------------------------------------------------------------- events

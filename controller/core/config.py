@@ -16,7 +16,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controller.core.accounting import Tariff
-from controller.core.journalguard import JournalSection
 from controller.core.tokens import TokenKeys, parse_hmac_key
 from controller.load.model import RuleConfig, SiteConfig
 
@@ -61,6 +60,34 @@ class TimersSection(_Strict):
         le=86400,
         description="a session suspended this long by an outage (controller or node) is closed",
     )
+
+
+class JournalSection(_Strict):
+    """``[journal]``: how the station watches the disk its journal lives on."""
+
+    check_s: float = Field(default=10.0, gt=0, le=600, description="free-space check interval")
+    retry_s: float = Field(
+        default=2.0, gt=0, le=60, description="while writes fail: retry (probe write) interval"
+    )
+    low_space_mb: float = Field(default=200.0, ge=0, description="warn below this much free space")
+    samples_min_free_mb: float = Field(
+        default=50.0, ge=0, description="below this, meter samples are no longer written"
+    )
+    emergency_reserve_mb: float = Field(
+        default=2.0,
+        ge=0,
+        le=1024,
+        description="space kept aside for stops on a full disk (0: none)",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> JournalSection:
+        if self.samples_min_free_mb > self.low_space_mb:
+            raise ValueError(
+                f"samples_min_free_mb ({self.samples_min_free_mb}) is above "
+                f"low_space_mb ({self.low_space_mb})"
+            )
+        return self
 
 
 class BusConfig(_Strict):

@@ -26,19 +26,19 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controller.core.backlog import Backlog
 from controller.core.bay import CloseSession, Effect, Event, TokenPresented
-from controller.core.journal import JournalError
-
-if TYPE_CHECKING:
-    from controller.core.runtime import StationBase
+from controller.core.config import JournalSection
+from controller.core.events import EventBus, StationChanged
+from controller.core.journal import Journal, JournalError
+from controller.ports import Clock
 
 log = structlog.get_logger(__name__)
 
@@ -73,36 +73,6 @@ def not_recorded_message(event: Event, effects: list[Effect]) -> str:
     return CHANGE_NOT_RECORDED
 
 
-class JournalSection(BaseModel):
-    """``[journal]``: how the station watches the disk its journal lives on."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    check_s: float = Field(default=10.0, gt=0, le=600, description="free-space check interval")
-    retry_s: float = Field(
-        default=2.0, gt=0, le=60, description="while writes fail: retry (probe write) interval"
-    )
-    low_space_mb: float = Field(default=200.0, ge=0, description="warn below this much free space")
-    samples_min_free_mb: float = Field(
-        default=50.0, ge=0, description="below this, meter samples are no longer written"
-    )
-    emergency_reserve_mb: float = Field(
-        default=2.0,
-        ge=0,
-        le=1024,
-        description="space kept aside for stops on a full disk (0: none)",
-    )
-
-    @model_validator(mode="after")
-    def _order(self) -> JournalSection:
-        if self.samples_min_free_mb > self.low_space_mb:
-            raise ValueError(
-                f"samples_min_free_mb ({self.samples_min_free_mb}) is above "
-                f"low_space_mb ({self.low_space_mb})"
-            )
-        return self
-
-
 @dataclass(slots=True)
 class DiskSpace:
     free_bytes: int
@@ -110,11 +80,34 @@ class DiskSpace:
     at: float  # monotonic
 
 
+class SafeModeSwitch(Protocol):
+    """Where the guard enters and leaves the ``journal`` cause (the safety supervisor)."""
+
+    @property
+    def causes(self) -> Mapping[str, object]: ...
+
+    def block(self, cause: str, message: str) -> None: ...
+
+    def unblock(self, cause: str, *, actor: str = ..., owner: bool = ...) -> bool: ...
+
+
 class JournalGuard:
-    def __init__(self, station: StationBase, cfg: JournalSection, backlog: Backlog) -> None:
-        self.station = station
+    def __init__(
+        self,
+        journal: Journal,
+        cfg: JournalSection,
+        backlog: Backlog,
+        *,
+        clock: Clock,
+        safe: SafeModeSwitch,
+        events: EventBus,
+    ) -> None:
+        self.journal = journal
         self.cfg = cfg
         self.backlog = backlog
+        self._clock = clock
+        self._safe = safe
+        self._events = events
         self.space: DiskSpace | None = None
         self.low = False
         self.blocked_since: float | None = None  # monotonic, first failure of this episode
@@ -126,12 +119,11 @@ class JournalGuard:
 
     @property
     def blocked(self) -> bool:
-        j = self.station.journal
         return (
-            not j.writable
+            not self.journal.writable
             or len(self.backlog) > 0
             or self.reserve_released
-            or "journal" in self.station.safe.causes
+            or "journal" in self._safe.causes
         )
 
     @property
@@ -144,12 +136,12 @@ class JournalGuard:
 
     @property
     def reserve_path(self) -> Path:
-        return self.station.journal.path.parent / RESERVE_FILE
+        return self.journal.path.parent / RESERVE_FILE
 
     def snapshot(self) -> dict[str, Any]:
         sp = self.space
         return {
-            "writable": self.station.journal.writable and not self.blocked,
+            "writable": self.journal.writable and not self.blocked,
             "free_bytes": sp.free_bytes if sp else None,
             "total_bytes": sp.total_bytes if sp else None,
             "low_space": self.low,
@@ -174,11 +166,11 @@ class JournalGuard:
         """A write failed (called by whoever saw it): refuse new sessions until writes work."""
         if self.blocked_since is None:
             self.blocked_since = time.monotonic()
-        self.station._block("journal", BLOCKED_MESSAGE)
+        self._safe.block("journal", BLOCKED_MESSAGE)
 
     def wrote(self) -> None:
         """A transition was written: when nothing else holds the block, it is over."""
-        if self.blocked and self.station.journal.writable and not self.reserve_released:
+        if self.blocked and self.journal.writable and not self.reserve_released:
             if not self.backlog:
                 self.recovered()
 
@@ -221,7 +213,7 @@ class JournalGuard:
         return True
 
     async def run(self) -> None:
-        journal = self.station.journal
+        journal = self.journal
         next_check = 0.0
         while True:
             if journal.failed.is_set():
@@ -246,7 +238,7 @@ class JournalGuard:
 
     async def check_space(self) -> None:
         try:
-            free, total = await self.station.journal.disk_space()
+            free, total = await self.journal.disk_space()
         except OSError as err:
             self.space_errors += 1
             if self.space_errors == 1:
@@ -261,15 +253,15 @@ class JournalGuard:
                 log.warning("journal.disk_low", free_mb=round(free / MB, 1), total_mb=total // MB)
             else:
                 log.info("journal.disk_ok", free_mb=round(free / MB, 1))
-            self.station._publish({"type": "station", "station": self.station.station_snapshot()})
+            self._events.publish(StationChanged(self._clock.wall()))
 
     async def retry(self) -> bool:
         """Write what waits, a probe row, make the reserve again; then unblock the station."""
-        journal = self.station.journal
+        journal = self.journal
         try:
             if not await self.backlog.flush():
                 return False
-            await journal.probe(self.station.clock.wall())
+            await journal.probe(self._clock.wall())
         except JournalError:
             return False
         if not await self.ensure_reserve() and not self._room_for_reserve():
@@ -294,7 +286,7 @@ class JournalGuard:
             )
         self.blocked_since = None
         self.reserve_released = False
-        self.station._unblock("journal")
+        self._safe.unblock("journal")
 
 
 def _remove(path: Path) -> int | None:

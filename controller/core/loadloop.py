@@ -1,11 +1,12 @@
 """The load manager at run time: the pure controller in the loop of the station.
 
-It owns nothing but the glue: on every grid-meter reading (and at least once
-a second) it gathers the inputs from the station — meters, bay telemetry,
-session modes, OCPP caps — runs :class:`controller.load.LoadController`, hands
-the setpoints to the bays (decreases go out at once: the station's output
-loop sends as soon as a setpoint changes) and journals every change as an
-audit record.
+It owns its :class:`controller.load.LoadController` (changed only through its
+methods) and the glue: on every grid-meter reading (and at least once a
+second) it gathers the inputs — meters, bay telemetry, session modes, OCPP
+caps — runs the controller, hands the setpoints to the bay runner (decreases
+go out at once: the output loop sends as soon as a setpoint changes) and
+journals every change as an audit record. Its only time is the clock it is
+given: monotonic for the controller, wall time (local) for rule windows.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
-from controller.core.bay import Phase
-from controller.core.journal import Commit, EventRow, JournalError
+from controller.core.bay import FaultRaised, Phase
+from controller.core.bays import BayRuntime, Bays
+from controller.core.config import StationConfig
+from controller.core.journal import Commit, EventRow, Journal, JournalError
+from controller.core.journalguard import JournalGuard
+from controller.core.meters import MeterIntake
+from controller.core.runner import BayRunner, CapsProvider
+from controller.core.safety import SafetySupervisor
 from controller.load import (
     BayInput,
     BayLoadConfig,
@@ -30,20 +36,13 @@ from controller.load import (
     StepInput,
     StepResult,
 )
-from controller.ports import Freshness
-
-if TYPE_CHECKING:
-    from controller.core.config import StationConfig
-    from controller.core.station import BayRuntime, Station
+from controller.ports import Clock, Freshness
 
 log = structlog.get_logger(__name__)
 
 MAX_PERIOD_S = 1.0
 TELEMETRY_FRESH_S = 3.0
 _SESSION_PHASES = (Phase.AUTHORIZED, Phase.CHARGING, Phase.SUSPENDED_EV, Phase.SUSPENDED_EVSE)
-
-# connector (0 = the station) -> amps cap from the central system's charging profiles
-CapsProvider = Callable[[float], dict[int, float | None]]
 
 
 def load_manager_config(cfg: StationConfig) -> LoadConfig | None:
@@ -69,13 +68,36 @@ def load_manager_config(cfg: StationConfig) -> LoadConfig | None:
 
 
 class LoadLoop:
-    def __init__(self, station: Station, config: LoadConfig) -> None:
-        self.station = station
+    def __init__(
+        self,
+        config: LoadConfig,
+        *,
+        clock: Clock,
+        bays: Bays,
+        meters: MeterIntake,
+        runner: BayRunner,
+        safety: SafetySupervisor,
+        journal: Journal,
+        guard: JournalGuard,
+        wake: asyncio.Event,
+    ) -> None:
         self.config = config
         self.ctl = LoadController(config)
         self.last: StepResult | None = None
         self.caps: CapsProvider | None = None
         self.steps = 0
+        self._clock = clock
+        self._bays = bays
+        self._meters = meters
+        self._runner = runner
+        self._safety = safety
+        self._journal = journal
+        self._guard = guard
+        self._wake = wake
+
+    def wake(self) -> None:
+        """Decide again now (an input changed)."""
+        self._wake.set()
 
     def reconfigure(self, config: LoadConfig) -> None:
         """Swap the configuration live (owner settings): limits, circuits, modes, rules.
@@ -86,24 +108,21 @@ class LoadLoop:
         jumps upward: an increase waits for the usual delay and ramps, while a
         decrease goes out at the very next step, which is triggered at once.
         """
-        new = LoadController(config)
-        new.inherit(self.ctl, self.station.clock.monotonic())
-        self.ctl = new
+        self.ctl = self.ctl.reconfigured(config, self._clock.monotonic())
         self.config = config
         log.info("load.reconfigured", rules=len(config.rules), circuits=len(config.site.circuits))
-        self.station.load_changed.set()
+        self._wake.set()
 
     async def run(self) -> None:
-        st = self.station
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(MAX_PERIOD_S):
-                    await st.load_changed.wait()
-            st.load_changed.clear()
+                    await self._wake.wait()
+            self._wake.clear()
             try:
                 await self.step()
             except JournalError:
-                st.block("journal", "The journal cannot be written.")
+                self._guard.failed()
             except Exception:
                 log.exception("load.step_failed")
 
@@ -135,27 +154,25 @@ class LoadLoop:
         )
 
     def _pv_surplus(self, grid: GridInput) -> tuple[float | None, Freshness]:
-        st = self.station
-        if st.meter_of("pv") is None:
+        if self._meters.of_role("pv") is None:
             return None, Freshness.FAILED
-        g = st.meter_of("grid")
+        g = self._meters.of_role("grid")
         if g is None or g.reading.sample is None or g.reading.sample.power_total_w is None:
             return None, Freshness.FAILED
         export_w = max(0.0, -g.reading.sample.power_total_w)
         solar_draw = sum(
             rt.telemetry.power_w
-            for rt in st.bays.values()
+            for rt in self._bays.values()
             if rt.telemetry and rt.state.session and rt.state.session.mode == "solar"
         )
         return export_w + solar_draw, g.reading.freshness
 
     async def step(self) -> StepResult:
-        st = self.station
-        # The station's clock: the output loop stamps acknowledgements with it.
-        now = st.clock.monotonic()
-        wall = st.clock.wall()
+        # The clock it is given: the output loop stamps acknowledgements with it too.
+        now = self._clock.monotonic()
+        wall = self._clock.wall()
         caps = self.caps(wall) if self.caps else {}
-        grid_m = st.meter_of("grid")
+        grid_m = self._meters.of_role("grid")
         grid = (
             GridInput.from_reading(grid_m.reading)
             if grid_m is not None
@@ -165,7 +182,7 @@ class LoadLoop:
         res = self.ctl.step(
             now,
             StepInput(
-                bays=tuple(self._bay_input(rt, now, caps) for rt in st.bays.values()),
+                bays=tuple(self._bay_input(rt, now, caps) for rt in self._bays.values()),
                 grid=grid,
                 wall_time=dt.datetime.fromtimestamp(wall),
                 pv_surplus_w=pv_w,
@@ -176,15 +193,19 @@ class LoadLoop:
         self.last = res
         self.steps += 1
         if res.grid_freshness is Freshness.FAILED:
-            st.block("grid_meter", "Grid meter silent: charging within the guaranteed headroom.")
+            self._safety.block(
+                "grid_meter", "Grid meter silent: charging within the guaranteed headroom."
+            )
         else:
-            st.unblock("grid_meter")
+            self._safety.unblock("grid_meter")
         for bay_id, amps in res.setpoints_a.items():
-            st.set_load_setpoint(bay_id, amps if res.relay_on.get(bay_id, amps > 0) else 0.0)
+            self._runner.set_load_setpoint(
+                bay_id, amps if res.relay_on.get(bay_id, amps > 0) else 0.0
+            )
         for bay_id in res.new_faults:
-            await st.raise_fault(bay_id, "overcurrent", actor="load")
+            await self._runner.apply(bay_id, FaultRaised("overcurrent", True), actor="load")
         if res.audit:
-            await st.journal.commit(
+            await self._journal.commit(
                 Commit(
                     events=[EventRow("load_decision", wall, None, None, {"n": len(res.audit)})],
                     audit=[
@@ -209,15 +230,14 @@ class LoadLoop:
     def status(self) -> dict[str, Any] | None:
         """For the owner's load bar: building load vs limit and the chargers' share, per phase."""
         res = self.last
-        st = self.station
-        grid_m = st.meter_of("grid")
+        grid_m = self._meters.of_role("grid")
         if res is None or grid_m is None:
             return None
         sample = grid_m.reading.sample
         # Without a fresh sample the bar still shows the limit, marked with the meter's freshness.
         building = [c or 0.0 for c in sample.current_a] if sample else [0.0, 0.0, 0.0]
         chargers = [0.0, 0.0, 0.0]
-        for rt in st.bays.values():
+        for rt in self._bays.values():
             if rt.telemetry is not None:
                 for i, c in enumerate(rt.telemetry.current_a):
                     chargers[i] += c

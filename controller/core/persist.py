@@ -88,6 +88,7 @@ def state_from_dict(d: dict[str, Any]) -> BayState:
         meter_doubt=Doubt(**doubt) if doubt else None,
         door_claim=d.get("door_claim"),
         lock_claim=d.get("lock_claim"),
+        door_cycle=bool(d.get("door_cycle", False)),
     )
 
 

@@ -138,6 +138,15 @@ class LoadController:
             )
         return out
 
+    def reconfigured(self, config: LoadConfig, now: float) -> LoadController:
+        """A controller for ``config`` (a live change) that carries this one's memory on.
+
+        See :meth:`inherit`: nothing jumps upward, and a decrease goes out at the next step.
+        """
+        new = LoadController(config)
+        new.inherit(self, now)
+        return new
+
     def inherit(self, old: LoadController, now: float) -> None:
         """Take over ``old``'s memory per bay (a live reconfiguration).
 

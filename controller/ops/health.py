@@ -65,7 +65,7 @@ def health(station: Station, *, lag_limit_s: float = LAG_LIMIT_S) -> Health:
         bad("journal", "The journal cannot be written; the station refuses new sessions.")
     if not station.healthy():
         bad("not_started", "The station has not started yet.")
-    for c in station.safe.causes.values():
+    for c in station.safety.causes.values():
         if c.refuse_sessions or c.latched:
             bad(c.cause, c.message)
         else:
@@ -106,7 +106,7 @@ def health(station: Station, *, lag_limit_s: float = LAG_LIMIT_S) -> Health:
         off = [rt.cfg.id for rt in bays if not rt.state.node_online]
         warnings.append(Problem("nodes_offline", "Nodes offline: " + ", ".join(off)))
     now_m = station.clock.monotonic()
-    for name, m in station.meters.items():
+    for name, m in station.meters.inputs.items():
         if m.reading.freshness is not Freshness.FRESH:
             warnings.append(
                 Problem("meter", f"Meter {name} ({m.role}) is {m.reading.freshness.value}.")
@@ -136,9 +136,9 @@ def health(station: Station, *, lag_limit_s: float = LAG_LIMIT_S) -> Health:
             }
             for rt in bays
         ],
-        "safe_mode": station.safe.snapshot(),
-        "emergency_stop_pressed": station.stop_input_pressed,
-        "accepting_sessions": not station.blockers,
+        "safe_mode": station.safety.snapshot(),
+        "emergency_stop_pressed": station.safety.stop_input_pressed,
+        "accepting_sessions": not station.safety.blockers,
         "ocpp": None if cloud is None else {"connected": cloud},
     }
     return Health(ok, list(reasons.values()), warnings, body)

@@ -272,19 +272,19 @@ class MetricsCollector:
         self._loop(e)
 
         e.family("edge_station_safe_mode", "gauge", "1 while a safe-mode cause is active.")
-        for cause in sorted(set(CAUSES) | set(st.safe.causes)):
-            e.sample(cause in st.safe.causes, {"cause": cause})
+        for cause in sorted(set(CAUSES) | set(st.safety.causes)):
+            e.sample(cause in st.safety.causes, {"cause": cause})
         e.one(
             "edge_station_accepting_sessions",
             "gauge",
             "1 when new sessions may start.",
-            not st.blockers,
+            not st.safety.blockers,
         )
         e.one(
             "edge_station_emergency_stop_pressed",
             "gauge",
             "1 while the e-stop input is pressed.",
-            st.stop_input_pressed,
+            st.safety.stop_input_pressed,
         )
         cloud = upstream_online(st)
         if cloud is not None:
@@ -298,7 +298,7 @@ class MetricsCollector:
             "edge_station_node_updates_dropped_total",
             "counter",
             "Node updates dropped because the station's queue was full.",
-            st.dropped_updates,
+            st.nodes.dropped,
         )
         self._process(e)
         return e.text()
@@ -347,7 +347,7 @@ class MetricsCollector:
             "edge_station_meter_samples_skipped_total",
             "counter",
             "Meter samples not written because the journal could not write or space was short.",
-            st.samples_skipped,
+            st.samples.skipped,
         )
 
     def _services(self, e: Exposition) -> None:
@@ -369,7 +369,7 @@ class MetricsCollector:
                 e.sample(s.restarts, {"service": s.name})
 
     def _meters(self, e: Exposition, now_m: float) -> None:
-        meters = sorted(self.station.meters.items())
+        meters = sorted(self.station.meters.inputs.items())
         e.family(
             "edge_station_meter_reading_age_seconds",
             "gauge",
@@ -387,7 +387,7 @@ class MetricsCollector:
                 e.sample(
                     m.reading.freshness is f, {"meter": name, "role": m.role, "freshness": f.value}
                 )
-        gate = self.station.meter_gate
+        gate = self.station.meters.gate
         e.family(
             "edge_station_meter_implausible_readings_total",
             "counter",
@@ -416,7 +416,7 @@ class MetricsCollector:
         )
         for rt in bays:
             e.sample(rt.output_errors, {"bay": rt.cfg.id})
-        stats = sorted(st.link_stats().items())
+        stats = sorted(st.bays.link_stats().items())
         for attr, name, text in (
             ("frames_rx", "frames_received", "Good frames received from the node."),
             ("frames_tx", "frames_sent", "Frames sent to the node."),
@@ -443,7 +443,7 @@ class MetricsCollector:
         )
         for rt in bays:
             for verdict in ("jump", "backwards"):
-                n = st.rejected_readings.get((rt.cfg.id, verdict), 0)
+                n = st.nodes.rejected_readings.get((rt.cfg.id, verdict), 0)
                 e.sample(n, {"bay": rt.cfg.id, "verdict": verdict})
         e.family(
             "edge_station_node_last_rx_age_seconds",

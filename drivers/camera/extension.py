@@ -56,7 +56,7 @@ async def run_camera(
         while True:
             code = await codes.get()
             try:
-                await station.code_scanned(code.text, camera=camera, bay_id=bay)
+                await station.commands.code_scanned(code.text, camera=camera, bay_id=bay)
             except Exception:
                 log.exception("camera.scan_failed", camera=camera)
 

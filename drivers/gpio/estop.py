@@ -47,10 +47,10 @@ class GpioStopInput:
 
 
 async def run_stop_input(station: Station, stop_input: StopInput) -> None:
-    """A station service: every change of ``stop_input`` goes to ``station.emergency_stop``."""
+    """A station service: every change of ``stop_input`` goes to ``station.safety.emergency_stop``."""
     changes: asyncio.Queue[bool] = asyncio.Queue()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(stop_input.run(changes.put_nowait), name="stop-input")
         while True:
             pressed = await changes.get()
-            await station.emergency_stop(pressed)
+            await station.safety.emergency_stop(pressed)

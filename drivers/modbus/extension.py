@@ -212,7 +212,7 @@ class MetersExtension:
         for (role, _), meter in zip(entries, meters, strict=True):
 
             def sink(reading: MeterReading, role: MeterRole = role) -> None:
-                station.on_meter_reading(
+                station.meters.on_reading(
                     reading, role=role.role, bay_id=role.bay, max_current_a=role.max_current_a
                 )
 

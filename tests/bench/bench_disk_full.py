@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.core.journalguard import JournalSection
+from controller.core.config import JournalSection
 from simulators.esp32_node.control import request as sim_request
 from tests.bench.report import median, metric, percentile, write_report
 from tests.support.procs import free_port, start_node_sim, write_station_config

@@ -52,21 +52,21 @@ async def test_bench_estop_relay_off(tmp_path: Path) -> None:
         try:
             await watch.status("bay1", "Available")
             for i in range(2 * ROUNDS):
-                out = await st.installer_test_output(
+                out = await st.commands.installer_test_output(
                     "bay1", relay_on=True, current_a=16, hold_s=30, actor="bench"
                 )
                 assert out.ok, out
                 await bus.wait_until(lambda: sim.physics.relay_closed)
                 t0 = time.perf_counter()
                 if i % 2 == 0:
-                    await st.emergency_stop(True)
+                    await st.safety.emergency_stop(True)
                 else:
-                    await st.end_test_output("bay1", actor="bench")
+                    await st.commands.end_test_output("bay1", actor="bench")
                 await bus.wait_until(lambda: not sim.physics.relay_closed)
                 (estop_ms if i % 2 == 0 else end_ms).append((time.perf_counter() - t0) * 1000)
                 if i % 2 == 0:
-                    await st.emergency_stop(False)
-                    assert (await st.clear_emergency_stop(actor="bench")).ok
+                    await st.safety.emergency_stop(False)
+                    assert (await st.safety.clear_emergency_stop(actor="bench")).ok
                     await watch.status("bay1", "Available")
         finally:
             st.request_stop("bench")

@@ -74,11 +74,11 @@ async def test_bench_64_nodes_over_mqtt(tmp_path: Path) -> None:
             assert sim.stdout is not None
             async with asyncio.timeout(60):
                 assert (await sim.stdout.readline()).strip() == b"READY"
-                async with station.updates() as updates:
+                async with station.events.subscription(lossy=True) as updates:
                     while not all(rt.state.node_online for rt in station.bays.values()):
                         await updates.get()
                 for rt in station.bays.values():
-                    out = await station.present_token(rt.cfg.id, f"T-{rt.cfg.id}")
+                    out = await station.commands.present_token(rt.cfg.id, f"T-{rt.cfg.id}")
                     assert out.ok, out
             await asyncio.sleep(3.0)  # let every session reach Charging and settle
 

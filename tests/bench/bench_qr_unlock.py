@@ -78,7 +78,7 @@ async def test_bench_qr_to_unlock(tmp_path: Path) -> None:
         hub = build_serial(cfg.buses[0], cfg.bays)
         station = Station(cfg, journal, hubs={"bays": hub})
         station.authorizer.add(free_vend_step())
-        station.token_keys = tokens.TokenKeys.build("bench", hmac_keys=[secret])
+        station.commands.token_keys = tokens.TokenKeys.build("bench", hmac_keys=[secret])
         await station.restore()
         probe = _AckProbe(station.bays["locker1"].node)
         station.bays["locker1"].node = probe  # type: ignore[assignment]
@@ -87,7 +87,7 @@ async def test_bench_qr_to_unlock(tmp_path: Path) -> None:
         station.add_service(
             "camera", lambda: run_camera(station, reader, camera="cam", bay="locker1")
         )
-        updates = station.subscribe()
+        updates = station.events.subscribe(lossy=True)
 
         async def until(pred: object) -> None:
             assert callable(pred)
@@ -120,7 +120,7 @@ async def test_bench_qr_to_unlock(tmp_path: Path) -> None:
                 cam.hide()
                 sess = station.bays["locker1"].state.session
                 assert sess is not None and sess.token == f"B{i}"
-                await station.stop_session(sess.session_id, StopReason.LOCAL)
+                await station.commands.stop_session(sess.session_id, StopReason.LOCAL)
                 # The rider takes the bike: door opens and closes, the bay is free again.
                 node.open_door(bus.clock())
                 node.close_door(bus.clock())

@@ -19,7 +19,7 @@ import pytest
 from controller.core.auth import free_vend_step
 from controller.core.config import parse_config
 from controller.core.journal import Journal
-from controller.core.loadloop import LoadLoop, load_manager_config
+from controller.core.loadloop import load_manager_config
 from controller.core.station import Station
 from drivers.esp32.assemble import build_serial
 from drivers.modbus.extension import EXTENSION as METERS
@@ -92,23 +92,22 @@ async def test_bench_reaction(tmp_path: Path) -> None:
             await st.restore()
             lcfg = load_manager_config(cfg)
             assert lcfg is not None
-            st.load = LoadLoop(st, lcfg)
-            st.add_service("load", st.load.run)
+            load = st.attach_load(lcfg)
             METERS.attach(st)
             task = asyncio.create_task(st.run())
             lat: list[float] = []
             rng = random.Random(7)
             try:
                 await bus.wait_until(lambda: node.configured, 10)
-                async with st.updates() as q, asyncio.timeout(10):
+                async with st.events.subscription(lossy=True) as q, asyncio.timeout(10):
                     while not st.bays["bay1"].state.node_online:
                         await q.get()
-                assert (await st.present_token("bay1", "REACT")).ok
+                assert (await st.commands.present_token("bay1", "REACT")).ok
                 await bus.wait_until(lambda: node.physics.setpoint_a >= 15.9, 60)
                 for i in range(ROUNDS):
                     # Steady state first: the node's telemetry shows the EV at 16 A (the load
                     # manager subtracts measured bay currents from the grid reading).
-                    async with st.updates() as q, asyncio.timeout(30):
+                    async with st.events.subscription(lossy=True) as q, asyncio.timeout(30):
                         while _drawn(st) < 15.9:
                             await q.get()
                     # A big appliance starts: 5 A → 5 + X A; the EV must drop by X.
@@ -124,7 +123,7 @@ async def test_bench_reaction(tmp_path: Path) -> None:
                     try:
                         await bus.wait_until(lambda: node.physics.setpoint_a >= 15.9, 60)
                     except TimeoutError:
-                        res = st.load.last
+                        res = load.last
                         raise AssertionError(
                             f"no recovery: setpoint {node.physics.setpoint_a} A, "
                             f"targets {res and dict(res.targets_a)}, "

@@ -33,7 +33,7 @@ async def _latencies(live: Live, page: Page, selector: str, mark: str) -> list[f
         available = i % 2 == 1
         want = "Available" if available else ("Not available" if "kiosk" in mark else "Unavailable")
         t0 = time.time() * 1000
-        await st.set_availability("bay1", available, actor="bench")
+        await st.commands.set_availability("bay1", available, actor="bench")
         await page.wait_for_function(
             "([sel, want]) => { const e = document.querySelector(sel); return e && e.textContent.includes(want); }",
             arg=[selector, want],

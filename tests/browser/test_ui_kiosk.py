@@ -103,7 +103,7 @@ async def test_refusals_and_safe_mode(browser: Browser, live: Live, artifacts: P
     await expect(page.locator("#s-error")).to_be_visible()
     await expect(page.locator("#err-title")).to_have_text("Code not accepted")
     await page.locator("#s-error .back").click()
-    await live.rig.station.emergency_stop(True)
+    await live.rig.station.safety.emergency_stop(True)
     await expect(page.locator("#safe-banner")).to_be_visible()
     await expect(page.locator('[data-bay="bay1"]')).to_contain_text("Error")
     await page.locator('[data-bay="bay1"]').click()
@@ -151,7 +151,7 @@ async def test_kiosk_reconnects_after_controller_restart(browser: Browser, tmp_p
             await expect(body).to_have_attribute("data-live", "up", timeout=10_000)
             await expect(page.locator("#conn")).to_be_hidden()
             rig.hub.plug("bay1")
-            await rig.station.present_token("bay1", "1234")
+            await rig.station.commands.present_token("bay1", "1234")
             await expect(page.locator('[data-bay="bay1"]')).to_contain_text("Charging")
         finally:
             task.cancel()

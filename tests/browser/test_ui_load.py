@@ -1,7 +1,7 @@
 """Load management in Chromium: "Limited by site" on the kiosk, load settings, installer tests.
 
 A running station with a LoadLoop (``[site]`` in the config); the grid meter is
-fed with ``station.on_meter_reading`` and always sees the building plus what
+fed with ``station.meters.on_reading`` and always sees the building plus what
 the chargers draw, like a real meter.
 """
 
@@ -36,7 +36,7 @@ class Building:
         ev = sum(rt.telemetry.current_a[0] for rt in st.bays.values() if rt.telemetry)
         now = time.monotonic()
         total = (self.amps + ev,) * 3
-        st.on_meter_reading(
+        st.meters.on_reading(
             MeterReading("grid", now, Freshness.FRESH, MeterSample(at=now, current_a=total)),
             role="grid",
         )

@@ -61,7 +61,7 @@ async def test_first_run_setup_login_and_live_dashboard(
     await expect(page.locator("#load .track")).to_have_count(3)
     await expect(page.locator("#load .track.lvl-high")).to_have_count(1)
     live.rig.hub.plug("bay1")
-    await live.rig.station.present_token("bay1", "1234")
+    await live.rig.station.commands.present_token("bay1", "1234")
     await expect(card).to_contain_text("Charging")  # pushed over the WebSocket
     await expect(card.locator(".sess")).to_contain_text("kWh")
     await page.screenshot(path=str(artifacts / "owner-dashboard-1280x800.png"))
@@ -113,7 +113,9 @@ async def test_sessions_filter_csv_export_and_stats(
     ids = []
     hub.plug("locker1")
     for token, mode in (("1234", "eco"), ("5678", "standard")):
-        out = await st.present_token("bay1" if mode == "eco" else "locker1", token, mode=mode)
+        out = await st.commands.present_token(
+            "bay1" if mode == "eco" else "locker1", token, mode=mode
+        )
         assert out.ok and out.session_id
         ids.append(out.session_id)
     hub.plug("bay1")
@@ -121,7 +123,7 @@ async def test_sessions_filter_csv_export_and_stats(
         lambda: all(rt.state.session and rt.state.session.energy_wh > 0 for rt in st.bays.values())
     )
     for sid in ids:
-        assert (await st.stop_session(sid, StopReason.LOCAL)).ok
+        assert (await st.commands.stop_session(sid, StopReason.LOCAL)).ok
     page = await _setup_owner(browser, live)
     await page.click('nav a[href="#sessions"]')
     rows = page.locator("#s-rows tr")

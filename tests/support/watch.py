@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from controller.core.events import BayChanged
 from controller.core.station import Station
 
 
@@ -13,17 +14,17 @@ class BayWatcher:
     def __init__(self, station: Station, timeout: float = 5.0) -> None:
         self.station = station
         self.timeout = timeout
-        self.updates = station.subscribe()
+        self.updates = station.events.subscribe(lossy=True)
 
     async def until(
         self, bay_id: str, pred: Callable[[dict[str, Any]], bool], timeout: float | None = None
     ) -> dict[str, Any]:
-        snap = self.station.bay_snapshot(self.station.bays[bay_id])
+        snap: dict[str, Any] = self.station.snapshots.bay(self.station.bays[bay_id])
         async with asyncio.timeout(timeout or self.timeout):
             while not pred(snap):
-                msg = await self.updates.get()
-                if msg["type"] == "bay" and msg["bay"]["id"] == bay_id:
-                    snap = msg["bay"]
+                ev = await self.updates.get()
+                if isinstance(ev, BayChanged) and ev.bay_id == bay_id:
+                    snap = dict(ev.snapshot)
         return snap
 
     async def status(

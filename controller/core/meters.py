@@ -1,0 +1,91 @@
+"""Meter intake: every reading of a grid, PV or bay meter, through the plausibility gate.
+
+An implausible reading goes on as FAILED (audited when such a run starts and
+ends); a grid or PV reading wakes the load manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from controller.core.audit import AuditLog
+from controller.core.bays import Bays
+from controller.core.config import StationConfig
+from controller.core.plausibility import MeterGate, bounds_for
+from controller.ports import Clock, MeterReading
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterInput:
+    role: str  # "grid", "pv" or "bay"
+    bay_id: str | None
+    reading: MeterReading
+
+
+class MeterIntake:
+    def __init__(
+        self,
+        cfg: StationConfig,
+        bays: Bays,
+        clock: Clock,
+        audit: AuditLog,
+        load_changed: asyncio.Event,
+    ) -> None:
+        self._cfg = cfg
+        self._bays = bays
+        self._clock = clock
+        self._audit = audit
+        self._load_changed = load_changed
+        self.inputs: dict[str, MeterInput] = {}  # meter name -> its latest reading
+        self.gate = MeterGate()  # plausibility of every meter reading
+
+    def on_reading(
+        self,
+        reading: MeterReading,
+        *,
+        role: str,
+        bay_id: str | None = None,
+        max_current_a: float | None = None,
+    ) -> None:
+        """A meter published (called on the loop by the meter adapter)."""
+        site, rt = self._cfg.site, self._bays.get(bay_id or "")
+        bounds = bounds_for(
+            role,
+            main_limit_a=site.main_limit_a if site is not None else None,
+            bay_max_a=rt.cfg.max_current_a if rt is not None else None,
+            rating_a=max_current_a,
+        )
+        reading, note = self.gate.admit(reading, bounds, role=role, now_wall=self._clock.wall())
+        if note is not None:
+            log.warning(note.kind, **note.detail)
+            self._audit.spawn(note.kind, "meter", note.detail)
+        prev = self.inputs.get(reading.meter)
+        self.inputs[reading.meter] = MeterInput(role, bay_id, reading)
+        if role in ("grid", "pv"):
+            self._load_changed.set()
+        if prev is None or prev.reading.freshness != reading.freshness:
+            log.info(
+                "meter.freshness",
+                meter=reading.meter,
+                role=role,
+                freshness=reading.freshness.value,
+                error=reading.error or None,
+            )
+
+    def of_role(self, role: str) -> MeterInput | None:
+        for m in self.inputs.values():
+            if m.role == role:
+                return m
+        return None
+
+    @property
+    def pv_available(self) -> bool:
+        return self.of_role("pv") is not None
+
+
+__all__ = ["MeterInput", "MeterIntake"]

@@ -1,0 +1,108 @@
+"""Recovery at start: the bays rebuilt from the journal, open sessions waiting for their node.
+
+A session open at the restart is suspended by the outage since the station was
+last seen alive; its node's first report decides whether it continues (see the
+bay machine's ``Reconcile`` and :mod:`controller.core.nodeintake`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import structlog
+
+from controller.core.accounting import Tariff
+from controller.core.bay import BayKind, BayState
+from controller.core.bays import BayRuntime, Bays
+from controller.core.config import BayConfig, StationConfig
+from controller.core.energy_gate import bay_max_power_w
+from controller.core.journal import Journal, JournalError
+from controller.core.persist import state_from_dict
+from controller.ports import Clock, NodeHub
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    clean_restart: bool  # the previous run stopped cleanly (a journal flag)
+
+
+async def restore_bays(
+    cfg: StationConfig,
+    journal: Journal,
+    hubs: dict[str, NodeHub],
+    clock: Clock,
+    bays: Bays,
+    *,
+    on_write_failure: Callable[[], None],
+) -> Restored:
+    """Fill ``bays`` from the journal and the config; attach each bay's node."""
+    saved = await journal.bay_states()
+    open_sessions = {s["bay_id"]: s for s in await journal.open_sessions()}
+    clean = bool(await journal.kv_get("clean_shutdown", False))
+    try:
+        await journal.kv_set("clean_shutdown", False)
+    except JournalError:
+        # A full disk at start: run (blocked) rather than not at all; the guard retries.
+        on_write_failure()
+    for bcfg in cfg.bays:
+        kind = BayKind(bcfg.kind)
+        if bcfg.id in saved:
+            state = state_from_dict(saved[bcfg.id])
+            if state.kind is not kind:
+                log.warning("bay.kind_changed", bay_id=bcfg.id)
+                state = BayState(bcfg.id, kind)
+        else:
+            state = BayState(bcfg.id, kind)
+        state = replace(state, max_power_w=bay_max_power_w(bcfg.max_current_a, bcfg.phases))
+        rt = BayRuntime(cfg=bcfg, state=state)
+        row = open_sessions.pop(bcfg.id, None)
+        if row is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                rt.tariff = Tariff.model_validate(json.loads(row["tariff"]))
+        if state.session is not None or row is not None:
+            rt.reconciled = False
+            rt.want_relay = True
+            if state.session is None or (row and row["id"] != state.session.session_id):
+                log.error("recovery.mismatch", bay_id=bcfg.id, session=row and row["id"])
+        if state.session is not None:
+            since = state.interrupted_since or await _last_seen_alive(journal, bcfg, clock)
+            rt.state = replace(
+                state,
+                interrupted_since=since,
+                interruption=state.interruption or "controller_restart",
+                awaiting_node=True,
+            )
+        bays[bcfg.id] = rt
+    for bay_id, row in open_sessions.items():
+        log.error("recovery.orphan_session", bay_id=bay_id, session_id=row["id"])
+    for bus_id, hub in hubs.items():
+        for rt in bays.values():
+            if rt.cfg.bus == bus_id:
+                rt.node = hub.node(rt.cfg.node_id)
+    log.info(
+        "station.restored",
+        bays=len(bays),
+        open_sessions=sum(1 for b in bays.values() if b.state.session),
+        clean=clean,
+    )
+    return Restored(clean)
+
+
+async def _last_seen_alive(journal: Journal, bcfg: BayConfig, clock: Clock) -> float:
+    """When the previous run last recorded anything of this bay (its samples, its state)."""
+    rows = await journal.query(
+        "SELECT max(at) AS at FROM meter_samples WHERE source = ?", (f"node:{bcfg.node_id}",)
+    )
+    rows += await journal.query(
+        "SELECT updated_at AS at FROM bay_state WHERE bay_id = ?", (bcfg.id,)
+    )
+    seen = [float(r["at"]) for r in rows if r["at"] is not None]
+    return max(seen) if seen else clock.wall()
+
+
+__all__ = ["Restored", "restore_bays"]

@@ -1,0 +1,394 @@
+"""The bay runner: the one way a bay changes, and the loops that carry its outputs out.
+
+:meth:`BayRunner.apply` is every change of a bay: the pure
+:func:`~controller.core.bay.transition`, then one journal transaction (through
+the backlog), then the effects, then the events. A command is acknowledged
+only once its transition is durable. When the journal cannot write, a start or
+a change is refused and changes nothing; a stop, a fault or a fact reported by
+a node still happens (the relay goes off at once) and its commit waits, in
+order, in the :class:`~controller.core.backlog.Backlog` until the journal can
+write again.
+
+Per bay, the output loop keeps the node's setpoint lease alive and equal to
+what :func:`controller.core.outputs.decide` says (with what the safety
+supervisor forces), and a locker's lock loop keeps its lock where the bay
+wants it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+
+from controller.core.audit import AuditLog
+from controller.core.backlog import Backlog
+from controller.core.bay import (
+    AvailabilityChanged,
+    CloseSession,
+    Effect,
+    Event,
+    FaultCleared,
+    FaultRaised,
+    HoldCancelled,
+    HoldPlaced,
+    ModeChanged,
+    Notice,
+    OpenSession,
+    Refused,
+    SetLock,
+    SetpointChanged,
+    SetRelay,
+    Tick,
+    Timers,
+    TokenPresented,
+    UpdateSession,
+    transition,
+)
+from controller.core.bays import BayRuntime, Bays
+from controller.core.config import StationConfig
+from controller.core.directcaps import direct_setpoint_a
+from controller.core.events import BayChanged, BayNotice, EventBus, SessionClosed, TestEnded
+from controller.core.journal import Commit, EventRow, JournalError, OutboxRow
+from controller.core.journalguard import NOT_RECORDED, JournalGuard, not_recorded_message
+from controller.core.outputs import TEST_END_MESSAGES, OutputInputs, TestEnd, decide
+from controller.core.persist import build_commit, event_name
+from controller.core.safety import SafetySupervisor
+from controller.core.snapshots import Snapshots
+from controller.core.status import StatusFeed
+from controller.ports import Clock, DriverError
+
+log = structlog.get_logger(__name__)
+
+CHECKPOINT_S = 30.0
+# Commands that may simply be refused when they cannot be recorded (nothing happens then).
+# Stops, faults and what nodes report happen anyway: their commits wait in the backlog.
+_REFUSABLE = (
+    TokenPresented,
+    HoldPlaced,
+    HoldCancelled,
+    AvailabilityChanged,
+    ModeChanged,
+    FaultCleared,
+)
+
+# connector (0 = the station) -> amps cap from the central system's charging profiles
+CapsProvider = Callable[[float], dict[int, float | None]]
+
+
+class LoadProgress(Protocol):
+    """The load manager as the output loop sees it: has it decided anything yet?"""
+
+    @property
+    def steps(self) -> int: ...
+
+
+class BayRunner:
+    def __init__(
+        self,
+        cfg: StationConfig,
+        bays: Bays,
+        clock: Clock,
+        *,
+        backlog: Backlog,
+        guard: JournalGuard,
+        safety: SafetySupervisor,
+        events: EventBus,
+        status: StatusFeed,
+        snapshots: Snapshots,
+        audit: AuditLog,
+    ) -> None:
+        self._cfg = cfg
+        self._bays = bays
+        self._clock = clock
+        self._backlog = backlog
+        self._guard = guard
+        self._safety = safety
+        self._events = events
+        self._status = status
+        self._snapshots = snapshots
+        self._audit = audit
+        t = cfg.timers
+        self.timers = Timers(
+            connection_timeout_s=t.connection_timeout_s,
+            exit_grace_s=t.exit_grace_s,
+            suspend_after_s=t.suspend_after_s,
+            max_interruption_s=t.max_interruption_s,
+        )
+        # Without a load manager ([site] absent) a bay gets its configured maximum,
+        # capped by the central system's profiles (``caps``).
+        self.load: LoadProgress | None = None
+        self.caps: CapsProvider | None = None
+        self._lock = asyncio.Lock()  # serializes transitions (and outbox writes ordered with them)
+
+    # ------------------------------------------------------------------ transitions
+
+    async def apply(self, bay_id: str, event: Event, *, actor: str | None = None) -> list[Effect]:
+        """The one way a bay changes: transition, journal, then effects and events."""
+        rt = self._bays.require(bay_id)
+        async with self._lock:
+            now = self._clock.wall()
+            old = rt.state
+            new, effects = transition(old, event, now, self.timers)
+            checkpoint = False
+            if new.session is not None and any(isinstance(e, UpdateSession) for e in effects):
+                # While writes fail, progress checkpoints wait: the backlog keeps changes only.
+                checkpoint = now - rt.checkpoint_at >= CHECKPOINT_S and not self._guard.blocked
+            commit = build_commit(
+                bay_id=bay_id,
+                connector=rt.cfg.connector,
+                event=event,
+                new=new,
+                effects=effects,
+                now=now,
+                tariff=(rt.tariff or self._cfg.tariff)
+                if old.session is not None
+                else self._cfg.tariff,
+                checkpoint=checkpoint,
+                actor=actor,
+            )
+            recorded = True
+            if commit is not None:
+                must = _happens_anyway(event, effects)
+                recorded, effects = await self._record(rt, event, effects, commit, must=must)
+                if not recorded and not must:
+                    return effects  # refused: nothing happened
+                if recorded and checkpoint:
+                    rt.checkpoint_at = now
+            rt.state = new
+        self._carry_out(rt, effects, recorded=recorded)
+        if old != new:
+            self._status.bay_changed(rt)
+        if (old != new or effects) and self._events.wants(BayChanged):
+            self._events.publish(BayChanged(bay_id, self._snapshots.bay(rt)))
+        return effects
+
+    async def _record(
+        self,
+        rt: BayRuntime,
+        event: Event,
+        effects: list[Effect],
+        commit: Commit,
+        *,
+        must: bool,
+    ) -> tuple[bool, list[Effect]]:
+        """Write one transition; (recorded, the effects that may go out now).
+
+        ``must``: it happens even when it cannot be recorded now (it waits in the backlog).
+        """
+        recorded = await self._backlog.write(commit, keep=must)
+        if not recorded and must and await self._guard.release_reserve():
+            recorded = await self._backlog.flush()  # in the space the reserve freed
+        if recorded:
+            self._guard.wrote()
+            return True, effects
+        self._guard.failed()
+        message = not_recorded_message(event, effects)
+        if not must:
+            log.warning("journal.refused", bay_id=rt.cfg.id, transition=event_name(event))
+            return False, [Refused(NOT_RECORDED, message)]
+        # The first of an episode is an error; what follows it is expected then.
+        (log.error if len(self._backlog) == 1 else log.info)(
+            "journal.transition_waiting",
+            bay_id=rt.cfg.id,
+            transition=event_name(event),
+            waiting=len(self._backlog),
+        )
+        # Nothing physical may happen unrecorded: only the safe half goes out.
+        return False, [
+            Refused(NOT_RECORDED, message),
+            *(e for e in effects if not (isinstance(e, SetRelay) and e.on)),
+        ]
+
+    def _carry_out(self, rt: BayRuntime, effects: list[Effect], *, recorded: bool = True) -> None:
+        for eff in effects:
+            match eff:
+                case SetRelay(on=on):
+                    rt.want_relay = on
+                    rt.output_changed.set()
+                case SetLock(locked=locked):
+                    rt.want_locked = locked
+                    rt.lock_changed.set()
+                case OpenSession(session=s):
+                    rt.checkpoint_at = s.started_at
+                    rt.tariff = self._cfg.tariff  # the snapshot the session is billed with
+                    log.info(
+                        "session.opened",
+                        bay_id=rt.cfg.id,
+                        session_id=s.session_id,
+                        auth=s.auth_source,
+                    )
+                case CloseSession(session=s, reason=reason):
+                    log.info(
+                        "session.closed",
+                        bay_id=rt.cfg.id,
+                        session_id=s.session_id,
+                        reason=reason.value,
+                        energy_wh=s.energy_wh,
+                        recorded=recorded,
+                    )
+                    self._events.publish(
+                        SessionClosed(
+                            rt.cfg.id,
+                            rt.cfg.connector,
+                            s.session_id,
+                            reason.value,
+                            self._clock.wall(),
+                        )
+                    )
+                case Refused(code=code, message=msg):
+                    log.info("bay.refused", bay_id=rt.cfg.id, code=code, message=msg)
+                case Notice(code=code, message=msg):
+                    log.warning("bay.notice", bay_id=rt.cfg.id, code=code, message=msg)
+                    self._events.publish(BayNotice(rt.cfg.id, code, msg))
+                case _:
+                    pass
+
+    async def tick(self) -> None:
+        """Every bay's timers (connection timeout, exit grace, holds, ...) move on."""
+        for bay_id in list(self._bays):
+            try:
+                await self.apply(bay_id, Tick())
+            except Exception:
+                log.exception("station.tick_failed", bay_id=bay_id)
+
+    async def enqueue_for_session(
+        self, bay_id: str, action: str, payload: dict[str, Any]
+    ) -> str | None:
+        """Journal an outbox message for the bay's open session, ordered with its start and stop.
+
+        Returns the session id, or None when no session is open (nothing written).
+        """
+        rt = self._bays.require(bay_id)
+        async with self._lock:
+            sess = rt.state.session
+            if sess is None:
+                return None
+            now = self._clock.wall()
+            commit = Commit(
+                events=[EventRow(action.lower(), now, bay_id, sess.session_id, {})],
+                outbox=[OutboxRow(action, payload, sess.session_id)],
+            )
+            # Behind whatever waits for the journal, so the outbox keeps the order of events.
+            if not await self._backlog.write(commit, keep=False):
+                self._guard.failed()
+                raise JournalError("the journal cannot be written")
+            return sess.session_id
+
+    # ------------------------------------------------------------------ outputs
+
+    def setpoint(self, rt: BayRuntime) -> float:
+        if self.load is None:
+            # No load manager: the bay's maximum, capped by the central system's profiles.
+            caps = self.caps(self._clock.wall()) if self.caps is not None else {}
+            return direct_setpoint_a(
+                rt.cfg.max_current_a,
+                rt.cfg.min_current_a,
+                connector_cap_a=caps.get(rt.cfg.connector),
+                station_cap_a=caps.get(0),
+                bays=len(self._bays),
+            )
+        return rt.load_setpoint_a
+
+    def set_load_setpoint(self, bay_id: str, amps: float) -> None:
+        """The load manager's setpoint for a bay; sent at once when it changes."""
+        rt = self._bays.require(bay_id)
+        if rt.load_setpoint_a != amps:
+            rt.load_setpoint_a = amps
+            rt.output_changed.set()
+
+    async def output_loop(self, rt: BayRuntime) -> None:
+        """Keep the node's output lease alive and equal to what ``decide`` says."""
+        lease = self._cfg.timers.lease_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(lease / 3):
+                    await rt.output_changed.wait()
+            rt.output_changed.clear()
+            s = rt.state
+            forcing = self._safety.forcing()
+            out = decide(
+                OutputInputs(
+                    now=self._clock.monotonic(),
+                    max_current_a=rt.cfg.max_current_a,
+                    want_relay=rt.want_relay,
+                    session=s.session is not None,
+                    setpoint_a=self.setpoint(rt),
+                    load_decided=self.load is None or self.load.steps > 0,
+                    fault=s.fault,
+                    node_online=s.node_online,
+                    estop_pressed=forcing.estop_pressed,
+                    safe_causes=forcing.causes,
+                    test=rt.test_output,
+                )
+            )
+            if out.test_end is not None and rt.test_output is not None:
+                rt.test_output = None
+                await self._test_ended(rt, out.test_end)
+            if rt.node is None or not s.node_online or not rt.reconciled or not out.send:
+                continue
+            relay, amps = out.relay_on, out.current_a
+            try:
+                await rt.node.set_output(relay_on=relay, current_a=amps, lease_s=lease)
+            except DriverError as err:
+                rt.output_errors += 1
+                if rt.output_errors == 1:
+                    log.warning("node.command_failed", bay_id=rt.cfg.id, error=str(err))
+                continue
+            if rt.output_errors:
+                log.info("node.command_recovered", bay_id=rt.cfg.id)
+            rt.output_errors = 0
+            rt.last_ack_at = self._clock.monotonic()
+            if rt.last_output != (relay, amps):
+                rt.last_output = (relay, amps)
+                if rt.state.setpoint_a != amps:
+                    await self.apply(rt.cfg.id, SetpointChanged(amps))
+
+    async def _test_ended(self, rt: BayRuntime, why: TestEnd) -> None:
+        """An installer test output ended by the station: audited (unless it ran out) and announced."""
+        message = TEST_END_MESSAGES[why]
+        if why is not TestEnd.EXPIRED:
+            log.warning("installer.test_ended", bay_id=rt.cfg.id, reason=why.value)
+            await self._audit.record(
+                "installer_test_ended", "station", {"bay_id": rt.cfg.id, "reason": why.value}
+            )
+        self._events.publish(TestEnded(rt.cfg.id, why.value, message))
+
+    async def lock_loop(self, rt: BayRuntime) -> None:
+        failures = 0
+        while True:
+            await rt.lock_changed.wait()
+            rt.lock_changed.clear()
+            want = rt.want_locked
+            if want is None or rt.node is None or not rt.state.node_online:
+                continue
+            try:
+                await rt.node.set_lock(locked=want)
+                failures = 0
+            except DriverError as err:
+                failures += 1
+                log.warning("lock.command_failed", bay_id=rt.cfg.id, error=str(err), n=failures)
+                if failures >= 3:
+                    await self.apply(rt.cfg.id, FaultRaised("lock_fault", stop=False))
+                    failures = 0
+                else:
+                    rt.lock_changed.set()
+
+
+def _happens_anyway(event: Event, effects: list[Effect]) -> bool:
+    """Whether a transition takes place even when the journal cannot record it now.
+
+    A start (or any new hold or change) is refused instead. A stop, a fault, a timer
+    or what a node reports has happened, or must, for safety: it waits in the backlog.
+    """
+    if any(isinstance(e, OpenSession) for e in effects):
+        return False
+    if any(isinstance(e, CloseSession) for e in effects):
+        return True
+    return not isinstance(event, _REFUSABLE)
+
+
+__all__ = ["CHECKPOINT_S", "BayRunner", "CapsProvider", "LoadProgress"]
