@@ -16,8 +16,9 @@ import os
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
-from controller.ops.health import CONTENT_TYPE, METRICS_TOKEN_ENV, health
+from controller.ops.health import METRICS_TOKEN_ENV, health
 from controller.ops.metrics import collector_for
 from local_ui.context import get_ctx
 
@@ -45,5 +46,6 @@ async def metrics(request: Request) -> Response:
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer", **_NO_STORE},
             )
-    text = await collector_for(get_ctx(request).station).render()
-    return Response(text, media_type=CONTENT_TYPE, headers=_NO_STORE)
+    body = await collector_for(get_ctx(request).station).render()
+    # 0.0.4 rather than the library's newest (1.0.0): every Prometheus version reads it.
+    return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4, headers=_NO_STORE)

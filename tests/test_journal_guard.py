@@ -13,7 +13,7 @@ from controller.cli.main import main
 from controller.core.bay import StopReason
 from controller.core.journalguard import MB, RESERVE_FILE
 from controller.ops.health import health
-from controller.ops.metrics import collector_for, parse_exposition
+from controller.ops.metrics import collector_for, read_samples
 from controller.ports import PilotState
 from tests.test_station import Rig, _charging, _read_only, _unblocked, running
 
@@ -29,8 +29,8 @@ def _fake_space(rig: Rig, monkeypatch: pytest.MonkeyPatch, free_mb: float) -> di
     return space
 
 
-def _sample(text: str, name: str, **labels: str) -> float:
-    return parse_exposition(text)[(name, frozenset(labels.items()))]
+def _sample(text: bytes, name: str, **labels: str) -> float:
+    return read_samples(text)[(name, frozenset(labels.items()))]
 
 
 async def test_low_space_is_a_warning_in_health_and_metrics(

@@ -21,7 +21,7 @@ import pytest
 from controller.assemble import open_station
 from controller.core.config import parse_config
 from controller.core.station import Station
-from controller.ops.metrics import MetricsCollector, parse_exposition
+from controller.ops.metrics import MetricsCollector, read_samples
 from controller.ports import Freshness
 from simulators.meter import Fault, MeterSimulator
 from tests.support.fake_nodes import FakeHub
@@ -87,9 +87,9 @@ async def audit(st: Station, kind: str) -> list[dict[str, Any]]:
     return [json.loads(r["detail"]) for r in rows]
 
 
-def metric(text: str, name: str, **labels: str) -> float:
+def metric(text: bytes, name: str, **labels: str) -> float:
     want = frozenset(labels.items())
-    return sum(v for (n, ls), v in parse_exposition(text).items() if n == name and want <= ls)
+    return sum(v for (n, ls), v in read_samples(text).items() if n == name and want <= ls)
 
 
 def serve_bad(sim: MeterSimulator, case: str) -> None:

@@ -17,7 +17,7 @@ from controller.core.bay import StopReason
 from controller.core.config import parse_config
 from controller.core.journal import Journal
 from controller.core.station import Station
-from controller.ops.metrics import collector_for, parse_exposition
+from controller.ops.metrics import collector_for, read_samples
 from controller.ports import NodeEventKind
 from drivers.esp32.assemble import build_serial
 from simulators.esp32_node import SimNodeSpec, SimulatedBus
@@ -113,7 +113,7 @@ async def test_a_forged_5_mwh_frame_is_rejected_and_real_metering_goes_on(tmp_pa
         assert snap["session"]["energy_wh"] < 1000
         assert any(ln["event"] == "node.reading_rejected" for ln in logs)
         assert rig.station.nodes.rejected_readings == {("bay1", "jump"): 1}
-        metrics = parse_exposition(await collector_for(rig.station).render())
+        metrics = read_samples(await collector_for(rig.station).render())
         key = ("edge_station_node_rejected_readings_total", {"bay": "bay1", "verdict": "jump"})
         assert metrics[(key[0], frozenset(key[1].items()))] == 1
         [audit] = await rig.audit("reading_rejected")

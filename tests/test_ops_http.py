@@ -11,69 +11,38 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from controller.core.bay import StopReason
 from controller.core.journal import Commit, Journal
 from controller.core.station import Station
 from controller.ops.health import health
 from controller.ops.looplag import LoopLagMonitor
-from controller.ops.metrics import Exposition, collector_for, escape_label, format_value
+from controller.ops.metrics import Samples, collector_for
 from controller.ports import Freshness, MeterReading
 from tests.test_api_rig import Rig, api_client, make_cfg, running_station
 
-NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\\\|\\"|\\n)*)"')
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 def parse_strict(text: str) -> tuple[Samples, dict[str, str]]:
-    """Parse the text format 0.0.4 line by line, failing on anything out of place."""
-    assert text.endswith("\n")
+    """Parse with prometheus_client's parser, then check what that lax parser lets pass.
+
+    A sample outside its family comes back as an untyped family of its own, a family
+    written twice as two families of one name; neither may happen, nor a repeated
+    sample, a missing help text or a NaN.
+    """
+    assert text.endswith("\n") and "\n\n" not in text
     samples: Samples = {}
     types: dict[str, str] = {}
-    helps: set[str] = set()
-    current = ""
-    for line in text.splitlines():
-        assert line, "no blank lines"
-        if line.startswith("# HELP "):
-            name = line.split(" ", 3)[2]
-            assert NAME.fullmatch(name) and name not in helps, line
-            helps.add(name)
-            continue
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert name in helps and name not in types, line
-            assert kind in ("counter", "gauge"), line
-            types[name] = kind
-            current = name
-            continue
-        assert not line.startswith("#"), line
-        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)", line)
-        assert m, f"bad sample line {line!r}"
-        name, body, value = m.group(1), m.group(3), m.group(4)
-        assert name == current, f"{name} outside its family ({current})"
-        if types[name] == "counter":
-            assert name.endswith("_total"), name
-        labels: list[tuple[str, str]] = []
-        if body:
-            pos = 0
-            while pos < len(body):
-                lm = LABEL.match(body, pos)
-                assert lm, f"bad labels in {line!r}"
-                raw = lm.group(2)
-                labels.append(
-                    (lm.group(1), re.sub(r"\\(.)", lambda x: "\n" if x[1] == "n" else x[1], raw))
-                )
-                pos = lm.end()
-                if pos < len(body):
-                    assert body[pos] == ",", line
-                    pos += 1
-        key = (name, frozenset(labels))
-        assert key not in samples, f"duplicate sample {line!r}"
-        v = float(value)
-        assert not math.isnan(v), line
-        samples[key] = v
+    for fam in text_string_to_metric_families(text):
+        assert fam.type in ("counter", "gauge"), fam
+        assert fam.name not in types, f"family {fam.name} written twice"
+        assert fam.documentation, fam.name
+        types[fam.name] = fam.type
+        for s in fam.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in samples, f"duplicate sample {key}"
+            assert not math.isnan(s.value), key
+            samples[key] = s.value
     return samples, types
 
 
@@ -299,31 +268,81 @@ async def test_metrics_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert "/metrics" not in (await client.get("/api/v1/openapi.json")).text
 
 
-def test_exposition_escaping_and_values() -> None:
-    assert escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
-    assert [format_value(v) for v in (True, False, 3, 0.5, float("inf"), float("-inf"))] == [
-        "1",
-        "0",
-        "3",
-        "0.5",
-        "+Inf",
-        "-Inf",
-    ]
-    assert format_value(float("nan")) == "NaN"
-    e = Exposition()
-    e.family("x_total", "counter", "A help text with \\ and\nnewline.")
-    e.sample(1, {"v": 'a"b\\c\nd'})
-    text = e.text()
-    assert text == (
-        "# HELP x_total A help text with \\\\ and\\nnewline.\n"
-        "# TYPE x_total counter\n"
-        'x_total{v="a\\"b\\\\c\\nd"} 1\n'
-    )
-    s, _ = parse_strict(text)
-    assert val(s, "x_total", v='a"b\\c\nd') == 1
-    with pytest.raises(ValueError):
-        e.family("x_total", "counter", "twice")
-    with pytest.raises(ValueError):
-        e.family("bad-name", "gauge", "")
-    with pytest.raises(ValueError):
-        e.sample(1, {"bad-label": "x"})
+# What dashboards and alert rules know: each family's exposed name (its ``# TYPE`` line), its
+# type and the label names of its samples. A change here breaks someone's dashboard.
+EXPOSED: dict[str, tuple[str, set[tuple[str, ...]]]] = {
+    "edge_station_info": ("gauge", {("name", "station", "version")}),
+    "edge_station_healthy": ("gauge", {()}),
+    "edge_station_uptime_seconds": ("gauge", {()}),
+    "edge_station_journal_writable": ("gauge", {()}),
+    "edge_station_journal_size_bytes": ("gauge", {()}),
+    "edge_station_bays": ("gauge", {("status",)}),
+    "edge_station_sessions_open": ("gauge", {()}),
+    "edge_station_sessions_closed_total": ("counter", {()}),
+    "edge_station_energy_delivered_wh_total": ("counter", {()}),
+    "edge_station_outbox_messages": ("gauge", {("state",)}),
+    "edge_station_journal_figures_age_seconds": ("gauge", {()}),
+    "edge_station_journal_query_errors_total": ("counter", {()}),
+    "edge_station_journal_disk_free_bytes": ("gauge", {()}),
+    "edge_station_journal_disk_total_bytes": ("gauge", {()}),
+    "edge_station_journal_disk_low": ("gauge", {()}),
+    "edge_station_journal_disk_low_threshold_bytes": ("gauge", {()}),
+    "edge_station_journal_unwritten_transitions": ("gauge", {()}),
+    "edge_station_journal_reserve_released": ("gauge", {()}),
+    "edge_station_meter_samples_skipped_total": ("counter", {()}),
+    "edge_station_service_up": ("gauge", {("core", "service")}),
+    "edge_station_service_restarts_total": ("counter", set()),  # no optional service here
+    "edge_station_meter_reading_age_seconds": ("gauge", {("meter", "role")}),
+    "edge_station_meter_freshness": ("gauge", {("freshness", "meter", "role")}),
+    "edge_station_meter_implausible_readings_total": ("counter", {("meter", "role")}),
+    "edge_station_meter_implausible_values_total": ("counter", {("meter", "quantity")}),
+    "edge_station_node_online": ("gauge", {("bay",)}),
+    "edge_station_node_output_errors": ("gauge", {("bay",)}),
+    "edge_station_node_frames_received_total": ("counter", {("bay",)}),
+    "edge_station_node_frames_sent_total": ("counter", {("bay",)}),
+    "edge_station_node_bad_frames_total": ("counter", {("bay",)}),
+    "edge_station_node_timeouts_total": ("counter", {("bay",)}),
+    "edge_station_node_retries_total": ("counter", {("bay",)}),
+    "edge_station_node_reconnects_total": ("counter", {("bay",)}),
+    "edge_station_node_link_events_total": ("counter", {("bay", "kind")}),
+    "edge_station_node_rejected_readings_total": ("counter", {("bay", "verdict")}),
+    "edge_station_node_last_rx_age_seconds": ("gauge", {("bay",)}),
+    "edge_station_loop_lag_seconds": ("gauge", {()}),
+    "edge_station_loop_lag_max_seconds": ("gauge", {()}),
+    "edge_station_loop_lag_p99_seconds": ("gauge", {()}),
+    "edge_station_loop_lag_window_seconds": ("gauge", {()}),
+    "edge_station_safe_mode": ("gauge", {("cause",)}),
+    "edge_station_accepting_sessions": ("gauge", {()}),
+    "edge_station_emergency_stop_pressed": ("gauge", {()}),
+    "edge_station_ocpp_connected": ("gauge", {()}),
+    "edge_station_node_updates_dropped_total": ("counter", {()}),
+    "process_cpu_seconds_total": ("counter", {()}),
+    "process_resident_memory_bytes": ("gauge", {()}),
+    "process_start_time_seconds": ("gauge", {()}),
+    "process_open_fds": ("gauge", {()}),
+}
+
+
+async def test_exposed_names_types_and_labels_stay_what_dashboards_know(tmp_path: Path) -> None:
+    async with running_station(tmp_path) as rig:
+        st = rig.station
+        mon = LoopLagMonitor(window=10)
+        st.loop_lag = mon  # type: ignore[attr-defined]
+        mon.record(0.004, mon.now())
+        rig.hub.nodes["bay1"].link.extra["seq_gaps"] = 4
+        st.meters.on_reading(
+            MeterReading("grid", time.monotonic(), Freshness.FRESH, None, ""), role="grid"
+        )
+        st.meters.gate.implausible_values[("grid", "current_l1")] += 1
+        st.upstream = FakeUpstream(online=True)  # type: ignore[assignment]
+        r = await (await api_client(st)).get("/metrics")
+        assert r.status_code == 200, r.text
+        declared = dict(re.findall(r"^# TYPE (\S+) (\S+)$", r.text, re.MULTILINE))
+        labels: dict[str, set[tuple[str, ...]]] = {}
+        for fam in text_string_to_metric_families(r.text):
+            exposed = fam.name + "_total" if fam.type == "counter" else fam.name
+            labels[exposed] = {tuple(sorted(s.labels)) for s in fam.samples}
+        got = {name: (declared[name], labels.get(name, set())) for name in declared}
+        assert {n: got.get(n) for n in EXPOSED} == EXPOSED
+        # The client library's process collector adds two standard figures; nothing else is new.
+        assert set(got) - set(EXPOSED) <= {"process_virtual_memory_bytes", "process_max_fds"}

@@ -26,7 +26,7 @@ from controller.core.config import StationConfig, load_config
 from controller.core.journal import Journal
 from controller.core.station import Station
 from controller.ops.health import health
-from controller.ops.metrics import collector_for, parse_exposition
+from controller.ops.metrics import collector_for, read_samples
 from controller.ports import PilotState
 from drivers.camera.reader import QrCameraReader, Sink
 from simulators.camera.camera import SimulatedCamera
@@ -243,7 +243,7 @@ async def test_restarting_service_is_a_warning_in_health_and_metrics(tmp_path: P
             "The ocpp service failed and is restarting."
         ]
         text = await collector_for(st).render()
-        samples = parse_exposition(text)
+        samples = read_samples(text)
         assert (
             samples[("edge_station_service_restarts_total", frozenset({("service", "ocpp")}))] == 1
         )

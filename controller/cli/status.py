@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from controller.ops.health import EXIT_OK, EXIT_UNHEALTHY, EXIT_UNREACHABLE, METRICS_TOKEN_ENV
-from controller.ops.metrics import parse_exposition
+from controller.ops.metrics import Samples, read_samples
 
 log = structlog.get_logger(__name__)
 
@@ -68,12 +68,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         if data_dir is not None:
             print_journal_summary(data_dir / "journal.sqlite3")
         return EXIT_UNREACHABLE
-    metrics: dict[tuple[str, frozenset[tuple[str, str]]], float] | None = None
+    metrics: Samples | None = None
     note = ""
     try:
         code, text = _get(f"{url}/metrics", args.timeout, token)
         if code == 200:
-            metrics = parse_exposition(text)
+            metrics = read_samples(text)
         else:
             note = f"/metrics answered {code}" + (" (pass --token)" if code == 401 else "")
     except (OSError, ValueError) as err:
@@ -100,9 +100,7 @@ def _reason(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def _metric(
-    m: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float | None:
+def _metric(m: Samples, name: str, **labels: str) -> float | None:
     return m.get((name, frozenset(labels.items())))
 
 
@@ -110,7 +108,7 @@ def print_report(
     url: str,
     code: int,
     h: dict[str, Any],
-    m: dict[tuple[str, frozenset[tuple[str, str]]], float] | None,
+    m: Samples | None,
     note: str = "",
 ) -> None:
     verdict = "HEALTHY" if code == 200 and h.get("status") == "ok" else f"UNHEALTHY ({code})"

@@ -28,7 +28,6 @@ LAG_LIMIT_S = 0.5  # loop lag (latest or p99 over the window) above this is unhe
 JOURNAL_TTL_S = 5.0  # journal figures in /metrics are at most this old
 METRICS_TOKEN_ENV = "EDGE_STATION_METRICS_TOKEN"
 EXIT_OK, EXIT_UNHEALTHY, EXIT_UNREACHABLE = 0, 1, 2
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # --------------------------------------------------------------------------- health
 
