@@ -87,7 +87,7 @@ async def _charging(rig: Rig, client: httpx.AsyncClient) -> None:
     r = await client.post("/api/v1/bays/bay1/token", json={"token": "1234"})
     assert r.status_code == 200, r.text
     rig.hub.plug("bay1")
-    await rig.until(lambda: rig.hub.nodes["bay1"].current_a == 16.0)
+    await rig.until(lambda: rig.hub.nodes["bay1"].setpoint_a == 16.0)
 
 
 async def test_site_limit_change_is_applied_live_audited_and_kept(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ async def _limit_live(rig: Rig, owner: httpx.AsyncClient) -> None:
     _feed(rig, 2.0)
     res = await load.step()
     assert 6 <= res.setpoints_a["bay1"] <= 12 - 2  # the building keeps its 2 A
-    await rig.until(lambda: 0 < rig.hub.nodes["bay1"].current_a <= 10)
+    await rig.until(lambda: 0 < rig.hub.nodes["bay1"].setpoint_a <= 10)
     assert (await rig.journal.kv_get("ui.settings.site"))["main_limit_a"] == [12, 12, 12]
     audit = (await owner.get("/api/v1/audit", params={"kind": "settings_changed"})).json()
     assert audit[0]["actor"] == "user:owner" and audit[0]["detail"]["section"] == "site"
@@ -243,7 +243,7 @@ async def test_rule_conflicts_are_warned_before_and_after_saving(tmp_path: Path)
             assert r.status_code == 200 and r.json()["warnings"] == []
             res = await load.step()
             assert res.setpoints_a["bay1"] == 8
-            await rig.until(lambda: rig.hub.nodes["bay1"].current_a == 8)
+            await rig.until(lambda: rig.hub.nodes["bay1"].setpoint_a == 8)
             await rig.until(lambda: rig.station.bays["bay1"].state.setpoint_a == 8)
             bay = (await owner.get("/api/v1/bays/bay1")).json()
             assert bay["limited_by_site"] and bay["limit_reason"] == "owner rule"
@@ -294,7 +294,7 @@ async def test_installer_tests_roles_results_and_refusals(tmp_path: Path) -> Non
         r = await installer.post(path, json={"action": "relay_on", "current_a": 10, "hold_s": 1})
         assert r.status_code == 200, r.text
         assert r.json()["state"] == "passed" and r.json()["steps"][0]["reported_a"] == 10
-        assert (True, 10.0) in node.outputs
+        assert (True, 10.0) in [o[:2] for o in node.outputs]
         r = await installer.post(path, json={"action": "ramp", "hold_s": 0.1, "current_a": 12})
         assert r.status_code == 202 and r.json()["plan_a"] == [6, 8, 10, 12]
         run = await _result(installer, r.json()["id"])

@@ -1,20 +1,17 @@
 """A running station for UI tests: real Station + real Journal + a self-driving fake node hub.
 
-:class:`AutoHub` implements :class:`controller.ports.NodeHub`: its nodes obey
-the station's commands (relay, current, lock) and report telemetry on their
-own, like the ESP32 firmware would; a test plugs a vehicle in or a device
-into a locker with :meth:`AutoHub.plug`. Energy runs ``speed`` times faster
-than real time; the default is real time, since the station rejects counter
-steps above what the bay's power allows (11 kW still gives 3 Wh a second).
+The hub is :class:`tests.support.fake_nodes.FakeHub` in its self-driving mode: its
+nodes obey the station's commands (relay, current, lock) and report telemetry on
+their own, like the ESP32 firmware would; a test plugs a vehicle in or a device
+into a locker with :meth:`FakeHub.plug`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,118 +22,11 @@ from controller.core.config import StationConfig, parse_config
 from controller.core.journal import Journal
 from controller.core.loadloop import load_manager_config
 from controller.core.station import Station
-from controller.ports import LinkStats, NodeHello, NodeSink, NodeTelemetry, PilotState
 from local_ui.server import create_app
+from tests.support.fake_nodes import FakeHub, FakeNode
 
 TOKENS = frozenset({"1234", "5678", "2468"})
 PASSWORD = "correct horse battery"
-
-
-@dataclass
-class AutoNode:
-    node_id: str
-    kind: str
-    phases: int
-    plugged: bool = False
-    relay_on: bool = False
-    current_a: float = 0.0
-    locked: bool | None = None
-    door_closed: bool | None = None
-    energy_wh: float = 1000.0
-    outputs: list[tuple[bool, float]] = field(default_factory=list)
-    kick: asyncio.Event = field(default_factory=asyncio.Event)
-    link: LinkStats = field(default_factory=lambda: LinkStats(firmware="fake-1.2.3"))
-
-    def __post_init__(self) -> None:
-        if self.kind == "locker":
-            self.locked, self.door_closed = True, True
-
-    async def set_output(self, *, relay_on: bool, current_a: float, lease_s: float) -> None:
-        self.outputs.append((relay_on, current_a))
-        self.link.frames_tx += 1
-        self.relay_on, self.current_a = relay_on, current_a
-        self.kick.set()
-
-    async def set_lock(self, *, locked: bool) -> None:
-        self.locked = locked
-        self.kick.set()
-
-    def stats(self) -> LinkStats:
-        return self.link
-
-    def drawing(self) -> float:
-        return self.current_a if self.relay_on and self.plugged else 0.0
-
-    def pilot(self) -> PilotState:
-        if self.kind == "locker":
-            return PilotState.NONE
-        if not self.plugged:
-            return PilotState.A
-        return PilotState.C if self.drawing() > 0 else PilotState.B
-
-
-class AutoHub:
-    def __init__(
-        self, bays: list[tuple[str, str, int]], *, period_s: float = 0.1, speed: float = 1.0
-    ):
-        self.nodes = {nid: AutoNode(nid, kind, phases) for nid, kind, phases in bays}
-        self.period_s = period_s
-        self.speed = speed
-        self.running = asyncio.Event()
-        self.kick = asyncio.Event()
-        self.extra_power_w = 0.0
-
-    def node(self, node_id: str) -> AutoNode:
-        return self.nodes[node_id]
-
-    def plug(self, node_id: str, plugged: bool = True) -> None:
-        self.nodes[node_id].plugged = plugged
-        self.kick.set()
-
-    def _frame(self, n: AutoNode, dt: float) -> NodeTelemetry:
-        amps = n.drawing()
-        currents = (amps, amps if n.phases == 3 else 0.0, amps if n.phases == 3 else 0.0)
-        n.energy_wh += sum(currents) * 230.0 * dt / 3600.0 * self.speed
-        n.link.frames_rx += 1
-        n.link.last_rx_at = time.monotonic()
-        return NodeTelemetry(
-            node_id=n.node_id,
-            at=time.monotonic(),
-            current_a=currents,
-            voltage_v=(230.0, 230.0, 230.0),
-            energy_wh=int(n.energy_wh),
-            relay_on=n.relay_on,
-            setpoint_a=n.current_a,
-            lease_remaining_s=5.0,
-            locked=n.locked,
-            door_closed=n.door_closed,
-            pilot=n.pilot(),
-            temperature_c=31.5,
-        )
-
-    async def run(self, sink: NodeSink) -> None:
-        for n in self.nodes.values():
-            sink(NodeHello(n.node_id, time.monotonic(), "fake-1.2.3", 1))
-        last = time.monotonic()
-        self.running.set()
-        while True:
-            now = time.monotonic()
-            for n in self.nodes.values():
-                sink(self._frame(n, now - last))
-                n.kick.clear()
-            last = now
-            self.kick.clear()
-            waits = [
-                asyncio.ensure_future(e.wait())
-                for e in [self.kick, *(n.kick for n in self.nodes.values())]
-            ]
-            try:
-                await asyncio.wait(
-                    waits, timeout=self.period_s, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                for w in waits:
-                    w.cancel()
 
 
 def make_cfg(tmp: Path, **over: Any) -> StationConfig:
@@ -167,7 +57,7 @@ def make_cfg(tmp: Path, **over: Any) -> StationConfig:
 @dataclass
 class Rig:
     station: Station
-    hub: AutoHub
+    hub: FakeHub
     journal: Journal
 
     async def until(self, pred: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -184,7 +74,7 @@ class Rig:
 async def running_station(tmp: Path, **cfg_over: Any) -> AsyncIterator[Rig]:
     cfg = make_cfg(tmp, **cfg_over)
     journal = await Journal.open(tmp / "journal.sqlite3", synchronous="NORMAL")
-    hub = AutoHub([(b.node_id, b.kind, b.phases) for b in cfg.bays])
+    hub = FakeHub([FakeNode(b.node_id, b.kind, b.phases) for b in cfg.bays], period_s=0.1)
     station = Station(
         cfg, journal, hubs={"bus1": hub}, authorizer=Authorizer([local_list_step(TOKENS)])
     )

@@ -377,3 +377,45 @@ def test_a_current_limit_never_goes_out_above_its_value(current: float, safe: fl
     cfg = decode_message(encode_message(Configure(1, safe, 5.0, 1.0)))
     assert isinstance(cfg, Configure)
     assert cfg.safe_current_a <= safe < cfg.safe_current_a + 0.1 + 1e-9
+
+
+# --------------------------------------------------------------------------- documented maxima
+
+
+def _framed(payload: bytes) -> bytes:
+    body = bytes([1, 0, 0, 1, 0, 1]) + payload
+    return cobs_encode(body + crc16(body).to_bytes(2, "big")) + b"\x00"
+
+
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        ("firmware of 33 bytes", bytes([0x20, 1, 0, 1, 33]) + b"f" * 33),
+        (
+            "serial of 33 bytes",
+            bytes([0x20, 1, 2, 0, 2]) + b"fw" + bytes([0, 0, 0, 1, 33]) + b"s" * 33,
+        ),
+        ("detail of 65 bytes", bytes([0x23, 5, 65]) + b"d" * 65),
+        ("body of 251 bytes", bytes([0x01, 0, 0, 0, 1]) + bytes(238)),
+    ],
+)
+def test_what_the_document_bounds_is_a_malformed_frame_beyond(name: str, payload: bytes) -> None:
+    """PROTOCOL.md: firmware and serial at most 32 bytes, a detail 64, a body 250 (CRC included);
+    a frame past them is counted and dropped, on a stream and alone (an MQTT message)."""
+    raw = _framed(payload)
+    with pytest.raises(CodecError):
+        decode(raw)
+    dec = Decoder()
+    assert dec.feed(raw) == [] and dec.stats.bad_frames == 1
+
+
+def test_the_longest_documented_fields_still_pass() -> None:
+    hello = Hello("f" * 32, 1, frozenset({"continuity"}), boot_id=1, serial="s" * 32)
+    event = Event(NodeEventKind.FAULT, "d" * 64)
+    for msg in (hello, event):
+        raw = encode(Frame(1, 0, 1, msg))
+        assert decode(raw).msg == msg
+    body = bytes([1, 0, 0, 1, 0, 1, 0x01, 0, 0, 0, 1]) + bytes(237)  # 248 + CRC = 250 bytes
+    raw = cobs_encode(body + crc16(body).to_bytes(2, "big")) + b"\x00"
+    assert decode(raw).msg == Heartbeat(1)
+    assert Decoder().feed(raw) == [Frame(1, 0, 1, Heartbeat(1))]

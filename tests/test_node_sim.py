@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from controller.ports import NodeEventKind, NodeLink, NodeTelemetry, NodeUpdate, PilotState
-from drivers.esp32.messages import (
+from drivers.esp32.serial_hub import HubTiming, NodeConfig, SerialNodeHub
+from simulators.esp32_node import SimNode, SimulatedBus, specs
+from simulators.esp32_node.control import SOCKET_NAME, arequest, serve
+from simulators.esp32_node.wire import (
     FLAG_MORE,
     Ack,
     AckStatus,
@@ -23,9 +26,6 @@ from drivers.esp32.messages import (
     SetOutput,
     Telemetry,
 )
-from drivers.esp32.serial_hub import HubTiming, NodeConfig, SerialNodeHub
-from simulators.esp32_node import SimNode, SimulatedBus, specs
-from simulators.esp32_node.control import SOCKET_NAME, arequest, serve
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,8 @@ from cloud_sync.link import check_payload
 from cloud_sync.upstream import OcppUpstream
 from controller.core.station import Station
 from simulators.csms import CsmsSim
-from tests.support.ocpp_station import FakeHub, open_station
+from tests.support.fake_nodes import FakeHub
+from tests.support.ocpp_station import open_station
 
 CP = "CP1"
 

@@ -40,7 +40,7 @@ from drivers.esp32.messages import (
 )
 
 DELIMITER = 0x00
-MAX_FRAME_BODY = 250  # bytes before COBS; the largest message is far below
+MAX_FRAME_BODY = 250  # bytes before COBS, CRC included; the largest message is far below
 _HEADER = struct.Struct(">BBBBHB")
 _CRC = struct.Struct(">H")
 _MIN_BODY = _HEADER.size + _CRC.size
@@ -276,6 +276,7 @@ def _decode_body(kind: MsgType, body: bytes) -> Message:
             return Configure(cmd_id, safe / 10, timeout / 1000, period / 1000)
         case MsgType.HELLO:
             version, caps, fw_len = _HELLO.unpack_from(body)
+            _bounded(fw_len, _MAX_FIRMWARE, "HELLO: firmware")
             fw = body[_HELLO.size : _HELLO.size + fw_len]
             if len(fw) != fw_len:
                 raise CodecError("payload", "HELLO: firmware string truncated")
@@ -289,6 +290,7 @@ def _decode_body(kind: MsgType, body: bytes) -> Message:
             return _decode_telemetry(body)
         case MsgType.EVENT:
             code, detail_len = _EVENT.unpack_from(body)
+            _bounded(detail_len, _MAX_DETAIL, "EVENT: detail")
             detail = body[_EVENT.size : _EVENT.size + detail_len]
             if len(detail) != detail_len:
                 raise CodecError("payload", "EVENT: detail truncated")
@@ -300,10 +302,17 @@ def _decode_hello_continuity(tail: bytes) -> tuple[int | None, str | None]:
     if not tail:
         return None, None  # a node without the continuity capability
     boot_id, serial_len = _HELLO_CONTINUITY.unpack_from(tail)
+    _bounded(serial_len, _MAX_SERIAL, "HELLO: serial")
     serial = tail[_HELLO_CONTINUITY.size : _HELLO_CONTINUITY.size + serial_len]
     if len(serial) != serial_len:
         raise CodecError("payload", "HELLO: serial truncated")
     return boot_id, serial.decode() or None
+
+
+def _bounded(length: int, limit: int, what: str) -> None:
+    # PROTOCOL.md bounds these strings; a longer one is not a frame of this protocol.
+    if length > limit:
+        raise CodecError("payload", f"{what} longer than {limit} bytes")
 
 
 def _bool(raw: int) -> bool:
@@ -362,6 +371,8 @@ def decode(data: bytes) -> Frame:
 def _decode_body_bytes(body: bytes) -> Frame:
     if len(body) < _MIN_BODY:
         raise CodecError("short", "frame too short")
+    if len(body) > MAX_FRAME_BODY:
+        raise CodecError("oversize", "frame longer than 250 bytes")
     (crc,) = _CRC.unpack_from(body, len(body) - _CRC.size)
     if crc16(body[: -_CRC.size]) != crc:
         raise CodecError("crc", "CRC mismatch")

@@ -1,12 +1,14 @@
-"""MQTT adapter for ESP32 bay nodes (aiomqtt): implements ``NodeHub`` and ``BayNode``.
+"""MQTT edge of the ESP32 node engine (aiomqtt): implements ``NodeHub`` and ``BayNode``.
 
-Owns the controller's one broker connection and the nodes of one station.
-The messages are those of the serial protocol (``codec.py``), one encoded
-frame per MQTT message, QoS 1 both ways (see ``mqtt_config.py`` for topics).
-Unlike the serial bus, nodes speak when they like (hello on connect,
-events at once, telemetry every period), so commands to different nodes are
-in flight together; commands to one node go one at a time, are acknowledged
-within ``ack_timeout_s`` and retried with the same ``cmd_id``.
+Owns the controller's one broker connection for the nodes of one station and
+what only MQTT needs. The messages are those of the serial protocol, one
+encoded frame per MQTT message, QoS 1 both ways; the topic, not the frame's
+address, names the node (``mqtt_config.py`` has the topics). Unlike the
+serial bus, nodes speak when they like (hello on connect, events at once,
+telemetry every period), so commands to different nodes are in flight
+together, one at a time per node; the host heartbeats a node it has sent
+nothing for a while. Commands, acks, retries, configuring, liveness and
+reconnecting are the engine's (``engine.py``).
 
 Liveness: a node is online from its first good frame; it goes offline on a
 retained ``offline`` status (its last will, or a clean goodbye) or after
@@ -14,8 +16,10 @@ retained ``offline`` status (its last will, or a clean goodbye) or after
 
 The connection is persistent (``clean_session=False``, fixed client id), so
 the broker queues what nodes publish while the controller is away; QoS 1
-duplicates are dropped by sequence number. aiomqtt errors are mapped to the
-``DriverError`` family here; ``CancelledError`` passes through untouched.
+duplicates are dropped by sequence number, and right after a reconnect
+frames a little older than the last one are the broker's redeliveries.
+aiomqtt errors are mapped to the ``DriverError`` family here;
+``CancelledError`` passes through untouched.
 """
 
 from __future__ import annotations
@@ -23,37 +27,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiomqtt
 import structlog
 
-from controller.ports import (
-    ConnectionLost,
-    DriverTimeout,
-    NodeLink,
-    NodeSink,
-    NodeUpdate,
-    PermanentError,
-)
-from drivers.esp32.codec import CodecError, decode, encode, encode_message
+from controller.ports import ConnectionLost, NodeSink, PermanentError
+from drivers.esp32.codec import CodecError, decode, encode
+from drivers.esp32.engine import LinkTiming, NodeEngine, NodeLine
 from drivers.esp32.guard import SEQ_WINDOW
-from drivers.esp32.link import CommandRejected, LinkBayNode, NodeConfig, NodeState, node_configs
-from drivers.esp32.messages import (
-    HOST_ADDRESS,
-    Ack,
-    AckStatus,
-    Command,
-    Configure,
-    Frame,
-    Heartbeat,
-    Hello,
-    Message,
-)
+from drivers.esp32.link import LinkBayNode, NodeConfig, node_configs
+from drivers.esp32.messages import Frame, Heartbeat
 from drivers.esp32.mqtt_config import (
     STATUS_OFFLINE,
     STATUS_ONLINE,
@@ -71,25 +57,14 @@ __all__ = ["MqttBayNode", "MqttNodeHub", "build_mqtt"]
 
 REDELIVERY_GRACE_S = 5.0
 
-
-@dataclass(slots=True)
-class _Node:
-    """Per-node state of the MQTT hub, around the transport-neutral :class:`NodeState`."""
-
-    st: NodeState
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    pending: dict[int, asyncio.Future[Ack]] = field(default_factory=dict)
-    last_tx_at: float = float("-inf")
-    configuring: bool = False
-    status: bytes = b""
-
-
 # One node behind the broker, as the controller sees it.
-MqttBayNode = LinkBayNode["_Node"]
+MqttBayNode = LinkBayNode[NodeLine]
 
 
 class MqttNodeHub:
     """All the nodes of one station behind one broker (``controller.ports.NodeHub``)."""
+
+    lost_reason = "broker connection lost"
 
     def __init__(
         self,
@@ -103,20 +78,6 @@ class MqttNodeHub:
         self.topics = Topics(cfg.topic_prefix, station_id)
         self.client_id = cfg.client_id or f"{cfg.topic_prefix}-{station_id}-controller"
         self._clock = clock
-        self._nodes = {n.node_id: _Node(NodeState(n)) for n in nodes}
-        if len(self._nodes) != len(nodes):
-            raise PermanentError("node ids must be unique")
-        self._bay_nodes = {nid: LinkBayNode(self, n, n.st) for nid, n in self._nodes.items()}
-        self._client: aiomqtt.Client | None = None
-        self._connected = asyncio.Event()
-        self._sink: NodeSink | None = None
-        self._tg: asyncio.TaskGroup | None = None
-        self._seq = 0
-        self._cmd_id = random.randrange(0x10000)  # a restarted host must not repeat the last id
-        self._started_at = clock()
-        self._reconnected_at: float | None = None
-        self._link_up: bool | None = None
-        self._unknown_logged: set[str] = set()
         self.broker_stats: dict[str, int] = {
             "connects": 0,
             "connect_failures": 0,
@@ -124,50 +85,86 @@ class MqttNodeHub:
             "foreign_topic": 0,
             "not_for_host": 0,
         }
-        self.last_backoff_s = 0.0
+        timing = LinkTiming(
+            cfg.ack_timeout_s,
+            cfg.retries,
+            cfg.offline_after_s,
+            cfg.backoff_initial_s,
+            cfg.backoff_max_s,
+            watchdog_s=0.25,  # dozens of nodes with seconds of timeout: 4 looks a second suffice
+        )
+        self._engine = NodeEngine(
+            nodes,
+            self,
+            timing,
+            one_exchange_at_a_time=False,
+            counters=self.broker_stats,
+            prefix="mqtt",
+            where={"host": cfg.host, "port": cfg.port},
+            clock=clock,
+        )
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._reconnected_at: float | None = None
+        self._unknown_logged: set[str] = set()
 
     # ------------------------------------------------------------------ public
 
     def node(self, node_id: str) -> MqttBayNode:
-        try:
-            return self._bay_nodes[node_id]
-        except KeyError:
-            raise PermanentError(f"no node {node_id!r} on this MQTT hub") from None
+        return self._engine.node(node_id)
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def last_backoff_s(self) -> float:
+        return self._engine.backoff.last_s
+
     async def wait_connected(self) -> None:
         await self._connected.wait()
 
     async def run(self, sink: NodeSink) -> None:
-        self._sink = sink
-        self._started_at = self._clock()
+        await self._engine.run(sink, self._heartbeats)
+
+    # ------------------------------------------------------------------ the engine's edge
+
+    async def session(self, opened: Callable[[], None]) -> None:
+        connected = False
         try:
-            async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                tg.create_task(self._watchdog(), name="mqtt-watchdog")
-                tg.create_task(self._heartbeats(), name="mqtt-heartbeats")
-                tg.create_task(self._connection_loop(), name="mqtt-link")
+            async with self._new_client() as client:
+                connected = True
+                self.broker_stats["connects"] += 1
+                await client.subscribe(self.topics.all_status(), qos=1)
+                await client.subscribe(self.topics.all_up(), qos=1)
+                self._client = client
+                if self.broker_stats["connects"] > 1:
+                    self._reconnected_at = self._clock()
+                self._connected.set()
+                opened()
+                async for message in client.messages:
+                    self._on_message(str(message.topic), message.payload)
+        except aiomqtt.MqttError as exc:
+            if not connected:
+                self.broker_stats["connect_failures"] += 1
+            raise ConnectionLost(str(exc) or type(exc).__name__) from exc
         finally:
-            self._tg = None
+            self._client = None
+            self._connected.clear()
 
-    async def command(self, node: _Node, build: Callable[[int], Command]) -> None:
-        """Send one command to a node and wait for its ack (retried); raise on failure."""
-        st = node.st
-        async with node.lock:
-            self._cmd_id = (self._cmd_id + 1) & 0xFFFF
-            cmd = build(self._cmd_id)
-            try:
-                encode_message(cmd)
-            except CodecError as exc:
-                raise PermanentError(f"{st.cfg.node_id}: {exc}") from exc
-            ack = await self._exchange(node, cmd)
-        if ack.status is not AckStatus.OK:
-            raise CommandRejected(st.cfg.node_id, type(cmd).__name__, ack.status)
+    async def transmit(self, line: NodeLine, frame: Frame) -> None:
+        client = self._client
+        if client is None:
+            raise ConnectionLost("not connected to the MQTT broker")
+        try:
+            # No timeout of its own: the caller bounds the wait (a lost PUBACK is a retry).
+            await client.publish(
+                self.topics.down(line.st.cfg.node_id), encode(frame), qos=1, timeout=math.inf
+            )
+        except aiomqtt.MqttError as exc:
+            raise ConnectionLost(f"publish failed: {exc}") from exc
 
-    # ------------------------------------------------------------------ link
+    # ------------------------------------------------------------------ the broker
 
     def _new_client(self) -> aiomqtt.Client:
         c = self.cfg
@@ -191,127 +188,14 @@ class MqttNodeHub:
             tls_insecure=c.tls.insecure if c.tls is not None else None,
         )
 
-    async def _connection_loop(self) -> None:
-        backoff = self.cfg.backoff_initial_s
-        while True:
-            connected = False
-            try:
-                client = self._new_client()
-                async with client:
-                    connected = True
-                    self.broker_stats["connects"] += 1
-                    if self.broker_stats["connects"] > 1:
-                        for n in self._nodes.values():
-                            n.st.stats.reconnects += 1
-                    await client.subscribe(self.topics.all_status(), qos=1)
-                    await client.subscribe(self.topics.all_up(), qos=1)
-                    self._client = client
-                    if self.broker_stats["connects"] > 1:
-                        self._reconnected_at = self._clock()
-                    self._connected.set()
-                    self._set_link(True, "connected")
-                    backoff = self.cfg.backoff_initial_s
-                    async for message in client.messages:
-                        self._on_message(str(message.topic), message.payload)
-            except aiomqtt.MqttError as exc:
-                if not connected:
-                    self.broker_stats["connect_failures"] += 1
-                self._set_link(False, str(exc) or type(exc).__name__)
-            finally:
-                self._client = None
-                self._connected.clear()
-                for n in self._nodes.values():
-                    _fail_pending(n, ConnectionLost("broker connection lost"))
-            self.last_backoff_s = backoff
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.0))
-            backoff = min(backoff * 2, self.cfg.backoff_max_s)
-
-    def _set_link(self, up: bool, reason: str) -> None:
-        if self._link_up is up:
-            return  # log a loss once and a recovery once
-        if up:
-            log.info("mqtt.connected", host=self.cfg.host, port=self.cfg.port)
-        else:
-            log.warning("mqtt.disconnected", host=self.cfg.host, port=self.cfg.port, reason=reason)
-        self._link_up = up
-
-    async def _publish(self, node: _Node, msg: Message) -> None:
-        client = self._client
-        if client is None:
-            raise ConnectionLost("not connected to the MQTT broker")
-        self._seq = (self._seq + 1) & 0xFFFF
-        frame = Frame(src=HOST_ADDRESS, dst=node.st.cfg.address, seq=self._seq, msg=msg)
-        try:
-            # No timeout of its own: the caller bounds the wait (a lost PUBACK is a retry).
-            await client.publish(
-                self.topics.down(node.st.cfg.node_id), encode(frame), qos=1, timeout=math.inf
-            )
-        except aiomqtt.MqttError as exc:
-            raise ConnectionLost(f"publish failed: {exc}") from exc
-        node.st.stats.frames_tx += 1
-        node.last_tx_at = self._clock()
-
-    async def _exchange(self, node: _Node, cmd: Command) -> Ack:
-        st = node.st
-        if self._client is None:
-            raise ConnectionLost("not connected to the MQTT broker")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Ack] = loop.create_future()
-        node.pending[cmd.cmd_id] = future
-        attempts = 1 + self.cfg.retries
-        try:
-            for attempt in range(attempts):
-                if attempt:
-                    st.stats.retries += 1
-                try:
-                    async with asyncio.timeout(self.cfg.ack_timeout_s):
-                        await self._publish(node, cmd)
-                        # shield: a timeout must not cancel the future a retry still waits on
-                        return await asyncio.shield(future)
-                except TimeoutError:
-                    continue  # no PUBACK or no ack in time: same cmd_id again
-        finally:
-            node.pending.pop(cmd.cmd_id, None)
-        st.stats.timeouts += 1
-        log.warning("mqtt.command_timeout", node=st.cfg.node_id, cmd=type(cmd).__name__)
-        raise DriverTimeout(
-            f"{st.cfg.node_id}: no ack to {type(cmd).__name__} after {attempts} attempt(s)"
-        )
-
-    async def _configure(self, node: _Node) -> None:
-        cfg = node.st.cfg
-        try:
-            await self.command(
-                node,
-                lambda cmd_id: Configure(
-                    cmd_id, cfg.safe_current_a, cfg.host_timeout_s, cfg.telemetry_period_s
-                ),
-            )
-        except (DriverTimeout, ConnectionLost):
-            return  # still needs_config: the next frame from the node tries again
-        except CommandRejected as exc:
-            log.error("mqtt.configure_rejected", node=cfg.node_id, status=exc.status.name)
-        finally:
-            node.configuring = False
-        node.st.needs_config = False
-        log.info("mqtt.configured", node=cfg.node_id, safe_current_a=cfg.safe_current_a)
-
-    def _kick_configure(self, node: _Node) -> None:
-        if node.configuring or not node.st.needs_config or self._tg is None:
-            return
-        node.configuring = True
-        self._tg.create_task(self._configure(node), name=f"mqtt-configure:{node.st.cfg.node_id}")
-
-    # ------------------------------------------------------------------ receive path
-
     def _on_message(self, topic: str, payload: object) -> None:
         parsed = self.topics.parse(topic)
         if parsed is None:
             self.broker_stats["foreign_topic"] += 1
             return
         node_id, leaf = parsed
-        node = self._nodes.get(node_id)
-        if node is None:
+        line = self._engine.lines.get(node_id)
+        if line is None:
             self.broker_stats["unknown_node"] += 1
             if node_id not in self._unknown_logged:
                 self._unknown_logged.add(node_id)
@@ -319,90 +203,34 @@ class MqttNodeHub:
             return
         data = payload if isinstance(payload, bytes) else b""
         if leaf == "status":
-            self._on_status(node, data)
+            self._on_status(line, data)
         elif leaf == "up":
-            self._on_up(node, data)
+            self._on_up(line, data)
 
-    def _on_status(self, node: _Node, status: bytes) -> None:
-        node.status = status
-        if status == STATUS_OFFLINE and node.st.online is not False:
-            self._go_offline(node, "last will / status offline")
-        elif status != STATUS_ONLINE:
-            node.st.stats.extra["bad_status"] = node.st.stats.extra.get("bad_status", 0) + 1
+    def _on_status(self, line: NodeLine, status: bytes) -> None:
+        st = line.st
+        if status == STATUS_OFFLINE and st.online is not False:
+            self._engine.go_offline(line, "last will / status offline")
+        elif status not in (STATUS_ONLINE, STATUS_OFFLINE):
+            st.stats.extra["bad_status"] = st.stats.extra.get("bad_status", 0) + 1
 
-    def _on_up(self, node: _Node, data: bytes) -> None:
-        st = node.st
+    def _on_up(self, line: NodeLine, data: bytes) -> None:
         try:
             frame = decode(data)
         except CodecError as exc:
-            st.stats.bad_frames += 1
-            log.debug("mqtt.bad_frame", node=st.cfg.node_id, reason=exc.reason)
+            line.st.stats.bad_frames += 1
+            log.debug("mqtt.bad_frame", node=line.st.cfg.node_id, reason=exc.reason)
             return
-        if frame.dst != HOST_ADDRESS:
-            self.broker_stats["not_for_host"] += 1
+        if not self._engine.for_host(frame):
             return
-        now = self._clock()
-        msg = frame.msg
-        if isinstance(msg, Ack):
-            fut = node.pending.get(msg.cmd_id)
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
-        # The transport-neutral bookkeeping, shared with serial: repeats, lines, identity.
         # Right after a reconnect the broker redelivers what was in flight to us: frames a
         # little older than the last one are repeats then, not a second sender.
+        now = self._clock()
         redelivery = self._reconnected_at is not None and now - self._reconnected_at < (
             REDELIVERY_GRACE_S
         )
-        updates = st.accept(frame.seq, msg, now, redelivery_window=SEQ_WINDOW if redelivery else 0)
-        if st.online is not True:
-            st.online = True
-            st.needs_config = True
-            log.info("mqtt.node_online", node=st.cfg.node_id)
-            self._emit(NodeLink(st.cfg.node_id, now, online=True, reason="frame received"))
-        if isinstance(msg, Hello):
-            log.info(
-                "mqtt.hello",
-                node=st.cfg.node_id,
-                firmware=msg.firmware,
-                protocol=msg.protocol_version,
-                serial=msg.serial,
-                boot_id=msg.boot_id,
-            )
-        for update in updates:
-            self._emit(update)
-        self._kick_configure(node)
-
-    def _emit(self, update: NodeUpdate) -> None:
-        if self._sink is None:
-            return
-        try:
-            self._sink(update)
-        except Exception:
-            # A consumer bug must not take the link down with it.
-            log.exception("mqtt.sink_failed", update=type(update).__name__)
-
-    def _go_offline(self, node: _Node, reason: str) -> None:
-        st = node.st
-        st.online = False
-        st.needs_config = True
-        st.went_offline()
-        log.warning("mqtt.node_offline", node=st.cfg.node_id, reason=reason)
-        self._emit(NodeLink(st.cfg.node_id, self._clock(), online=False, reason=reason))
-
-    # ------------------------------------------------------------------ timers
-
-    async def _watchdog(self) -> None:
-        period = min(0.25, self.cfg.offline_after_s / 10)
-        while True:
-            await asyncio.sleep(period)
-            now = self._clock()
-            for node in self._nodes.values():
-                st = node.st
-                last = st.stats.last_rx_at if st.stats.last_rx_at is not None else self._started_at
-                if st.online is not False and now - last > self.cfg.offline_after_s:
-                    self._go_offline(
-                        node, "heartbeat timeout" if self.connected else "broker connection lost"
-                    )
+        self._engine.deliver(line, frame, redelivery_window=SEQ_WINDOW if redelivery else 0)
+        self._engine.kick_configure(line)
 
     async def _heartbeats(self) -> None:
         """Keep each node's host-silence timer fed when no command went to it lately."""
@@ -412,20 +240,13 @@ class MqttNodeHub:
             if not self.connected:
                 continue
             now = self._clock()
-            uptime_ms = int((now - self._started_at) * 1000)
-            for node in self._nodes.values():
-                if now - node.last_tx_at < period or node.lock.locked():
+            uptime_ms = self._engine.uptime_ms()
+            for line in self._engine.lines.values():
+                if now - line.last_tx_at < period or self._engine.busy(line):
                     continue
                 with contextlib.suppress(ConnectionLost, TimeoutError):
                     async with asyncio.timeout(self.cfg.ack_timeout_s):
-                        await self._publish(node, Heartbeat(uptime_ms))
-
-
-def _fail_pending(node: _Node, exc: Exception) -> None:
-    for fut in node.pending.values():
-        if not fut.done():
-            fut.set_exception(exc)
-            fut.exception()  # retrieved here; the waiter re-raises it via result()
+                        await self._engine.send(line, Heartbeat(uptime_ms))
 
 
 def build_mqtt(

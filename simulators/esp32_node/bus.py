@@ -25,10 +25,9 @@ from types import TracebackType
 
 import structlog
 
-from drivers.esp32.codec import Decoder, encode
-from drivers.esp32.messages import BROADCAST_ADDRESS, Frame
 from simulators.esp32_node.model import Kind
 from simulators.esp32_node.node import FIRMWARE, SimNode
+from simulators.esp32_node.wire import BROADCAST, Frame, Splitter, encode
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +94,7 @@ class SimulatedBus:
         self.nodes: dict[str, SimNode] = {
             s.name: make_node(s, clock=clock, now=now, seed=seed) for s in nodes
         }
-        self._decoder = Decoder()
+        self._splitter = Splitter()
         self._master: int | None = None
         self._slave: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,7 +166,7 @@ class SimulatedBus:
         self._master = self._slave = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.port_path)
-        self._decoder.reset()
+        self._splitter.reset()
         log.info("sim.usb_unplugged", port=self.port_path)
 
     def replug_usb(self) -> None:
@@ -213,12 +212,12 @@ class SimulatedBus:
         except OSError:
             return  # no reader on the slave side right now; we hold the slave, so rare
         now = self.clock()
-        for frame in self._decoder.feed(data):
+        for frame in self._splitter.feed(data):
             self._deliver(frame, now)
         self._notify()
 
     def _deliver(self, frame: Frame, now: float) -> None:
-        if frame.dst == BROADCAST_ADDRESS:
+        if frame.dst == BROADCAST:
             targets = list(self.nodes.values())
         else:
             targets = [n for n in self.nodes.values() if n.address == frame.dst]
@@ -249,7 +248,7 @@ class SimulatedBus:
 
     @property
     def decoder_bad_frames(self) -> int:
-        return self._decoder.stats.bad_frames
+        return self._splitter.bad
 
 
 def _corrupt(data: bytes) -> bytes:

@@ -27,17 +27,37 @@ from types import TracebackType
 import aiomqtt
 import structlog
 
-from drivers.esp32.codec import CodecError, decode, encode
-from drivers.esp32.messages import HOST_ADDRESS, Frame, Heartbeat, Message
-from drivers.esp32.mqtt_config import STATUS_OFFLINE, STATUS_ONLINE, Topics
 from simulators.esp32_node.bus import SimNodeSpec, make_node
 from simulators.esp32_node.node import SimNode
+from simulators.esp32_node.wire import HOST, Frame, Heartbeat, Message, WireError, decode, encode
 
 log = structlog.get_logger(__name__)
 
 __all__ = ["MqttNodeLink", "MqttSimNodes"]
 
 HEARTBEAT_IDLE_S = 1.0
+STATUS_ONLINE = b"online"
+STATUS_OFFLINE = b"offline"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """A node's topics (PROTOCOL.md, MQTT): ``<prefix>/<station>/node/<name>/up|down|status``."""
+
+    prefix: str
+    station_id: str
+
+    def _node(self, name: str, leaf: str) -> str:
+        return f"{self.prefix}/{self.station_id}/node/{name}/{leaf}"
+
+    def up(self, name: str) -> str:
+        return self._node(name, "up")
+
+    def down(self, name: str) -> str:
+        return self._node(name, "down")
+
+    def status(self, name: str) -> str:
+        return self._node(name, "status")
 
 
 @dataclass(slots=True)
@@ -224,7 +244,7 @@ class MqttSimNodes:
                 continue
             try:
                 frame = decode(payload)
-            except CodecError:
+            except WireError:
                 link.bad_frames += 1
                 continue
             now = self.clock()
@@ -239,9 +259,7 @@ class MqttSimNodes:
         while True:
             for msg in self._due(link):
                 link.seq = (link.seq + 1) & 0xFFFF
-                link.pending.append(
-                    Frame(src=link.node.address, dst=HOST_ADDRESS, seq=link.seq, msg=msg)
-                )
+                link.pending.append(Frame(src=link.node.address, dst=HOST, seq=link.seq, msg=msg))
             while link.pending:
                 await self._send(link, client, up, link.pending[0])
                 link.pending.popleft()

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.ports import NodeEventKind
-from drivers.esp32.messages import (
+from simulators.esp32_node.model import IEC_MIN_A, BayPhysics, Ev, Kind
+from simulators.esp32_node.wire import (
     FLAG_MORE,
-    HOST_ADDRESS,
-    PROTOCOL_VERSION,
+    HOST,
+    VERSION,
     Ack,
     AckStatus,
     Command,
@@ -40,7 +41,6 @@ from drivers.esp32.messages import (
     SetOutput,
     Telemetry,
 )
-from simulators.esp32_node.model import IEC_MIN_A, BayPhysics, Ev, Kind
 
 FIRMWARE = "sim-esp32/1.0.0"
 _CAPS: dict[str, frozenset[str]] = {
@@ -293,7 +293,7 @@ class SimNode:
         self._tx_seq = (self._tx_seq + 1) & 0xFFFF
         self.counters.tx_frames += 1
         more = FLAG_MORE if (self.queue or self.hello_pending) else 0
-        return Frame(src=self.address, dst=HOST_ADDRESS, seq=self._tx_seq, msg=reply, flags=more)
+        return Frame(src=self.address, dst=HOST, seq=self._tx_seq, msg=reply, flags=more)
 
     def _note_host_uptime(self, uptime_ms: int) -> None:
         # A host whose uptime went back has restarted and knows nothing of us: say hello again
@@ -318,9 +318,9 @@ class SimNode:
         if self.hello_pending:
             self.hello_pending = False
             if not self.continuity:
-                return Hello(self.firmware, PROTOCOL_VERSION, _CAPS[self.kind])
+                return Hello(self.firmware, VERSION, _CAPS[self.kind])
             caps = _CAPS[self.kind] | {"continuity"}
-            return Hello(self.firmware, PROTOCOL_VERSION, caps, self.boot_id, self.serial)
+            return Hello(self.firmware, VERSION, caps, self.boot_id, self.serial)
         if self.queue:
             return self.queue.popleft()
         if now - self._last_telemetry_at >= self.telemetry_period_s:

@@ -38,7 +38,8 @@ from controller.ops.looplag import LoopLagMonitor, monitor_of
 from controller.ops.metrics import MetricsCollector, collector_for, read_samples
 from controller.ports import Freshness, MeterReading
 from tests.bench.report import median, metric, percentile, write_report
-from tests.test_api_rig import AutoHub, make_cfg
+from tests.support.fake_nodes import FakeHub, FakeNode
+from tests.test_api_rig import make_cfg
 
 pytestmark = pytest.mark.bench
 BAYS = 64
@@ -57,7 +58,7 @@ async def station_of_64(tmp: Path) -> AsyncIterator[Station]:
     ]
     cfg = make_cfg(tmp, bays=bays)
     journal = await Journal.open(tmp / "journal.sqlite3", synchronous="NORMAL")
-    hub = AutoHub([(b.node_id, b.kind, b.phases) for b in cfg.bays], period_s=1.0)
+    hub = FakeHub([FakeNode(b.node_id, b.kind, b.phases) for b in cfg.bays], period_s=1.0)
     tokens = frozenset(f"T{i}" for i in range(1, BAYS + 1))
     st = Station(cfg, journal, hubs={"bus1": hub}, authorizer=Authorizer([local_list_step(tokens)]))
     await st.restore()

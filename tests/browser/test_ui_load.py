@@ -85,11 +85,11 @@ async def test_kiosk_shows_limited_by_site(
     async with site_station(tmp_path, building_a=2.0) as (live, building):
         page = await _kiosk_session(browser, live)
         node = live.rig.hub.nodes["bay1"]
-        await live.rig.until(lambda: node.current_a == 16.0)  # 2 A of building: the full 16 A
+        await live.rig.until(lambda: node.setpoint_a == 16.0)  # 2 A of building: the full 16 A
         await expect(page.locator("#chip")).to_have_text("Charging")
         await expect(page.locator("#limited")).to_be_hidden()
         building.amps = 22.0  # a heat pump starts: 32 - 22 leaves 10 A for the charger
-        await live.rig.until(lambda: 0 < node.current_a <= 10.0)
+        await live.rig.until(lambda: 0 < node.setpoint_a <= 10.0)
         limited = page.locator("#limited")
         await expect(limited).to_be_visible()
         await expect(limited).to_contain_text("Limited by site")

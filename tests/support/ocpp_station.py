@@ -2,17 +2,16 @@
 
 ``python -m tests.support.ocpp_station --data DIR --url ws://127.0.0.1:9000/ocpp --cp-id CP1``
 runs a real :class:`Station` (journal in DIR) whose bays are fed by
-:class:`FakeHub`, an in-process stand-in for the node link that reports
-telemetry like a node would (energy counts up while the relay is on and the
-"vehicle" draws current). The crash test kills this process with SIGKILL.
+:class:`tests.support.fake_nodes.FakeHub`, self-driving: every bay has a
+vehicle plugged in that draws up to 10 A on three phases while the relay is on,
+and its node has no pilot to report (energy counts up from the currents). The
+crash test kills this process with SIGKILL.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.core.config import (
@@ -24,80 +23,7 @@ from controller.core.config import (
 )
 from controller.core.journal import Journal
 from controller.core.station import Station
-from controller.ports import LinkStats, NodeLink, NodeSink, NodeTelemetry
-
-
-@dataclass(slots=True)
-class FakeNode:
-    """One simulated node: obeys set_output, draws ``ev_current_a`` while the relay is on."""
-
-    node_id: str
-    relay_on: bool = False
-    setpoint_a: float = 0.0
-    locked: bool | None = None
-    ev_current_a: float = 10.0
-    energy_wh: float = 1000.0
-    soc_pct: float | None = None
-    outputs: list[tuple[bool, float]] = field(default_factory=list)
-    _stats: LinkStats = field(default_factory=LinkStats)
-    _at: float = field(default_factory=time.monotonic)
-
-    async def set_output(self, *, relay_on: bool, current_a: float, lease_s: float) -> None:
-        self.relay_on, self.setpoint_a = relay_on, current_a
-        self.outputs.append((relay_on, current_a))
-
-    async def set_lock(self, *, locked: bool) -> None:
-        self.locked = locked
-
-    def stats(self) -> LinkStats:
-        return self._stats
-
-    def current_a(self) -> float:
-        return min(self.ev_current_a, self.setpoint_a) if self.relay_on else 0.0
-
-    def telemetry(self) -> NodeTelemetry:
-        now = time.monotonic()
-        amps = self.current_a()
-        self.energy_wh += amps * 230 * 3 * (now - self._at) / 3600
-        self._at = now
-        return NodeTelemetry(
-            node_id=self.node_id,
-            at=now,
-            current_a=(amps, amps, amps),
-            voltage_v=(230.0, 230.0, 230.0),
-            energy_wh=int(self.energy_wh),
-            relay_on=self.relay_on,
-            setpoint_a=self.setpoint_a,
-            lease_remaining_s=5.0,
-            locked=self.locked,
-            soc_pct=self.soc_pct,
-        )
-
-
-class FakeHub:
-    """A NodeHub whose nodes report telemetry every ``period_s`` and on :meth:`push`."""
-
-    def __init__(self, node_ids: list[str], period_s: float = 0.2) -> None:
-        self.nodes = {n: FakeNode(n) for n in node_ids}
-        self.period_s = period_s
-        self._sink: NodeSink | None = None
-
-    def node(self, node_id: str) -> FakeNode:
-        return self.nodes[node_id]
-
-    def push(self, node_id: str | None = None) -> None:
-        if self._sink is None:
-            return
-        for n in [self.nodes[node_id]] if node_id else list(self.nodes.values()):
-            self._sink(n.telemetry())
-
-    async def run(self, sink: NodeSink) -> None:
-        self._sink = sink
-        for n in self.nodes:
-            sink(NodeLink(n, time.monotonic(), True))
-        while True:
-            self.push()
-            await asyncio.sleep(self.period_s)
+from tests.support.fake_nodes import FakeHub, FakeNode
 
 
 def station_config(data: Path, bays: int = 3) -> StationConfig:
@@ -115,7 +41,10 @@ def station_config(data: Path, bays: int = 3) -> StationConfig:
 async def open_station(data: Path, bays: int = 3, period_s: float = 0.2) -> tuple[Station, FakeHub]:
     cfg = station_config(data, bays)
     journal = await Journal.open(data / "journal.sqlite3")
-    hub = FakeHub([b.node_id for b in cfg.bays], period_s)
+    hub = FakeHub(
+        [FakeNode(b.node_id, plugged=True, ev_max_a=10.0, pilot=False) for b in cfg.bays],
+        period_s=period_s,
+    )
     station = Station(cfg, journal, hubs={"sim": hub})
     await station.restore()
     return station, hub
