@@ -1,9 +1,12 @@
 """``edge-station simulate``: the whole station on simulated hardware, through the real adapters.
 
-Nodes run on pseudo-terminals behind the real serial driver; the grid meter is
-a Modbus TCP server behind the real Modbus driver; a development CSMS sits
-behind the real OCPP client. Simulated drivers park EVs at the EVSE bays and
-use the lockers like people do, so a newcomer sees the whole flow.
+Nodes run on pseudo-terminals behind the real serial driver (or through a
+private mosquitto behind the real MQTT driver); the grid meter (and a PV meter)
+are Modbus TCP servers behind the real Modbus driver; a development CSMS sits
+behind the real OCPP client (or the one ``--csms-url`` names); the emergency
+stop is a mock GPIO pin read by the real GPIO driver. Simulated drivers park
+EVs at the EVSE bays and use the lockers like people do, so a newcomer sees
+the whole flow. ``edge-station sim`` talks to it through ``DATA/sim/control.sock``.
 """
 
 from __future__ import annotations
@@ -11,56 +14,58 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from controller.assemble import run_station
-from controller.core.config import StationConfig, parse_config
+from controller.core.config import ConfigError, StationConfig, load_config, parse_config
 from controller.core.events import BayChanged
 from controller.core.station import Station
 from controller.ops.logs import setup_logging
+from simulators.broker import BrokerError
 from simulators.esp32_node import control
-from simulators.esp32_node.bus import SimNodeSpec, SimulatedBus
+from simulators.esp32_node.bus import SimulatedBus
+from simulators.esp32_node.control import NodeGroup
+from simulators.hardware import Wiring, estop_from, one_group, start_nodes
+from simulators.nodes_main import kinds_for
+from simulators.sim_control import EstopPin, SimControl
+from simulators.site import SimSite, default_site_section
 
 log = structlog.get_logger(__name__)
 
-# A demo extension hooks in here: (config dict, exit stack, simulated bus) -> awaitable.
+# A demo extension hooks in here: (config dict, exit stack, simulated nodes) -> awaitable.
 DemoPart = Callable[[dict[str, Any], contextlib.AsyncExitStack, SimulatedBus], Awaitable[None]]
 PARTS: list[DemoPart] = []
 
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("simulate", help="run the station on simulated hardware")
-    p.add_argument("--bays", type=int, default=4, help="number of bays (1..32)")
-    p.add_argument("--http-port", type=int, default=8080)
-    p.add_argument("--http-host", default="127.0.0.1")
-    p.add_argument("--data-dir", type=Path, default=None, help="default: data/sim-<http port>")
-    p.add_argument("--kind", choices=["mixed", "evse", "locker"], default="mixed")
-    p.add_argument("--no-demo-drivers", action="store_true", help="leave the bays empty")
-    p.set_defaults(func=cmd_simulate)
+__all__ = ["PARTS", "kinds_for", "run_simulation"]
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    if not 1 <= args.bays <= 32:
-        print("--bays must be 1..32")
-        return 2
+def run_simulation(args: argparse.Namespace) -> int:
+    """Run ``simulate`` with checked arguments (``simulate_cli.cmd_simulate``)."""
     setup_logging(args.log_level)
-    args.data_dir = (args.data_dir or Path("data") / f"sim-{args.http_port}").resolve()
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    (args.data_dir / "camera").mkdir(exist_ok=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(simulate(args))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(simulate(args))
+    except (ConfigError, BrokerError, SimSetupError) as err:
+        print(_sentence(err))
+        return 2
     return 0
 
 
-def kinds_for(n: int, kind: str) -> list[str]:
-    if kind != "mixed":
-        return [kind] * n
-    # Half EV chargers, half e-bike lockers (at least one EVSE).
-    return ["evse" if i < max(1, (n + 1) // 2) else "locker" for i in range(n)]
+class SimSetupError(Exception):
+    """The simulation cannot start as asked; the message is a sentence."""
+
+
+def _sentence(err: Exception) -> str:
+    if isinstance(err, ConfigError):
+        return f"{err.source}: invalid configuration:\n" + "\n".join(
+            f"  - {p}" for p in err.problems
+        )
+    return str(err)
 
 
 def sim_config(
@@ -95,109 +100,138 @@ def sim_config(
 
 def wiring(raw: dict[str, Any]) -> dict[str, int]:
     """Which phase each single-phase bay loads (the simulator's L1 is the wired phase)."""
-    out: dict[str, int] = {}
-    for b in raw["bays"]:
-        phase = b.get("phase") or "L1"
-        out[b["id"]] = int(phase[1]) - 1
-    return out
+    return Wiring.of(raw).shift
 
 
-async def grid_meter_part(
-    raw: dict[str, Any], stack: contextlib.AsyncExitStack, bus: SimulatedBus
-) -> None:
-    """A building with a daily load curve and appliance spikes behind a 40 A main breaker."""
-    from simulators.meter.profile import BuildingProfile
-    from simulators.meter.server import MeterSimulator
+def base_config(args: argparse.Namespace, journal_dir: Path) -> dict[str, Any]:
+    """The station's config before the hardware is simulated: built in, or a real file."""
+    if args.config is None:
+        host = args.http_host or "127.0.0.1"
+        raw = sim_config(journal_dir, "", kinds_for(args.bays, args.kind), host, args.http_port)
+        raw["site"] = default_site_section()
+        return raw
+    load_config(args.config)  # every problem of the file, named, before anything starts
+    raw = tomllib.loads(args.config.read_text(encoding="utf-8"))
+    tokens = raw.get("tokens") or {}
+    for key in ("hmac_key_files", "ed25519_public_key_files"):
+        if key in tokens:
+            tokens[key] = [str((args.config.parent / f).resolve()) for f in tokens[key]]
+    raw.setdefault("station", {})["data_dir"] = str(journal_dir)
+    http = raw.setdefault("http", {})
+    if args.http_port is not None:
+        http["port"] = args.http_port
+    if args.http_host is not None:
+        http["host"] = args.http_host
+    raw.pop("camera", None)  # the simulated camera takes its place (a folder, `sim camera`)
+    return raw
 
-    shift = wiring(raw)
 
-    def charging_amps() -> tuple[float, float, float]:
-        total = [0.0, 0.0, 0.0]
-        for name, node in bus.nodes.items():
-            c = node.physics.currents()
-            k = shift.get(name, 0)
-            for i in range(3):
-                total[(i + k) % 3] += c[i]
-        return (total[0], total[1], total[2])
-
-    sim = await stack.enter_async_context(
-        MeterSimulator(
-            "sdm630",
-            port=0,
-            role="grid",
-            speed=20.0,  # a day in 72 minutes: the evening peak shows load management at work
-            start_time_of_day_s=16.5 * 3600,
-            profile=BuildingProfile(),
-            extra_load=charging_amps,
-        )
-    )
-    raw["meters"] = [
-        {
-            "name": "grid",
-            "map": "sdm630",
-            "role": "grid",
-            "poll_interval_s": 0.25,
-            "bus": {"transport": "tcp", "host": "127.0.0.1", "port": sim.port},
-        }
-    ]
-    raw["site"] = {
-        "main_limit_a": 40.0,
-        "main_guaranteed_headroom_a": 10.0,
-        "main_reserve_a": 2.0,
-        "eco_current_a": 8.0,
-        "min_on_time_s": 30,
-        "min_off_time_s": 30,
-    }
-    log.info("simulate.grid_meter", port=sim.port, limit_a=40.0)
+def apply_auth(raw: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.auth is None and args.config is not None:
+        return  # the file's own [auth]
+    auth = raw.setdefault("auth", {})
+    if args.auth == "tokens":
+        auth["free_vend"] = False
+        auth["local_tokens"] = [t.strip() for t in str(args.tokens).split(",") if t.strip()]
+    else:
+        auth["free_vend"] = True
 
 
 async def csms_part(
-    raw: dict[str, Any], stack: contextlib.AsyncExitStack, bus: SimulatedBus
-) -> None:
-    """A development central system on a free port, reached through the real OCPP client."""
-    from simulators.csms.server import CsmsSim
+    raw: dict[str, Any], stack: contextlib.AsyncExitStack, args: argparse.Namespace
+) -> str | None:
+    """The central system: the built-in development CSMS on a free port, another, or none."""
+    if args.no_csms:
+        raw.pop("ocpp", None)
+        return None
+    station_id = str(raw.get("station", {}).get("id", "edge-station-1"))
+    ocpp = dict(raw.get("ocpp") or {})
+    ocpp.setdefault("charge_point_id", station_id)
+    if args.csms_url is not None:
+        ocpp["url"] = str(args.csms_url)
+    else:
+        from simulators.csms.server import CsmsSim
 
-    csms = await stack.enter_async_context(CsmsSim("127.0.0.1", 0, heartbeat_interval=60))
-    raw["ocpp"] = {"url": csms.url, "charge_point_id": raw["station"]["id"]}
-    log.info("simulate.csms", url=csms.url)
-
-
-PARTS.append(grid_meter_part)
-PARTS.append(csms_part)
+        csms = await stack.enter_async_context(CsmsSim("127.0.0.1", 0, heartbeat_interval=60))
+        # A real site's credentials and TLS do not apply to the development CSMS.
+        for key in ("security_profile", "password", "ca_bundle"):
+            ocpp.pop(key, None)
+        ocpp["url"] = csms.url
+    raw["ocpp"] = ocpp
+    log.info("simulate.csms", url=ocpp["url"], builtin=args.csms_url is None)
+    return str(ocpp["url"])
 
 
 async def simulate(args: argparse.Namespace) -> int:
     data: Path = args.data_dir
-    kinds = kinds_for(args.bays, args.kind)
-    specs = [
-        SimNodeSpec(f"bay{i}", i, "evse" if k == "evse" else "locker", 32.0, 2.0)
-        for i, k in enumerate(kinds, start=1)
-    ]
+    journal_dir = data / "journal" if args.small_disk else data
+    raw = base_config(args, journal_dir)
+    if args.small_disk and "journal" not in raw:
+        # Thresholds scaled to the small disk, so it runs normally until it is filled.
+        raw["journal"] = {
+            "low_space_mb": max(1, args.small_disk // 4),
+            "samples_min_free_mb": 1,
+            "emergency_reserve_mb": 1,
+        }
     async with contextlib.AsyncExitStack() as stack:
-        bus = await stack.enter_async_context(SimulatedBus(data / "sim", specs))
-        raw = sim_config(data, bus.port_path, kinds, args.http_host, args.http_port)
+        groups = await start_nodes(stack, raw, data / "sim", args.transport)
+        if not groups:
+            raise SimSetupError("The config names no serial or MQTT bus with bays to simulate.")
+        nodes: NodeGroup = one_group(groups)
+        wired = Wiring.of(raw)
+        start_hour = (
+            args.start_hour if args.start_hour is not None else (10.0 if args.pv_kw else 16.5)
+        )
+        site = SimSite(
+            lambda: wired.amps(nodes.nodes),
+            pv_kw=args.pv_kw,
+            speed=args.speed,
+            start_hour=start_hour,
+        )
+        if args.config is None or raw.get("meters"):
+            await site.start(stack, raw, lambda bay: wired.amps(nodes.nodes, only=bay))
+        url = await csms_part(raw, stack, args)
+        apply_auth(raw, args)
+        pin = estop_from(raw, default=args.config is None)
         for part in PARTS:
-            await part(raw, stack, bus)
+            await part(raw, stack, cast(SimulatedBus, nodes))
         cfg = parse_config(raw, "simulate")
-        drivers = None if args.no_demo_drivers else DemoDrivers(bus, cfg)
+        from controller.cli.main import check
+
+        found = check(cfg)
+        if found:
+            raise ConfigError(str(args.config or "simulate"), found)
+        ctl = SimControl(
+            nodes,
+            journal_dir,
+            site=site if site.meters else None,
+            estop=None if pin is None else EstopPin(pin[0], pin[1]),
+            info={"station": cfg.station.id, "csms": url, "data_dir": str(data)},
+        )
+        drivers = None if args.no_demo_drivers else DemoDrivers(nodes, cfg)
         services: list[tuple[str, Callable[[Station], Awaitable[None]]]] = [
-            ("sim-control", lambda st: control.serve(bus, data / "sim" / control.SOCKET_NAME)),
+            (
+                "sim-control",
+                lambda st: control.serve(ctl.handle, data / "sim" / control.SOCKET_NAME),
+            ),
         ]
         if drivers is not None:
             services.append(("demo-drivers", drivers.run))
-        services.append(("sim-camera", lambda st: camera_service(st, data / "camera")))
+        services.append(("sim-camera", lambda st: camera_service(st, data / "camera", ctl)))
         log.info(
             "simulate.started",
             data_dir=str(data),
-            kiosk=f"http://{args.http_host}:{args.http_port}/kiosk",
-            api=f"http://{args.http_host}:{args.http_port}/api/v1/bays",
-            bays=len(kinds),
+            kiosk=f"http://{cfg.http.host}:{cfg.http.port}/kiosk",
+            api=f"http://{cfg.http.host}:{cfg.http.port}/api/v1/bays",
+            bays=len(cfg.bays),
+            transport=args.transport or "serial",
+            control=str(data / "sim" / control.SOCKET_NAME),
         )
         return await run_station(cfg, station_services=services)
     return 0
 
 
-async def camera_service(station: Station, folder: Path) -> None:
+async def camera_service(station: Station, folder: Path, ctl: SimControl | None = None) -> None:
     """A simulated QR camera, through the real capture/decode pipeline.
 
     Drop a file into ``folder`` to show a code to the station: ``bay2.txt``
@@ -211,6 +245,8 @@ async def camera_service(station: Station, folder: Path) -> None:
 
     cam = SimulatedCamera(fps=10)
     reader = QrCameraReader(cam, camera="sim-camera", decode_hz=5, dedup_s=5)
+    if ctl is not None:
+        ctl.camera, ctl.station = cam, station
 
     def take() -> tuple[str, str | None, str | None]:
         """The next file in the folder: (name, text or None, image path or None); removed."""
@@ -246,7 +282,7 @@ async def camera_service(station: Station, folder: Path) -> None:
 class DemoDrivers:
     """People at the simulated bays: EVs parked at the chargers, e-bikes taken to lockers."""
 
-    def __init__(self, bus: SimulatedBus, cfg: StationConfig) -> None:
+    def __init__(self, bus: NodeGroup, cfg: StationConfig) -> None:
         self.bus = bus
         self.cfg = cfg
 

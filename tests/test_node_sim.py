@@ -231,7 +231,7 @@ async def test_control_socket(tmp_path: Path) -> None:
         assert state["pilot"] == "B" and bus.nodes["bay2"].physics.ev is not None
         await arequest(tmp_path, "knobs", "bay1", drop_next=3)
         assert bus.nodes["bay1"].knobs.drop_next == 3
-        with pytest.raises(RuntimeError, match="unknown op"):
+        with pytest.raises(RuntimeError, match="Unknown request"):
             await arequest(tmp_path, "explode", "bay1")
         await arequest(tmp_path, "unplug_usb")
         assert not exists(bus.port_path)

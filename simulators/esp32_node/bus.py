@@ -193,6 +193,10 @@ class SimulatedBus:
         self.nodes[spec.name] = node
         return node
 
+    def set_online(self, name: str, online: bool) -> None:
+        """A dead node (``online=False``) hears and answers nothing, like a cut cable."""
+        self.nodes[name].knobs.silent = not online
+
     def remove_node(self, name: str) -> None:
         del self.nodes[name]
 

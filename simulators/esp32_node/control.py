@@ -1,13 +1,18 @@
-"""Control of a running simulated bus from another process: JSON lines on a unix socket.
+"""Control of running simulated nodes from another process: JSON lines on a unix socket.
 
 Request: ``{"op": "plug_in", "node": "bay1", "args": {"max_a": 16, "phases": 3}}``.
-Reply: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
-Ops: ``plug_in``, ``unplug``, ``open_door``, ``close_door``, ``reboot``, ``knobs``
-(args: knob values), ``state`` (one node, or all without ``node``), ``unplug_usb``,
-``replug_usb``, ``ping``; forgeries: ``forge_telemetry`` (args: the fields that lie,
-e.g. ``energy_wh``), ``forge_event`` (args: ``kind``, ``detail``); a second device:
-``add_node`` (args: ``address``, ``serial``, ``firmware``, ``kind``; ``node`` names
-it) and ``remove_node``.
+Reply: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "a sentence"}``.
+Ops: ``plug_in``, ``unplug``, ``open_door``, ``close_door``, ``force_door`` (open a locked
+door), ``reboot``, ``offline`` / ``online`` (the node goes dead / comes back: silent on a
+serial bus, its TCP connection cut on MQTT), ``jam_lock`` / ``free_lock``, ``knobs`` (args:
+knob values), ``state`` (one node, or all without ``node``), ``unplug_usb``, ``replug_usb``
+(serial only), ``ping``; forgeries: ``forge_telemetry`` (args: the fields that lie, e.g.
+``energy_wh``), ``forge_event`` (args: ``kind``, ``detail``); a second device: ``add_node``
+(args: ``address``, ``serial``, ``firmware``, ``kind``; ``node`` names it) and ``remove_node``.
+
+The nodes are a :class:`NodeGroup`: a serial bus (``SimulatedBus``) or MQTT nodes
+(``MqttSimNodes``). ``serve`` takes any handler, so ``simulate`` serves a wider set of
+ops (meters, PV, camera, emergency stop, disk) on the same protocol.
 """
 
 from __future__ import annotations
@@ -16,32 +21,69 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from simulators.esp32_node.bus import SimNodeSpec, SimulatedBus
+from simulators.esp32_node.node import SimNode
 
 log = structlog.get_logger(__name__)
 SOCKET_NAME = "control.sock"
 
 
-def apply(bus: SimulatedBus, request: dict[str, Any]) -> Any:
+class ControlError(Exception):
+    """A request that cannot be done; the message is a sentence for the person who asked."""
+
+
+class NodeGroup(Protocol):
+    """What the node ops need of a set of simulated nodes, whatever their transport."""
+
+    @property
+    def nodes(self) -> Mapping[str, SimNode]: ...
+
+    def clock(self) -> float: ...
+
+    def tick(self) -> None: ...
+
+    def set_online(self, name: str, online: bool) -> None: ...
+
+
+Handler = Callable[[dict[str, Any]], Any]
+
+
+def _node(group: NodeGroup, request: dict[str, Any]) -> SimNode:
+    name = request.get("node")
+    if not name:
+        raise ControlError("Name the bay (for example bay1).")
+    node: SimNode | None = group.nodes.get(str(name))
+    if node is None:
+        have = ", ".join(sorted(group.nodes)) or "none"
+        raise ControlError(f"There is no bay {name!r} in this simulation (bays: {have}).")
+    return node
+
+
+def apply(group: NodeGroup, request: dict[str, Any]) -> Any:
+    """Carry out one node request; raises :class:`ControlError` with a sentence."""
     op = request.get("op")
     args: dict[str, Any] = request.get("args") or {}
-    now = bus.clock()
+    now = group.clock()
     if op == "ping":
         return "pong"
-    if op == "unplug_usb":
-        bus.unplug_usb()
-        return None
-    if op == "replug_usb":
-        bus.replug_usb()
+    if op in ("unplug_usb", "replug_usb"):
+        if not isinstance(group, SimulatedBus):
+            raise ControlError("These nodes talk MQTT: there is no USB cable to pull.")
+        group.unplug_usb() if op == "unplug_usb" else group.replug_usb()
         return None
     if op == "state" and "node" not in request:
-        return {name: n.snapshot(now) for name, n in bus.nodes.items()}
+        return {name: n.snapshot(now) for name, n in group.nodes.items()}
+    if op == "status":
+        return {"nodes": {name: n.snapshot(now) for name, n in group.nodes.items()}}
     if op == "add_node":
+        if not isinstance(group, SimulatedBus):
+            raise ControlError("A second device can only be added to a serial bus.")
         spec = SimNodeSpec(
             str(request["node"]),
             int(args["address"]),
@@ -50,11 +92,13 @@ def apply(bus: SimulatedBus, request: dict[str, Any]) -> Any:
             firmware=args.get("firmware"),
             continuity=bool(args.get("continuity", True)),
         )
-        return bus.add_node(spec).snapshot(now)
+        return group.add_node(spec).snapshot(now)
     if op == "remove_node":
-        bus.remove_node(str(request["node"]))
+        if not isinstance(group, SimulatedBus):
+            raise ControlError("Only a device added to a serial bus can be removed.")
+        group.remove_node(str(request["node"]))
         return None
-    node = bus.nodes[str(request["node"])]
+    node = _node(group, request)
     match op:
         case "plug_in":
             node.plug_in(now=now, **args)
@@ -64,6 +108,20 @@ def apply(bus: SimulatedBus, request: dict[str, Any]) -> Any:
             node.open_door(now)
         case "close_door":
             node.close_door(now)
+        case "force_door":
+            if node.kind != "locker":
+                raise ControlError(f"{node.name} is an EV charger: it has no door.")
+            if not node.physics.locked:
+                raise ControlError(f"{node.name}'s door is not locked: opening it forces nothing.")
+            if not node.physics.door_closed:
+                raise ControlError(f"{node.name}'s door is already open.")
+            node.open_door(now)
+        case "jam_lock" | "free_lock":
+            if node.kind != "locker":
+                raise ControlError(f"{node.name} is an EV charger: it has no lock.")
+            node.set_knobs(lock_jammed=op == "jam_lock")
+        case "offline" | "online":
+            group.set_online(node.name, op == "online")
         case "reboot":
             node.reboot(now)
         case "knobs":
@@ -75,12 +133,25 @@ def apply(bus: SimulatedBus, request: dict[str, Any]) -> Any:
         case "state":
             pass
         case _:
-            raise ValueError(f"unknown op {op!r}")
+            raise ControlError(f"Unknown request {op!r}.")
     return node.snapshot(now)
 
 
-async def serve(bus: SimulatedBus, path: str | Path, ready: asyncio.Event | None = None) -> None:
-    """Serve control requests until cancelled."""
+def node_handler(group: NodeGroup) -> Handler:
+    def handle(request: dict[str, Any]) -> Any:
+        try:
+            return apply(group, request)
+        finally:
+            group.tick()
+
+    return handle
+
+
+async def serve(
+    target: NodeGroup | Handler, path: str | Path, ready: asyncio.Event | None = None
+) -> None:
+    """Serve control requests until cancelled (``target``: nodes, or a handler of requests)."""
+    handler: Handler = target if callable(target) else node_handler(target)
     path = Path(path)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -88,11 +159,21 @@ async def serve(bus: SimulatedBus, path: str | Path, ready: asyncio.Event | None
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
+                request: Any = {}
                 try:
-                    reply = {"ok": True, "result": apply(bus, json.loads(line))}
+                    request = json.loads(line)
+                    if not isinstance(request, dict):
+                        raise ControlError("A request is a JSON object with an 'op'.")
+                    result = handler(request)
+                    if asyncio.iscoroutine(result):
+                        result = await result
+                    reply = {"ok": True, "result": result}
+                except ControlError as exc:
+                    reply = {"ok": False, "error": str(exc)}
                 except (ValueError, KeyError, TypeError) as exc:
-                    reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                bus.tick()
+                    reply = {"ok": False, "error": f"The request was refused: {exc}"}
+                op = request.get("op") if isinstance(request, dict) else None
+                log.info("sim.control", op=op, ok=reply["ok"], error=reply.get("error"))
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
         except ConnectionError:

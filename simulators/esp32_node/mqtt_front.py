@@ -170,12 +170,16 @@ class MqttSimNodes:
 
     async def _tick_loop(self) -> None:
         while True:
-            now = self.clock()
-            for link in self.links.values():
-                link.node.tick(now)
-                link.wake.set()
-            self._notify()
+            self.tick()
             await asyncio.sleep(self._tick_s)
+
+    def tick(self) -> None:
+        """Advance every node to ``clock()`` and let each send what it has queued."""
+        now = self.clock()
+        for link in self.links.values():
+            link.node.tick(now)
+            link.wake.set()
+        self._notify()
 
     # ------------------------------------------------------------------ fault injection
 
@@ -194,6 +198,10 @@ class MqttSimNodes:
 
     def revive(self, name: str) -> None:
         self.links[name].alive.set()
+
+    def set_online(self, name: str, online: bool) -> None:
+        """Offline: the node vanishes from the broker (its last will says so); online: it reconnects."""
+        self.revive(name) if online else self.kill(name)
 
     # ------------------------------------------------------------------ one node
 

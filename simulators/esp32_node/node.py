@@ -60,6 +60,7 @@ class Knobs:
     corrupt_rate: float = 0.0
     silent: bool = False  # hear and answer nothing (dead node, cut cable)
     reply_delay_s: float = 0.0
+    lock_jammed: bool = False  # the bolt does not move: SET_LOCK answers HW_FAULT
 
 
 @dataclass(slots=True)
@@ -380,6 +381,9 @@ class SimNode:
             case SetLock():
                 if self.kind != "locker":
                     return AckStatus.UNSUPPORTED
+                if p.locked != cmd.locked and self.knobs.lock_jammed:
+                    self._event(NodeEventKind.FAULT, "lock_jammed")
+                    return AckStatus.HW_FAULT
                 if p.locked != cmd.locked:
                     p.locked = cmd.locked
                     self._event(NodeEventKind.LOCKED if cmd.locked else NodeEventKind.UNLOCKED)
