@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -137,18 +137,21 @@ class Proc:
         return self.popen.wait(timeout)
 
 
-def start_node_sim(directory: Path, nodes: int, kind: str = "evse") -> Proc:
+def start_node_sim(
+    directory: Path, nodes: int, kind: str = "evse", extra: Sequence[str] = ()
+) -> Proc:
+    """``edge-station sim-nodes``: the bays in their own process, as a developer runs them."""
     p = Proc(
         [
-            sys.executable,
-            "-m",
-            "simulators.esp32_node",
+            EDGE_STATION,
+            "sim-nodes",
             "--dir",
             str(directory),
-            "--nodes",
+            "--bays",
             str(nodes),
             "--kind",
             kind,
+            *extra,
         ]
     )
     deadline = time.monotonic() + 20
