@@ -126,13 +126,17 @@ def base_config(args: argparse.Namespace, journal_dir: Path) -> dict[str, Any]:
     return raw
 
 
+def _tokens(args: argparse.Namespace) -> list[str]:
+    return [t.strip() for t in str(args.tokens).split(",") if t.strip()]
+
+
 def apply_auth(raw: dict[str, Any], args: argparse.Namespace) -> None:
     if args.auth is None and args.config is not None:
         return  # the file's own [auth]
     auth = raw.setdefault("auth", {})
     if args.auth == "tokens":
         auth["free_vend"] = False
-        auth["local_tokens"] = [t.strip() for t in str(args.tokens).split(",") if t.strip()]
+        auth["local_tokens"] = _tokens(args)
     else:
         auth["free_vend"] = True
 
@@ -152,7 +156,12 @@ async def csms_part(
     else:
         from simulators.csms.server import CsmsSim
 
-        csms = await stack.enter_async_context(CsmsSim("127.0.0.1", 0, heartbeat_interval=60))
+        # With a token list the development CSMS knows the same list: a stranger stays out
+        # whether the station asks it or decides offline.
+        accept = set(_tokens(args)) if args.auth == "tokens" else None
+        csms = await stack.enter_async_context(
+            CsmsSim("127.0.0.1", 0, heartbeat_interval=60, accept_tags=accept)
+        )
         # A real site's credentials and TLS do not apply to the development CSMS.
         for key in ("security_profile", "password", "ca_bundle"):
             ocpp.pop(key, None)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 ENV_INSIDE = "EDGE_STATION_SIM_SMALL_DISK"
 FILLER = "sim-disk-filler"
@@ -30,27 +30,21 @@ def inside_small_disk() -> bool:
     return os.environ.get(ENV_INSIDE) == "1"
 
 
-def run_on_small_disk(argv: list[str], mountpoint: Path, mb: int) -> int:
-    """Run ``argv`` (this command again) with a tmpfs of ``mb`` MB over ``mountpoint``."""
+def run_on_small_disk(argv: list[str], mountpoint: Path, mb: int) -> NoReturn:
+    """Become ``argv`` (this command again) with a tmpfs of ``mb`` MB over ``mountpoint``.
+
+    The process replaces itself (same pid, so a supervisor or a test still holds it)."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     unshare = shutil.which("unshare")
     if unshare is None:
         raise DiskError("--small-disk needs the unshare tool (Debian package util-linux).")
     prefix = [unshare, "-m"] if os.geteuid() == 0 else [unshare, "-rm"]
-    script = 'mount -t tmpfs -o "size=$1m" edge-sim "$2" || exit 97; shift 2; exec "$@"'
+    script = (
+        'mount -t tmpfs -o "size=$1m" edge-sim "$2" || { echo "Cannot mount a small disk for '
+        'the journal here: run without --small-disk." >&2; exit 97; }; shift 2; exec "$@"'
+    )
     env = {**os.environ, ENV_INSIDE: "1"}
-    try:
-        done = subprocess.run(
-            [*prefix, "sh", "-c", script, "sh", str(mb), str(mountpoint), *argv], env=env
-        )
-    except KeyboardInterrupt:
-        return 0
-    if done.returncode == 97:
-        raise DiskError(
-            "Cannot mount a small disk for the journal here (the kernel refuses a private "
-            "mount namespace); run without --small-disk."
-        )
-    return done.returncode
+    os.execve(unshare, [*prefix, "sh", "-c", script, "sh", str(mb), str(mountpoint), *argv], env)
 
 
 def this_command() -> list[str]:

@@ -137,9 +137,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     (args.data_dir / "camera").mkdir(exist_ok=True)
     if args.small_disk and not disk.inside_small_disk():
         try:
-            return disk.run_on_small_disk(
-                disk.this_command(), args.data_dir / "journal", args.small_disk
-            )
+            disk.run_on_small_disk(disk.this_command(), args.data_dir / "journal", args.small_disk)
         except disk.DiskError as err:
             print(err)
             return 1

@@ -119,7 +119,7 @@ def apply(group: NodeGroup, request: dict[str, Any]) -> Any:
         case "jam_lock" | "free_lock":
             if node.kind != "locker":
                 raise ControlError(f"{node.name} is an EV charger: it has no lock.")
-            node.set_knobs(lock_jammed=op == "jam_lock")
+            node.jam_lock(op == "jam_lock")
         case "offline" | "online":
             group.set_online(node.name, op == "online")
         case "reboot":

@@ -109,6 +109,7 @@ class SimNode:
         self.max_current_a = max_current_a
         self.physics = BayPhysics(kind=kind, voltage_v=voltage_v, response_delay_s=response_delay_s)
         self.knobs = Knobs()
+        self._lock_fault = False  # a jammed lock's fault was reported (cleared when it moves)
         self.counters = NodeCounters()
         self._rng = random.Random(seed)
         self._boot_at = now
@@ -193,6 +194,13 @@ class SimNode:
     def forge_event(self, kind: str, detail: str = "") -> None:
         """Queue an EVENT that did not happen (a ``door_opened`` with the door shut)."""
         self.queue.append(Event(NodeEventKind(kind), detail))
+
+    def jam_lock(self, jammed: bool) -> None:
+        """The bolt sticks (``SET_LOCK`` answers HW_FAULT) or moves again (the fault clears)."""
+        if not jammed and self.knobs.lock_jammed and self._lock_fault:
+            self._lock_fault = False
+            self._event(NodeEventKind.FAULT_CLEARED, "lock_jammed")
+        self.knobs.lock_jammed = jammed
 
     def _now(self, now: float | None) -> float:
         return self.clock() if now is None else now
@@ -382,7 +390,9 @@ class SimNode:
                 if self.kind != "locker":
                     return AckStatus.UNSUPPORTED
                 if p.locked != cmd.locked and self.knobs.lock_jammed:
-                    self._event(NodeEventKind.FAULT, "lock_jammed")
+                    if not self._lock_fault:
+                        self._lock_fault = True
+                        self._event(NodeEventKind.FAULT, "lock_jammed")
                     return AckStatus.HW_FAULT
                 if p.locked != cmd.locked:
                     p.locked = cmd.locked
