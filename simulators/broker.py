@@ -122,14 +122,14 @@ class PrivateBroker:
         except BaseException:
             await self._end()
             raise
-        self._pump = asyncio.create_task(self._drain(), name="sim-broker-log")
+        self._pump = asyncio.create_task(self._drain(self._proc.stdout), name="sim-broker-log")
         log.info("simulate.broker", port=self.port)
         return self
 
-    async def _drain(self) -> None:
-        """Keep reading the broker's log so its pipe never fills."""
-        assert self._proc is not None and self._proc.stdout is not None
-        while await self._proc.stdout.readline():
+    @staticmethod
+    async def _drain(stream: asyncio.StreamReader) -> None:
+        """Keep reading the broker's log so its pipe never fills (until it closes)."""
+        while await stream.readline():
             pass
 
     async def _end(self) -> None:
