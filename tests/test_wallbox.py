@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from controller.core.bay import Phase, StopReason
-from tests.test_wallbox_rig import rig
+from controller.ports import UnleasedNode
+from simulators.wallbox import Car
+from tests.test_wallbox_rig import WallboxRig, rig
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,3 +37,108 @@ async def test_boot_status_and_a_kiosk_session(tmp_path: Path) -> None:
         assert out.ok
         await box.wait_for(lambda: o.tx_id is None)
         assert box.outlets[1].status == "Finishing"
+
+
+async def test_a_card_at_the_wallbox_goes_through_the_station_and_stops_its_session(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path) as r:
+        box = r.boxes[0]
+        bay = r.bay("wb1")
+        await r.until(lambda: bay.state.node_online and bay.state.meter_wh is not None)
+        box.plug()
+        # Unknown to the station's auth chain: refused at the wallbox, no session anywhere.
+        assert await box.present_card("STRANGER") == "Invalid"
+        assert bay.state.session is None
+        assert await box.present_card("CARD-2") == "Accepted"
+        await r.until(lambda: bay.state.phase is Phase.CHARGING, timeout=15)
+        sess = bay.state.session
+        assert sess is not None and sess.token == "CARD-2" and sess.auth_source == "local"
+        o = box.outlets[1]
+        assert o.tx_id is not None and o.current_a > 0
+        # The same card again at the wallbox ends it; the station closes its session as Local.
+        assert await box.present_card("CARD-2") == "Stopped"
+        await r.until(lambda: bay.state.session is None)
+        rows = await r.station.journal.query("SELECT token, stop_reason FROM sessions")
+        assert rows == [{"token": "CARD-2", "stop_reason": "Local"}]
+
+
+SITE = {
+    "main_limit_a": 32,
+    "min_on_time_s": 30,
+    "min_off_time_s": 30,
+    "increase_delay_s": 1,
+    "ramp_step_a": 16,
+}
+
+
+async def test_a_grid_step_lowers_the_wallbox_profile_within_two_seconds(tmp_path: Path) -> None:
+    async with rig(tmp_path, site=SITE) as r:
+        box = r.boxes[0]
+        bay = r.bay("wb1")
+        await r.until(lambda: bay.state.node_online and bay.state.meter_wh is not None)
+        box.plug()
+        await r.kiosk_start("wb1", "KIOSK-1")
+        o = box.outlets[1]
+        await box.wait_for(lambda: o.current_a >= 15.9, timeout=20)
+        # The station's reading of it too (else the meter's 16 A look like building load).
+        await r.until(lambda: bay.telemetry is not None and bay.telemetry.current_a[0] >= 15.9)
+        r.grid_a[:] = [20.0, 20.0, 20.0]  # the building takes 20 A more: 12 A are left
+        stepped = time.monotonic()
+        await box.wait_for(lambda: o.limit_a <= 12.0, timeout=10)
+        took = next(t for t, a in o.limit_log if t >= stepped and a <= 12.0) - stepped
+        assert took < 2.0, f"the lower limit was in force only {took:.2f} s after the step"
+        assert o.limit_a > 0, o.limit_log  # lowered, not switched off: 12 A still fit
+        await box.wait_for(lambda: o.current_a <= 12.0, timeout=5)  # and the car followed
+
+
+async def test_a_lost_wallbox_counts_at_its_lease_then_its_safe_share_until_it_reconnects(
+    tmp_path: Path,
+) -> None:
+    site = {**SITE, "main_limit_a": 20}
+    async with rig(tmp_path, wallboxes=2, site=site, safe_a=0.0) as r:
+        b1, b2 = r.boxes
+        await r.until(
+            lambda: all(r.bay(b).state.meter_wh is not None for b in ("wb1", "wb2")), timeout=15
+        )
+        # A full car on wallbox 1: a session that draws nothing (the meter cannot see it).
+        b1.plug(Car(soc=1.0))
+        b2.plug()
+        await r.kiosk_start("wb1", "KIOSK-1")
+        await r.kiosk_start("wb2", "CARD-1")
+        o1, o2 = b1.outlets[1], b2.outlets[1]
+        await b1.wait_for(lambda: o1.tx_id is not None and o1.limit_a >= 6, timeout=20)
+        await b2.wait_for(lambda: o2.current_a > 0, timeout=20)
+        lease_a = o1.limit_a
+        assert r.station.load is not None
+        b1.reconnect = False
+        await b1.drop()
+        await r.until(lambda: not r.bay("wb1").state.node_online)
+        node = r.bay("wb1").node
+        assert isinstance(node, UnleasedNode)
+        # Until its last limit runs out, the wallbox may draw it: wallbox 2 gets the rest only.
+        assert node.assumed_draw_a(time.monotonic()) == lease_a
+        seen: list[float] = []
+
+        def lease_over() -> bool:
+            if node.assumed_draw_a(time.monotonic()) == lease_a:
+                seen.append(_target(r, "wb2"))
+                return False
+            return True
+
+        # For as long as that lease runs (seconds: wallbox 2 would ramp to 16 A meanwhile)...
+        await r.until(lease_over, timeout=15)
+        assert len(seen) > 10 and max(seen) <= 20 - lease_a + 1e-6, (lease_a, max(seen))
+        # Once it has run out, the fallback profile it acknowledged holds: its safe share (0).
+        await r.until(lambda: node.assumed_draw_a(time.monotonic()) == 0.0, timeout=15)
+        await r.until(lambda: _target(r, "wb2") == 16.0, timeout=15)
+        # ... and the wallbox itself fell to it: nothing offered to the car any more.
+        await b1.wait_for(lambda: o1.limit_a == 0.0, timeout=10)
+        b1.reconnect = True
+        await r.until(lambda: r.bay("wb1").state.node_online, timeout=15)
+        assert node.assumed_draw_a(time.monotonic()) is None
+
+
+def _target(r: WallboxRig, bay_id: str) -> float:
+    last = r.station.load.last if r.station.load is not None else None
+    return last.setpoints_a.get(bay_id, 0.0) if last is not None else 0.0

@@ -173,14 +173,27 @@ async def rig(
             helpers += [tg.create_task(box.run()) for box in r.boxes]
             yield r
         finally:
-            for t in helpers:
-                t.cancel()
+            for box in r.boxes:
+                box.reconnect = False
+            await _cancel(helpers)
             station.request_stop("test over")
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(task), 10)
             await station.journal.close()
             if sim is not None:
                 await sim.stop()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and wait; again if one swallowed it (the ocpp library's wait_for on 3.11)."""
+    for _ in range(5):
+        pending = [t for t in tasks if not t.done()]
+        if not pending:
+            return
+        for t in pending:
+            t.cancel()
+        await asyncio.wait(pending, timeout=2)
+    raise AssertionError(f"helpers would not stop: {[t.get_name() for t in tasks if not t.done()]}")
 
 
 async def _poll_grid(r: WallboxRig) -> None:

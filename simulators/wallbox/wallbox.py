@@ -40,6 +40,14 @@ def on(action: str) -> Callable[[_F], _F]:
     return cast(Callable[[_F], _F], _on(action))
 
 
+def _not_cancelled() -> None:
+    """The library waits with asyncio.wait_for, which on Python 3.11 can swallow a
+    cancellation that lands with an answer: a loop checks before going round again."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -324,10 +332,10 @@ class WallboxSim:
                     proxy=None,
                 ) as ws:
                     await self._session(ws)
-            except InvalidStatus:
+            except* InvalidStatus:
                 self.rejected_handshakes += 1
-            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, OCPPError):
-                pass
+            except* (OSError, ConnectionClosed, InvalidHandshake, TimeoutError, OCPPError):
+                pass  # the line is gone: dial again
             finally:
                 if self.link is not None or self.offline_since is None:
                     self.offline_since = self._clock()
@@ -367,12 +375,14 @@ class WallboxSim:
 
     async def _heartbeat(self, link: _Link) -> None:
         while True:
+            _not_cancelled()
             await asyncio.sleep(max(1.0, float(self.config["HeartbeatInterval"])))
             await link.call(call.Heartbeat())
 
     async def _meter_loop(self, link: _Link) -> None:
         last: dict[int, float] = {}
         while True:
+            _not_cancelled()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.2):
                     await self.wake.wait()
@@ -534,6 +544,7 @@ class WallboxSim:
     async def _physics(self) -> None:
         last = self._clock()
         while True:
+            _not_cancelled()
             await asyncio.sleep(self.tick_s)
             now = self._clock()
             dt, last = now - last, now
@@ -541,7 +552,9 @@ class WallboxSim:
             for o in self.outlets.values():
                 charging = o.car is not None and o.tx_id is not None and o.tx_id > 0
                 draw = o.car.wants_a(o.limit_a) if charging and o.car is not None else 0.0
-                o.current_a = draw
+                if draw != o.current_a:
+                    o.current_a = draw
+                    self._notify()
                 if o.car is not None and draw > 0:
                     o.energy_wh += o.car.charge(draw, dt)
                 if charging and o.car is not None:
