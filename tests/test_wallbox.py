@@ -99,7 +99,11 @@ async def test_a_lost_wallbox_counts_at_its_lease_then_its_safe_share_until_it_r
     async with rig(tmp_path, wallboxes=2, site=site, safe_a=0.0) as r:
         b1, b2 = r.boxes
         await r.until(
-            lambda: all(r.bay(b).state.meter_wh is not None for b in ("wb1", "wb2")), timeout=15
+            lambda: all(
+                r.bay(b).state.node_online and r.bay(b).state.meter_wh is not None
+                for b in ("wb1", "wb2")
+            ),
+            timeout=15,
         )
         # A full car on wallbox 1: a session that draws nothing (the meter cannot see it).
         b1.plug(Car(soc=1.0))
@@ -142,3 +146,45 @@ async def test_a_lost_wallbox_counts_at_its_lease_then_its_safe_share_until_it_r
 def _target(r: WallboxRig, bay_id: str) -> float:
     last = r.station.load.last if r.station.load is not None else None
     return last.setpoints_a.get(bay_id, 0.0) if last is not None else 0.0
+
+
+async def test_the_csms_sees_each_wallbox_session_once_on_the_stations_connectors(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path, wallboxes=2, csms=True) as r:
+        csms = r.csms
+        assert csms is not None
+        b1, b2 = r.boxes
+        await r.until(
+            lambda: all(
+                r.bay(b).state.node_online and r.bay(b).state.meter_wh is not None
+                for b in ("wb1", "wb2")
+            ),
+            timeout=15,
+        )
+        b1.plug()
+        b2.plug()
+        await r.kiosk_start("wb1", "KIOSK-1")
+        # A card the station does not know itself: the CSMS decides (the station's auth chain).
+        assert await b2.present_card("RFID-9") == "Accepted"
+        assert [a.payload["idTag"] for a in csms.actions("Authorize")].count("RFID-9") == 1
+        await r.until(lambda: r.bay("wb2").state.phase is Phase.CHARGING, timeout=15)
+        await csms.wait_for(lambda: len(csms.actions("StartTransaction")) == 2, timeout=15)
+        assert await b2.present_card("RFID-9") == "Stopped"
+        sid1 = r.bay("wb1").state.session
+        assert sid1 is not None
+        await r.station.commands.stop_session(sid1.session_id, StopReason.LOCAL, actor="kiosk")
+        await csms.wait_for(lambda: len(csms.actions("StopTransaction")) == 2, timeout=15)
+        starts = {a.payload["connectorId"]: a.payload for a in csms.actions("StartTransaction")}
+        assert {c: s["idTag"] for c, s in starts.items()} == {1: "KIOSK-1", 2: "RFID-9"}
+        assert len(csms.actions("StartTransaction")) == 2  # once each, whoever started it
+        # The CSMS numbers its transactions; the wallboxes' own ids never leave the station.
+        stops = {a.payload["transactionId"] for a in csms.actions("StopTransaction")}
+        assert stops == set(csms.transactions)
+        box_ids = set(b1.transactions + b2.transactions)
+        assert len(box_ids) == 2 and box_ids.isdisjoint(stops)
+        reasons = sorted(a.payload.get("reason", "Local") for a in csms.actions("StopTransaction"))
+        assert reasons == ["Local", "Local"]
+        # One identity upstream: the station's connectors 0..2, nothing of the wallboxes' own.
+        await csms.wait_for(lambda: set(csms.statuses.get("EDGE1", {})) == {0, 1, 2})
+        assert set(csms.statuses) == {"EDGE1"}

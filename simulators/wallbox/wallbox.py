@@ -202,6 +202,7 @@ class WallboxSim:
         self.frames_in = 0
         self.unlocks = 0
         self.boots = 0
+        self.transactions: list[int] = []  # the ids its central system gave, in order
         self._clock = clock
         self._changed = asyncio.Event()
         self._pending_status: set[int] = set()
@@ -430,6 +431,7 @@ class WallboxSim:
             o.tx_id, o.tx_tag, o.pending_tag = None, None, tag  # tried again once back
             raise
         o.tx_id = int(res.transaction_id)
+        self.transactions.append(o.tx_id)
         self._apply_limits()
         await self._send_status(o)
         if res.id_tag_info["status"] != "Accepted":

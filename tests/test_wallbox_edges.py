@@ -1,0 +1,127 @@
+"""The wallbox server's edges: who may connect, what check-config proves, chargers that say less."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.cli.main import check
+from controller.core.config import ConfigError, parse_config
+from drivers.ocpp_wallbox.charger import Charger
+from drivers.ocpp_wallbox.config import parse_bus
+from simulators.wallbox import WallboxSim
+from tests.test_wallbox_rig import config, rig
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_an_unknown_charge_point_is_refused_and_logged(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        await r.boxes[0].connected.wait()
+        stranger = WallboxSim(r.url(), "WB-STRANGER", reconnect_s=0.05)
+        async with _running(stranger):
+            await stranger.wait_for(lambda: stranger.rejected_handshakes >= 2)
+        assert r.hub.refused >= 2
+        assert not stranger.connected.is_set()
+
+
+async def test_basic_auth_admits_only_the_right_password(tmp_path: Path) -> None:
+    bus = {"security_profile": 1, "passwords": {"WB1": "s3cret-wallbox-pw"}}
+    async with rig(tmp_path, ocpp_bus=bus, box_kwargs={"password": "s3cret-wallbox-pw"}) as r:
+        await r.boxes[0].connected.wait()  # the right password: in
+        wrong = WallboxSim(r.url(), "WB1", password="guess", reconnect_s=0.05)
+        async with _running(wrong):
+            await wrong.wait_for(lambda: wrong.rejected_handshakes >= 1)
+        none = WallboxSim(r.url(), "WB1", reconnect_s=0.05)
+        async with _running(none):
+            await none.wait_for(lambda: none.rejected_handshakes >= 1)
+        assert r.boxes[0].connected.is_set()
+
+
+async def test_a_charger_that_reports_only_power_and_energy_still_shows_its_currents(
+    tmp_path: Path,
+) -> None:
+    only = ("Power.Active.Import", "Energy.Active.Import.Register")
+    async with rig(tmp_path, box_kwargs={"measurands": only}) as r:
+        box = r.boxes[0]
+        bay = r.bay("wb1")
+        await r.until(lambda: bay.state.node_online and bay.state.meter_wh is not None)
+        assert set(box.config["MeterValuesSampledData"].split(",")) == set(only)
+        box.plug()
+        await r.kiosk_start("wb1", "KIOSK-1")
+        await box.wait_for(lambda: box.outlets[1].current_a >= 15.9, timeout=15)
+        await r.until(lambda: bay.telemetry is not None and bay.telemetry.current_a[1] > 15)
+        assert bay.telemetry is not None
+        assert all(math.isclose(c, 16.0, abs_tol=0.1) for c in bay.telemetry.current_a)
+
+
+def _cfg(tmp: Path, **kw: Any) -> dict[str, Any]:
+    return config(tmp, wallboxes=2, **kw)
+
+
+def test_check_config_requires_a_charger_id_on_an_ocpp_bus(tmp_path: Path) -> None:
+    raw = _cfg(tmp_path)
+    del raw["bays"][1]["charger_id"]
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert any("charger_id" in p for p in err.value.problems)
+
+
+def test_check_config_refuses_a_bad_listen_and_bad_security(tmp_path: Path) -> None:
+    raw = _cfg(tmp_path)
+    raw["buses"][0]["listen"] = "nowhere"
+    raw["buses"][0]["ocpp"] = {"security_profile": 2}
+    problems = check(parse_config(raw))
+    assert any(p.startswith("buses[0].listen:") for p in problems), problems
+    assert any("tls_cert_file" in p for p in problems), problems
+
+
+def test_a_wallbox_without_a_fallback_must_count_at_its_maximum_in_the_proof(
+    tmp_path: Path,
+) -> None:
+    site = {"main_limit_a": 40, "main_guaranteed_headroom_a": 20}
+    raw = _cfg(tmp_path, site=site, ocpp_bus={"models": {"WB2": "watts-tx-only"}})
+    problems = check(parse_config(raw))
+    assert [p for p in problems if "bays[1].safe_current_a" in p], problems
+    raw["bays"][1]["safe_current_a"] = 16
+    problems = check(parse_config(raw))
+    assert not [p for p in problems if "bays[1]" in p], problems
+    # ... and then the proof counts it: 16 A does not fit 10 A of guaranteed headroom.
+    raw["site"]["main_guaranteed_headroom_a"] = 10
+    problems = check(parse_config(raw))
+    assert [p for p in problems if p.startswith("safe shares:")], problems
+
+
+def test_a_wallbox_never_heard_counts_at_its_maximum(tmp_path: Path) -> None:
+    cfg = parse_config(_cfg(tmp_path, safe_a=6.0))
+    ch = Charger("WB1", [cfg.bays[0]], parse_bus(cfg.buses[0].ocpp))
+    c = ch.connectors[1]
+    assert ch.assumed_draw_a(c, 0.0) == 16.0
+    ch.ever_connected = True  # but it never acknowledged its fallback profile
+    assert ch.assumed_draw_a(c, 0.0) == 16.0
+    c.fallback_a, c.limit_a, c.valid_until = 6.0, 10.0, 5.0
+    assert ch.assumed_draw_a(c, 4.0) == 10.0  # its lease still runs
+    assert ch.assumed_draw_a(c, 5.0) == 6.0  # then its fallback
+
+
+class _running:
+    def __init__(self, box: WallboxSim) -> None:
+        self.box = box
+
+    async def __aenter__(self) -> WallboxSim:
+        import asyncio
+
+        self.task = asyncio.create_task(self.box.run())
+        return self.box
+
+    async def __aexit__(self, *exc: object) -> None:
+        import asyncio
+        import contextlib
+
+        self.box.reconnect = False
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
