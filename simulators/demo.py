@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="default: data/sim-<http port>")
     p.add_argument("--kind", choices=["mixed", "evse", "locker"], default="mixed")
     p.add_argument("--no-demo-drivers", action="store_true", help="leave the bays empty")
+    p.add_argument(
+        "--ocpp-wallboxes", type=int, default=0, help="add N simulated OCPP 1.6J wallboxes (0..16)"
+    )
     p.set_defaults(func=cmd_simulate)
 
 
@@ -178,6 +181,11 @@ async def simulate(args: argparse.Namespace) -> int:
         raw = sim_config(data, bus.port_path, kinds, args.http_host, args.http_port)
         for part in PARTS:
             await part(raw, stack, bus)
+        wallboxes = None
+        if getattr(args, "ocpp_wallboxes", 0):
+            from simulators.wallbox.demo import add_wallboxes
+
+            wallboxes = add_wallboxes(raw, min(args.ocpp_wallboxes, 16))
         cfg = parse_config(raw, "simulate")
         drivers = None if args.no_demo_drivers else DemoDrivers(bus, cfg)
         services: list[tuple[str, Callable[[Station], Awaitable[None]]]] = [
@@ -186,6 +194,8 @@ async def simulate(args: argparse.Namespace) -> int:
         if drivers is not None:
             services.append(("demo-drivers", drivers.run))
         services.append(("sim-camera", lambda st: camera_service(st, data / "camera")))
+        if wallboxes is not None:
+            services.append(("sim-wallboxes", wallboxes))
         log.info(
             "simulate.started",
             data_dir=str(data),
@@ -253,7 +263,9 @@ class DemoDrivers:
     async def run(self, station: Station) -> None:
         now = self.bus.clock()
         for i, b in enumerate(self.cfg.bays):
-            node = self.bus.nodes[b.node_id]
+            node = self.bus.nodes.get(b.node_id)
+            if node is None:
+                continue  # not on the simulated bus (an OCPP wallbox brings its own car)
             if b.kind == "evse":
                 node.plug_in(
                     now,
