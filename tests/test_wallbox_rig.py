@@ -126,7 +126,9 @@ async def rig(
     safe_a: float = 0.0,
     box_kwargs: dict[str, Any] | None = None,
     esp32: int = 0,
+    sims: bool = True,
 ) -> AsyncIterator[WallboxRig]:
+    """``sims=False``: the wallboxes are someone else's (a child process, say)."""
     sim = CsmsSim(log_messages=False) if csms else None
     if sim is not None:
         await sim.start()
@@ -168,7 +170,7 @@ async def rig(
                 helpers.append(tg.create_task(_poll_grid(r)))
             r.boxes = [
                 WallboxSim(r.url(), f"WB{i}", tick_s=0.05, **(box_kwargs or {}))
-                for i in range(1, wallboxes + 1)
+                for i in range(1, wallboxes + 1 if sims else 1)
             ]
             helpers += [tg.create_task(box.run()) for box in r.boxes]
             yield r
