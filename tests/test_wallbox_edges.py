@@ -13,6 +13,7 @@ from controller.core.config import ConfigError, parse_config
 from drivers.ocpp_wallbox.charger import Charger
 from drivers.ocpp_wallbox.config import parse_bus
 from simulators.wallbox import WallboxSim
+from tests.test_ocpp_security import _self_signed
 from tests.test_wallbox_rig import config, rig
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,6 +40,31 @@ async def test_basic_auth_admits_only_the_right_password(tmp_path: Path) -> None
         async with _running(none):
             await none.wait_for(lambda: none.rejected_handshakes >= 1)
         assert r.boxes[0].connected.is_set()
+
+
+async def test_security_profile_2_serves_wallboxes_over_tls(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    bus = {
+        "security_profile": 2,
+        "passwords": {"WB1": "s3cret-wallbox-pw"},
+        "tls_cert_file": str(cert),
+        "tls_key_file": str(key),
+    }
+    kwargs = {"password": "s3cret-wallbox-pw", "ca_file": str(cert)}
+    async with rig(tmp_path, ocpp_bus=bus, box_kwargs=kwargs) as r:
+        assert r.url().startswith("wss://")
+        await r.boxes[0].connected.wait()
+        await r.until(lambda: r.bay("wb1").state.node_online)
+        # Plain websockets to a TLS server: no handshake, no wallbox.
+        plain = WallboxSim(
+            r.url().replace("wss://", "ws://"),
+            "WB1",
+            password="s3cret-wallbox-pw",
+            reconnect_s=0.05,
+        )
+        async with _running(plain):
+            await plain.wait_for(lambda: plain.attempts >= 3)
+        assert plain.boots == 0 and plain.frames_in == 0
 
 
 async def test_a_charger_that_reports_only_power_and_energy_still_shows_its_currents(

@@ -53,7 +53,8 @@ class WallboxRig:
         return out.session_id
 
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.hub.port}/ocpp"
+        scheme = "wss" if self.hub.cfg.security_profile == 2 else "ws"
+        return f"{scheme}://127.0.0.1:{self.hub.port}/ocpp"
 
 
 def config(

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import math
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -160,6 +161,7 @@ class WallboxSim:
         phases: int = 3,
         max_current_a: float = 16.0,
         password: str | None = None,
+        ca_file: str | None = None,
         vendor: str = "edge-station",
         model: str = "SimBox",
         measurands: tuple[str, ...] | None = None,
@@ -174,6 +176,7 @@ class WallboxSim:
         self.phases = phases
         self.max_current_a = max_current_a
         self.password = password
+        self.ca_file = ca_file
         self.vendor, self.model = vendor, model
         self.failsafe_current_a = failsafe_current_a
         self.failsafe_after_s = failsafe_after_s
@@ -199,6 +202,7 @@ class WallboxSim:
         self.triggered: list[tuple[str, int | None]] = []
         self.queue: deque[tuple[str, dict[str, Any], int]] = deque()  # transaction messages
         self.rejected_handshakes = 0
+        self.attempts = 0
         self.frames_in = 0
         self.unlocks = 0
         self.boots = 0
@@ -323,6 +327,7 @@ class WallboxSim:
             if not self.reconnect:
                 await asyncio.sleep(self.reconnect_s)
                 continue
+            self.attempts += 1
             try:
                 async with connect(
                     f"{self.url}/{self.cp_id}",
@@ -331,6 +336,7 @@ class WallboxSim:
                     open_timeout=5,
                     ping_interval=None,
                     proxy=None,
+                    ssl=self._tls(),
                 ) as ws:
                     await self._session(ws)
             except* InvalidStatus:
@@ -344,6 +350,11 @@ class WallboxSim:
                 self.connected.clear()
                 self._notify()
             await asyncio.sleep(self.reconnect_s)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        if not self.url.startswith("wss://"):
+            return None
+        return ssl.create_default_context(cafile=self.ca_file)
 
     async def _session(self, ws: ClientConnection) -> None:
         link = _Link(self, ws)
