@@ -3,15 +3,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from controller.assemble import open_station
 from controller.core.bay import Phase, StopReason
+from controller.core.config import parse_config
 from controller.ports import UnleasedNode
-from simulators.wallbox import Car
-from tests.test_wallbox_rig import WallboxRig, rig
+from drivers.ocpp_wallbox.hub import WallboxHub
+from simulators.wallbox import Car, WallboxSim
+from tests.test_wallbox_rig import WallboxRig, config, rig
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -188,3 +195,51 @@ async def test_the_csms_sees_each_wallbox_session_once_on_the_stations_connector
         # One identity upstream: the station's connectors 0..2, nothing of the wallboxes' own.
         await csms.wait_for(lambda: set(csms.statuses.get("EDGE1", {})) == {0, 1, 2})
         assert set(csms.statuses) == {"EDGE1"}
+
+
+async def test_a_wallbox_session_goes_on_across_a_station_restart(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    raw = config(tmp_path, wallboxes=1, ocpp_bus={"response_timeout_s": 2})
+    raw["buses"][0]["listen"] = f"127.0.0.1:{port}"
+    box = WallboxSim(f"ws://127.0.0.1:{port}/ocpp", "WB1", tick_s=0.05, reconnect_s=0.1)
+    box_task = asyncio.create_task(box.run())
+    try:
+        st1 = await open_station(parse_config(raw), http=False)
+        run1 = asyncio.create_task(st1.run())
+        bay = st1.bays.require("wb1")
+        r1 = WallboxRig(st1, cast(WallboxHub, st1.hubs["wallboxes"]), [box], None)
+        await r1.until(lambda: bay.state.node_online and bay.state.meter_wh is not None)
+        box.plug()
+        sid = await r1.kiosk_start("wb1", "KIOSK-1")
+        await r1.until(lambda: bay.state.phase is Phase.CHARGING, timeout=15)
+        tx = box.outlets[1].tx_id
+        st1.request_stop("restart")
+        await asyncio.wait_for(run1, 15)
+        await st1.journal.close()
+        # The wallbox charges on meanwhile, on its lease; the new station finds it again.
+        st2 = await open_station(parse_config(raw), http=False)
+        run2 = asyncio.create_task(st2.run())
+        try:
+            bay2 = st2.bays.require("wb1")
+            r2 = WallboxRig(st2, cast(WallboxHub, st2.hubs["wallboxes"]), [box], None)
+            await r2.until(
+                lambda: bay2.state.phase is Phase.CHARGING and bay2.state.node_online, timeout=20
+            )
+            assert bay2.state.session is not None and bay2.state.session.session_id == sid
+            assert box.outlets[1].tx_id == tx  # the same transaction, never stopped
+            out = await st2.commands.stop_session(sid, StopReason.LOCAL, actor="kiosk")
+            assert out.ok
+            await box.wait_for(lambda: box.outlets[1].tx_id is None)
+            rows = await st2.journal.query("SELECT id, stop_reason FROM sessions")
+            assert rows == [{"id": sid, "stop_reason": "Local"}]
+        finally:
+            st2.request_stop("test over")
+            await asyncio.wait_for(run2, 15)
+            await st2.journal.close()
+    finally:
+        box.reconnect = False
+        box_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await box_task

@@ -184,10 +184,17 @@ class Charger:
             c.current_a = [0.0, 0.0, 0.0]
         self._report(c)
 
-    def meter_values(self, connector: int, values: list[dict[str, Any]]) -> None:
+    def meter_values(
+        self, connector: int, values: list[dict[str, Any]], tx_id: int | None = None
+    ) -> None:
         c = self.connectors.get(connector)
         if c is None:
             return
+        if tx_id is not None and c.tx_id is None:
+            # A transaction begun before the station (re)started: known again, so its
+            # session can go on (relay on) or, if the station has none, be stopped.
+            c.tx_id = tx_id
+            log.info("wallbox.transaction_adopted", charger=self.cp_id, tx=tx_id)
         for mv in values:
             self._sampled(c, mv.get("sampled_value") or mv.get("sampledValue") or [])
         self._report(c)

@@ -40,7 +40,9 @@ class ChargerSide(Protocol):
 
     def status(self, connector: int, status: str, error_code: str, info: str) -> None: ...
 
-    def meter_values(self, connector: int, values: list[dict[str, Any]]) -> None: ...
+    def meter_values(
+        self, connector: int, values: list[dict[str, Any]], tx_id: int | None
+    ) -> None: ...
 
     async def authorize(self, id_tag: str) -> str: ...
 
@@ -118,9 +120,13 @@ class ChargerLink(ChargePoint):  # type: ignore[misc]
 
     @on(Action.meter_values)
     def on_meter_values(
-        self, connector_id: int, meter_value: list[dict[str, Any]], **_: Any
+        self,
+        connector_id: int,
+        meter_value: list[dict[str, Any]],
+        transaction_id: int | None = None,
+        **_: Any,
     ) -> call_result.MeterValues:
-        self.side.meter_values(connector_id, meter_value)
+        self.side.meter_values(connector_id, meter_value, transaction_id)
         return call_result.MeterValues()
 
     @on(Action.authorize)
