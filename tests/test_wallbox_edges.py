@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 
 from controller.cli.main import check
 from controller.core.config import ConfigError, parse_config
@@ -151,3 +154,41 @@ class _running:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+
+
+async def test_a_faulted_wallbox_faults_its_bay_and_stops_the_session(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        box = r.boxes[0]
+        bay = r.bay("wb1")
+        await r.until(lambda: bay.state.node_online and bay.state.meter_wh is not None)
+        box.plug()
+        await r.kiosk_start("wb1", "KIOSK-1")
+        await box.wait_for(lambda: box.outlets[1].current_a > 0, timeout=15)
+        box.fault("GroundFailure")
+        await r.until(lambda: bay.state.fault == "GroundFailure" and bay.state.session is None)
+        assert r.station.status.current(1).status == "Faulted"
+        box.clear_fault()
+        await r.until(lambda: bay.state.fault is None)
+        rows = await r.station.journal.query("SELECT stop_reason FROM sessions")
+        assert rows == [{"stop_reason": "Other"}]  # the wallbox ended it first, as "Other"
+
+
+async def test_garbage_and_malformed_calls_from_a_wallbox_get_errors_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path, wallboxes=1) as r:
+        await r.boxes[0].connected.wait()
+        r.boxes[0].reconnect = False
+        await r.boxes[0].drop()
+        async with connect(f"{r.url()}/WB1", subprotocols=["ocpp1.6"]) as ws:  # type: ignore[list-item]
+            await ws.send("this is not json")
+            await ws.send(json.dumps([2, "m1", "BootNotification", {"chargePointModel": 7}]))
+            answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert answer[0] == 4 and answer[1] == "m1"  # a CallError for that call
+            boot = {"chargePointVendor": "x", "chargePointModel": "y"}
+            await ws.send(json.dumps([2, "m2", "BootNotification", boot]))
+            answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert answer[:2] == [3, "m2"] and answer[2]["status"] == "Accepted"
+            # Only then does the station configure it (it takes no call before its boot).
+            first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert first[0] == 2 and first[2] == "ChangeConfiguration"

@@ -64,7 +64,7 @@ class ChargerLink(ChargePoint):  # type: ignore[misc]
         super().__init__(cp_id, ws, response_timeout=response_timeout_s)
         self.side = side
         self.heartbeat_s = heartbeat_s
-        self.after_boot: Callable[[], None] | None = None
+        self._boot_accepted = False  # set by a BootNotification that passed its schema
 
     async def start(self) -> None:
         """Receive until the socket closes (``ConnectionClosed``); calls are served concurrently."""
@@ -84,7 +84,8 @@ class ChargerLink(ChargePoint):  # type: ignore[misc]
 
     async def _serve(self, raw: str, boot: bool) -> None:
         await self.route_message(raw)
-        if boot:
+        if boot and self._boot_accepted:
+            self._boot_accepted = False
             # Only once the answer is out: the wallbox takes no call before it is accepted.
             self.side.boot_answered()
 
@@ -103,6 +104,7 @@ class ChargerLink(ChargePoint):  # type: ignore[misc]
         **_: Any,
     ) -> call_result.BootNotification:
         self.side.booted(charge_point_vendor, charge_point_model, firmware_version)
+        self._boot_accepted = True
         return call_result.BootNotification(
             current_time=iso_now(), interval=self.heartbeat_s, status="Accepted"
         )

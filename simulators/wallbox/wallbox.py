@@ -251,6 +251,10 @@ class WallboxSim:
             self._stop_tx(o, "Other")
         self._set_status(o, "Faulted", code)
 
+    def clear_fault(self, connector: int = 1) -> None:
+        o = self.outlets[connector]
+        self._set_status(o, "Preparing" if o.car is not None else "Available")
+
     # ------------------------------------------------------------------ what a test reads
 
     def offer_a(self, connector: int = 1) -> float:
