@@ -243,3 +243,23 @@ async def test_a_wallbox_session_goes_on_across_a_station_restart(tmp_path: Path
         box_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await box_task
+
+
+async def test_a_wallbox_started_transaction_is_not_stopped_while_the_station_asks_the_csms(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path, csms=True) as r:
+        csms = r.csms
+        assert csms is not None
+        box = r.boxes[0]
+        bay = r.bay("wb1")
+        await r.until(lambda: bay.state.node_online and bay.state.meter_wh is not None)
+        assert r.station.upstream is not None
+        await r.until(lambda: bool(r.station.upstream and r.station.upstream.online))
+        box.plug()
+        csms.answer_delay_s = 2.5  # longer than the output loop's period (lease / 3 = 1 s)
+        box.present_cached_card("RFID-7")  # no Authorize: its own cache let it start
+        await r.until(lambda: bay.state.phase is Phase.CHARGING, timeout=20)
+        tx = box.outlets[1].tx_id
+        assert tx is not None and box.outlets[1].tx_tag == "RFID-7"
+        assert box.remote_stops == 0

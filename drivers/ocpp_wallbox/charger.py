@@ -91,6 +91,7 @@ class Connector:
     renew_at: float = -math.inf
     fallback_a: float | None = None  # the stack-0 limit it acknowledged (None: not installed)
     faulted: bool = False
+    starting: bool = False  # a StartTransaction of its own waits for the station's answer
 
 
 class Charger:
@@ -288,7 +289,13 @@ class Charger:
                 c.tx_id = None
                 return tx_id, remembered[0]
             pre = remembered[1]
-        ok = await self.station.start(c.bay.id, id_tag, pre)
+        # Meanwhile the output loop must neither stop this transaction (no session yet)
+        # nor start another one (the session about to open is this one).
+        c.starting = True
+        try:
+            ok = await self.station.start(c.bay.id, id_tag, pre)
+        finally:
+            c.starting = False
         if not ok:
             c.tx_id = None
             return tx_id, "Invalid"
@@ -393,7 +400,9 @@ class Charger:
             if amps != c.limit_a or now >= c.renew_at:
                 await self._send_limit(link, c, amps, now)
             token = self.station.session_token(c.bay.id) if self.station else None
-            if token is None and c.tx_id is not None:
+            if c.starting:
+                pass
+            elif token is None and c.tx_id is not None:
                 res = await link.request(call.RemoteStopTransaction(transaction_id=c.tx_id))
                 log.info("wallbox.remote_stop", charger=self.cp_id, tx=c.tx_id, status=res.status)
             elif relay_on and token is not None and c.tx_id is None and c.remote_start_at is None:

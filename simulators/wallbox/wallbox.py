@@ -205,6 +205,7 @@ class WallboxSim:
         self.attempts = 0
         self.frames_in = 0
         self.unlocks = 0
+        self.remote_stops = 0
         self.boots = 0
         self.transactions: list[int] = []  # the ids its central system gave, in order
         self._clock = clock
@@ -244,6 +245,11 @@ class WallboxSim:
             o.pending_tag = tag
             self.wake.set()
         return status
+
+    def present_cached_card(self, tag: str, connector: int = 1) -> None:
+        """A card its own authorization cache knows: it starts without asking (no Authorize)."""
+        self.outlets[connector].pending_tag = tag
+        self.wake.set()
 
     def fault(self, code: str = "GroundFailure", connector: int = 1) -> None:
         o = self.outlets[connector]
@@ -286,6 +292,7 @@ class WallboxSim:
         return "Accepted"
 
     def remote_stop(self, tx_id: int) -> str:
+        self.remote_stops += 1
         for o in self.outlets.values():
             if o.tx_id == tx_id:
                 self._stop_tx(o, "Remote")
