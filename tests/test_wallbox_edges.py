@@ -192,3 +192,49 @@ async def test_garbage_and_malformed_calls_from_a_wallbox_get_errors_not_a_crash
             # Only then does the station configure it (it takes no call before its boot).
             first = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert first[0] == 2 and first[2] == "ChangeConfiguration"
+
+
+async def test_a_watts_only_wallbox_without_default_profiles_gets_tx_profiles_in_watts(
+    tmp_path: Path,
+) -> None:
+    site = {
+        "main_limit_a": 32,
+        "min_on_time_s": 30,
+        "min_off_time_s": 30,
+        "increase_delay_s": 1,
+        "ramp_step_a": 16,
+    }
+    bus = {"models": {"WB1": "watts-tx-only"}}
+    async with rig(tmp_path, site=site, ocpp_bus=bus, safe_a=16.0) as r:
+        box = r.boxes[0]
+        bay = r.bay("wb1")
+        await r.until(lambda: bay.state.node_online and bay.state.meter_wh is not None)
+        # Nothing it cannot keep was installed: no fallback, no default profile.
+        assert box.book.profiles == {}
+        box.plug()
+        await r.kiosk_start("wb1", "KIOSK-1")
+        o = box.outlets[1]
+        await box.wait_for(lambda: o.current_a >= 15.9, timeout=20)
+        await r.until(lambda: bay.telemetry is not None and bay.telemetry.current_a[0] >= 15.9)
+        r.grid_a[:] = [20.0, 20.0, 20.0]
+        await box.wait_for(lambda: 0 < o.limit_a <= 12.0, timeout=10)
+        (profile,) = box.book.profiles.values()
+        assert profile.purpose == "TxProfile" and profile.unit == "W"
+        assert profile.tx_id == o.tx_id
+        assert profile.periods[0][1] == 12 * 230 * 3  # 12 A on three phases, in watts
+        # Lost, it is counted at its maximum: it keeps no fallback of the station's.
+        node = bay.node
+        assert node is not None
+        box.reconnect = False
+        await box.drop()
+        await r.until(lambda: not bay.state.node_online)
+        assert node.assumed_draw_a(0.0) == 16.0  # type: ignore[attr-defined]
+
+
+async def test_unlock_at_the_station_unlocks_the_wallbox_connector(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        box = r.boxes[0]
+        await r.until(lambda: r.bay("wb1").state.node_online)
+        out = await r.station.commands.unlock_connector("wb1", actor="csms")
+        assert out.ok
+        await box.wait_for(lambda: box.unlocks == 1)

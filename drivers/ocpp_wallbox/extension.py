@@ -9,6 +9,7 @@ side: the session of a bay, the auth chain for cards, start and stop.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import structlog
@@ -17,6 +18,7 @@ from controller.core.auth import AuthRequest
 from controller.core.bay import StopReason
 from controller.core.config import StationConfig
 from controller.core.outcome import UnknownSession
+from controller.ports import DriverError
 from drivers.ocpp_wallbox.config import bus_problems as _bus_problems
 from drivers.ocpp_wallbox.config import parse_bus, parse_listen
 from drivers.ocpp_wallbox.hub import WallboxHub
@@ -107,9 +109,35 @@ class WallboxExtension:
 
     def attach(self, station: Station) -> None:
         binding = StationBinding(station)
+        bays: list[str] = []
         for hub in station.hubs.values():
             if isinstance(hub, WallboxHub):
                 hub.bind(binding)
+                bays += [c.bay.id for ch in hub.chargers.values() for c in ch.connectors.values()]
+        if bays:
+            station.add_service("wallbox-unlock", lambda: _unlocks(station, bays))
+
+
+async def _unlocks(station: Station, bay_ids: list[str]) -> None:
+    """UnlockConnector for wallbox bays (the station's lock loop serves only lockers)."""
+    async with asyncio.TaskGroup() as tg:
+        for bay_id in bay_ids:
+            tg.create_task(_unlock_loop(station, bay_id), name=f"wallbox-unlock:{bay_id}")
+
+
+async def _unlock_loop(station: Station, bay_id: str) -> None:
+    rt = station.bays.require(bay_id)
+    while True:
+        await rt.lock_changed.wait()
+        rt.lock_changed.clear()
+        if rt.want_locked is not False or rt.node is None or not rt.state.node_online:
+            continue
+        rt.want_locked = None  # a cable lock opens once per request; nothing to hold
+        try:
+            await rt.node.set_lock(locked=False)
+            log.info("wallbox.unlocked", bay_id=bay_id)
+        except DriverError as err:
+            log.warning("wallbox.unlock_failed", bay_id=bay_id, error=str(err))
 
 
 EXTENSION = WallboxExtension()

@@ -146,6 +146,7 @@ class _Link(ChargePoint):  # type: ignore[misc]
     @on(Action.unlock_connector)
     def on_unlock(self, connector_id: int, **_: Any) -> call_result.UnlockConnector:
         self.box.unlocks += 1
+        self.box._notify()
         return call_result.UnlockConnector(status="Unlocked")
 
 
