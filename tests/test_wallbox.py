@@ -139,7 +139,7 @@ async def test_a_lost_wallbox_counts_at_its_lease_then_its_safe_share_until_it_r
 
         # For as long as that lease runs (seconds: wallbox 2 would ramp to 16 A meanwhile)...
         await r.until(lease_over, timeout=15)
-        assert len(seen) > 10 and max(seen) <= 20 - lease_a + 1e-6, (lease_a, max(seen))
+        assert len(seen) > 3 and max(seen) <= 20 - lease_a + 1e-6, (lease_a, max(seen))
         # Once it has run out, the fallback profile it acknowledged holds: its safe share (0).
         await r.until(lambda: node.assumed_draw_a(time.monotonic()) == 0.0, timeout=15)
         await r.until(lambda: _target(r, "wb2") == 16.0, timeout=15)

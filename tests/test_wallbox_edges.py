@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
+from websockets.frames import Close
 
 from controller.cli.main import check
 from controller.core.config import ConfigError, parse_config
+from controller.ports import ConnectionLost
 from drivers.ocpp_wallbox.charger import Charger
 from drivers.ocpp_wallbox.config import parse_bus
 from simulators.wallbox import WallboxSim
@@ -238,3 +241,24 @@ async def test_unlock_at_the_station_unlocks_the_wallbox_connector(tmp_path: Pat
         out = await r.station.commands.unlock_connector("wb1", actor="csms")
         assert out.ok
         await box.wait_for(lambda: box.unlocks == 1)
+
+
+class _ClosingLink:
+    """A link whose socket closes under the call (what a lost ping does mid-command)."""
+
+    async def request(self, payload: Any) -> Any:
+        raise ConnectionClosedError(Close(1011, ""), Close(1011, ""), True)
+
+
+@pytest.mark.parametrize("relay_on", [True, False])
+async def test_a_socket_closing_under_a_command_is_a_driver_error(
+    tmp_path: Path, relay_on: bool
+) -> None:
+    cfg = parse_config(_cfg(tmp_path))
+    ch = Charger("WB1", [cfg.bays[0]], parse_bus(cfg.buses[0].ocpp))
+    ch.link = _ClosingLink()  # type: ignore[assignment]
+    # The output loop is core: anything but a DriverError from a node would stop the station.
+    with pytest.raises(ConnectionLost):
+        await ch.set_limit(ch.connectors[1], relay_on=relay_on, current_a=10.0)
+    with pytest.raises(ConnectionLost):
+        await ch.unlock(ch.connectors[1])

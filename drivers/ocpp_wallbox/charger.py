@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import structlog
 from ocpp.exceptions import OCPPError
 from ocpp.v16 import call
+from websockets.exceptions import ConnectionClosed
 
 from controller.core.config import BayConfig
 from controller.ports import (
@@ -418,6 +419,8 @@ class Charger:
             raise DriverTimeout(f"wallbox {self.cp_id}: {err}") from err
         except OCPPError as err:
             raise TransientError(f"wallbox {self.cp_id}: {err}") from err
+        except ConnectionClosed as err:
+            raise ConnectionLost(f"wallbox {self.cp_id}: {err}") from err
 
     async def _send_limit(self, link: ChargerLink, c: Connector, amps: float, now: float) -> None:
         validity = self.bus.profile_validity_s
@@ -449,6 +452,8 @@ class Charger:
             raise DriverTimeout(str(err)) from err
         except OCPPError as err:
             raise TransientError(str(err)) from err
+        except ConnectionClosed as err:
+            raise ConnectionLost(f"wallbox {self.cp_id}: {err}") from err
         if res.status != "Unlocked":
             raise TransientError(f"wallbox {self.cp_id} could not unlock ({res.status})")
 
