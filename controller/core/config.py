@@ -213,8 +213,9 @@ class StationConfig(_Strict):
                 # Wallboxes are named by their charge point id and connector, not an address.
                 for b in on_bus:
                     if b.charger_id is None:
+                        i = self.bays.index(b)
                         raise ValueError(
-                            f"bays.{b.id}.charger_id: bay {b.id!r} is on the OCPP bus "
+                            f"bays[{i}].charger_id: bay {b.id!r} is on the OCPP bus "
                             f"{bus.id!r}: say which wallbox serves it (charger_id)"
                         )
                 _unique(

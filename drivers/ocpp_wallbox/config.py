@@ -114,7 +114,7 @@ def bus_problems(prefix: str, data: dict[str, Any] | None) -> list[str]:
         parse_bus(data)
     except ValidationError as err:
         return [
-            f"{prefix}.{'.'.join(str(p) for p in e['loc']) or 'ocpp'}: "
+            f"{'.'.join([prefix, *(str(p) for p in e['loc'])])}: "
             f"{e['msg'].removeprefix('Value error, ')}"
             for e in err.errors()
         ]
