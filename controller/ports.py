@@ -205,6 +205,19 @@ class BayNode(Protocol):
     def stats(self) -> LinkStats: ...
 
 
+@runtime_checkable
+class UnleasedNode(Protocol):
+    """Optional ability of a :class:`BayNode` whose device does not fall to a lease.
+
+    A third-party charger keeps its own limits when the station loses it;
+    ``assumed_draw_a(now)`` is the most it may draw per phase while it cannot be
+    reached (its maximum, or the fallback limit it acknowledged), and ``None``
+    while it can. The load manager reserves that much for it.
+    """
+
+    def assumed_draw_a(self, now: float) -> float | None: ...
+
+
 class NodeHub(Protocol):
     """Owns one link (a serial bus, an MQTT connection) to one or more nodes.
 

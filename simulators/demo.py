@@ -204,6 +204,11 @@ async def simulate(args: argparse.Namespace) -> int:
         pin = estop_from(raw, default=args.config is None)
         for part in PARTS:
             await part(raw, stack, cast(SimulatedBus, nodes))
+        wallboxes = None
+        if getattr(args, "ocpp_wallboxes", 0):
+            from simulators.wallbox.demo import add_wallboxes
+
+            wallboxes = add_wallboxes(raw, min(args.ocpp_wallboxes, 16))
         cfg = parse_config(raw, "simulate")
         from controller.cli.main import check
 
@@ -227,6 +232,8 @@ async def simulate(args: argparse.Namespace) -> int:
         if drivers is not None:
             services.append(("demo-drivers", drivers.run))
         services.append(("sim-camera", lambda st: camera_service(st, data / "camera", ctl)))
+        if wallboxes is not None:
+            services.append(("sim-wallboxes", wallboxes))
         log.info(
             "simulate.started",
             data_dir=str(data),
@@ -298,7 +305,9 @@ class DemoDrivers:
     async def run(self, station: Station) -> None:
         now = self.bus.clock()
         for i, b in enumerate(self.cfg.bays):
-            node = self.bus.nodes[b.node_id]
+            node = self.bus.nodes.get(b.node_id)
+            if node is None:
+                continue  # not on the simulated bus (an OCPP wallbox brings its own car)
             if b.kind == "evse":
                 node.plug_in(
                     now,

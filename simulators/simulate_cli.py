@@ -41,6 +41,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="default: data/sim-<http port>")
     p.add_argument("--kind", choices=["mixed", "evse", "locker"], default="mixed")
     p.add_argument("--no-demo-drivers", action="store_true", help="leave the bays empty")
+    p.add_argument(
+        "--ocpp-wallboxes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N simulated OCPP 1.6J wallboxes as extra bays (0..16)",
+    )
     csms = p.add_mutually_exclusive_group()
     csms.add_argument(
         "--csms-url",

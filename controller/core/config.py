@@ -91,13 +91,20 @@ class JournalSection(_Strict):
 
 
 class BusConfig(_Strict):
-    """One link to bay nodes: a serial (RS-485/UART) port, or the simulator's pseudo-terminal."""
+    """One link to bay nodes: a serial (RS-485/UART) port, or the simulator's pseudo-terminal.
+
+    ``transport = "ocpp"``: the station is the central system of OCPP 1.6J wallboxes
+    that connect to ``listen``; ``ocpp`` holds that server's options, validated by
+    ``drivers.ocpp_wallbox`` (security profile, passwords, TLS, timing, charger models).
+    """
 
     id: str = Field(min_length=1)
-    transport: Literal["serial", "mqtt", "gpio"] = "serial"
+    transport: Literal["serial", "mqtt", "gpio", "ocpp"] = "serial"
     port: str = ""
     baud: int = Field(default=115200, gt=0)
     host_timeout_s: float = Field(default=10.0, gt=0)
+    listen: str = Field(default="", description='"host:port" of the wallboxes\' OCPP server')
+    ocpp: dict[str, Any] | None = None
 
 
 class BayConfig(_Strict):
@@ -121,6 +128,16 @@ class BayConfig(_Strict):
         default=None, description="the phase a single-phase bay is wired to (required for those)"
     )
     circuit: str = "main"
+    charger_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=48,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="the OCPP charge point id of the wallbox serving this bay (ocpp buses)",
+    )
+    charger_connector: int = Field(
+        default=1, ge=1, le=16, description="the bay's connector number on that wallbox"
+    )
 
     @model_validator(mode="after")
     def _currents(self) -> BayConfig:
@@ -191,8 +208,22 @@ class StationConfig(_Strict):
             if bay.bus not in bus_ids:
                 raise ValueError(f"bays[{i}].bus: unknown bus {bay.bus!r} (known: {bus_ids})")
         for bus in self.buses:
-            addresses = [b.address for b in self.bays if b.bus == bus.id]
-            _unique(f"addresses on bus {bus.id}", [str(a) for a in addresses])
+            on_bus = [b for b in self.bays if b.bus == bus.id]
+            if bus.transport == "ocpp":
+                # Wallboxes are named by their charge point id and connector, not an address.
+                for b in on_bus:
+                    if b.charger_id is None:
+                        i = self.bays.index(b)
+                        raise ValueError(
+                            f"bays[{i}].charger_id: bay {b.id!r} is on the OCPP bus "
+                            f"{bus.id!r}: say which wallbox serves it (charger_id)"
+                        )
+                _unique(
+                    f"wallbox connectors on bus {bus.id}",
+                    [f"{b.charger_id}#{b.charger_connector}" for b in on_bus],
+                )
+                continue
+            _unique(f"addresses on bus {bus.id}", [str(b.address) for b in on_bus])
         return self
 
     def data_path(self, base: Path | None = None) -> Path:

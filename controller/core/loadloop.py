@@ -36,7 +36,7 @@ from controller.load import (
     StepInput,
     StepResult,
 )
-from controller.ports import Clock, Freshness
+from controller.ports import Clock, Freshness, UnleasedNode
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +138,7 @@ class LoadLoop:
         # What the node last confirmed (the output loop records every acknowledged lease):
         # a decrease counts at its old value until the node has confirmed it.
         acked = rt.last_output
+        assumed = rt.node.assumed_draw_a(now) if isinstance(rt.node, UnleasedNode) else None
         return BayInput(
             bay_id=rt.cfg.id,
             acked_a=(acked[1] if acked[0] else 0.0) if acked is not None else None,
@@ -151,6 +152,7 @@ class LoadLoop:
             session_order=int(sess.started_at * 1000) if sess else 0,
             external_cap_a=caps.get(rt.cfg.connector),
             faulted=s.fault is not None or not s.node_online,
+            assumed_a=assumed or 0.0,
         )
 
     def _pv_surplus(self, grid: GridInput) -> tuple[float | None, Freshness]:

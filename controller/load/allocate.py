@@ -94,6 +94,9 @@ class BayInput:
     """What the node last confirmed it applies (A; 0 = relay off); None = nothing confirmed."""
     acked_at: float | None = None
     """When the node confirmed ``acked_a`` (monotonic s, the controller's clock)."""
+    assumed_a: float = 0.0
+    """Current per phase the bay may draw that the station cannot command now (a wallbox
+    whose link is lost: its maximum, or its fallback limit); reserved on its circuits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +219,12 @@ def allocate(inp: AllocationInput) -> Allocation:
         # failed meter the fallback budget is already the whole allowance.
         for p in range(3):
             caps[p] = max(0.0, caps[p] - reserve[p])
+    for i, st in enumerate(state):
+        if st is not None and st.assumed_a > 0.0:
+            # A bay out of reach draws what it likes up to this: it is counted on top of
+            # what the meter sees (its present draw is in that reading too), never under.
+            for c in topo.bay_tree_cons[i]:
+                caps[c] = max(0.0, caps[c] - st.assumed_a)
     labels: list[tuple[Reason, str]] = [(Reason.CIRCUIT_LIMIT, lab) for lab in topo.labels]
 
     # --- rules and per-bay upper bounds -----------------------------------------------
