@@ -140,3 +140,14 @@ def test_next_expiry_is_the_earliest_lease() -> None:
     ext.offer(0.0, scope=SITE, source="mqtt", amps=20.0)
     ext.offer(5.0, scope="b1", source="mqtt", amps=10.0, lease_s=10.0)
     assert ext.next_expiry() == 15.0
+
+
+def test_a_source_not_read_yet_holds_the_cap_and_its_first_reading_is_not_an_event() -> None:
+    ext = fresh(ExternalConfig(site_leased=False))
+    ext.assume_grid_operator("gpio")
+    assert ext.evaluate(0.0).site_a == 6.0
+    assert ext.grid_operator("gpio", False) is None
+    caps = ext.evaluate(0.1)
+    assert caps.site_a is None and caps.changes == ()
+    on = ext.grid_operator("gpio", True)
+    assert on is not None and on.kind == "grid_operator_on"

@@ -98,6 +98,7 @@ class ExternalLimits:
         # A site lease that never came is a lapsed one.
         self._lapsed: set[str] = {SITE} if cfg.site_leased else set()
         self._grid_operator: dict[str, bool] = {}
+        self._assumed: set[str] = set()  # sources not read yet, held active meanwhile
         self._pending: list[ExternalChange] = []
         self.counts: dict[str, int] = {}
 
@@ -134,11 +135,23 @@ class ExternalLimits:
             return self._note(change)
         return change  # a renewal of the same value: counted, not audited
 
+    def assume_grid_operator(self, source: str) -> None:
+        """``source`` is wired but not read yet: its signal counts as active until it is.
+
+        Neither this nor the first reading is a change to audit (it is how the station
+        starts, not something the grid operator did).
+        """
+        self._grid_operator[source] = True
+        self._assumed.add(source)
+
     def grid_operator(self, source: str, active: bool) -> ExternalChange | None:
         """The grid operator's signal from ``source`` (a GPIO contact, a setpoint source)."""
         before = self.grid_operator_active
         self._grid_operator[source] = active
         after = self.grid_operator_active
+        if source in self._assumed:
+            self._assumed.discard(source)
+            return None
         if before == after:
             return None
         cap = self._grid_operator_a()

@@ -79,6 +79,9 @@ class SetpointGate:
             if self._station.load is not None:
                 self._station.load.wake()
 
+    def assume_grid_operator(self, source: str) -> None:
+        self.limits.assume_grid_operator(source)
+
     def readback(self) -> SiteReadback:
         st = self._station
         now = st.clock.monotonic()
