@@ -39,6 +39,10 @@ ROUNDS = 25
 PASSWORDS = {"controller": "c-secret", "hems": "h-secret"}
 
 
+def _at_most(node: object, amps: float) -> Callable[[], bool]:
+    return lambda: float(node.physics.setpoint_a) <= amps + 1e-6  # type: ignore[attr-defined]
+
+
 async def test_bench_external_setpoint(tmp_path: Path) -> None:
     with broker(tmp_path / "mosquitto", PASSWORDS) as mosq:
         async with SimulatedBus(
@@ -130,10 +134,7 @@ async def test_bench_external_setpoint(tmp_path: Path) -> None:
                             await asyncio.sleep(rng.uniform(0, 0.25))  # unsynchronised
                             t0 = time.perf_counter()
                             await send(low)
-                            await bus.wait_until(
-                                lambda low=low: node.physics.setpoint_a <= low + 1e-6,
-                                5,  # type: ignore[misc]
-                            )
+                            await bus.wait_until(_at_most(node, low), 5)
                             results[name].append((time.perf_counter() - t0) * 1000)
                 client.close()
             finally:
