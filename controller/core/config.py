@@ -181,6 +181,9 @@ class StationConfig(_Strict):
     camera: dict[str, Any] | None = None
     gpio: dict[str, Any] | None = None
     external: dict[str, Any] | None = None
+    mqtt_state: dict[str, Any] | None = None
+    homeassistant: dict[str, Any] | None = None
+    webhooks: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _references(self) -> StationConfig:
