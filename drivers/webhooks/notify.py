@@ -69,7 +69,7 @@ class Notifier:
         """Remember the station as it is now: what holds at start is not news."""
         st = self._station
         self._estop = st.safety.stop_input_pressed
-        self._causes = frozenset(st.safety.causes)
+        self._causes = frozenset(st.safety.causes) - {"emergency_stop"}
         self._low_disk = st.guard.warning() is not None
 
     def notifications(self, event: Event) -> list[Notification]:
@@ -101,6 +101,8 @@ class Notifier:
                 if status != "Faulted":
                     self._offline.discard(bay)
                     return []
+                if info == "emergency_stop":
+                    return []  # reported once for the station, not once per bay
                 if info == "node offline":
                     if bay in self._offline:
                         return []
@@ -142,7 +144,8 @@ class Notifier:
                 )
             )
         self._estop = estop
-        causes = frozenset(st.safety.causes)
+        # The emergency stop is its own notification, not a safe mode one as well.
+        causes = frozenset(st.safety.causes) - {"emergency_stop"}
         new = sorted(causes - self._causes)
         if new:
             blockers = st.safety.blockers

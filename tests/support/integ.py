@@ -51,9 +51,10 @@ def config(tmp: Path, n: int, **sections: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def running_station(
-    tmp: Path, *, n: int = 1, http: bool = False, **sections: Any
+    tmp: Path, *, n: int = 1, http: bool = False, start: bool = True, **sections: Any
 ) -> AsyncIterator[tuple[Station, FakeHub]]:
-    """A running station whose bays all charge (a vehicle on each, drawing its setpoint)."""
+    """A running station whose bays all charge (a vehicle on each, drawing its setpoint);
+    ``start=False``: no session is started."""
     cfg = parse_config(config(tmp, n, **sections))
     hub = FakeHub()
     st = await open_station(cfg, hubs={"bus": hub}, http=http)
@@ -79,7 +80,8 @@ async def running_station(
         feeder = asyncio.create_task(site())
         for b in st.bays:
             await until(st, lambda b=b: st.bays[b].state.node_online)  # type: ignore[misc]
-            assert (await st.commands.present_token(b, f"T-{b}")).ok
+            if start:
+                assert (await st.commands.present_token(b, f"T-{b}")).ok
         yield st, hub
     finally:
         if feeder is not None:
