@@ -8,12 +8,12 @@ Validated here (the controller keeps the section as a raw dict)::
     fallback_bay_a = 6      # a bay whose own lease lapsed
     grid_operator_kw = 4.2  # the site's power while the grid operator's signal is active
     [external.mqtt]         # topics on the [mqtt] broker (see REGISTERS.md)
-    [external.modbus]       # the station as a Modbus TCP server
-    host = "0.0.0.0"
+    [external.modbus]       # the station as a Modbus TCP server (no authentication:
+    host = "192.168.1.10"   #   default 127.0.0.1; a LAN address only on a trusted network)
     port = 5020
     unit_id = 1
     [external.http]         # POST /limit with a bearer token
-    host = "0.0.0.0"
+    host = "192.168.1.10"
     port = 8091
     token_file = "hems.token"
 """
@@ -37,7 +37,8 @@ class MqttSource(_Strict):
 
 
 class ModbusSource(_Strict):
-    host: str = Field(default="0.0.0.0", min_length=1)
+    # Modbus has no authentication: listen on the LAN only when the installer says so.
+    host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=5020, ge=0, le=65535)
     unit_id: int = Field(default=1, ge=0, le=247)
 
