@@ -111,6 +111,11 @@ async def test_bad_writes_are_refused_with_a_modbus_exception_and_audited(tmp_pa
             assert bad_switch.isError()
             no_bay = await client.write_register(reg.BAY_BASE + reg.BAY_STRIDE, 60, device_id=3)
             assert no_bay.isError()
+            # A block write that reaches a read-only register changes nothing, not even its start.
+            block = await client.write_registers(
+                reg.REG_SITE_LIMIT_DA, [70, 0, 0, 0, 1], device_id=3
+            )
+            assert block.isError() and block.exception_code == 2
             rr = await client.read_holding_registers(0, count=11, device_id=3)
             assert rr.registers[reg.REG_SITE_LIMIT_DA] == 100  # nothing changed
             refused = [r for r in await audit_rows(st, "external") if r["kind"] == "refused"]

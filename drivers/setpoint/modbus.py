@@ -113,12 +113,20 @@ class ModbusSetpointServer:
         if set_values is None:
             self._fill(registers, start_address)
             return None
+        if not all(self._writable(address + k) for k in range(len(set_values))):
+            return ExcCodes.ILLEGAL_ADDRESS  # nothing of a write that reaches past the map
         for k, raw in enumerate(set_values):
             err = self._write(address + k, int(raw))
             if err is not None:
                 return err
         self.writes += 1
         return None
+
+    def _writable(self, reg: int) -> bool:
+        if reg in _WRITABLE:
+            return True
+        i, off = divmod(reg - BAY_BASE, BAY_STRIDE)
+        return reg >= BAY_BASE and off == BAY_LIMIT_DA and i < len(self._bays)
 
     def _write(self, reg: int, value: int) -> ExcCodes | None:
         scope: str | None = None
@@ -189,8 +197,3 @@ class ModbusSetpointServer:
             for p in range(3):
                 put(base + BAY_CURRENT_DA + p, _u16(b.current_a[p] * 10))
             put(base + BAY_POWER_W, _u16(b.power_w))
-
-
-def writable(reg: int) -> bool:
-    """Whether ``reg`` takes writes (the map's R/W registers)."""
-    return reg in _WRITABLE or (reg >= BAY_BASE and (reg - BAY_BASE) % BAY_STRIDE == BAY_LIMIT_DA)
