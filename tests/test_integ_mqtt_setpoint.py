@@ -118,3 +118,28 @@ async def test_the_grid_operator_signal_over_mqtt(tmp_path: Path, mosq: Mosquitt
             await until(st, lambda: not st.snapshots.station()["external"]["grid_operator"])
         kinds = [r["kind"] for r in await audit_rows(st, "external")]
         assert "grid_operator_on" in kinds and "grid_operator_off" in kinds
+
+
+async def test_a_broker_killed_mid_lease_lapses_to_the_fallback_and_limits_work_again_after(
+    tmp_path: Path, mosq: Mosquitto
+) -> None:
+    async with running_station(tmp_path, **sections(mosq)) as (st, hub):
+        mq = TRANSPORTS[st]["mqtt"]
+        await asyncio.wait_for(mq.connected.wait(), 10)
+        node = hub.nodes["b1"]
+        async with client(mosq, "hems") as hems:
+            t0 = time.monotonic()
+            await hems.publish(f"{BASE}/limit/site/set", json.dumps({"a": 12}), qos=1)
+            await node.wait_output(lambda o: o[1] == 12.0, timeout=5)
+        await asyncio.to_thread(mosq.kill)
+        # Nobody can renew the lease now: the fallback holds once it runs out, not before.
+        await node.wait_output(lambda o: o[1] == 6.0, timeout=10)
+        assert 5.0 - 0.5 <= time.monotonic() - t0 <= 5.0 + 1.5
+        assert node.setpoint_a <= 12.0 and all(o[1] <= 12.0 for o in node.outputs[-5:])
+        await asyncio.to_thread(mosq.start)
+        await asyncio.wait_for(mq.connected.wait(), 15)  # the supervisor restarted the service
+        async with client(mosq, "hems") as hems:
+            await hems.publish(f"{BASE}/limit/site/set", json.dumps({"a": 10}), qos=1)
+            await node.wait_output(lambda o: o[1] == 10.0, timeout=5)
+        kinds = [r["kind"] for r in await audit_rows(st, "external")]
+        assert kinds.count("lapsed") == 1
