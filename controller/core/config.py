@@ -197,6 +197,10 @@ class StationConfig(_Strict):
     mqtt: dict[str, Any] | None = None
     camera: dict[str, Any] | None = None
     gpio: dict[str, Any] | None = None
+    external: dict[str, Any] | None = None
+    mqtt_state: dict[str, Any] | None = None
+    homeassistant: dict[str, Any] | None = None
+    webhooks: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _references(self) -> StationConfig:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -36,6 +37,7 @@ from controller.load import (
     StepInput,
     StepResult,
 )
+from controller.load.external import ExternalCaps, ExternalChange, ExternalLimits
 from controller.ports import Clock, Freshness, UnleasedNode
 
 log = structlog.get_logger(__name__)
@@ -85,6 +87,11 @@ class LoadLoop:
         self.ctl = LoadController(config)
         self.last: StepResult | None = None
         self.caps: CapsProvider | None = None
+        # Leases from an energy manager and the grid operator's signal (controller.load.external):
+        # only ever a lower bound on top of the station's own limits.
+        self.external: ExternalLimits | None = None
+        self.external_now: ExternalCaps | None = None
+        self.external_listeners: list[Callable[[ExternalCaps], None]] = []
         self.steps = 0
         self._clock = clock
         self._bays = bays
@@ -126,7 +133,9 @@ class LoadLoop:
             except Exception:
                 log.exception("load.step_failed")
 
-    def _bay_input(self, rt: BayRuntime, now: float, caps: dict[int, float | None]) -> BayInput:
+    def _bay_input(
+        self, rt: BayRuntime, now: float, caps: dict[int, float | None], ext: ExternalCaps | None
+    ) -> BayInput:
         s = rt.state
         sess = s.session
         tel = rt.telemetry
@@ -150,7 +159,9 @@ class LoadLoop:
             measured_at=tel.at if tel is not None else None,
             boost_confirmed=mode is Mode.BOOST,
             session_order=int(sess.started_at * 1000) if sess else 0,
-            external_cap_a=caps.get(rt.cfg.connector),
+            external_cap_a=_lower(
+                caps.get(rt.cfg.connector), ext.bays_a.get(rt.cfg.id) if ext else None
+            ),
             faulted=s.fault is not None or not s.node_online,
             assumed_a=assumed or 0.0,
         )
@@ -174,6 +185,7 @@ class LoadLoop:
         now = self._clock.monotonic()
         wall = self._clock.wall()
         caps = self.caps(wall) if self.caps else {}
+        ext = self.external.evaluate(now) if self.external is not None else None
         grid_m = self._meters.of_role("grid")
         grid = (
             GridInput.from_reading(grid_m.reading)
@@ -184,12 +196,12 @@ class LoadLoop:
         res = self.ctl.step(
             now,
             StepInput(
-                bays=tuple(self._bay_input(rt, now, caps) for rt in self._bays.values()),
+                bays=tuple(self._bay_input(rt, now, caps, ext) for rt in self._bays.values()),
                 grid=grid,
                 wall_time=dt.datetime.fromtimestamp(wall),
                 pv_surplus_w=pv_w,
                 pv_freshness=pv_fresh,
-                station_cap_a=caps.get(0),
+                station_cap_a=_lower(caps.get(0), ext.site_a if ext else None),
             ),
         )
         self.last = res
@@ -206,6 +218,8 @@ class LoadLoop:
             )
         for bay_id in res.new_faults:
             await self._runner.apply(bay_id, FaultRaised("overcurrent", True), actor="load")
+        if ext is not None:
+            await self._external_changed(ext, wall)
         if res.audit:
             await self._journal.commit(
                 Commit(
@@ -229,6 +243,28 @@ class LoadLoop:
             )
         return res
 
+    async def _external_changed(self, ext: ExternalCaps, wall: float) -> None:
+        changed = self.external_now is None or (
+            (ext.site_a, ext.bays_a, ext.grid_operator, ext.fallback)
+            != (
+                self.external_now.site_a,
+                self.external_now.bays_a,
+                self.external_now.grid_operator,
+                self.external_now.fallback,
+            )
+        )
+        if ext.changes:
+            await self._journal.commit(
+                Commit(
+                    events=[],
+                    audit=[("external", c.kind, _external_row(c)) for c in ext.changes],
+                )
+            )
+        self.external_now = ext  # after its audit rows are written
+        if changed or ext.changes:
+            for listener in self.external_listeners:
+                listener(ext)
+
     def status(self) -> dict[str, Any] | None:
         """For the owner's load bar: building load vs limit and the chargers' share, per phase."""
         res = self.last
@@ -250,6 +286,9 @@ class LoadLoop:
             "freshness": res.grid_freshness.value,
             "setpoints_a": dict(res.setpoints_a),
             "conflicts": [str(c) for c in res.conflicts],
+            "external": (
+                self.external.status(self._clock.monotonic()) if self.external is not None else None
+            ),
             "health": {
                 b: {
                     "cycles_total": h.cycles_total,
@@ -259,3 +298,20 @@ class LoadLoop:
                 for b, h in res.health.items()
             },
         }
+
+
+def _lower(a: float | None, b: float | None) -> float | None:
+    """The lower of two optional caps (None: no cap)."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _external_row(c: ExternalChange) -> dict[str, Any]:
+    return {
+        "scope": c.scope,
+        "source": c.source,
+        "old_a": c.old_a,
+        "new_a": c.new_a,
+        "detail": c.detail,
+    }

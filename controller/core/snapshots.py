@@ -8,6 +8,7 @@ shape, not a contract with the central system (OCPP statuses come from
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from controller.core.bay import fault_message, ocpp_status, offline_reason
@@ -38,6 +39,9 @@ class Snapshots:
         self._safety = safety
         self._guard = guard
         self._started_at = started_at
+        # What limits the site from outside (energy manager, grid operator), set by the
+        # adapter that receives them; None: nothing from outside.
+        self.external: Callable[[], dict[str, Any]] | None = None
 
     def bay(self, rt: BayRuntime) -> dict[str, Any]:
         """What a bay shows now. Every measured figure comes with its age: ``measured_at``
@@ -120,6 +124,7 @@ class Snapshots:
             "accepting_sessions": not blockers,
             "storage": {**self._guard.snapshot(), "warning": self._guard.warning()},
             "bays": len(self._bays),
+            "external": self.external() if self.external is not None else None,
             "uptime_s": round(time.monotonic() - self._started_at, 1),
         }
 

@@ -232,12 +232,32 @@ class MetricsCollector(Collector):
                 "1 while the central system is connected.",
                 value=cloud,
             )
+        yield from self._external()
         yield CounterMetricFamily(
             "edge_station_node_updates_dropped_total",
             "Node updates dropped because the station's queue was full.",
             value=st.nodes.dropped,
         )
         yield from self._process.collect()
+
+    def _external(self) -> Iterator[Metric]:
+        """Limits from outside (energy manager, grid operator), when something sends them."""
+        ext = self.station.load.external if self.station.load is not None else None
+        if ext is None:
+            return
+        yield GaugeMetricFamily(
+            "edge_station_grid_operator_limited",
+            "1 while the grid operator's signal caps the site.",
+            value=ext.grid_operator_active,
+        )
+        changes = CounterMetricFamily(
+            "edge_station_external_limit_changes",
+            "External limit changes by kind (applied, lapsed, refused, grid_operator_on/off).",
+            labels=["kind"],
+        )
+        for kind in ("applied", "lapsed", "refused", "grid_operator_on", "grid_operator_off"):
+            changes.add_metric([kind], ext.counts.get(kind, 0))
+        yield changes
 
     def _journal(self, fig: JournalFigures, live: dict[str, float]) -> Iterator[Metric]:
         yield CounterMetricFamily(

@@ -87,6 +87,11 @@ class GpioConfig(_Strict):
         description="gpiozero pin factory; default: gpiozero's choice (lgpio on a Pi)",
     )
     emergency_stop: InputPin | None = Field(default=None, description="active = pressed")
+    grid_limit: InputPin | None = Field(
+        default=None,
+        description="the grid operator's control contact (§14a EnWG): active = the site is "
+        "capped at [external] grid_operator_kw",
+    )
     bays: list[GpioBay] = Field(default_factory=list)
     hardware_watchdog: bool = Field(
         default=False,
@@ -118,6 +123,8 @@ class GpioConfig(_Strict):
         out: list[tuple[str, PinName]] = []
         if self.emergency_stop is not None:
             out.append(("emergency_stop", self.emergency_stop.pin))
+        if self.grid_limit is not None:
+            out.append(("grid_limit", self.grid_limit.pin))
         for i, b in enumerate(self.bays):
             for name in ("relay", "door", "led", "buzzer"):
                 p = getattr(b, name)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from drivers.gpio.config import check_gpio, parse_gpio
+from drivers.gpio.config import InputPin, check_gpio, parse_gpio
 from drivers.gpio.estop import GpioStopInput, run_stop_input
+from drivers.gpio.gridlimit import SOURCE as GRID_LIMIT_SOURCE
+from drivers.gpio.gridlimit import run_grid_limit_input
 from drivers.gpio.io import pin_factory
 
 if TYPE_CHECKING:
@@ -31,6 +33,11 @@ class GpioExtension:
                 problems.append("gpio: section missing (a bus uses transport 'gpio')")
             return problems
         g = parse_gpio(cfg.gpio)
+        if g.grid_limit is not None and cfg.site is None:
+            problems.append(
+                "gpio.grid_limit: the grid operator's limit needs load management; "
+                "add a [site] section"
+            )
         wired = {b.node for b in g.bays}
         node_ids = {b.node_id for b in cfg.bays}
         for i, b in enumerate(g.bays):
@@ -45,6 +52,8 @@ class GpioExtension:
         if station.cfg.gpio is None:
             return
         g = parse_gpio(station.cfg.gpio)
+        if g.grid_limit is not None:
+            self._attach_grid_limit(station, g.grid_limit, g.pin_factory)
         if g.emergency_stop is None:
             return
         stop = GpioStopInput(g.emergency_stop, factory=pin_factory(g.pin_factory))
@@ -55,6 +64,19 @@ class GpioExtension:
             # none may start) until the restarted service has run for a while.
             refuse_while_down="The emergency-stop button is not being watched: charging is "
             "paused and no session can start. Please call the operator.",
+        )
+
+    def _attach_grid_limit(self, station: Station, pin: InputPin, factory: str) -> None:
+        from drivers.setpoint.gate import external_gate
+
+        gate = external_gate(station)
+        if gate is None:
+            return
+        # Until the contact is read, the cap holds (the station never guesses upward).
+        gate.assume_grid_operator(GRID_LIMIT_SOURCE)
+        station.add_service(
+            "gpio-grid-limit",
+            lambda: run_grid_limit_input(gate, pin, factory=pin_factory(factory)),
         )
 
 

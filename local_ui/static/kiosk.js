@@ -59,6 +59,7 @@
     stopped: "Stopped",
     accepted: "Code accepted",
     safeMode: "Safe mode: ",
+    gridLimited: "Limited by grid operator: charging is slower for now.",
   };
   const FRESH_S = 10; /* older figures are marked with their age */
   const CALL_TIMEOUT_MS = 8000;
@@ -411,6 +412,9 @@
     $("cloud").hidden = down || !S.station || S.station.cloud_online !== false;
     $("safe-banner").hidden = !safeMode();
     if (safeMode()) $("safe-banner").textContent = T.safeMode + Object.values(S.station.blocked || {}).join(" ");
+    const limited = !!(S.station && S.station.external && S.station.external.grid_operator);
+    $("grid-banner").hidden = !limited;
+    $("grid-banner").textContent = limited ? T.gridLimited : "";
     const b = S.bay ? S.bays.get(S.bay) : null;
     if (["auth", "msg", "mode"].includes(S.screen) && b && b.session && !S.stopIntent && b.status !== "Finishing") {
       return showSession(); /* started by the camera while this screen was open */

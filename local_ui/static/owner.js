@@ -46,8 +46,17 @@
       }
     }
     renderStorage(st.storage || {});
+    renderExternal(st.external);
     const tf = st.tariff;
     if (tf) box.append(el("span", { cls: "muted", id: "tariff-now", text: "Tariff " + tf.per_kwh.toFixed(2) + " " + tf.currency + "/kWh" }));
+  }
+
+  /* What limits the site from outside: the grid operator, an energy manager gone silent. */
+  function renderExternal(ext) {
+    const banner = $("external-banner");
+    const text = ext && ext.messages ? ext.messages.join(" ") : "";
+    banner.textContent = text;
+    banner.hidden = !text;
   }
 
   /* Low space before the disk is full (the station's own sentence), or writes failing now. */
