@@ -73,6 +73,9 @@ class StationLink(Link):
             drop_calls=lambda: up.rejected,
         )
         self.up = up
+        # connector -> when its status was last sent unasked-for changes aside (registration,
+        # TriggerMessage): changes queued before that are old news and are not sent.
+        self.status_forced_at: dict[int, float] = {}
 
     def _bay(self, connector: int) -> BayRuntime | None:
         try:
