@@ -14,6 +14,7 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
 from cloud_sync.config import OcppConfig
+from cloud_sync.diagnostics import DiagnosticsUploads
 from cloud_sync.keys import ConfigKeys
 from cloud_sync.link import Link, on
 from cloud_sync.localauth import LocalAuth
@@ -49,6 +50,7 @@ class LinkOwner(Protocol):
     local: LocalAuth
     profiles: ProfileStore
     outbox: OutboxSender
+    diagnostics: DiagnosticsUploads
     rejected: bool
 
     def bay_can_start(self, rt: BayRuntime) -> bool: ...
@@ -218,6 +220,33 @@ class StationLink(Link):
         if message_id == "Ping":
             return call_result.DataTransfer(status="Accepted", data=data)
         return call_result.DataTransfer(status="UnknownMessageId")
+
+    # ------------------------------------------------------------------ firmware management
+
+    @on(Action.get_diagnostics)
+    async def on_get_diagnostics(
+        self,
+        location: str,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        start_time: str | None = None,
+        stop_time: str | None = None,
+        **_: Any,
+    ) -> call_result.GetDiagnostics:
+        try:
+            since = parse_time(start_time) if start_time else None
+            until = parse_time(stop_time) if stop_time else None
+        except ValueError:
+            log.info("ocpp.diagnostics_refused", why="bad time window")
+            return call_result.GetDiagnostics()
+        name = self.up.diagnostics.request(
+            location,
+            retries=retries,
+            retry_interval_s=float(retry_interval) if retry_interval is not None else None,
+            since=since,
+            until=until,
+        )
+        return call_result.GetDiagnostics(file_name=name)
 
     # ------------------------------------------------------------------ remote trigger
 

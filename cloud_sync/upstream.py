@@ -28,6 +28,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from cloud_sync.config import OcppConfig
+from cloud_sync.diagnostics import DiagnosticsUploads
 from cloud_sync.handlers import StationLink
 from cloud_sync.invalid_id import InvalidIdLimits
 from cloud_sync.keys import ConfigKeys
@@ -94,6 +95,7 @@ class OcppUpstream:
         self.meter = MeterService(station, self.keys, self._send_meter_direct)
         self.outbox.enrich_stop = self._stop_data
         self.invalid_id = InvalidIdLimits(station, self.keys)
+        self.diagnostics = DiagnosticsUploads(station, self._diagnostics_status)
         self.link: StationLink | None = None
         self.accepted = False
         self.rejected = False
@@ -158,6 +160,7 @@ class OcppUpstream:
             tg.create_task(self._watch(sub), name="ocpp:watch")
             tg.create_task(self.meter.run(), name="ocpp:meter")
             tg.create_task(self.invalid_id.run(), name="ocpp:invalid-id")
+            tg.create_task(self.diagnostics.run(), name="ocpp:diagnostics")
 
     async def authorize(self, id_tag: str, *, timeout_s: float = 5.0) -> AuthResult:
         result = await self._decide(id_tag, timeout_s)
@@ -318,7 +321,9 @@ class OcppUpstream:
                 await self._send_meter_direct(
                     rt.cfg.connector, [meter_value(self.station.clock.wall(), values)], tx, link
                 )
-        elif what in ("DiagnosticsStatusNotification", "FirmwareStatusNotification"):
+        elif what == "DiagnosticsStatusNotification":
+            await link.call_raw(what, {"status": self.diagnostics.status})
+        elif what == "FirmwareStatusNotification":
             await link.call_raw(what, {"status": "Idle"})
 
     # ------------------------------------------------------------------ connection
@@ -588,6 +593,14 @@ class OcppUpstream:
             log.info("ocpp.meter_direct_failed", error=str(err))
             return False
         return True
+
+    async def _diagnostics_status(self, status: str) -> None:
+        link = self.link
+        if link is None or not self.accepted:
+            log.info("ocpp.diagnostics_status_offline", status=status)
+            return
+        await link.wait_quiet()
+        await link.call_raw("DiagnosticsStatusNotification", {"status": status})
 
     async def _start_rejected(self, session_id: str, status: str) -> None:
         if await self.invalid_id.invalidated(session_id):
