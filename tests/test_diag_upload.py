@@ -206,3 +206,28 @@ async def test_the_time_window_limits_the_journal_excerpt(tmp_path: Path) -> Non
             events = [json.loads(x) for x in files["journal/events.jsonl"].splitlines()]
             assert events and all(e["at"] >= cut for e in events)
             assert old not in {e["session_id"] for e in events}
+
+
+async def test_the_owner_downloads_the_same_bundle_and_others_may_not(tmp_path: Path) -> None:
+    from tests.test_api_rig import add_user, api_client, running_station, setup_owner
+
+    async with running_station(tmp_path) as rig_:
+        owner = await api_client(rig_.station)
+        r = await owner.get("/api/v1/diagnostics/bundle")
+        assert r.status_code == 401
+        await setup_owner(owner)
+        r = await owner.get("/api/v1/diagnostics/bundle", params={"hours": 2})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+        name = r.headers["content-disposition"].split('filename="')[1].rstrip('"')
+        files = _bundle(r.content)
+        assert FILES <= set(files) and name.startswith("diagnostics-")
+        manifest = json.loads(files["manifest.json"])
+        assert manifest["station_id"] == rig_.station.cfg.station.id
+        (row,) = await rig_.station.journal.audit_log(kind="diagnostics_downloaded")
+        assert row["actor"] == "user:owner" and name in row["detail"]
+        for role in ("installer", "viewer"):
+            other = await add_user(owner, f"u-{role}", role)
+            r = await other.get("/api/v1/diagnostics/bundle")
+            assert r.status_code == 403 and r.json()["error"] == "forbidden", role
+        r = await owner.get("/api/v1/diagnostics/bundle", params={"hours": -1})
+        assert r.status_code == 422
