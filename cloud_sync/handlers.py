@@ -15,6 +15,7 @@ from ocpp.v16.enums import Action
 
 from cloud_sync.config import OcppConfig
 from cloud_sync.diagnostics import DiagnosticsUploads
+from cloud_sync.firmware import FirmwareUpdates
 from cloud_sync.keys import ConfigKeys
 from cloud_sync.link import Link, on
 from cloud_sync.localauth import LocalAuth
@@ -51,6 +52,7 @@ class LinkOwner(Protocol):
     profiles: ProfileStore
     outbox: OutboxSender
     diagnostics: DiagnosticsUploads
+    firmware: FirmwareUpdates
     rejected: bool
 
     def bay_can_start(self, rt: BayRuntime) -> bool: ...
@@ -247,6 +249,29 @@ class StationLink(Link):
             until=until,
         )
         return call_result.GetDiagnostics(file_name=name)
+
+    @on(Action.update_firmware)
+    async def on_update_firmware(
+        self,
+        location: str,
+        retrieve_date: str,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        **_: Any,
+    ) -> call_result.UpdateFirmware:
+        # UpdateFirmware.conf has no status: a refused request shows as no notification.
+        try:
+            at = parse_time(retrieve_date)
+        except ValueError:
+            log.info("ocpp.firmware_refused", why="bad retrieveDate")
+            return call_result.UpdateFirmware()
+        self.up.firmware.request(
+            location,
+            at,
+            retries=retries,
+            retry_interval_s=float(retry_interval) if retry_interval is not None else None,
+        )
+        return call_result.UpdateFirmware()
 
     # ------------------------------------------------------------------ remote trigger
 

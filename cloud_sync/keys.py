@@ -26,7 +26,9 @@ MEASURANDS = frozenset(
         "Temperature",
     }
 )
-FEATURE_PROFILES = "Core,LocalAuthListManagement,Reservation,SmartCharging,RemoteTrigger"
+FEATURE_PROFILES = (
+    "Core,FirmwareManagement,LocalAuthListManagement,Reservation,SmartCharging,RemoteTrigger"
+)
 
 
 def _int(v: str) -> bool:

@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from cloud_sync.config import OcppConfig
 from cloud_sync.diagnostics import DiagnosticsUploads
+from cloud_sync.firmware import FirmwareUpdates
 from cloud_sync.handlers import StationLink
 from cloud_sync.invalid_id import InvalidIdLimits
 from cloud_sync.keys import ConfigKeys
@@ -96,6 +97,7 @@ class OcppUpstream:
         self.outbox.enrich_stop = self._stop_data
         self.invalid_id = InvalidIdLimits(station, self.keys)
         self.diagnostics = DiagnosticsUploads(station, self._diagnostics_status)
+        self.firmware = FirmwareUpdates(station, self._firmware_status)
         self.link: StationLink | None = None
         self.accepted = False
         self.rejected = False
@@ -161,6 +163,7 @@ class OcppUpstream:
             tg.create_task(self.meter.run(), name="ocpp:meter")
             tg.create_task(self.invalid_id.run(), name="ocpp:invalid-id")
             tg.create_task(self.diagnostics.run(), name="ocpp:diagnostics")
+            tg.create_task(self.firmware.run(), name="ocpp:firmware")
 
     async def authorize(self, id_tag: str, *, timeout_s: float = 5.0) -> AuthResult:
         result = await self._decide(id_tag, timeout_s)
@@ -324,7 +327,7 @@ class OcppUpstream:
         elif what == "DiagnosticsStatusNotification":
             await link.call_raw(what, {"status": self.diagnostics.status})
         elif what == "FirmwareStatusNotification":
-            await link.call_raw(what, {"status": "Idle"})
+            await link.call_raw(what, {"status": self.firmware.status})
 
     # ------------------------------------------------------------------ connection
 
@@ -595,12 +598,18 @@ class OcppUpstream:
         return True
 
     async def _diagnostics_status(self, status: str) -> None:
+        await self._send_direct("DiagnosticsStatusNotification", status)
+
+    async def _firmware_status(self, status: str) -> None:
+        await self._send_direct("FirmwareStatusNotification", status)
+
+    async def _send_direct(self, action: str, status: str) -> None:
         link = self.link
         if link is None or not self.accepted:
-            log.info("ocpp.diagnostics_status_offline", status=status)
+            log.info("ocpp.status_offline", action=action, status=status)
             return
         await link.wait_quiet()
-        await link.call_raw("DiagnosticsStatusNotification", {"status": status})
+        await link.call_raw(action, {"status": status})
 
     async def _start_rejected(self, session_id: str, status: str) -> None:
         if await self.invalid_id.invalidated(session_id):
