@@ -14,6 +14,8 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
 from cloud_sync.config import OcppConfig
+from cloud_sync.diagnostics import DiagnosticsUploads
+from cloud_sync.firmware import FirmwareUpdates
 from cloud_sync.keys import ConfigKeys
 from cloud_sync.link import Link, on
 from cloud_sync.localauth import LocalAuth
@@ -49,6 +51,8 @@ class LinkOwner(Protocol):
     local: LocalAuth
     profiles: ProfileStore
     outbox: OutboxSender
+    diagnostics: DiagnosticsUploads
+    firmware: FirmwareUpdates
     rejected: bool
 
     def bay_can_start(self, rt: BayRuntime) -> bool: ...
@@ -73,6 +77,9 @@ class StationLink(Link):
             drop_calls=lambda: up.rejected,
         )
         self.up = up
+        # connector -> when its status was last sent unasked-for changes aside (registration,
+        # TriggerMessage): changes queued before that are old news and are not sent.
+        self.status_forced_at: dict[int, float] = {}
 
     def _bay(self, connector: int) -> BayRuntime | None:
         try:
@@ -215,6 +222,56 @@ class StationLink(Link):
         if message_id == "Ping":
             return call_result.DataTransfer(status="Accepted", data=data)
         return call_result.DataTransfer(status="UnknownMessageId")
+
+    # ------------------------------------------------------------------ firmware management
+
+    @on(Action.get_diagnostics)
+    async def on_get_diagnostics(
+        self,
+        location: str,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        start_time: str | None = None,
+        stop_time: str | None = None,
+        **_: Any,
+    ) -> call_result.GetDiagnostics:
+        try:
+            since = parse_time(start_time) if start_time else None
+            until = parse_time(stop_time) if stop_time else None
+        except ValueError:
+            log.info("ocpp.diagnostics_refused", why="bad time window")
+            return call_result.GetDiagnostics()
+        name = self.up.diagnostics.request(
+            location,
+            retries=retries,
+            retry_interval_s=float(retry_interval) if retry_interval is not None else None,
+            since=since,
+            until=until,
+        )
+        return call_result.GetDiagnostics(file_name=name)
+
+    @on(Action.update_firmware)
+    async def on_update_firmware(
+        self,
+        location: str,
+        retrieve_date: str,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        **_: Any,
+    ) -> call_result.UpdateFirmware:
+        # UpdateFirmware.conf has no status: a refused request shows as no notification.
+        try:
+            at = parse_time(retrieve_date)
+        except ValueError:
+            log.info("ocpp.firmware_refused", why="bad retrieveDate")
+            return call_result.UpdateFirmware()
+        self.up.firmware.request(
+            location,
+            at,
+            retries=retries,
+            retry_interval_s=float(retry_interval) if retry_interval is not None else None,
+        )
+        return call_result.UpdateFirmware()
 
     # ------------------------------------------------------------------ remote trigger
 

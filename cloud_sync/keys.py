@@ -26,12 +26,21 @@ MEASURANDS = frozenset(
         "Temperature",
     }
 )
-FEATURE_PROFILES = "Core,LocalAuthListManagement,Reservation,SmartCharging,RemoteTrigger"
+FEATURE_PROFILES = (
+    "Core,FirmwareManagement,LocalAuthListManagement,Reservation,SmartCharging,RemoteTrigger"
+)
 
 
 def _int(v: str) -> bool:
     try:
         return int(v) >= 0
+    except ValueError:
+        return False
+
+
+def _positive(v: str) -> bool:
+    try:
+        return int(v) > 0
     except ValueError:
         return False
 
@@ -62,12 +71,13 @@ _DEFS = [
     KeyDef("AuthorizationCacheEnabled", "true", valid=_bool),
     KeyDef("AuthorizeRemoteTxRequests", "true", valid=_bool),
     KeyDef("ClockAlignedDataInterval", "0", valid=_int),
-    KeyDef("ConnectionTimeOut", "120", readonly=True),
+    KeyDef("ConnectionTimeOut", "120", valid=_positive),
     KeyDef("ConnectorPhaseRotation", "NotApplicable"),
     KeyDef("GetConfigurationMaxKeys", "100", readonly=True),
     KeyDef("HeartbeatInterval", "300", valid=_int),
     KeyDef("LocalAuthorizeOffline", "true", valid=_bool),
     KeyDef("LocalPreAuthorize", "false", valid=_bool),
+    KeyDef("MaxEnergyOnInvalidId", "0", valid=_int),
     KeyDef("MeterValuesAlignedData", "Energy.Active.Import.Register", valid=_measurands),
     KeyDef("MeterValuesAlignedDataMaxLength", "10", readonly=True),
     KeyDef(
@@ -77,6 +87,7 @@ _DEFS = [
     ),
     KeyDef("MeterValuesSampledDataMaxLength", "10", readonly=True),
     KeyDef("MeterValueSampleInterval", "60", valid=_int),
+    KeyDef("MinimumStatusDuration", "0", valid=_int),
     KeyDef("NumberOfConnectors", "0", readonly=True),
     KeyDef("ResetRetries", "1", valid=_int),
     KeyDef("StopTransactionOnEVSideDisconnect", "true", readonly=True),
@@ -106,15 +117,24 @@ DEFS: dict[str, KeyDef] = {d.name: d for d in _DEFS}
 class ConfigKeys:
     """The current key values; :meth:`wait_changed` wakes on every accepted change."""
 
-    def __init__(self, journal: Journal, *, fixed: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        fixed: dict[str, str] | None = None,
+        defaults: dict[str, str] | None = None,
+    ) -> None:
         self._journal = journal
         self._fixed = dict(fixed or {})  # read-only facts of this station (NumberOfConnectors …)
+        self._defaults = dict(defaults or {})  # this station's own defaults (ConnectionTimeOut)
         self._values: dict[str, str] = {}
         self._changed = asyncio.Event()
+        # Called with (name, value) after every accepted change and once per key after load.
+        self.listeners: list[Callable[[str, str], None]] = []
 
     async def load(self, initial: dict[str, str] | None = None) -> None:
         """Defaults, then the config's ``keys``, then what the CSMS changed (persisted)."""
-        values = {d.name: d.default for d in _DEFS}
+        values = {d.name: self._defaults.get(d.name, d.default) for d in _DEFS}
         for name, value in (initial or {}).items():
             if name not in DEFS:
                 raise ValueError(f"ocpp.keys: unknown configuration key {name!r}")
@@ -127,6 +147,12 @@ class ConfigKeys:
                 values[name] = value
         values.update(self._fixed)
         self._values = values
+        for name, value in values.items():
+            self._tell(name, value)
+
+    def _tell(self, name: str, value: str) -> None:
+        for listener in self.listeners:
+            listener(name, value)
 
     def get(self, name: str) -> str:
         return self._values[name]
@@ -165,6 +191,7 @@ class ConfigKeys:
         stored[name] = value
         await self._journal.kv_set(KV_KEY, stored)
         self._values[name] = value
+        self._tell(name, value)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 

@@ -37,6 +37,7 @@ TX_ACTIONS = frozenset({"StartTransaction", "StopTransaction", "MeterValues"})
 RawCall = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 Gate = Callable[[], Awaitable[None]]
 OnRejected = Callable[[str, str], Awaitable[None]]
+Enrich = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,8 @@ class OutboxSender:
         self.idle = asyncio.Event()  # set while the outbox is empty (tests and benchmarks)
         self.read_ahead = 200  # messages read from the journal at a time
         self._copying: asyncio.Task[None] | None = None  # a session update after its mark
+        # Completes a StopTransaction at send time (its transactionData, cloud_sync.txdata).
+        self.enrich_stop: Enrich | None = None
 
     # ------------------------------------------------------------------ lookups
 
@@ -236,6 +239,8 @@ class OutboxSender:
                 await self._give_up(row, "no transactionId: StartTransaction was not accepted")
                 return None
             payload["transactionId"] = tx
+            if row["action"] == "StopTransaction" and self.enrich_stop is not None:
+                payload = await self.enrich_stop(sid, payload)
         return payload
 
     async def _answered(

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import dataclasses
 import random
 import ssl
 import time
@@ -27,13 +28,17 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from cloud_sync.config import OcppConfig
+from cloud_sync.diagnostics import DiagnosticsUploads
+from cloud_sync.firmware import FirmwareUpdates
 from cloud_sync.handlers import StationLink
+from cloud_sync.invalid_id import InvalidIdLimits
 from cloud_sync.keys import ConfigKeys
 from cloud_sync.localauth import LocalAuth, TagInfo
 from cloud_sync.meter import MeterService, bay_phases, meter_value, sampled_values
 from cloud_sync.outbox import OutboxSender
 from cloud_sync.smart import ProfileStore, TxContext, parse_time
 from cloud_sync.store import OcppStore
+from cloud_sync.txdata import with_transaction_data
 from controller.core.auth import AuthRequest
 from controller.core.bay import StopReason
 from controller.core.bays import BayRuntime
@@ -80,16 +85,19 @@ class OcppUpstream:
         j = station.journal
         self.keys = ConfigKeys(
             j,
-            fixed={
-                "NumberOfConnectors": str(len(station.cfg.bays)),
-                "ConnectionTimeOut": str(int(station.cfg.timers.connection_timeout_s)),
-            },
+            fixed={"NumberOfConnectors": str(len(station.cfg.bays))},
+            defaults={"ConnectionTimeOut": str(int(station.cfg.timers.connection_timeout_s))},
         )
+        self.keys.listeners.append(self._key_changed)
         self.store = OcppStore(j)  # registered here, opened (migrated) by load()
         self.local = LocalAuth(j, self.store)
         self.profiles = ProfileStore(self.store)
         self.outbox = OutboxSender(j, self.keys, self.local, station.clock, self._start_rejected)
         self.meter = MeterService(station, self.keys, self._send_meter_direct)
+        self.outbox.enrich_stop = self._stop_data
+        self.invalid_id = InvalidIdLimits(station, self.keys)
+        self.diagnostics = DiagnosticsUploads(station, self._diagnostics_status)
+        self.firmware = FirmwareUpdates(station, self._firmware_status)
         self.link: StationLink | None = None
         self.accepted = False
         self.rejected = False
@@ -123,6 +131,7 @@ class OcppUpstream:
             await self.local.load()
             await self.profiles.load()
             await self.outbox.recover()
+            await self.invalid_id.load()
         except Exception:
             self._load_failed = True  # tokens stop waiting for it (see _wait_loaded)
             raise
@@ -152,6 +161,9 @@ class OcppUpstream:
             tg.create_task(self._connection_loop(), name="ocpp:connection")
             tg.create_task(self._watch(sub), name="ocpp:watch")
             tg.create_task(self.meter.run(), name="ocpp:meter")
+            tg.create_task(self.invalid_id.run(), name="ocpp:invalid-id")
+            tg.create_task(self.diagnostics.run(), name="ocpp:diagnostics")
+            tg.create_task(self.firmware.run(), name="ocpp:firmware")
 
     async def authorize(self, id_tag: str, *, timeout_s: float = 5.0) -> AuthResult:
         result = await self._decide(id_tag, timeout_s)
@@ -204,6 +216,25 @@ class OcppUpstream:
         return None
 
     # ------------------------------------------------------------------ for handlers and the UI
+
+    def _key_changed(self, name: str, value: str) -> None:
+        if name == "ConnectionTimeOut":
+            # A read-write key in 1.6: the bays' authorizations lapse after it from now on.
+            runner = self.station.runner
+            runner.timers = dataclasses.replace(runner.timers, connection_timeout_s=float(value))
+
+    async def _stop_data(self, session_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        def source(bay_id: str) -> tuple[str | None, int]:
+            rt = self.station.bays.get(bay_id)
+            return (f"node:{rt.cfg.node_id}", rt.cfg.phases) if rt is not None else (None, 3)
+
+        return await with_transaction_data(
+            self.station.journal,
+            session_id,
+            payload,
+            source_of=source,
+            measurands=self.keys.get_list("StopTxnSampledData"),
+        )
 
     def bay_can_start(self, rt: BayRuntime) -> bool:
         s = rt.state
@@ -293,8 +324,10 @@ class OcppUpstream:
                 await self._send_meter_direct(
                     rt.cfg.connector, [meter_value(self.station.clock.wall(), values)], tx, link
                 )
-        elif what in ("DiagnosticsStatusNotification", "FirmwareStatusNotification"):
-            await link.call_raw(what, {"status": "Idle"})
+        elif what == "DiagnosticsStatusNotification":
+            await link.call_raw(what, {"status": self.diagnostics.status})
+        elif what == "FirmwareStatusNotification":
+            await link.call_raw(what, {"status": self.firmware.status})
 
     # ------------------------------------------------------------------ connection
 
@@ -484,7 +517,12 @@ class OcppUpstream:
 
     async def _notify(self, link: StationLink, ev: StatusChanged, *, force: bool = False) -> None:
         sent = link.status_sent
-        if not force and sent.get(ev.connector) == ev.status:
+        if force:
+            # What is sent now supersedes every change queued before it.
+            link.status_forced_at[ev.connector] = ev.at
+        elif sent.get(ev.connector) == ev.status or ev.at <= link.status_forced_at.get(
+            ev.connector, float("-inf")
+        ):
             return
         payload: dict[str, Any] = {
             "connectorId": ev.connector,
@@ -504,7 +542,16 @@ class OcppUpstream:
             await self._pending_evt.wait()
             self._pending_evt.clear()
             while self._pending:
+                hold = self.keys.get_int("MinimumStatusDuration")
+                if hold > 0:
+                    wait = self._pending[0].at + hold - self._wall()
+                    if wait > 0:
+                        await self.station.clock.sleep(wait)
+                if not self._pending:
+                    break
                 ev = self._pending.popleft()
+                if hold > 0 and any(e.connector == ev.connector for e in self._pending):
+                    continue  # it did not last MinimumStatusDuration: the newer one is sent
                 try:
                     await self._notify(link, ev)
                 except (OCPPError, UnknownCallErrorCodeError, TimeoutError) as err:
@@ -550,7 +597,23 @@ class OcppUpstream:
             return False
         return True
 
+    async def _diagnostics_status(self, status: str) -> None:
+        await self._send_direct("DiagnosticsStatusNotification", status)
+
+    async def _firmware_status(self, status: str) -> None:
+        await self._send_direct("FirmwareStatusNotification", status)
+
+    async def _send_direct(self, action: str, status: str) -> None:
+        link = self.link
+        if link is None or not self.accepted:
+            log.info("ocpp.status_offline", action=action, status=status)
+            return
+        await link.wait_quiet()
+        await link.call_raw(action, {"status": status})
+
     async def _start_rejected(self, session_id: str, status: str) -> None:
+        if await self.invalid_id.invalidated(session_id):
+            return  # it may deliver MaxEnergyOnInvalidId first (cloud_sync.invalid_id)
         for rt in self.station.bays.values():
             if rt.state.session is not None and rt.state.session.session_id == session_id:
                 log.warning("ocpp.deauthorized", session_id=session_id, status=status)

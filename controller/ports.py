@@ -230,6 +230,30 @@ class NodeHub(Protocol):
     def node(self, node_id: str) -> BayNode: ...
 
 
+class FirmwareUpdateFailed(DriverError):
+    """A node's firmware update did not complete; ``stage``: refused / transfer / boot /
+    rolled_back / confirm; the message is a sentence for the owner and the audit."""
+
+    def __init__(self, node_id: str, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.stage = stage
+
+
+FirmwareProgress = Callable[[str, int, int], None]  # stage, bytes done, bytes in all
+
+
+@runtime_checkable
+class NodeFirmware(Protocol):
+    """A hub whose nodes take firmware over their bus (A/B slots, boot-confirm, rollback)."""
+
+    async def update_firmware(
+        self, node_id: str, image: bytes, version: str, progress: FirmwareProgress
+    ) -> None:
+        """Install ``image`` on the node, or raise :class:`FirmwareUpdateFailed`."""
+        ...
+
+
 # --------------------------------------------------------------------------- meters
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +20,7 @@ from drivers.esp32.codec import (
     encode,
     encode_message,
 )
+from drivers.esp32.firmware_messages import FwBegin, FwChunk, FwCommit, FwConfirm
 from drivers.esp32.messages import (
     CAPABILITIES,
     FLAG_MORE,
@@ -132,6 +135,32 @@ FIXTURES: list[tuple[str, Frame, str]] = [
         "event",
         Frame(4, 0, 9, Event(NodeEventKind.DOOR_OPENED, "forced")),
         "02 01 01 02 04 0d 09 23 01 06 66 6f 72 63 65 64 bf ac 00",
+    ),
+    (
+        "fw_begin",
+        Frame(
+            0,
+            1,
+            0x20,
+            FwBegin(0x0100, 1 << 20, hashlib.sha256(bytes(1 << 20)).digest(), "esp32/1.4.0"),
+        ),
+        "02 01 02 01 01 04 20 13 01 01 02 10 01 2f 30 e1 49 55 eb f1 35 22 66 dc 2f f8 06 7e 68 10"
+        " 46 07 e7 50 ab b9 d3 b3 65 82 b8 af 90 9f cb 58 0b 65 73 70 33 32 2f 31 2e 34 2e 30 5f 22 00",
+    ),
+    (
+        "fw_chunk",
+        Frame(0, 1, 0x21, FwChunk(0x0101, 512, bytes.fromhex("deadbeef"), 0x7C9CA35A)),
+        "02 01 02 01 01 05 21 14 01 01 01 02 02 0c 7c 9c a3 5a 04 de ad be ef 54 ca 00",
+    ),
+    (
+        "fw_commit",
+        Frame(0, 1, 0x22, FwCommit(0x0102, 60)),
+        "02 01 02 01 01 05 22 15 01 02 04 3c 91 2b 00",
+    ),
+    (
+        "fw_confirm",
+        Frame(0, 1, 0x23, FwConfirm(0x0103)),
+        "02 01 02 01 01 07 23 16 01 03 15 33 00",
     ),
 ]
 
@@ -252,6 +281,18 @@ messages: st.SearchStrategy[Message] = st.one_of(
         st.none() | _text.filter(bool),
     ),
     st.builds(Ack, _u16, st.sampled_from(AckStatus)),
+    st.builds(
+        FwBegin,
+        _u16,
+        st.integers(0, 2**32 - 1),
+        st.binary(min_size=32, max_size=32),
+        st.text(st.characters(codec="utf-8"), max_size=8),
+    ),
+    st.builds(
+        FwChunk, _u16, st.integers(0, 2**32 - 1), st.binary(max_size=200), st.integers(0, 2**32 - 1)
+    ),
+    st.builds(FwCommit, _u16, _u16),
+    st.builds(FwConfirm, _u16),
     st.builds(
         Telemetry,
         st.tuples(_centi, _centi, _centi),

@@ -125,7 +125,7 @@ async def test_malformed_and_unknown_calls_get_call_errors_and_link_stays(tmp_pa
         assert f[0] == 4 and f[2] == "NotImplemented"
         f = await r.sim.send_frame(
             CP,
-            '[2,"m4","UpdateFirmware",{"location":"x","retrieveDate":"2024-01-01T00:00:00Z"}]',
+            '[2,"m4","SignedUpdateFirmware",{"requestId":1}]',
             "m4",
         )
         assert f[0] == 4 and f[2] == "NotSupported"

@@ -105,7 +105,7 @@ EXAMPLES = doc_examples()
 
 
 def test_the_document_has_an_example_of_every_message_type() -> None:
-    assert len(EXAMPLES) == 10
+    assert len(EXAMPLES) == 14
     types = {body[6] for _, body, _ in EXAMPLES}
     assert types == {t.value for t in drv.MsgType} == {t.value for t in sim.Type}
 

@@ -137,6 +137,8 @@ def ocpp_status(s: BayState) -> Status:
         return Status.FAULTED
     if s.phase is Phase.IDLE:
         return Status.AVAILABLE if s.available else Status.UNAVAILABLE
+    if s.phase is Phase.FINISHING and not s.available:
+        return Status.UNAVAILABLE  # made inoperative after its transaction ended
     return {
         Phase.HELD: Status.RESERVED,
         Phase.AUTHORIZED: Status.PREPARING,
@@ -272,7 +274,9 @@ def _step(s: BayState, ev: Event, now: float, t: Timers, out: _Out) -> BayState:
         case AvailabilityChanged(available=available):
             if available:
                 return replace(s, available=True, pending_unavailable=False)
-            if s.phase is Phase.IDLE:
+            if s.phase is Phase.IDLE or (s.session is None and s.phase is Phase.FINISHING):
+                # No transaction runs (Finishing: it ended, the vehicle is still plugged):
+                # the change applies now; only a running transaction makes it wait.
                 return replace(s, available=False, pending_unavailable=False)
             return replace(s, pending_unavailable=True)
         case SetpointChanged(current_a=amps):

@@ -549,6 +549,19 @@ class Journal:
         rows = await self.query("SELECT * FROM sessions WHERE id=?", (session_id,))
         return rows[0] if rows else None
 
+    async def session_samples(
+        self, source: str, session_id: str, since: float, until: float, buckets: int
+    ) -> list[dict[str, Any]]:
+        """At most ``buckets`` of the session's meter samples, the last of each equal slice
+        of [since, until] (a bounded summary however long the session ran), oldest first."""
+        width = max((until - since) / max(1, buckets), 1e-6)
+        return await self.query(
+            "SELECT MAX(at) AS at, energy_wh, power_w, current_a FROM meter_samples"
+            " WHERE source=? AND at>=? AND at<=? AND session_id=?"
+            " GROUP BY CAST((at - ?) / ? AS INTEGER) ORDER BY at",
+            (source, since, until, session_id, since, width),
+        )
+
     async def sessions(
         self,
         *,

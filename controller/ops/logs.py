@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from controller.ops.diagnostics_logs import RING
+
 
 def _want_json() -> bool:
     fmt = os.environ.get("EDGE_STATION_LOG_FORMAT", "").lower()
@@ -53,8 +55,19 @@ def setup_logging(level: str = "INFO", *, json_lines: bool | None = None) -> Non
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    # The last lines, as JSON, for a diagnostics bundle (controller.ops.diagnostics).
+    RING.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, RING]
     root.setLevel(level.upper())
     for noisy in ("aiosqlite", "websockets", "uvicorn.access", "pymodbus", "asyncio", "ocpp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -20,6 +20,16 @@ from dataclasses import dataclass
 
 from controller.core.outputs import floor_steps
 from controller.ports import PilotState
+from drivers.esp32.firmware_messages import (
+    FIRMWARE_TYPES,
+    FirmwarePayloadError,
+    FwBegin,
+    FwChunk,
+    FwCommit,
+    FwConfirm,
+    decode_firmware,
+    encode_firmware,
+)
 from drivers.esp32.messages import (
     CAPABILITIES,
     EVENT_CODES,
@@ -161,6 +171,11 @@ def encode_message(msg: Message) -> bytes:
 
 def _encode_message(msg: Message) -> bytes:
     match msg:
+        case FwBegin() | FwChunk() | FwCommit() | FwConfirm():
+            try:
+                return encode_firmware(msg)
+            except FirmwarePayloadError as exc:
+                raise CodecError("range", str(exc)) from exc
         case Heartbeat(uptime_ms=up):
             return bytes([MsgType.HEARTBEAT]) + _HEARTBEAT.pack(up & 0xFFFFFFFF)
         case SetOutput():
@@ -261,6 +276,8 @@ def decode_message(data: bytes) -> Message:
 
 
 def _decode_body(kind: MsgType, body: bytes) -> Message:
+    if kind in FIRMWARE_TYPES:
+        return decode_firmware(kind, body)  # its errors are ValueError / struct.error
     match kind:
         case MsgType.HEARTBEAT:
             (up,) = _HEARTBEAT.unpack_from(body)

@@ -85,6 +85,8 @@ class NodeLine:
     pending: _Pending | None = None
     last_tx_at: float = float("-inf")
     configuring: bool = False
+    hello: Hello | None = None  # the node's last HELLO (a firmware update awaits the next)
+    hello_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Edge(Protocol):
@@ -327,6 +329,8 @@ class NodeEngine:
             log.info(f"{self._prefix}.node_online", node=st.cfg.node_id)
             self.emit(NodeLink(st.cfg.node_id, now, online=True, reason="frame received"))
         if isinstance(msg, Hello):
+            line.hello = msg
+            line.hello_seen.set()
             log.info(
                 f"{self._prefix}.hello",
                 node=st.cfg.node_id,

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from controller.ports import NodeEventKind, PilotState
+from drivers.esp32.firmware_messages import FirmwareCommand
 
 PROTOCOL_VERSION = 1
 HOST_ADDRESS = 0
@@ -26,6 +27,10 @@ class MsgType(enum.IntEnum):
     SET_OUTPUT = 0x10
     SET_LOCK = 0x11
     CONFIGURE = 0x12
+    FW_BEGIN = 0x13  # §5, drivers/esp32/firmware_messages.py
+    FW_CHUNK = 0x14
+    FW_COMMIT = 0x15
+    FW_CONFIRM = 0x16
     HELLO = 0x20
     ACK = 0x21
     TELEMETRY = 0x22
@@ -51,6 +56,7 @@ CAPABILITIES: tuple[str, ...] = (
     "temperature",
     "energy_meter",
     "continuity",  # bit 9: boot and plug counters in TELEMETRY, boot id and serial in HELLO
+    "firmware",  # bit 10: A/B firmware slots, FW_* messages (PROTOCOL.md §5)
 )
 
 # Event kinds on the wire. Append only.
@@ -145,8 +151,10 @@ class Event:
     detail: str = ""
 
 
-Command = SetOutput | SetLock | Configure
-Message = Heartbeat | SetOutput | SetLock | Configure | Hello | Ack | Telemetry | Event
+Command = SetOutput | SetLock | Configure | FirmwareCommand
+Message = (
+    Heartbeat | SetOutput | SetLock | Configure | Hello | Ack | Telemetry | Event | FirmwareCommand
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING
 import aiomqtt
 import structlog
 
-from controller.ports import ConnectionLost, NodeSink, PermanentError
+from controller.ports import ConnectionLost, FirmwareProgress, NodeSink, PermanentError
 from drivers.esp32.codec import CodecError, decode, encode
 from drivers.esp32.engine import LinkTiming, NodeEngine, NodeLine
+from drivers.esp32.firmware import BOOT_TIMEOUT_S, CONFIRM_TIMEOUT_S, update_node
 from drivers.esp32.guard import SEQ_WINDOW
 from drivers.esp32.link import LinkBayNode, NodeConfig, node_configs
 from drivers.esp32.messages import Frame, Heartbeat
@@ -126,6 +127,23 @@ class MqttNodeHub:
 
     async def run(self, sink: NodeSink) -> None:
         await self._engine.run(sink, self._heartbeats)
+
+    firmware_confirm_timeout_s = CONFIRM_TIMEOUT_S
+    firmware_boot_timeout_s = BOOT_TIMEOUT_S
+
+    async def update_firmware(
+        self, node_id: str, image: bytes, version: str, progress: FirmwareProgress
+    ) -> None:
+        """``controller.ports.NodeFirmware``: see :mod:`drivers.esp32.firmware`."""
+        await update_node(
+            self._engine,
+            node_id,
+            image,
+            version,
+            progress=progress,
+            confirm_timeout_s=self.firmware_confirm_timeout_s,
+            boot_timeout_s=self.firmware_boot_timeout_s,
+        )
 
     # ------------------------------------------------------------------ the engine's edge
 

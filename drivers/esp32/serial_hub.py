@@ -25,9 +25,16 @@ import serial
 import serial_asyncio_fast
 import structlog
 
-from controller.ports import ConnectionLost, DriverTimeout, NodeSink, PermanentError
+from controller.ports import (
+    ConnectionLost,
+    DriverTimeout,
+    FirmwareProgress,
+    NodeSink,
+    PermanentError,
+)
 from drivers.esp32.codec import Decoder, encode
 from drivers.esp32.engine import LinkTiming, NodeEngine, NodeLine
+from drivers.esp32.firmware import BOOT_TIMEOUT_S, CONFIRM_TIMEOUT_S, update_node
 from drivers.esp32.link import CommandRejected, LinkBayNode, NodeConfig
 from drivers.esp32.messages import Frame, Heartbeat
 
@@ -135,6 +142,23 @@ class SerialNodeHub:
 
     async def run(self, sink: NodeSink) -> None:
         await self._engine.run(sink)
+
+    firmware_confirm_timeout_s = CONFIRM_TIMEOUT_S
+    firmware_boot_timeout_s = BOOT_TIMEOUT_S
+
+    async def update_firmware(
+        self, node_id: str, image: bytes, version: str, progress: FirmwareProgress
+    ) -> None:
+        """``controller.ports.NodeFirmware``: see :mod:`drivers.esp32.firmware`."""
+        await update_node(
+            self._engine,
+            node_id,
+            image,
+            version,
+            progress=progress,
+            confirm_timeout_s=self.firmware_confirm_timeout_s,
+            boot_timeout_s=self.firmware_boot_timeout_s,
+        )
 
     # ------------------------------------------------------------------ the engine's edge
 

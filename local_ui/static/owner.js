@@ -488,6 +488,7 @@
       ]);
     }));
     for (const th of document.querySelectorAll('[data-role="installer"]')) th.hidden = !installer;
+    for (const p of document.querySelectorAll('#v-diagnostics [data-role="owner"]')) p.hidden = !can(["owner"]);
     const m = $("d-meters");
     m.hidden = !d.meters;
     if (d.meters) m.replaceChildren(el("h3", { text: "Meters" }), el("pre", { text: JSON.stringify(d.meters, null, 2) }));

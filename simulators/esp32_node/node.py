@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.ports import NodeEventKind
+from simulators.esp32_node.firmware import FirmwareSlots
+from simulators.esp32_node.firmware_wire import FwBegin, FwChunk, FwCommit, FwConfirm
 from simulators.esp32_node.model import IEC_MIN_A, BayPhysics, Ev, Kind
 from simulators.esp32_node.wire import (
     FLAG_MORE,
@@ -100,6 +102,7 @@ class SimNode:
         self.continuity = continuity
         self.serial = serial if serial is not None else f"SIM-{name}"
         self.firmware = firmware
+        self.fw = FirmwareSlots(firmware)  # A/B slots and bootloader (firmware.py)
         # Flash: a fresh board's boot counter is anything; a new process is a power-up.
         self.boot_id = boot_id if boot_id is not None else random.SystemRandom().randrange(1, _U32)
         self.plug_count = 0
@@ -248,6 +251,9 @@ class SimNode:
 
     def tick(self, now: float) -> None:
         """Run the node's periodic checks: energy, lease expiry, host silence, overcurrent."""
+        if self.fw.tick(now) == "boot":  # into a committed image, or rolled back
+            self.firmware = self.fw.version
+            self.reboot(now)
         self.physics.change(now)
         if self.lease_until is not None and now >= self.lease_until:
             self.lease_until = None
@@ -275,7 +281,7 @@ class SimNode:
     def handle(self, frame: Frame, now: float) -> Frame | None:
         """One host frame in, at most one reply out (``None``: the node stays quiet)."""
         k = self.knobs
-        if k.silent:
+        if k.silent or self.fw.hung:
             return None
         if k.drop_next > 0 or (k.drop_rate and self._rng.random() < k.drop_rate):
             k.drop_next = max(0, k.drop_next - 1)
@@ -285,6 +291,8 @@ class SimNode:
         self.last_host_rx = now
         self.host_silent = False
         self.tick(now)
+        if self.fw.hung:  # the tick just booted an image that hangs
+            return None
         broadcast = frame.dst != self.address  # heard, never answered: it would collide on the bus
         reply: Message
         match frame.msg:
@@ -293,7 +301,15 @@ class SimNode:
                     return None
                 self._note_host_uptime(host_uptime)
                 reply = self._next_report(now)
-            case SetOutput() | SetLock() | Configure():
+            case (
+                SetOutput()
+                | SetLock()
+                | Configure()
+                | FwBegin()
+                | FwChunk()
+                | FwCommit()
+                | FwConfirm()
+            ):
                 reply = Ack(frame.msg.cmd_id, self._command(frame.msg, now))
                 if broadcast:
                     return None
@@ -328,7 +344,7 @@ class SimNode:
             self.hello_pending = False
             if not self.continuity:
                 return Hello(self.firmware, VERSION, _CAPS[self.kind])
-            caps = _CAPS[self.kind] | {"continuity"}
+            caps = _CAPS[self.kind] | {"continuity", "firmware"}
             return Hello(self.firmware, VERSION, caps, self.boot_id, self.serial)
         if self.queue:
             return self.queue.popleft()
@@ -368,6 +384,8 @@ class SimNode:
     def _apply(self, cmd: Command, now: float) -> AckStatus:
         p = self.physics
         match cmd:
+            case FwBegin() | FwChunk() | FwCommit() | FwConfirm():
+                return AckStatus(self.fw.command(cmd, now))
             case Configure():
                 self.safe_current_a = cmd.safe_current_a
                 self.host_timeout_s = cmd.host_timeout_s

@@ -25,6 +25,8 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from cobs import cobs
 
 from controller.ports import NodeEventKind, PilotState
+from simulators.esp32_node import firmware_wire
+from simulators.esp32_node.firmware_wire import FwBegin, FwChunk, FwCommit, FwConfirm
 
 VERSION = 1
 HOST = 0
@@ -42,6 +44,10 @@ class Type(enum.IntEnum):
     SET_OUTPUT = 0x10
     SET_LOCK = 0x11
     CONFIGURE = 0x12
+    FW_BEGIN = 0x13  # firmware transfer: firmware_wire.py
+    FW_CHUNK = 0x14
+    FW_COMMIT = 0x15
+    FW_CONFIRM = 0x16
     HELLO = 0x20
     ACK = 0x21
     TELEMETRY = 0x22
@@ -66,6 +72,7 @@ CAPABILITY_BITS: dict[str, int] = {
     "temperature": 7,
     "energy_meter": 8,
     "continuity": 9,
+    "firmware": 10,
 }
 EVENT_CODES: dict[NodeEventKind, int] = {
     NodeEventKind.DOOR_OPENED: 1,
@@ -174,8 +181,21 @@ class Event:
     detail: str = ""
 
 
-Command = SetOutput | SetLock | Configure
-Message = Heartbeat | SetOutput | SetLock | Configure | Hello | Ack | Telemetry | Event
+Command = SetOutput | SetLock | Configure | FwBegin | FwChunk | FwCommit | FwConfirm
+Message = (
+    Heartbeat
+    | SetOutput
+    | SetLock
+    | Configure
+    | Hello
+    | Ack
+    | Telemetry
+    | Event
+    | FwBegin
+    | FwChunk
+    | FwCommit
+    | FwConfirm
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +276,11 @@ def encode_message(msg: Message) -> bytes:
 
 def _encode(msg: Message) -> bytes:
     match msg:
+        case FwBegin() | FwChunk() | FwCommit() | FwConfirm():
+            try:
+                return firmware_wire.encode(msg)
+            except (ValueError, OverflowError) as exc:
+                raise WireError("range", str(exc)) from exc
         case Heartbeat():
             return struct.pack(">BI", Type.HEARTBEAT, msg.uptime_ms % (1 << 32))
         case SetOutput():
@@ -385,6 +410,8 @@ def decode_message(data: bytes) -> Message:
         raise WireError("unknown_type", f"0x{data[0]:02x}") from None
     reader = _Reader(data, 1)
     try:
+        if kind in firmware_wire.TYPES:
+            return firmware_wire.decode(kind, data[1:])
         return _decode(kind, reader)
     except (struct.error, UnicodeDecodeError, KeyError, ValueError) as exc:
         if isinstance(exc, WireError):
