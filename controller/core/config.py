@@ -193,6 +193,18 @@ class StationConfig(_Strict):
         for bus in self.buses:
             addresses = [b.address for b in self.bays if b.bus == bus.id]
             _unique(f"addresses on bus {bus.id}", [str(a) for a in addresses])
+        # Over MQTT the topic names the node: one node id on two MQTT buses is one topic.
+        mqtt_buses = {b.id for b in self.buses if b.transport == "mqtt"}
+        seen: dict[str, str] = {}
+        for i, bay in enumerate(self.bays):
+            if bay.bus not in mqtt_buses:
+                continue
+            other = seen.setdefault(bay.node_id, bay.bus)
+            if other != bay.bus:
+                raise ValueError(
+                    f"bays[{i}].node_id: node {bay.node_id!r} is on MQTT bus {other!r} already; "
+                    "MQTT topics name the node, so each node id may be used on one MQTT bus only"
+                )
         return self
 
     def data_path(self, base: Path | None = None) -> Path:
