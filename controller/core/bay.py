@@ -418,14 +418,18 @@ def _telemetry(
     restart: bool = False,
     clean: bool = False,
 ) -> BayState:
-    s = replace(s, pilot=ev.pilot)
+    # Per frame: a new state only for what changed (most frames change the meter alone).
     if ev.plug_count is not None and ev.boot_id is not None:
-        s = replace(s, plug_count=ev.plug_count, boot_id=ev.boot_id)
+        if s.pilot is not ev.pilot or s.plug_count != ev.plug_count or s.boot_id != ev.boot_id:
+            s = replace(s, pilot=ev.pilot, plug_count=ev.plug_count, boot_id=ev.boot_id)
+    elif s.pilot is not ev.pilot:
+        s = replace(s, pilot=ev.pilot)
     s = _claims(s, ev, now, t, out)
     s = _meter(s, ev, now, out)
     sess = s.session
     if sess is None:
-        s = replace(s, interrupted_since=None, interruption=None, awaiting_node=False)
+        if s.interrupted_since is not None or s.interruption is not None or s.awaiting_node:
+            s = replace(s, interrupted_since=None, interruption=None, awaiting_node=False)
         if s.kind is BayKind.EVSE and s.phase is Phase.FINISHING and ev.pilot is PilotState.A:
             return _to_idle(s, out)
         return s
@@ -442,7 +446,7 @@ def _telemetry(
         sess = replace(sess, plug_count=s.plug_count, boot_id=s.boot_id)
     if sess != s.session:
         out.add(UpdateSession(sess))
-    s = replace(s, session=sess)
+        s = replace(s, session=sess)
     reason = _continuity_break(s, sess, ev)
     if reason is None and s.interrupted_since is not None:
         reason = _resume_verdict(s, sess, ev, now, t, restart=restart, clean=clean)

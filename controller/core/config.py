@@ -79,6 +79,15 @@ class JournalSection(_Strict):
         le=1024,
         description="space kept aside for stops on a full disk (0: none)",
     )
+    checkpoint_s: float = Field(
+        default=60.0,
+        ge=5,
+        le=600,
+        description=(
+            "how often the per-minute meter figures and the open sessions' energy are "
+            "written (a crash loses at most this much of a session's progress)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _order(self) -> JournalSection:
