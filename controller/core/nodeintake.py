@@ -93,8 +93,9 @@ class NodeIntake:
             case NodeTelemetry():
                 rt.telemetry = u
                 sess = rt.state.session
+                tel = bay_telemetry(u)
                 self._samples.add(
-                    rt.source, sess.session_id if sess else None, u, self._clock.wall()
+                    rt.source, sess.session_id if sess else None, u, tel.power_w, self._clock.wall()
                 )
                 if not rt.reconciled:
                     await self._reconcile(rt, u)
@@ -103,7 +104,7 @@ class NodeIntake:
                     await apply(bay_id, DoorChanged(u.door_closed))
                 if u.locked is not None and u.locked != rt.state.locked:
                     await apply(bay_id, LockChanged(u.locked))
-                effects = await apply(bay_id, bay_telemetry(u))
+                effects = await apply(bay_id, tel)
                 self._count_rejected(rt, effects)
                 if not rt.state.node_online:
                     # Only now: the bay is shown ready once its report has been taken in.

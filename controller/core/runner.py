@@ -57,7 +57,7 @@ from controller.core.outputs import TEST_END_MESSAGES, OutputInputs, TestEnd, de
 from controller.core.persist import build_commit, event_name
 from controller.core.safety import SafetySupervisor
 from controller.core.snapshots import Snapshots
-from controller.core.status import StatusFeed
+from controller.core.status import StatusFeed, status_inputs
 from controller.ports import Clock, DriverError
 
 log = structlog.get_logger(__name__)
@@ -155,7 +155,8 @@ class BayRunner:
             rt.state = new
         self._carry_out(rt, effects, recorded=recorded)
         changed = old != new
-        if changed:
+        # Most frames move only the meter: the connector statuses need no second look then.
+        if changed and status_inputs(old) != status_inputs(new):
             self._status.bay_changed(rt)
         if (changed or effects) and self._events.wants(BayChanged):
             self._events.publish(BayChanged(bay_id, self._snapshots.bay(rt)))

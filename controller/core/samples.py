@@ -82,8 +82,10 @@ class SampleWriter:
         self._checkpointed: dict[str, tuple[int, float]] = {}  # session id -> (meter, peak)
         self.skipped = 0  # minute rows not written (journal blocked or space short)
 
-    def add(self, source: str, session_id: str | None, t: NodeTelemetry, at: float) -> None:
-        """One telemetry frame of ``source`` at wall time ``at`` (on the loop; never blocks)."""
+    def add(
+        self, source: str, session_id: str | None, t: NodeTelemetry, power_w: float, at: float
+    ) -> None:
+        """One telemetry frame of ``source`` (its power, W) at wall time ``at`` (never blocks)."""
         minute = math.floor(at / 60.0) * 60.0
         m = self._open.get(source)
         if m is None or m.minute != minute or m.session_id != session_id:
@@ -92,7 +94,7 @@ class SampleWriter:
             m = self._open[source] = _Minute(minute, session_id)
         m.samples += 1
         m.energy_wh = t.energy_wh
-        p = t.power_w
+        p = power_w
         m.power_sum_w += p
         if p > m.power_max_w:
             m.power_max_w = p

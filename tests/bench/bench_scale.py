@@ -338,10 +338,13 @@ async def _measure(
     return result
 
 
-def _top(prof: cProfile.Profile, n: int = 25) -> list[str]:
+def _top(prof: cProfile.Profile, n: int = 40) -> list[str]:
     """The top entries by own time, then the project's own functions by cumulative time."""
     out: list[str] = []
-    for key, restrict in (("tottime", ()), ("cumulative", (r"controller|drivers|local_ui",))):
+    for key, restrict in (
+        ("tottime", ()),
+        ("cumulative", (r"controller|drivers|local_ui|simulators|pymodbus|asyncio.events",)),
+    ):
         buf = io.StringIO()
         stats = pstats.Stats(prof, stream=buf)
         stats.sort_stats(key).print_stats(*restrict, n)
@@ -399,3 +402,119 @@ async def test_bench_scale_256(tmp_path: Path, transport: str) -> None:
     _report(r)
     if not PROFILE:  # the profiler's own cost may slow the loop past the nodes' timeouts
         _check(r)
+
+
+# --------------------------------------------------------------------------- the core's frame path
+
+
+class _SteppedClock:
+    """The system clock, with wall and monotonic time moved on by the bench (a second a round)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def wall(self) -> float:
+        return time.time() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+async def run_frame_path(tmp: Path, bays: int, rounds: int) -> dict[str, Any]:
+    """CPU per telemetry frame of the core alone: intake → bay machine → state → journal.
+
+    A passive fake hub (no transport): every bay charging, then ``rounds`` simulated seconds
+    with one frame per bay each (energy +3 Wh, 16 A), taken by the station's node intake; the
+    journal's minute write (or, in releases before it, the 1 Hz sample flush) runs once per
+    simulated minute. CPU is this process's (all threads, the journal's writer included).
+    """
+    from controller.ports import NodeTelemetry, PilotState
+    from tests.support.fake_nodes import FakeHub, FakeNode
+
+    asyncio.get_running_loop().set_debug(False)
+    cfg = parse_config(
+        {
+            "station": {"id": STATION, "data_dir": str(tmp)},
+            "timers": {"lease_s": 5.0, "connection_timeout_s": 600},
+            "buses": [{"id": "b1"}],
+            "bays": [
+                {"id": f"bay{i}", "connector": i, "bus": "b1", "address": i}
+                for i in range(1, bays + 1)
+            ],
+        }
+    )
+    clock = _SteppedClock()
+    hub = FakeHub([FakeNode(b.node_id) for b in cfg.bays])
+    journal = await Journal.open(tmp / "journal.sqlite3")
+    station = Station(cfg, journal, hubs={"b1": hub}, clock=clock)
+    station.authorizer.add(free_vend_step())
+    await station.restore()
+    run = asyncio.create_task(station.run())
+    energy = dict.fromkeys(station.bays, 1000)
+
+    def frame(bay_id: str, amps: float, pilot: PilotState) -> NodeTelemetry:
+        return NodeTelemetry(
+            node_id=bay_id,
+            at=clock.monotonic(),
+            current_a=(amps, amps, amps),
+            voltage_v=(230.0, 230.0, 230.0),
+            energy_wh=energy[bay_id],
+            relay_on=amps > 0,
+            setpoint_a=16.0,
+            lease_remaining_s=5.0,
+            pilot=pilot,
+            plug_count=1,
+            boot_id=1,
+        )
+
+    try:
+        await hub.running.wait()
+        for bay_id in station.bays:
+            await station.nodes.take(frame(bay_id, 0.0, PilotState.B))
+        for bay_id in station.bays:
+            assert (await station.commands.present_token(bay_id, f"T-{bay_id}")).ok
+            await station.nodes.take(frame(bay_id, 16.0, PilotState.C))
+        assert all(rt.state.phase.value == "charging" for rt in station.bays.values())
+        c0, w0 = time.process_time(), time.monotonic()
+        for r in range(1, rounds + 1):
+            clock.offset += 1.0
+            for bay_id in station.bays:
+                energy[bay_id] += 3
+                await station.nodes.take(frame(bay_id, 16.0, PilotState.C))
+            if r % 60 == 0:
+                await station.samples.flush()
+        cpu = time.process_time() - c0
+        wall = time.monotonic() - w0
+        energy_ok = all(
+            rt.state.session is not None and rt.state.session.energy_wh == 3 * rounds
+            for rt in station.bays.values()
+        )
+    finally:
+        station.request_stop("bench")
+        await asyncio.wait_for(run, 30)
+        await journal.close()
+    frames = bays * rounds
+    return {
+        "bays": bays,
+        "frames": frames,
+        "cpu_us_per_frame": cpu / frames * 1e6,
+        "wall_us_per_frame": wall / frames * 1e6,
+        "energy_ok": energy_ok,
+    }
+
+
+@pytest.mark.bench
+async def test_bench_frame_path(tmp_path: Path) -> None:
+    r = await run_frame_path(tmp_path, 64, int(os.environ.get("BENCH_FRAME_ROUNDS", "180")))
+    write_report(
+        "scale_frame_path",
+        {
+            "cpu_us_per_frame": metric(r["cpu_us_per_frame"], "us"),
+            "wall_us_per_frame": metric(r["wall_us_per_frame"], "us"),
+        },
+        notes={"bays": r["bays"], "frames": r["frames"], "path": "intake, bay machine, journal"},
+    )
+    assert r["energy_ok"], r
