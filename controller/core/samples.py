@@ -88,10 +88,12 @@ class SampleWriter:
         """One telemetry frame of ``source`` (its power, W) at wall time ``at`` (never blocks)."""
         minute = math.floor(at / 60.0) * 60.0
         m = self._open.get(source)
-        if m is None or m.minute != minute or m.session_id != session_id:
+        if m is None or m.minute != minute:
             if m is not None:
                 self._ended.append(m.row(source))
             m = self._open[source] = _Minute(minute, session_id)
+        elif session_id is not None:
+            m.session_id = session_id  # the minute's row names the session charging last in it
         m.samples += 1
         m.energy_wh = t.energy_wh
         p = power_w
