@@ -18,7 +18,8 @@ re-exported here. Times (``now``, deadlines) are wall-clock seconds
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Any
 
 from controller.core import energy_gate
 from controller.core.bay_model import (
@@ -64,6 +65,7 @@ from controller.core.bay_model import (
     Timers,
     TokenPresented,
     UpdateSession,
+    replace,
 )
 from controller.core.energy_gate import Verdict
 from controller.ports import PilotState
@@ -139,14 +141,17 @@ def ocpp_status(s: BayState) -> Status:
         return Status.AVAILABLE if s.available else Status.UNAVAILABLE
     if s.phase is Phase.FINISHING and not s.available:
         return Status.UNAVAILABLE  # made inoperative after its transaction ended
-    return {
-        Phase.HELD: Status.RESERVED,
-        Phase.AUTHORIZED: Status.PREPARING,
-        Phase.CHARGING: Status.CHARGING,
-        Phase.SUSPENDED_EV: Status.SUSPENDED_EV,
-        Phase.SUSPENDED_EVSE: Status.SUSPENDED_EVSE,
-        Phase.FINISHING: Status.FINISHING,
-    }[s.phase]
+    return _PHASE_STATUS[s.phase]
+
+
+_PHASE_STATUS = {
+    Phase.HELD: Status.RESERVED,
+    Phase.AUTHORIZED: Status.PREPARING,
+    Phase.CHARGING: Status.CHARGING,
+    Phase.SUSPENDED_EV: Status.SUSPENDED_EV,
+    Phase.SUSPENDED_EVSE: Status.SUSPENDED_EVSE,
+    Phase.FINISHING: Status.FINISHING,
+}
 
 
 # Fault codes the station raises itself, and the sentence the owner UI shows for each.
@@ -422,19 +427,24 @@ def _telemetry(
     restart: bool = False,
     clean: bool = False,
 ) -> BayState:
-    s = replace(s, pilot=ev.pilot)
+    # Per frame: a new state only for what changed (most frames change the meter alone).
     if ev.plug_count is not None and ev.boot_id is not None:
-        s = replace(s, plug_count=ev.plug_count, boot_id=ev.boot_id)
+        if s.pilot is not ev.pilot or s.plug_count != ev.plug_count or s.boot_id != ev.boot_id:
+            s = replace(s, pilot=ev.pilot, plug_count=ev.plug_count, boot_id=ev.boot_id)
+    elif s.pilot is not ev.pilot:
+        s = replace(s, pilot=ev.pilot)
     s = _claims(s, ev, now, t, out)
-    s = _meter(s, ev, now, out)
+    booked = _meter(s, ev, now, out)  # the meter's changes, made with the session's below
     sess = s.session
     if sess is None:
-        s = replace(s, interrupted_since=None, interruption=None, awaiting_node=False)
+        if s.interrupted_since is not None or s.interruption is not None or s.awaiting_node:
+            booked.update(interrupted_since=None, interruption=None, awaiting_node=False)
+        s = replace(s, **booked)
         if s.kind is BayKind.EVSE and s.phase is Phase.FINISHING and ev.pilot is PilotState.A:
             return _to_idle(s, out)
         return s
     drawing = ev.current_a >= CURRENT_DETECT_A
-    meter = max(sess.meter_wh, s.meter_wh or 0)
+    meter = max(sess.meter_wh, booked.get("meter_wh", s.meter_wh) or 0)
     sess = replace(
         sess,
         meter_wh=meter,
@@ -446,7 +456,8 @@ def _telemetry(
         sess = replace(sess, plug_count=s.plug_count, boot_id=s.boot_id)
     if sess != s.session:
         out.add(UpdateSession(sess))
-    s = replace(s, session=sess)
+        booked["session"] = sess
+    s = replace(s, **booked)
     reason = _continuity_break(s, sess, ev)
     if reason is None and s.interrupted_since is not None:
         reason = _resume_verdict(s, sess, ev, now, t, restart=restart, clean=clean)
@@ -478,21 +489,24 @@ def _telemetry(
     return s
 
 
-def _meter(s: BayState, ev: Telemetry, now: float, out: _Out) -> BayState:
-    """Book the node's energy counter if physics allows the step (see ``controller.core.energy_gate``)."""
+def _meter(s: BayState, ev: Telemetry, now: float, out: _Out) -> dict[str, Any]:
+    """Book the node's energy counter if physics allows the step (see ``controller.core.energy_gate``).
+
+    Returns the changes to the bay's state (the caller makes them, with its own, at once).
+    """
     if s.meter_wh is None:
-        return replace(s, meter_wh=ev.energy_wh, meter_at=now, meter_doubt=None)
+        return {"meter_wh": ev.energy_wh, "meter_at": now, "meter_doubt": None}
     verdict = energy_gate.check(s.meter_wh, s.meter_at, ev.energy_wh, now, s.max_power_w)
     if verdict is Verdict.OK:
-        return replace(s, meter_wh=ev.energy_wh, meter_at=now, meter_doubt=None)
+        return {"meter_wh": ev.energy_wh, "meter_at": now, "meter_doubt": None}
     doubt = energy_gate.doubt_after(s.meter_doubt, ev.energy_wh, now, s.max_power_w)
     if energy_gate.reanchor(doubt, in_session=s.session is not None):
         out.add(MeterReanchored(s.meter_wh, ev.energy_wh))
-        return replace(s, meter_wh=ev.energy_wh, meter_at=now, meter_doubt=None)
+        return {"meter_wh": ev.energy_wh, "meter_at": now, "meter_doubt": None}
     dt = now - s.meter_at if s.meter_at is not None else 0.0
     allowed = energy_gate.allowed_step_wh(s.max_power_w, dt)
     out.add(ReadingRejected(verdict, ev.energy_wh, s.meter_wh, allowed, s.meter_doubt is None))
-    return replace(s, meter_doubt=doubt)
+    return {"meter_doubt": doubt}
 
 
 def _claims(s: BayState, ev: Telemetry, now: float, t: Timers, out: _Out) -> BayState:

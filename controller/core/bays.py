@@ -32,13 +32,16 @@ class BayRuntime:
     reconciled: bool = True
     telemetry: NodeTelemetry | None = None
     firmware: str = ""
-    checkpoint_at: float = 0.0
     last_ack_at: float | None = None
     last_output: tuple[bool, float] | None = None
     output_errors: int = 0
     load_setpoint_a: float = 0.0  # nothing until the load manager has decided
     tariff: Tariff | None = None  # the running session's tariff snapshot
     test_output: TestOutput | None = None  # an installer's test output on the idle bay
+    source: str = field(init=False)  # the node's name as a source of meter figures
+
+    def __post_init__(self) -> None:
+        self.source = f"node:{self.cfg.node_id}"
 
 
 class Bays(dict[str, BayRuntime]):

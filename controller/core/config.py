@@ -79,6 +79,15 @@ class JournalSection(_Strict):
         le=1024,
         description="space kept aside for stops on a full disk (0: none)",
     )
+    checkpoint_s: float = Field(
+        default=60.0,
+        ge=5,
+        le=600,
+        description=(
+            "how often the per-minute meter figures and the open sessions' energy are "
+            "written (a crash loses at most this much of a session's progress)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _order(self) -> JournalSection:
@@ -228,6 +237,18 @@ class StationConfig(_Strict):
                 )
                 continue
             _unique(f"addresses on bus {bus.id}", [str(b.address) for b in on_bus])
+        # Over MQTT the topic names the node: one node id on two MQTT buses is one topic.
+        mqtt_buses = {b.id for b in self.buses if b.transport == "mqtt"}
+        seen: dict[str, str] = {}
+        for i, bay in enumerate(self.bays):
+            if bay.bus not in mqtt_buses:
+                continue
+            other = seen.setdefault(bay.node_id, bay.bus)
+            if other != bay.bus:
+                raise ValueError(
+                    f"bays[{i}].node_id: node {bay.node_id!r} is on MQTT bus {other!r} already; "
+                    "MQTT topics name the node, so each node id may be used on one MQTT bus only"
+                )
         return self
 
     def data_path(self, base: Path | None = None) -> Path:

@@ -7,7 +7,9 @@ outbox messages for the central system. A ``kill -9`` at any instant leaves
 either all of it or none of it.
 
 Reads for the UI go through a second connection (WAL lets them run beside the
-writer); meter samples are written in batches.
+writer). Kind to flash: the meter figures go in once a minute per node
+(:meth:`Journal.write_minutes`, with the open sessions' energy checkpoints in
+the same transaction), not once per telemetry frame.
 
 A failed write (a full disk, a read-only card) marks the journal unwritable and
 sets :attr:`Journal.failed`; it never leaves a transaction open, so the next
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
@@ -86,6 +89,21 @@ class OutboxRow:
     action: str
     payload: dict[str, Any]
     session_id: str | None = None
+
+
+@dataclass(slots=True)
+class MinuteRow:
+    """One node's figures over one minute (``minute``: its start, wall seconds)."""
+
+    minute: float
+    source: str
+    session_id: str | None
+    samples: int
+    energy_wh: float | None  # the register at the minute's last sample
+    power_w: float  # mean
+    power_max_w: float
+    current_a: list[float]  # mean per phase
+    last_at: float  # the minute's last sample
 
 
 @dataclass(slots=True)
@@ -400,6 +418,84 @@ class Journal:
                 raise JournalError(str(err)) from err
         self.writable = True
         return len(batch)
+
+    async def write_minutes(
+        self, minutes: Sequence[MinuteRow], progress: Sequence[dict[str, Any]]
+    ) -> None:
+        """Per-minute meter figures and sessions' energy checkpoints, in one transaction.
+
+        A checkpoint (``id``, ``meter_wh``, ``energy_wh``, ``peak_power_w``, ``plug_count``,
+        ``node_boot_id``, ``checkpoint_at``) only ever moves an open session forward: a
+        session closed meanwhile keeps the figures its close wrote.
+        """
+        if not minutes and not progress:
+            return
+        async with self._lock:
+            try:
+                await self._w.execute("BEGIN IMMEDIATE")
+                try:
+                    if minutes:
+                        await self._w.executemany(
+                            "INSERT OR REPLACE INTO meter_minutes(minute, source, session_id,"
+                            " samples, energy_wh, power_w, power_max_w, current_a, last_at)"
+                            " VALUES (?,?,?,?,?,?,?,?,?)",
+                            [
+                                (
+                                    m.minute,
+                                    m.source,
+                                    m.session_id,
+                                    m.samples,
+                                    m.energy_wh,
+                                    m.power_w,
+                                    m.power_max_w,
+                                    _dumps(m.current_a),
+                                    m.last_at,
+                                )
+                                for m in minutes
+                            ],
+                        )
+                    if progress:
+                        await self._w.executemany(
+                            "UPDATE sessions SET meter_wh=:meter_wh, energy_wh=:energy_wh,"
+                            " peak_power_w=:peak_power_w, plug_count=:plug_count,"
+                            " node_boot_id=:node_boot_id, checkpoint_at=:checkpoint_at"
+                            " WHERE id=:id AND state='open'",
+                            progress,
+                        )
+                    await self._w.execute("COMMIT")
+                except BaseException:
+                    await self._rollback()
+                    raise
+            except sqlite3.Error as err:
+                self._failed(err)
+                raise JournalError(str(err)) from err
+        self.writable = True
+
+    async def power_per_minute(
+        self, since: float, until: float, *, source: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Power per minute in ``[since, until)`` (wall seconds), oldest first.
+
+        Each row: ``minute`` (its start), ``power_w`` (the sum over the nodes of each
+        node's mean power in that minute), ``power_max_w`` (the sum of their peaks) and
+        ``sources`` (how many nodes reported). ``source`` (``node:<node id>``): one node only.
+        Minutes of older releases (1 Hz rows in ``meter_samples``) are averaged the same way.
+        """
+        lo, hi = math.floor(since / 60) * 60, until
+        where = " AND source = ?" if source is not None else ""
+        extra: tuple[Any, ...] = (source,) if source is not None else ()
+        return await self.query(
+            "SELECT minute, sum(power_w) AS power_w, sum(power_max_w) AS power_max_w,"
+            " count(*) AS sources FROM ("
+            "  SELECT minute, source, power_w, power_max_w FROM meter_minutes"
+            f"  WHERE minute >= ? AND minute < ?{where}"
+            "  UNION ALL"
+            "  SELECT CAST(at / 60 AS INTEGER) * 60.0 AS minute, source,"
+            "   avg(power_w) AS power_w, max(power_w) AS power_max_w FROM meter_samples"
+            f"  WHERE at >= ? AND at < ?{where} GROUP BY 1, source"
+            ") GROUP BY minute ORDER BY minute",
+            (lo, hi, *extra, lo, hi, *extra),
+        )
 
     async def audit(self, at: float, actor: str, kind: str, detail: dict[str, Any]) -> None:
         await self.commit(Commit(audit=[(actor, kind, detail)], events=[EventRow("audit", at)]))

@@ -2,7 +2,7 @@
 
 The node hubs hand every update to :meth:`NodeIntake.sink` (never blocking: a
 full queue drops and counts); one consumer takes them in order — telemetry
-(and a meter sample for the journal), door and lock claims, faults, links,
+(and its figures for the minute, kept in memory), door and lock claims, faults, links,
 hellos and address conflicts — and applies each through the bay runner. After
 a restart, a node's first telemetry reconciles its bay's open session.
 """
@@ -10,7 +10,6 @@ a restart, a node's first telemetry reconciles its bay's open session.
 from __future__ import annotations
 
 import asyncio
-import json
 
 import structlog
 
@@ -93,15 +92,10 @@ class NodeIntake:
         match u:
             case NodeTelemetry():
                 rt.telemetry = u
+                sess = rt.state.session
+                tel = bay_telemetry(u)
                 self._samples.add(
-                    (
-                        self._clock.wall(),
-                        f"node:{u.node_id}",
-                        rt.state.session.session_id if rt.state.session else None,
-                        u.energy_wh,
-                        round(u.power_w, 1),
-                        json.dumps([round(c, 2) for c in u.current_a]),
-                    )
+                    rt.source, sess.session_id if sess else None, u, tel.power_w, self._clock.wall()
                 )
                 if not rt.reconciled:
                     await self._reconcile(rt, u)
@@ -110,7 +104,7 @@ class NodeIntake:
                     await apply(bay_id, DoorChanged(u.door_closed))
                 if u.locked is not None and u.locked != rt.state.locked:
                     await apply(bay_id, LockChanged(u.locked))
-                effects = await apply(bay_id, bay_telemetry(u))
+                effects = await apply(bay_id, tel)
                 self._count_rejected(rt, effects)
                 if not rt.state.node_online:
                     # Only now: the bay is shown ready once its report has been taken in.

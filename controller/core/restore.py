@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import structlog
 
@@ -69,8 +70,12 @@ async def restore_bays(
             rt.want_relay = True
             if state.session is None or (row and row["id"] != state.session.session_id):
                 log.error("recovery.mismatch", bay_id=bcfg.id, session=row and row["id"])
+        if state.session is not None and row is not None and row["id"] == state.session.session_id:
+            state = _with_checkpoint(state, row)
         if state.session is not None:
-            since = state.interrupted_since or await _last_seen_alive(journal, bcfg, clock)
+            since = state.interrupted_since or await _last_seen_alive(
+                journal, bcfg, clock, row.get("checkpoint_at") if row else None
+            )
             rt.state = replace(
                 state,
                 interrupted_since=since,
@@ -93,9 +98,35 @@ async def restore_bays(
     return Restored(clean)
 
 
-async def _last_seen_alive(journal: Journal, bcfg: BayConfig, clock: Clock) -> float:
-    """When the previous run last recorded anything of this bay (its samples, its state)."""
-    rows = await journal.query(
+def _with_checkpoint(state: BayState, row: dict[str, Any]) -> BayState:
+    """The bay's saved state moved on to its session's last energy checkpoint, if newer.
+
+    The bay's state is saved at every transition; between them, the session's energy is
+    checkpointed in its own row (controller.core.samples). The counter only goes up, so
+    the higher reading is the later one.
+    """
+    sess = state.session
+    assert sess is not None
+    meter = row.get("meter_wh")
+    if meter is None or row.get("checkpoint_at") is None or int(meter) <= sess.meter_wh:
+        return state
+    sess = replace(
+        sess,
+        meter_wh=int(meter),
+        peak_power_w=max(sess.peak_power_w, float(row.get("peak_power_w") or 0.0)),
+    )
+    at = float(row["checkpoint_at"])
+    if state.meter_wh is None or state.meter_wh < sess.meter_wh:
+        state = replace(state, meter_wh=sess.meter_wh, meter_at=at)
+    return replace(state, session=sess)
+
+
+async def _last_seen_alive(
+    journal: Journal, bcfg: BayConfig, clock: Clock, checkpoint_at: float | None
+) -> float:
+    """When the previous run last recorded anything of this bay (samples, state, checkpoint)."""
+    rows: list[dict[str, Any]] = [{"at": checkpoint_at}]
+    rows += await journal.query(
         "SELECT max(at) AS at FROM meter_samples WHERE source = ?", (f"node:{bcfg.node_id}",)
     )
     rows += await journal.query(

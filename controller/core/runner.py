@@ -45,7 +45,6 @@ from controller.core.bay import (
     Tick,
     Timers,
     TokenPresented,
-    UpdateSession,
     transition,
 )
 from controller.core.bays import BayRuntime, Bays
@@ -58,12 +57,11 @@ from controller.core.outputs import TEST_END_MESSAGES, OutputInputs, TestEnd, de
 from controller.core.persist import build_commit, event_name
 from controller.core.safety import SafetySupervisor
 from controller.core.snapshots import Snapshots
-from controller.core.status import StatusFeed
+from controller.core.status import StatusFeed, status_inputs
 from controller.ports import Clock, DriverError
 
 log = structlog.get_logger(__name__)
 
-CHECKPOINT_S = 30.0
 # Commands that may simply be refused when they cannot be recorded (nothing happens then).
 # Stops, faults and what nodes report happen anyway: their commits wait in the backlog.
 _REFUSABLE = (
@@ -133,10 +131,8 @@ class BayRunner:
             now = self._clock.wall()
             old = rt.state
             new, effects = transition(old, event, now, self.timers)
-            checkpoint = False
-            if new.session is not None and any(isinstance(e, UpdateSession) for e in effects):
-                # While writes fail, progress checkpoints wait: the backlog keeps changes only.
-                checkpoint = now - rt.checkpoint_at >= CHECKPOINT_S and not self._guard.blocked
+            # A session's progress between transitions is checkpointed once a minute for all
+            # bays together (controller.core.samples), not here per frame.
             commit = build_commit(
                 bay_id=bay_id,
                 connector=rt.cfg.connector,
@@ -147,7 +143,7 @@ class BayRunner:
                 tariff=(rt.tariff or self._cfg.tariff)
                 if old.session is not None
                 else self._cfg.tariff,
-                checkpoint=checkpoint,
+                checkpoint=False,
                 actor=actor,
             )
             recorded = True
@@ -156,13 +152,13 @@ class BayRunner:
                 recorded, effects = await self._record(rt, event, effects, commit, must=must)
                 if not recorded and not must:
                     return effects  # refused: nothing happened
-                if recorded and checkpoint:
-                    rt.checkpoint_at = now
             rt.state = new
         self._carry_out(rt, effects, recorded=recorded)
-        if old != new:
+        changed = old != new
+        # Most frames move only the meter: the connector statuses need no second look then.
+        if changed and status_inputs(old) != status_inputs(new):
             self._status.bay_changed(rt)
-        if (old != new or effects) and self._events.wants(BayChanged):
+        if (changed or effects) and self._events.wants(BayChanged):
             self._events.publish(BayChanged(bay_id, self._snapshots.bay(rt)))
         return effects
 
@@ -213,7 +209,6 @@ class BayRunner:
                     rt.want_locked = locked
                     rt.lock_changed.set()
                 case OpenSession(session=s):
-                    rt.checkpoint_at = s.started_at
                     rt.tariff = self._cfg.tariff  # the snapshot the session is billed with
                     log.info(
                         "session.opened",
@@ -391,4 +386,4 @@ def _happens_anyway(event: Event, effects: list[Effect]) -> bool:
     return not isinstance(event, _REFUSABLE)
 
 
-__all__ = ["CHECKPOINT_S", "BayRunner", "CapsProvider", "LoadProgress"]
+__all__ = ["BayRunner", "CapsProvider", "LoadProgress"]

@@ -1,7 +1,7 @@
 """The core schema of the journal: its migrations, one entry per schema version.
 
 The core owns the station's tables (events, sessions, holds, bay states, the
-outbox, meter samples, kv, audit, nonces, bookings) and the table of store
+outbox, meter samples and per-minute meter figures, kv, audit, nonces, bookings) and the table of store
 namespaces (``store_versions``). Adapters own theirs through
 :class:`controller.core.store.Store`, each with its own migrations, applied in
 the same database when the adapter opens its store.
@@ -139,5 +139,24 @@ MIGRATIONS: list[str] = [
         namespace TEXT PRIMARY KEY,
         version INTEGER NOT NULL
     );
+    """,
+    # 7: kind to flash. Live figures stay in memory; the journal keeps one row per node and
+    # minute (clustered by minute, so a minute's rows fill the same pages), and a session's
+    # energy checkpoint in its own row (``checkpoint_at``: when it was taken). meter_samples
+    # stays for the 1 Hz rows of older releases.
+    """
+    CREATE TABLE meter_minutes (
+        minute REAL NOT NULL,
+        source TEXT NOT NULL,
+        session_id TEXT,
+        samples INTEGER NOT NULL,
+        energy_wh REAL,
+        power_w REAL,
+        power_max_w REAL,
+        current_a TEXT,
+        last_at REAL NOT NULL,
+        PRIMARY KEY (minute, source)
+    ) WITHOUT ROWID;
+    ALTER TABLE sessions ADD COLUMN checkpoint_at REAL
     """,
 ]

@@ -118,7 +118,9 @@ class Station:
             audit=self.audit,
         )
         self.safety.attach(self.runner)
-        self.samples = SampleWriter(journal, self.guard, clock_)
+        self.samples = SampleWriter(
+            journal, self.guard, clock_, self.bays, interval_s=cfg.journal.checkpoint_s
+        )
         self.nodes = NodeIntake(self.bays, self.runner, self.samples, clock_)
         self.meters = MeterIntake(cfg, self.bays, clock_, self.audit, self._load_changed)
         self.commands = Commands(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from controller.core.bay import Status, ocpp_status
+from controller.core.bay import BayState, Status, ocpp_status
 from controller.core.bays import BayRuntime, Bays
 from controller.core.events import EventBus, StatusChanged
 from controller.ports import Clock
@@ -27,6 +27,11 @@ class ConnectorStatus:
     status: str
     error_code: str
     info: str | None = None
+
+
+def status_inputs(s: BayState) -> tuple[Status, str | None, bool, bool]:
+    """What a bay's and the station's announced statuses depend on, of one bay's state."""
+    return ocpp_status(s), s.fault, s.node_online, s.available
 
 
 def bay_status(rt: BayRuntime) -> ConnectorStatus:
@@ -89,4 +94,4 @@ class StatusFeed:
         )
 
 
-__all__ = ["ConnectorStatus", "StatusFeed", "bay_status", "station_status"]
+__all__ = ["ConnectorStatus", "StatusFeed", "bay_status", "station_status", "status_inputs"]

@@ -1,7 +1,11 @@
 """MQTT edge of the ESP32 node engine (aiomqtt): implements ``NodeHub`` and ``BayNode``.
 
-Owns the controller's one broker connection for the nodes of one station and
-what only MQTT needs. The messages are those of the serial protocol, one
+Owns the controller's broker connection for the nodes of one bus and what
+only MQTT needs. A station may have several MQTT buses side by side (a bus
+holds at most 247 addresses): each has its own client id (the bus id
+appended when there are several) and subscribes to the topics of its own
+nodes only, so a node is known on its own bus and nowhere else, and two buses
+never take each other's persistent session on the broker. The messages are those of the serial protocol, one
 encoded frame per MQTT message, QoS 1 both ways; the topic, not the frame's
 address, names the node (``mqtt_config.py`` has the topics). Unlike the
 serial bus, nodes speak when they like (hello on connect, events at once,
@@ -57,13 +61,18 @@ log = structlog.get_logger(__name__)
 __all__ = ["MqttBayNode", "MqttNodeHub", "build_mqtt"]
 
 REDELIVERY_GRACE_S = 5.0
+SUBSCRIBE_BATCH = 64  # topics per SUBSCRIBE packet (a bus subscribes two per node)
 
 # One node behind the broker, as the controller sees it.
 MqttBayNode = LinkBayNode[NodeLine]
 
 
 class MqttNodeHub:
-    """All the nodes of one station behind one broker (``controller.ports.NodeHub``)."""
+    """The nodes of one bus behind one broker (``controller.ports.NodeHub``).
+
+    ``bus_id``: set when the station has several MQTT buses; it makes the client id
+    this bus's own (``<client id>-<bus id>``).
+    """
 
     lost_reason = "broker connection lost"
 
@@ -74,10 +83,18 @@ class MqttNodeHub:
         nodes: Sequence[NodeConfig],
         *,
         clock: Callable[[], float] = time.monotonic,
+        bus_id: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.topics = Topics(cfg.topic_prefix, station_id)
-        self.client_id = cfg.client_id or f"{cfg.topic_prefix}-{station_id}-controller"
+        base = cfg.client_id or f"{cfg.topic_prefix}-{station_id}-controller"
+        self.client_id = f"{base}-{bus_id}" if bus_id else base
+        # Per node, not a wildcard: another bus's nodes never reach this one.
+        self.subscriptions: list[tuple[str, int]] = [
+            (topic, 1)
+            for n in nodes
+            for topic in (self.topics.status(n.node_id), self.topics.up(n.node_id))
+        ]
         self._clock = clock
         self.broker_stats: dict[str, int] = {
             "connects": 0,
@@ -153,8 +170,11 @@ class MqttNodeHub:
             async with self._new_client() as client:
                 connected = True
                 self.broker_stats["connects"] += 1
-                await client.subscribe(self.topics.all_status(), qos=1)
-                await client.subscribe(self.topics.all_up(), qos=1)
+                # A persistent session of an older release may still hold the station-wide
+                # wildcards: drop them, or this bus would hear every other bus's nodes.
+                await client.unsubscribe([self.topics.all_status(), self.topics.all_up()])
+                for i in range(0, len(self.subscriptions), SUBSCRIBE_BATCH):
+                    await client.subscribe(self.subscriptions[i : i + SUBSCRIBE_BATCH])
                 self._client = client
                 if self.broker_stats["connects"] > 1:
                     self._reconnected_at = self._clock()
@@ -280,4 +300,10 @@ def build_mqtt(
             f"bus {bus.id}: the mqtt transport needs the [mqtt] section; "
             "call build_mqtt(bus, bays, station_config)"
         )
-    return MqttNodeHub(parse_mqtt(station.mqtt), station.station.id, node_configs(bus, bays))
+    several = sum(1 for b in station.buses if b.transport == "mqtt") > 1
+    return MqttNodeHub(
+        parse_mqtt(station.mqtt),
+        station.station.id,
+        node_configs(bus, bays),
+        bus_id=bus.id if several else None,
+    )

@@ -1,0 +1,520 @@
+"""Scale: every bay charging at 1 Hz telemetry with load management on, over serial and MQTT.
+
+The controller (a real Station with its Journal on disk, the load manager fed
+by a real Modbus TCP grid meter simulator, the kiosk API served in-process
+through ASGI) runs in this process; the nodes run in their own processes, one
+per bus of at most 128 nodes (``tests/bench/scale_nodes.py``), over pseudo-
+terminals or a real mosquitto. Measured over a window with every bay charging:
+
+- CPU per bay per second: this process's CPU time / bays / seconds (ms);
+- loop lag p99 (a 50 ms sleeper's overshoot);
+- kiosk state p99 (``GET /api/v1/kiosk/state`` once a second);
+- bytes written to disk per bay per day (``write_bytes`` of /proc/self/io);
+- after a grid step (non-EV load up so every bay must drop to 10 A): how long
+  until every node has acknowledged its lower setpoint.
+
+A cProfile run of the same path (``BENCH_SCALE_PROFILE=1``) puts the top
+entries into the report's notes. ``make bench`` runs 4 and 64 bays; 256 bays
+(two buses) is marked ``long`` and runs with ``BENCH_SCALE_256=1``. ``BENCH_SCALE_S`` sets the window (default 30 s).
+
+    ./dev.sh bench tests/bench/bench_scale.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import cProfile
+import io
+import os
+import pstats
+import resource
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from controller.core.auth import free_vend_step
+from controller.core.config import StationConfig, parse_config
+from controller.core.journal import Journal
+from controller.core.loadloop import load_manager_config
+from controller.core.station import Station
+from controller.ports import NodeHub
+from drivers.esp32.assemble import build_serial
+from drivers.esp32.mqtt_hub import build_mqtt
+from drivers.modbus.extension import EXTENSION as METERS
+from simulators.meter.server import MeterSimulator
+from tests.bench.report import median, metric, percentile, write_report
+from tests.bench.scale_nodes import names
+from tests.support.mosquitto import Mosquitto, require_mosquitto
+
+REPO = Path(__file__).resolve().parents[2]
+WINDOW_S = float(os.environ.get("BENCH_SCALE_S", "30"))
+PER_BUS = 128
+STEP_TO_A = 10.0
+STATION = "scale"
+
+
+def _cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _write_bytes() -> int:
+    for line in Path("/proc/self/io").read_text(encoding="ascii").splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise RuntimeError("no write_bytes in /proc/self/io")
+
+
+def _buses(bays: int) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    left, i = bays, 0
+    while left > 0:
+        i += 1
+        out.append((f"b{i}", min(PER_BUS, left)))
+        left -= PER_BUS
+    return out
+
+
+def _config(tmp: Path, transport: str, bays: int, meter_port: int, broker: Any) -> StationConfig:
+    buses = _buses(bays)
+    main_a = bays * 16.0 + 20.0
+    raw: dict[str, Any] = {
+        "station": {"id": STATION, "data_dir": str(tmp)},
+        "timers": {"lease_s": 5.0, "connection_timeout_s": 600},
+        "buses": [
+            {
+                "id": b,
+                "transport": transport,
+                "port": str(tmp / "sim" / f"tty{b}") if transport == "serial" else "",
+                "host_timeout_s": 10.0,
+            }
+            for b, _ in buses
+        ],
+        "bays": [
+            {
+                "id": name,
+                "connector": 0,
+                "bus": b,
+                "address": a,
+                "max_current_a": 16,
+            }
+            for b, n in buses
+            for a, name in enumerate(names(b, n), 1)
+        ],
+        "site": {
+            "main_limit_a": main_a,
+            "min_on_time_s": 30,
+            "min_off_time_s": 30,
+            "increase_delay_s": 1,
+            "ramp_step_a": 16,
+        },
+        "meters": [
+            {
+                "name": "grid",
+                "map": "sdm630",
+                "role": "grid",
+                "poll_interval_s": 0.5,
+                "bus": {"transport": "tcp", "host": "127.0.0.1", "port": meter_port},
+            }
+        ],
+    }
+    for i, bay in enumerate(raw["bays"], 1):
+        bay["connector"] = i
+    if broker is not None:
+        raw["mqtt"] = {
+            "host": broker.host,
+            "port": broker.port,
+            "password": "controller-pw",
+            "offline_after_s": 10.0,
+            "heartbeat_s": 2.0,
+            "ack_timeout_s": 2.0,
+        }
+    return parse_config(raw)
+
+
+@contextlib.asynccontextmanager
+async def _nodes(
+    tmp: Path, transport: str, bays: int, broker: Any
+) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        for bus, n in _buses(bays):
+            args = [sys.executable, "-m", "tests.bench.scale_nodes", transport, "--bus", bus]
+            args += ["--count", str(n), "--dir", str(tmp / "sim"), "--station", STATION]
+            if broker is not None:
+                args += ["--host", broker.host, "--port", str(broker.port)]
+            proc = await asyncio.create_subprocess_exec(
+                *args, cwd=REPO, stdout=asyncio.subprocess.PIPE
+            )
+            procs.append(proc)
+            assert proc.stdout is not None
+            async with asyncio.timeout(120):
+                while (line := await proc.stdout.readline()).strip() != b"READY":
+                    assert line, "the node process ended before it was ready"
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+
+
+def _hubs(cfg: StationConfig) -> dict[str, NodeHub]:
+    hubs: dict[str, NodeHub] = {}
+    for bus in cfg.buses:
+        bays = [b for b in cfg.bays if b.bus == bus.id]
+        hubs[bus.id] = (
+            build_serial(bus, bays, cfg)
+            if bus.transport == "serial"
+            else build_mqtt(bus, bays, cfg)
+        )
+    return hubs
+
+
+async def _until(pred: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def run_scale(tmp: Path, transport: str, bays: int, *, profile: bool) -> dict[str, Any]:
+    """One measured run; returns the figures (and the profile's top entries)."""
+    asyncio.get_running_loop().set_debug(False)  # production runs without debug mode
+    broker_cm: Any = contextlib.nullcontext(None)
+    if transport == "mqtt":
+        require_mosquitto()
+        users = {"controller": "controller-pw"}
+        for bus, n in _buses(bays):
+            users.update({name: f"pw-{name}" for name in names(bus, n)})
+        broker_cm = Mosquitto(tmp / "mosquitto", users)
+    with broker_cm as broker:
+        station: Station | None = None
+
+        def ev_amps() -> tuple[float, float, float]:
+            tot = [0.0, 0.0, 0.0]
+            if station is not None:
+                for rt in station.bays.values():
+                    if rt.telemetry is not None:
+                        for i, c in enumerate(rt.telemetry.current_a[:3]):
+                            tot[i] += c
+            return (tot[0], tot[1], tot[2])
+
+        async with (
+            MeterSimulator("sdm630", port=0, role="grid", speed=0, extra_load=ev_amps) as meter,
+            _nodes(tmp, transport, bays, broker),
+        ):
+            meter.set_currents((5.0, 5.0, 5.0))
+            cfg = _config(tmp, transport, bays, meter.port, broker)
+            journal = await Journal.open(tmp / "data" / "journal.sqlite3")
+            station = Station(cfg, journal, hubs=_hubs(cfg))
+            station.authorizer.add(free_vend_step())
+            await station.restore()
+            lcfg = load_manager_config(cfg)
+            assert lcfg is not None
+            station.attach_load(lcfg)
+            METERS.attach(station)
+            from local_ui.server import create_app
+
+            app = create_app(station)
+            run = asyncio.create_task(station.run())
+            try:
+                await app.state.ui.ensure_ready()
+                await _until(
+                    lambda: all(rt.state.node_online for rt in station.bays.values()),
+                    120,
+                    "every node online",
+                )
+                for rt in station.bays.values():
+                    out = await station.commands.present_token(rt.cfg.id, f"T-{rt.cfg.id}")
+                    assert out.ok, out
+                await _until(
+                    lambda: all(
+                        rt.state.phase.value == "charging" and (rt.last_output or (0, 0))[1] >= 15
+                        for rt in station.bays.values()
+                    ),
+                    120,
+                    "every bay charging at 16 A",
+                )
+                await asyncio.sleep(5.0)  # settle: the first checkpoints and sample flushes
+                return await _measure(station, app, meter, bays, transport, profile=profile)
+            finally:
+                station.request_stop("bench")
+                await asyncio.wait_for(run, 30)
+                await journal.close()
+
+
+async def _measure(
+    station: Station, app: Any, meter: MeterSimulator, bays: int, transport: str, *, profile: bool
+) -> dict[str, Any]:
+    lag: list[float] = []
+    kiosk: list[float] = []
+    stop = asyncio.Event()
+
+    async def sample_lag() -> None:
+        while not stop.is_set():
+            t = time.monotonic()
+            await asyncio.sleep(0.05)
+            lag.append((time.monotonic() - t - 0.05) * 1000)
+
+    async def poll_kiosk() -> None:
+        transport_ = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport_, base_url="http://kiosk") as http:
+            await warm.wait()
+            while not stop.is_set():
+                t = time.perf_counter()
+                r = await http.get("/api/v1/kiosk/state")
+                kiosk.append((time.perf_counter() - t) * 1000)
+                assert r.status_code == 200, r.text
+                await asyncio.sleep(1.0)
+
+    # The first request builds FastAPI's schemas: not part of the steady state.
+    transport_ = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport_, base_url="http://kiosk") as http:
+        assert (await http.get("/api/v1/kiosk/state")).status_code == 200
+    warm = asyncio.Event()
+    warm.set()
+    prof = cProfile.Profile(time.thread_time) if profile else None  # CPU of the loop thread
+    rx0 = sum(rt.node.stats().frames_rx for rt in station.bays.values() if rt.node)
+    w0, c0, b0 = time.monotonic(), _cpu_s(), _write_bytes()
+    if prof is not None:
+        prof.enable()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(sample_lag())
+        tg.create_task(poll_kiosk())
+        await asyncio.sleep(WINDOW_S)
+        stop.set()
+    if prof is not None:
+        prof.disable()
+    wall = time.monotonic() - w0
+    cpu = _cpu_s() - c0
+    written = _write_bytes() - b0
+    rx = sum(rt.node.stats().frames_rx for rt in station.bays.values() if rt.node) - rx0
+    charging = sum(1 for rt in station.bays.values() if rt.state.phase.value == "charging")
+
+    # The grid step: every bay must come down to STEP_TO_A.
+    main_a = bays * 16.0 + 20.0
+    non_ev = main_a - bays * STEP_TO_A
+    t0 = time.monotonic()
+    acked: dict[str, float] = {}
+    meter.set_currents((non_ev, non_ev, non_ev))
+    deadline = t0 + 30
+    while len(acked) < bays and time.monotonic() < deadline:
+        for rt in station.bays.values():
+            out = rt.last_output
+            if rt.cfg.id not in acked and out is not None and out[1] <= STEP_TO_A + 0.5:
+                acked[rt.cfg.id] = time.monotonic() - t0
+        await asyncio.sleep(0.01)
+    step = sorted(acked.values())
+    result: dict[str, Any] = {
+        "transport": transport,
+        "bays": bays,
+        "window_s": round(wall, 1),
+        "charging": charging,
+        "frames_per_s": round(rx / wall, 1),
+        "cpu_ms_per_bay_s": cpu * 1000 / bays / wall,
+        "cpu_pct_core": cpu / wall * 100,
+        "loop_lag_p99_ms": percentile(lag, 99),
+        "kiosk_p50_ms": median(kiosk),
+        "kiosk_p99_ms": percentile(kiosk, 99),
+        "bytes_per_bay_day": written / bays / wall * 86400,
+        "step_acked": len(acked),
+        "step_all_acked_s": step[-1] if len(step) == bays else float("inf"),
+        "step_median_s": median(step) if step else float("inf"),
+        "dropped_updates": station.nodes.dropped,
+        "step_outputs_a": sorted(
+            {(rt.last_output or (False, -1.0))[1] for rt in station.bays.values()}
+        ),
+    }
+    if prof is not None:
+        result["profile"] = _top(prof)
+    return result
+
+
+def _top(prof: cProfile.Profile, n: int = 40) -> list[str]:
+    """The top entries by own time, then the project's own functions by cumulative time."""
+    out: list[str] = []
+    for key, restrict in (
+        ("tottime", ()),
+        ("cumulative", (r"controller|drivers|local_ui|simulators|pymodbus|asyncio.events",)),
+    ):
+        buf = io.StringIO()
+        stats = pstats.Stats(prof, stream=buf)
+        stats.sort_stats(key).print_stats(*restrict, n)
+        lines = [ln.rstrip() for ln in buf.getvalue().splitlines() if ln.strip()]
+        out += [f"-- by {key}", *lines[-n - 1 :]]
+    return out
+
+
+def _report(r: dict[str, Any]) -> None:
+    name = f"scale_{r['transport']}_{r['bays']}"
+    write_report(
+        name,
+        {
+            "cpu_ms_per_bay_s": metric(r["cpu_ms_per_bay_s"], "ms", target=0.35),
+            "cpu_pct_core": metric(r["cpu_pct_core"], "%"),
+            "loop_lag_p99_ms": metric(r["loop_lag_p99_ms"], "ms", target=50.0),
+            "kiosk_state_p99_ms": metric(r["kiosk_p99_ms"], "ms", target=250.0),
+            "bytes_per_bay_day": metric(r["bytes_per_bay_day"], "B", target=1_000_000),
+            "step_all_acked_s": metric(r["step_all_acked_s"], "s", target=2.0),
+        },
+        notes={k: v for k, v in r.items() if not isinstance(v, float) or k == "window_s"}
+        | {"cpu_count": os.cpu_count(), "cpu_of": "this process (controller + meter sim)"},
+    )
+    if "profile" in r:
+        print("\n".join(r["profile"]))
+
+
+def _check(r: dict[str, Any]) -> None:
+    assert r["charging"] == r["bays"], r
+    assert r["step_acked"] == r["bays"], r
+    assert r["dropped_updates"] == 0, r
+
+
+PROFILE = os.environ.get("BENCH_SCALE_PROFILE") == "1"
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize("transport", ["serial", "mqtt"])
+@pytest.mark.parametrize("bays", [4, 64])
+async def test_bench_scale(tmp_path: Path, transport: str, bays: int) -> None:
+    r = await run_scale(tmp_path, transport, bays, profile=PROFILE)
+    _report(r)
+    if not PROFILE:  # the profiler's own cost may slow the loop past the nodes' timeouts
+        _check(r)
+
+
+@pytest.mark.bench
+@pytest.mark.long
+@pytest.mark.skipif(
+    os.environ.get("BENCH_SCALE_256") != "1", reason="long: set BENCH_SCALE_256=1 (make test-long)"
+)
+@pytest.mark.parametrize("transport", ["serial", "mqtt"])
+async def test_bench_scale_256(tmp_path: Path, transport: str) -> None:
+    r = await run_scale(tmp_path, transport, 256, profile=PROFILE)
+    _report(r)
+    if not PROFILE:  # the profiler's own cost may slow the loop past the nodes' timeouts
+        _check(r)
+
+
+# --------------------------------------------------------------------------- the core's frame path
+
+
+class _SteppedClock:
+    """The system clock, with wall and monotonic time moved on by the bench (a second a round)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def wall(self) -> float:
+        return time.time() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+async def run_frame_path(tmp: Path, bays: int, rounds: int) -> dict[str, Any]:
+    """CPU per telemetry frame of the core alone: intake → bay machine → state → journal.
+
+    A passive fake hub (no transport): every bay charging, then ``rounds`` simulated seconds
+    with one frame per bay each (energy +3 Wh, 16 A), taken by the station's node intake; the
+    journal's minute write (or, in releases before it, the 1 Hz sample flush) runs once per
+    simulated minute. CPU is this process's (all threads, the journal's writer included).
+    """
+    from controller.ports import NodeTelemetry, PilotState
+    from tests.support.fake_nodes import FakeHub, FakeNode
+
+    asyncio.get_running_loop().set_debug(False)
+    cfg = parse_config(
+        {
+            "station": {"id": STATION, "data_dir": str(tmp)},
+            "timers": {"lease_s": 5.0, "connection_timeout_s": 600},
+            "buses": [{"id": "b1"}],
+            "bays": [
+                {"id": f"bay{i}", "connector": i, "bus": "b1", "address": i}
+                for i in range(1, bays + 1)
+            ],
+        }
+    )
+    clock = _SteppedClock()
+    hub = FakeHub([FakeNode(b.node_id) for b in cfg.bays])
+    journal = await Journal.open(tmp / "journal.sqlite3")
+    station = Station(cfg, journal, hubs={"b1": hub}, clock=clock)
+    station.authorizer.add(free_vend_step())
+    await station.restore()
+    run = asyncio.create_task(station.run())
+    energy = dict.fromkeys(station.bays, 1000)
+
+    def frame(bay_id: str, amps: float, pilot: PilotState) -> NodeTelemetry:
+        return NodeTelemetry(
+            node_id=bay_id,
+            at=clock.monotonic(),
+            current_a=(amps, amps, amps),
+            voltage_v=(230.0, 230.0, 230.0),
+            energy_wh=energy[bay_id],
+            relay_on=amps > 0,
+            setpoint_a=16.0,
+            lease_remaining_s=5.0,
+            pilot=pilot,
+            plug_count=1,
+            boot_id=1,
+        )
+
+    try:
+        await hub.running.wait()
+        for bay_id in station.bays:
+            await station.nodes.take(frame(bay_id, 0.0, PilotState.B))
+        for bay_id in station.bays:
+            assert (await station.commands.present_token(bay_id, f"T-{bay_id}")).ok
+            await station.nodes.take(frame(bay_id, 16.0, PilotState.C))
+        assert all(rt.state.phase.value == "charging" for rt in station.bays.values())
+        c0, w0 = time.process_time(), time.monotonic()
+        for r in range(1, rounds + 1):
+            clock.offset += 1.0
+            for bay_id in station.bays:
+                energy[bay_id] += 3
+                await station.nodes.take(frame(bay_id, 16.0, PilotState.C))
+            if r % 60 == 0:
+                await station.samples.flush()
+        cpu = time.process_time() - c0
+        wall = time.monotonic() - w0
+        energy_ok = all(
+            rt.state.session is not None and rt.state.session.energy_wh == 3 * rounds
+            for rt in station.bays.values()
+        )
+    finally:
+        station.request_stop("bench")
+        await asyncio.wait_for(run, 30)
+        await journal.close()
+    frames = bays * rounds
+    return {
+        "bays": bays,
+        "frames": frames,
+        "cpu_us_per_frame": cpu / frames * 1e6,
+        "wall_us_per_frame": wall / frames * 1e6,
+        "energy_ok": energy_ok,
+    }
+
+
+@pytest.mark.bench
+async def test_bench_frame_path(tmp_path: Path) -> None:
+    r = await run_frame_path(tmp_path, 64, int(os.environ.get("BENCH_FRAME_ROUNDS", "180")))
+    write_report(
+        "scale_frame_path",
+        {
+            "cpu_us_per_frame": metric(r["cpu_us_per_frame"], "us"),
+            "wall_us_per_frame": metric(r["wall_us_per_frame"], "us"),
+        },
+        notes={"bays": r["bays"], "frames": r["frames"], "path": "intake, bay machine, journal"},
+    )
+    assert r["energy_ok"], r
