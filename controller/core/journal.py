@@ -609,6 +609,52 @@ class Journal:
             params,
         )
 
+    async def session_energy(self, since: float, until: float) -> dict[str, Any]:
+        """Sessions started in ``[since, until)``, open ones included: count and energy (Wh).
+
+        An open session counts with the energy of its last progress checkpoint; a
+        session whose counter went backwards (negative energy) counts with none.
+        """
+        rows = await self.query(
+            "SELECT count(*) AS sessions,"
+            " coalesce(sum(CASE WHEN energy_wh > 0 THEN energy_wh ELSE 0 END), 0) AS energy_wh"
+            " FROM sessions WHERE started_at >= ? AND started_at < ?",
+            (since, until),
+        )
+        return {"sessions": int(rows[0]["sessions"]), "energy_wh": int(rows[0]["energy_wh"])}
+
+    async def power_per_minute(
+        self, sources: Collection[str], since: float, until: float
+    ) -> list[dict[str, Any]]:
+        """Mean measured power per source and wall-clock minute, for the minutes ``[since, until)`` overlaps.
+
+        The contract the owner's charts rely on, whatever the samples' storage:
+        one row ``{"minute", "source", "power_w", "samples"}`` per source (``"grid"``,
+        ``"pv"``, ``"node:<node id>"``) and wall-clock minute that has at least one
+        sample with a power value; ``minute`` is the epoch second the minute starts
+        at (a multiple of 60), ``power_w`` the mean of that minute's values in W
+        (the sign as measured: a grid meter's export is negative), ``samples`` how
+        many values it is the mean of. Rows come by minute, then source. A minute
+        without samples has no row: the caller shows a gap, never a zero.
+        """
+        names = sorted(set(sources))
+        if not names or until <= since:
+            return []
+        lo, hi = since - since % 60, until - until % 60 + (60 if until % 60 else 0)
+        rows: list[dict[str, Any]] = []
+        for name in names:  # one index range scan (source, at) per source
+            rows += await self.query(
+                "SELECT CAST(at / 60 AS INTEGER) * 60 AS minute, source,"
+                " avg(power_w) AS power_w, count(*) AS samples FROM meter_samples"
+                " WHERE source = ? AND at >= ? AND at < ? AND power_w IS NOT NULL"
+                " GROUP BY minute",
+                (name, lo, hi),
+            )
+        rows.sort(key=lambda r: (r["minute"], r["source"]))
+        for r in rows:
+            r["minute"] = float(r["minute"])
+        return rows
+
     async def recent_holds(self, limit: int) -> list[dict[str, Any]]:
         """The latest holds, newest first (without their tokens)."""
         return await self.query(

@@ -1,12 +1,15 @@
 """Meter intake: every reading of a grid, PV or bay meter, through the plausibility gate.
 
 An implausible reading goes on as FAILED (audited when such a run starts and
-ends); a grid or PV reading wakes the load manager.
+ends); a grid or PV reading wakes the load manager. A fresh grid or PV sample
+also goes to the journal's meter samples (source ``"grid"`` or ``"pv"``), once
+per sample, for the owner's power history.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 
 import structlog
@@ -15,7 +18,8 @@ from controller.core.audit import AuditLog
 from controller.core.bays import Bays
 from controller.core.config import StationConfig
 from controller.core.plausibility import MeterGate, bounds_for
-from controller.ports import Clock, MeterReading
+from controller.core.samples import SampleWriter
+from controller.ports import Clock, Freshness, MeterReading, MeterSample
 
 log = structlog.get_logger(__name__)
 
@@ -35,8 +39,11 @@ class MeterIntake:
         clock: Clock,
         audit: AuditLog,
         load_changed: asyncio.Event,
+        samples: SampleWriter | None = None,
     ) -> None:
         self._cfg = cfg
+        self._samples = samples
+        self._recorded: dict[str, float] = {}  # role -> ``at`` of the last sample journaled
         self._bays = bays
         self._clock = clock
         self._audit = audit
@@ -68,6 +75,7 @@ class MeterIntake:
         self.inputs[reading.meter] = MeterInput(role, bay_id, reading)
         if role in ("grid", "pv"):
             self._load_changed.set()
+            self._record(role, reading)
         if prev is None or prev.reading.freshness != reading.freshness:
             log.info(
                 "meter.freshness",
@@ -76,6 +84,24 @@ class MeterIntake:
                 freshness=reading.freshness.value,
                 error=reading.error or None,
             )
+
+    def _record(self, role: str, reading: MeterReading) -> None:
+        sample = reading.sample
+        if self._samples is None or reading.freshness is not Freshness.FRESH or sample is None:
+            return
+        if self._recorded.get(role) == sample.at:
+            return  # the same sample published again
+        self._recorded[role] = sample.at
+        self._samples.add(
+            (
+                self._clock.wall(),
+                role,
+                None,
+                sample.import_wh,
+                _power_w(sample),
+                json.dumps([None if c is None else round(c, 2) for c in sample.current_a]),
+            )
+        )
 
     def of_role(self, role: str) -> MeterInput | None:
         for m in self.inputs.values():
@@ -86,6 +112,14 @@ class MeterIntake:
     @property
     def pv_available(self) -> bool:
         return self.of_role("pv") is not None
+
+
+def _power_w(sample: MeterSample) -> float | None:
+    """The meter's own active power (total, else the sum of its phases); never V × I guesses."""
+    if sample.power_total_w is not None:
+        return round(sample.power_total_w, 1)
+    phases = [p for p in sample.power_w if p is not None]
+    return round(sum(phases), 1) if phases else None
 
 
 __all__ = ["MeterInput", "MeterIntake"]

@@ -120,7 +120,9 @@ class Station:
         self.safety.attach(self.runner)
         self.samples = SampleWriter(journal, self.guard, clock_)
         self.nodes = NodeIntake(self.bays, self.runner, self.samples, clock_)
-        self.meters = MeterIntake(cfg, self.bays, clock_, self.audit, self._load_changed)
+        self.meters = MeterIntake(
+            cfg, self.bays, clock_, self.audit, self._load_changed, self.samples
+        )
         self.commands = Commands(
             cfg,
             self.bays,
