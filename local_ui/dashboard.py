@@ -14,12 +14,17 @@ What the series mean (W, per minute):
 - **chargers**: the sum of every bay node's measured power;
 - **building**: everything else behind the connection point: site + PV − chargers.
 A minute without a grid value has no site or building value (a gap, never a zero).
+
+Minutes that ended more than :data:`SETTLED_S` ago no longer change (samples
+reach the journal within seconds), so their rows are kept per journal and only
+the newer minutes are read again on the next refresh.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 from controller.core.journal import Journal
@@ -52,8 +57,39 @@ class PowerHistory:
         }
 
 
-def node_sources(station: Station) -> list[str]:
-    return [f"node:{rt.cfg.node_id}" for rt in station.bays.values()]
+SETTLED_S = 180.0
+"""A minute that ended this long ago has all its samples in the journal (they flush every 2 s)."""
+
+
+@dataclass
+class _Settled:
+    sources: frozenset[str] = frozenset()
+    lo: float = 0.0  # the settled rows cover the minutes [lo, hi)
+    hi: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+_settled: weakref.WeakKeyDictionary[Journal, _Settled] = weakref.WeakKeyDictionary()
+
+
+async def _minute_rows(
+    journal: Journal, sources: list[str], since: float, until: float
+) -> list[dict[str, Any]]:
+    """:meth:`Journal.power_per_minute`, with the settled minutes read once."""
+    lo = since - since % 60
+    edge = until - SETTLED_S
+    edge -= edge % 60
+    c = _settled.get(journal)
+    if c is None or c.sources != frozenset(sources) or not c.lo <= lo <= c.hi:
+        c = _Settled(frozenset(sources), lo, lo, [])
+        _settled[journal] = c
+    fresh = await journal.power_per_minute(sources, c.hi, until) if c.hi < until else []
+    if edge > c.hi:
+        c.rows += [r for r in fresh if r["minute"] < edge]
+        c.hi = edge
+    c.rows = [r for r in c.rows if r["minute"] >= lo]
+    c.lo = lo
+    return [*c.rows, *(r for r in fresh if r["minute"] >= c.hi)]
 
 
 async def power_history(
@@ -61,7 +97,7 @@ async def power_history(
 ) -> PowerHistory:
     """The four series per minute over ``[since, until)`` (PV only when the site has a PV meter)."""
     nodes = [f"node:{n}" for n in node_ids]
-    rows = await journal.power_per_minute(["grid", "pv", *nodes], since, until)
+    rows = await _minute_rows(journal, ["grid", "pv", *nodes], since, until)
     grid: dict[float, float] = {}
     solar: dict[float, float] = {}
     chargers: dict[float, float] = {}

@@ -289,3 +289,29 @@ async def test_history_pdf_through_the_api(tmp_path: Path) -> None:
 def test_plain_text_for_the_pdf_fonts() -> None:
     assert plain("…1234 – ok") == "...1234 - ok"
     assert plain("Süd") == "Süd" and plain("東京") == "??"
+
+
+async def test_power_history_reads_settled_minutes_once(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = T0 + 3600
+    await journal.add_meter_samples(
+        [_sample(T0 + 60 * m + 5, "grid", 1000.0 + m) for m in range(60)]
+    )
+    asked: list[float] = []
+    real = journal.power_per_minute
+
+    async def spy(sources: list[str], since: float, until: float) -> list[dict[str, object]]:
+        asked.append(since)
+        return await real(sources, since, until)
+
+    monkeypatch.setattr(journal, "power_per_minute", spy)
+    first = await dashboard.power_history(journal, [], T0, now, pv=False)
+    assert first.series["site"] == [1000.0 + m for m in range(60)]
+    # Thirty seconds on: a new sample in the newest minute, and the settled ones not read again.
+    await journal.add_meter_samples([_sample(now + 10, "grid", 5000.0)])
+    later = await dashboard.power_history(journal, [], T0 + 30, now + 30, pv=False)
+    assert asked[0] == T0 and asked[1] == now - dashboard.SETTLED_S
+    assert later.series["site"] == [*first.series["site"], 5000.0]
+    direct = await real(["grid"], T0, now + 30)
+    assert [r["power_w"] for r in direct] == later.series["site"]
