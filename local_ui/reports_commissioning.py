@@ -219,6 +219,19 @@ def test_row(run: TestRun) -> dict[str, Any]:
     }
 
 
+TEST_NAMES = {
+    "ramp": "current ramp",
+    "relay_on": "relay test",
+    "relay_off": "relay off",
+    "lock": "lock test",
+    "unlock": "unlock test",
+}
+
+
+def test_name(action: str) -> str:
+    return TEST_NAMES.get(action, action.replace("_", " "))
+
+
 def _needed(kind: str) -> tuple[str, ...]:
     return ("unlock", "lock", "relay_on") if kind == "locker" else ("ramp",)
 
@@ -231,7 +244,7 @@ def _tests(station: Station, installer: InstallerTests) -> tuple[Step, list[dict
     for rt in station.bays.values():
         for action in _needed(rt.cfg.kind):
             latest = next((r for r in runs if r.bay_id == rt.cfg.id and r.action == action), None)
-            label = f"{action.replace('_', ' ')} on {rt.cfg.id}"
+            label = f"{test_name(action)} on {rt.cfg.id}"
             if latest is None:
                 missing.append(label)
             elif latest.state != "passed":
@@ -337,7 +350,7 @@ def report_csv(c: Checklist) -> str:
         w.writerow(
             (
                 "test",
-                f"{t['action'].replace('_', ' ')} on {t['bay_id']}",
+                f"{test_name(t['action'])} on {t['bay_id']}",
                 t["measured"] or t["message"],
                 STATE_WORDS.get(t["state"], t["state"]),
             )
@@ -347,9 +360,9 @@ def report_csv(c: Checklist) -> str:
 
 _TEST_COLS = (
     Column("Bay", 22),
-    Column("Test", 18),
+    Column("Test", 26),
     Column("When", 30),
-    Column("Measured (commanded -> measured)", 70),
+    Column("Measured (commanded -> measured)", 62),
     Column("Result", 40),
 )
 _PROOF_COLS = (
@@ -432,7 +445,7 @@ def _report_doc(c: Checklist) -> bytes:
             [
                 [
                     t["bay_id"],
-                    t["action"].replace("_", " "),
+                    test_name(t["action"]),
                     local_time(t["at"]),
                     t["measured"],
                     STATE_WORDS.get(t["state"], t["state"])
@@ -441,9 +454,11 @@ def _report_doc(c: Checklist) -> bytes:
                 for t in c.tests
             ],
         )
+        doc.heading("Test results in full")
         for t in c.tests:
-            if t["message"]:
-                doc.paragraph(f"{t['action'].replace('_', ' ')} on {t['bay_id']}: {t['message']}")
+            said = ". ".join(x.rstrip(".") for x in (t["measured"], t["message"]) if x)
+            when = local_time(t["at"])
+            doc.paragraph(f"{when}, {test_name(t['action'])} on {t['bay_id']}: {said or 'done'}.")
     else:
         doc.paragraph("No installer test has been run since the station started.")
     doc.legend(

@@ -56,7 +56,8 @@ async def test_checklist_follows_the_tests_and_the_report_shows_measured_results
         assert steps["limits"][0] == "passed"
         assert steps["tests"] == (
             "todo",
-            "Still to run: ramp on bay1, unlock on locker1, lock on locker1, relay on on locker1.",
+            "Still to run: current ramp on bay1, unlock test on locker1, lock test on locker1,"
+            " relay test on locker1.",
         )
         assert steps["connect"][0] == "skipped"
         assert steps["report"][0] == "todo" and not c["ready"]
@@ -69,7 +70,7 @@ async def test_checklist_follows_the_tests_and_the_report_shows_measured_results
         failed = await _run(ian, "bay1", {"action": "ramp", "hold_s": 0.1, "current_a": 10})
         assert failed["state"] == "failed"
         steps = _steps((await ian.get("/api/v1/installer/checklist")).json())
-        assert steps["tests"][0] == "failed" and "ramp on bay1" in steps["tests"][1]
+        assert steps["tests"][0] == "failed" and "current ramp on bay1" in steps["tests"][1]
 
         rig.hub.plug("bay1")  # a test load
         passed = await _run(ian, "bay1", {"action": "ramp", "hold_s": 0.1, "current_a": 10})
@@ -109,7 +110,7 @@ async def test_checklist_follows_the_tests_and_the_report_shows_measured_results
         assert by[("station", "installer")][2] == "ian"
         assert by[("checklist", "Tests")][3] == "Passed"
         assert by[("safe share proof", "main breaker L2")][2:] == ["6 A of 6 A", "fits"]
-        tests = [row for row in rows if row[0] == "test" and row[1] == "ramp on bay1"]
+        tests = [row for row in rows if row[0] == "test" and row[1] == "current ramp on bay1"]
         assert [t[3] for t in tests] == ["Failed", "Passed"]
         assert tests[1][2] == "6 A -> 6.0 A, 8 A -> 8.0 A, 10 A -> 10.0 A"
         assert by[("bay", "bay1")][2].endswith("firmware fake-1.2.3")

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import json
 import time
 from pathlib import Path
 
 import httpx
+import pypdf
 import pytest
 
 from local_ui import dashboard
@@ -94,7 +96,9 @@ async def test_bench_reports(tmp_path: Path) -> None:
         pdf_task = asyncio.ensure_future(_timed(client, ["/api/v1/sessions.pdf"], PDF_RUNS))
         lags = await _lag_while(pdf_task)
         pdf = await pdf_task
-        size = len((await client.get("/api/v1/sessions.pdf")).content)
+        body = (await client.get("/api/v1/sessions.pdf")).content
+        size = len(body)
+        pages = len(pypdf.PdfReader(io.BytesIO(body)).pages)
 
     metrics = {
         "dashboard_median_ms": metric(median(dash), "ms"),
@@ -120,6 +124,7 @@ async def test_bench_reports(tmp_path: Path) -> None:
             "sessions": SESSIONS,
             "runs": {"dashboard": DASH_RUNS, "pdf": PDF_RUNS},
             "seed_s": round(seeded_s, 1),
+            "pdf_1000_pages": pages,
         },
     )
     assert percentile(dash, 99) < 5000 and percentile(pdf, 99) < 30000

@@ -136,7 +136,7 @@ async def test_dashboard_figures_chart_stats_pdf_and_checklist(
         steps = page.locator("#inst-steps .step")
         await expect(steps).to_have_count(5)
         await expect(steps.nth(0)).to_have_attribute("data-state", "passed")
-        await expect(steps.nth(2)).to_contain_text("Still to run: ramp on bay1")
+        await expect(steps.nth(2)).to_contain_text("Still to run: current ramp on bay1")
         await _fits(page)
         await page.screenshot(path=str(artifacts / f"installer-checklist-{tag}.png"))
         async with page.expect_download() as info:
