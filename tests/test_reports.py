@@ -315,3 +315,21 @@ async def test_power_history_reads_settled_minutes_once(
     assert later.series["site"] == [*first.series["site"], 5000.0]
     direct = await real(["grid"], T0, now + 30)
     assert [r["power_w"] for r in direct] == later.series["site"]
+
+
+async def test_grid_samples_reach_the_journal_at_most_once_a_second(tmp_path: Path) -> None:
+    async with running_station(tmp_path) as rig:
+        st = rig.station
+        base = time.monotonic()
+        for k, dt_s in enumerate((0.0, 0.5, 1.0, 1.2, 2.1)):
+            at = base + dt_s
+            sample = MeterSample(at=at, current_a=(1.0, 1.0, 1.0), power_total_w=100.0 * (k + 1))
+            st.meters.on_reading(MeterReading("grid", at, Freshness.FRESH, sample), role="grid")
+        stale = MeterSample(at=base + 9, power_total_w=999.0)
+        st.meters.on_reading(MeterReading("grid", base + 9, Freshness.STALE, stale), role="grid")
+        await st.samples.flush()
+        now = st.clock.wall()
+        rows = await rig.journal.power_per_minute(["grid"], now - 120, now + 60)
+        assert sum(r["samples"] for r in rows) == 3  # at 0, 1.0 and 2.1 s; never the stale one
+        got = sum(r["power_w"] * r["samples"] for r in rows)
+        assert got == pytest.approx(100 + 300 + 500)

@@ -2,8 +2,8 @@
 
 An implausible reading goes on as FAILED (audited when such a run starts and
 ends); a grid or PV reading wakes the load manager. A fresh grid or PV sample
-also goes to the journal's meter samples (source ``"grid"`` or ``"pv"``), once
-per sample, for the owner's power history.
+also goes to the journal's meter samples (source ``"grid"`` or ``"pv"``), at
+most one a second, for the owner's power history.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from controller.core.samples import SampleWriter
 from controller.ports import Clock, Freshness, MeterReading, MeterSample
 
 log = structlog.get_logger(__name__)
+
+RECORD_EVERY_S = 1.0
+"""At most one grid (and one PV) sample per this many seconds goes to the journal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +92,9 @@ class MeterIntake:
         sample = reading.sample
         if self._samples is None or reading.freshness is not Freshness.FRESH or sample is None:
             return
-        if self._recorded.get(role) == sample.at:
-            return  # the same sample published again
+        last = self._recorded.get(role)
+        if last is not None and sample.at - last < RECORD_EVERY_S:
+            return  # the same sample published again, or a meter polled faster than 1 Hz
         self._recorded[role] = sample.at
         self._samples.add(
             (
