@@ -131,3 +131,36 @@ def trend(values: list[float]) -> list[float]:
     sxx = sum((i - mx) ** 2 for i in range(n))
     slope = sum((i - mx) * (v - my) for i, v in enumerate(values)) / sxx
     return [round(my + slope * (i - mx), 3) for i in range(n)]
+
+
+async def yearly(
+    journal: Journal, years: int, until: dt.datetime | None = None
+) -> list[dict[str, Any]]:
+    """kWh, sessions and cost per calendar year, the last ``years`` years up to ``until`` (now).
+
+    Summed from the same per-month totals as :func:`monthly` (closed sessions by start).
+    """
+    end = until or dt.datetime.now()
+    first = end.year - years + 1
+    rows = await journal.monthly_totals(
+        _epoch(dt.datetime(first, 1, 1)), None if until is None else _epoch(until), None
+    )
+    out = {
+        y: {"year": y, "sessions": 0, "energy_wh": 0, "cost": 0.0}
+        for y in range(first, end.year + 1)
+    }
+    for r in rows:
+        y = int(str(r["month"])[:4])
+        if y in out:
+            out[y]["sessions"] += int(r.get("sessions") or 0)
+            out[y]["energy_wh"] += int(r.get("energy_wh") or 0)
+            out[y]["cost"] += float(r.get("cost") or 0)
+    return [
+        {
+            "year": y["year"],
+            "sessions": y["sessions"],
+            "energy_kwh": round(int(y["energy_wh"]) / 1000, 3),
+            "cost": round(float(y["cost"]), 2),
+        }
+        for y in out.values()
+    ]

@@ -13,6 +13,13 @@ ends any test, also in safe mode, and also stops a running ramp. Every test
 that switched an output ends with a clean-up (the station ends the test
 output, the node confirms the relay is off) whose outcome is part of the
 result: a clean-up that fails makes the test fail, with the reason.
+
+A ramp step passes only when the current the bay measures follows the one
+commanded (within :data:`RAMP_TOL_A` or :data:`RAMP_TOL_FRAC`, whichever is
+larger) before :data:`SETTLE_S` runs out: a node that confirms the setpoint but
+measures no current (no vehicle or test load, a broken current sensor, a relay
+that does not close) fails the ramp with a sentence saying what was measured.
+A step that fails ends the ramp; it never goes on to a higher current.
 """
 
 from __future__ import annotations
@@ -36,6 +43,47 @@ log = structlog.get_logger(__name__)
 CONFIRM_S = 3.0
 """How long a step waits for the node's telemetry to confirm it."""
 KEEP_RUNS = 20
+RAMP_TOL_A = 1.0
+"""A ramp step's measured current may differ from the commanded one by this much (A) ..."""
+RAMP_TOL_FRAC = 0.1
+"""... or by this share of the commanded current, whichever is larger."""
+SETTLE_S = 5.0
+"""How long a ramp step waits for the measured current (IEC 61851: an EV follows within 5 s)."""
+
+
+def ramp_tolerance_a(commanded_a: float) -> float:
+    return max(RAMP_TOL_A, RAMP_TOL_FRAC * commanded_a)
+
+
+def follows(measured_a: float, commanded_a: float) -> bool:
+    """Whether a measured current follows the commanded one within the ramp's tolerance."""
+    return abs(measured_a - commanded_a) <= ramp_tolerance_a(commanded_a)
+
+
+def ramp_verdict(measured_a: float | None, commanded_a: float) -> str:
+    """Why a ramp step failed, as a sentence ("" when the measured current follows)."""
+    if measured_a is None:
+        return (
+            f"At {commanded_a:g} A commanded the node reported no current measurement,"
+            " so the ramp cannot show that current flows."
+        )
+    if follows(measured_a, commanded_a):
+        return ""
+    if measured_a < 0.5:
+        return (
+            f"At {commanded_a:g} A commanded the bay measured {measured_a:.1f} A: no current"
+            " flowed. Connect a vehicle or a test load, check the relay and the current"
+            " sensor, and run the ramp again."
+        )
+    if measured_a > commanded_a:
+        return (
+            f"At {commanded_a:g} A commanded the bay measured {measured_a:.1f} A, more than"
+            " it was allowed: check the node's current control before charging."
+        )
+    return (
+        f"At {commanded_a:g} A commanded the bay measured only {measured_a:.1f} A (allowed"
+        f" {ramp_tolerance_a(commanded_a):.1f} A less): the current does not follow the setpoint."
+    )
 
 
 @dataclass
@@ -320,19 +368,43 @@ class InstallerTests:
             }
         )
 
+    @staticmethod
+    async def _measure(rt: BayRuntime, events: Subscription, step: dict[str, Any]) -> str:
+        """Settle and judge a ramp step's measured current; the failure as a sentence, or ""."""
+        commanded = float(step["commanded_a"])
+        measured = await _measure_until(rt, events, commanded)
+        verdict = ramp_verdict(measured, commanded)
+        step["measured_a"] = None if measured is None else round(measured, 2)
+        step["tolerance_a"] = round(ramp_tolerance_a(commanded), 2)
+        step["follows"] = not verdict
+        step["ok"] = bool(step["ok"]) and not verdict
+        step["message"] = verdict
+        return verdict
+
     async def _ramp(self, st: Station, rt: BayRuntime, run: TestRun, hold: float) -> None:
         state, message = "failed", ""
         try:
             ends = st.events.subscription(lossy=False, kinds=(TestEnded,))
             async with ends as events:
+                message = ""
                 for amps in run.plan:
-                    # Each step's hold outlasts the step, so the relay stays on between steps.
-                    took = await self._output(st, rt, run, True, amps, hold + CONFIRM_S + 1.0)
+                    # Each step's hold outlasts the step and its settling, so the relay stays
+                    # on between steps.
+                    t0 = time.monotonic()
+                    await self._output(st, rt, run, True, amps, hold + SETTLE_S + CONFIRM_S + 1.0)
+                    step = run.steps[-1]
+                    _raise_if_ended(events, rt.cfg.id)  # the station's reason comes first
+                    if not step["ok"]:
+                        message = "The node did not confirm the setpoint."
+                        break
+                    message = await self._measure(rt, events, step)
+                    if message:
+                        break
+                    took = time.monotonic() - t0
                     ended = await _ended_within(events, rt.cfg.id, max(0.0, hold - took))
                     if ended is not None:
                         raise _Abort(ended)
-            ok = all(s["ok"] for s in run.steps)
-            state, message = ("passed", "") if ok else ("failed", "The node did not confirm.")
+            state = "failed" if message else "passed"
         except _Abort as err:
             state, message = "aborted", str(err)
         except DriverError as err:
@@ -351,6 +423,37 @@ class InstallerTests:
             if run.cleanup is not None and not run.cleanup["ok"]:
                 state, message = "failed", _cleanup_problem(run, message)
             run.finish(state, message, st.clock.wall())
+
+
+def _raise_if_ended(events: Subscription, bay_id: str) -> None:
+    """Raise :class:`_Abort` with the station's message if it has ended the bay's test output."""
+    while not events.empty():
+        ev = events.get_nowait()
+        if isinstance(ev, TestEnded) and ev.bay_id == bay_id:
+            raise _Abort(ev.message or "The station ended the test output.")
+
+
+async def _measure_until(rt: BayRuntime, events: Subscription, commanded_a: float) -> float | None:
+    """Wait (up to :data:`SETTLE_S`) for a measured current that follows ``commanded_a``.
+
+    Returns the last measured current (None: the node measures none); raises
+    :class:`_Abort` when the station ends the test output meanwhile.
+    """
+    since = time.monotonic()  # only frames measured after the setpoint was confirmed count
+    deadline = since + SETTLE_S
+    measured: float | None = None
+    while True:
+        _raise_if_ended(events, rt.cfg.id)
+        tel = rt.telemetry
+        if tel is not None and tel.at >= since and tel.current_a:
+            measured = max(tel.current_a)
+        if measured is not None and measured > commanded_a + ramp_tolerance_a(commanded_a):
+            return measured  # more than commanded: no waiting for it to settle
+        if measured is not None and follows(measured, commanded_a):
+            return measured
+        if time.monotonic() >= deadline:
+            return measured
+        await asyncio.sleep(0.05)  # telemetry lands on the runtime without an event to await
 
 
 async def _ended_within(events: Subscription, bay_id: str, seconds: float) -> str | None:

@@ -47,6 +47,7 @@ from local_ui.connections import (
 )
 from local_ui.context import CSRF_COOKIE, UiContext
 from local_ui.load_settings import add_load_sections
+from local_ui.reports_api import router as reports_router
 from local_ui.settings import SettingsRegistry, add_station_sections
 from local_ui.store import UiStore
 
@@ -187,6 +188,7 @@ def create_app(
         api_auth.router,
         api_bays.router,
         api_sessions.router,
+        reports_router,
         api_admin.router,
         api_diagnostics.router,
         api_kiosk.router,

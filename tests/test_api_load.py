@@ -295,6 +295,7 @@ async def test_installer_tests_roles_results_and_refusals(tmp_path: Path) -> Non
         assert r.status_code == 200, r.text
         assert r.json()["state"] == "passed" and r.json()["steps"][0]["reported_a"] == 10
         assert (True, 10.0) in [o[:2] for o in node.outputs]
+        rig.hub.plug("bay1")  # a ramp passes only when the current follows (a test load)
         r = await installer.post(path, json={"action": "ramp", "hold_s": 0.1, "current_a": 12})
         assert r.status_code == 202 and r.json()["plan_a"] == [6, 8, 10, 12]
         run = await _result(installer, r.json()["id"])

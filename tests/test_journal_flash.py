@@ -115,7 +115,7 @@ async def test_frames_become_one_row_per_node_and_minute(tmp_path: Path) -> None
         await st.samples.flush()
         rows = await st.journal.query("SELECT * FROM meter_minutes ORDER BY minute")
         samples = await st.journal.query("SELECT count(*) AS n FROM meter_samples")
-        per_minute = await st.journal.power_per_minute(start, start + 3600)
+        per_minute = await st.journal.site_power_per_minute(start, start + 3600)
     assert samples[0]["n"] == 0  # no 1 Hz rows any more
     # 1 frame at the start, then one a second at start+1 .. start+130: minutes 0, 1 and 2.
     assert [row["minute"] for row in rows] == [start, start + 60, start + 120]
@@ -142,8 +142,8 @@ async def test_power_per_minute_reads_old_1hz_rows_the_same_way(tmp_path: Path) 
         await j.add_meter_samples(
             (start + s, "node:b2", None, 1000 + s, 500.0, "[1,1,1]") for s in range(60)
         )
-        rows = await j.power_per_minute(start, start + 120)
-        one = await j.power_per_minute(start, start + 120, source="node:b2")
+        rows = await j.site_power_per_minute(start, start + 120)
+        one = await j.site_power_per_minute(start, start + 120, source="node:b2")
     finally:
         await j.close()
     mean_b1 = 1000.0 + 10 * sum(range(60)) / 60

@@ -224,10 +224,9 @@ async def test_stop_transaction_carries_the_sessions_samples(tmp_path: Path) -> 
         await r.online()
         sid = await r.start_session(1, "T1")
         await r.sim.wait_for(lambda: r.sim.statuses[CP].get(1) == "Charging")
-        # Enough samples for the bound to matter (the node reports every 50 ms).
-        for _ in range(3):
-            await r.until(lambda: len(r.station.samples._batch) >= 20)
-            await r.station.samples.flush()
+        # Figures of a few minutes' worth of frames (the node reports every 50 ms).
+        await r.until(lambda: sum(m.samples for m in r.station.samples._open.values()) >= 20)
+        await r.station.samples.flush()
         await r.station.commands.stop_session(sid, StopReason.LOCAL)
         await r.sim.wait_for(lambda: bool(r.sim.actions("StopTransaction")))
         start = r.sim.actions("StartTransaction")[0].payload

@@ -471,7 +471,7 @@ class Journal:
                 raise JournalError(str(err)) from err
         self.writable = True
 
-    async def power_per_minute(
+    async def site_power_per_minute(
         self, since: float, until: float, *, source: str | None = None
     ) -> list[dict[str, Any]]:
         """Power per minute in ``[since, until)`` (wall seconds), oldest first.
@@ -651,11 +651,17 @@ class Journal:
         """At most ``buckets`` of the session's meter samples, the last of each equal slice
         of [since, until] (a bounded summary however long the session ran), oldest first."""
         width = max((until - since) / max(1, buckets), 1e-6)
+        # Per-minute rows (a minute's figures stand at its last sample) and, from
+        # journals of older releases, 1 Hz rows: one summary over both.
         return await self.query(
-            "SELECT MAX(at) AS at, energy_wh, power_w, current_a FROM meter_samples"
-            " WHERE source=? AND at>=? AND at<=? AND session_id=?"
-            " GROUP BY CAST((at - ?) / ? AS INTEGER) ORDER BY at",
-            (source, since, until, session_id, since, width),
+            "SELECT MAX(at) AS at, energy_wh, power_w, current_a FROM ("
+            "  SELECT last_at AS at, energy_wh, power_w, current_a FROM meter_minutes"
+            "  WHERE source=? AND last_at>=? AND last_at<=? AND session_id=?"
+            "  UNION ALL"
+            "  SELECT at, energy_wh, power_w, current_a FROM meter_samples"
+            "  WHERE source=? AND at>=? AND at<=? AND session_id=?"
+            ") GROUP BY CAST((at - ?) / ? AS INTEGER) ORDER BY at",
+            (source, since, until, session_id) * 2 + (since, width),
         )
 
     async def sessions(
@@ -717,6 +723,61 @@ class Journal:
             f" FROM sessions WHERE {' AND '.join(clauses)} GROUP BY month ORDER BY month",
             params,
         )
+
+    async def session_energy(self, since: float, until: float) -> dict[str, Any]:
+        """Sessions started in ``[since, until)``, open ones included: count and energy (Wh).
+
+        An open session counts with the energy of its last progress checkpoint; a
+        session whose counter went backwards (negative energy) counts with none.
+        """
+        rows = await self.query(
+            "SELECT count(*) AS sessions,"
+            " coalesce(sum(CASE WHEN energy_wh > 0 THEN energy_wh ELSE 0 END), 0) AS energy_wh"
+            " FROM sessions WHERE started_at >= ? AND started_at < ?",
+            (since, until),
+        )
+        return {"sessions": int(rows[0]["sessions"]), "energy_wh": int(rows[0]["energy_wh"])}
+
+    async def power_per_minute(
+        self, sources: Collection[str], since: float, until: float
+    ) -> list[dict[str, Any]]:
+        """Mean measured power per source and wall-clock minute, for the minutes ``[since, until)`` overlaps.
+
+        The contract the owner's charts rely on, whatever the samples' storage:
+        one row ``{"minute", "source", "power_w", "samples"}`` per source (``"grid"``,
+        ``"pv"``, ``"node:<node id>"``) and wall-clock minute that has at least one
+        sample with a power value; ``minute`` is the epoch second the minute starts
+        at (a multiple of 60), ``power_w`` the mean of that minute's values in W
+        (the sign as measured: a grid meter's export is negative), ``samples`` how
+        many values it is the mean of. Rows come by minute, then source. A minute
+        without samples has no row: the caller shows a gap, never a zero.
+        """
+        names = sorted(set(sources))
+        if not names or until <= since:
+            return []
+        lo, hi = since - since % 60, until - until % 60 + (60 if until % 60 else 0)
+        rows: list[dict[str, Any]] = []
+        for name in names:  # index range scans per source: the minute rows, then 1 Hz rows
+            # Minutes are kept as rows of their own (SampleWriter); journals of older
+            # releases hold 1 Hz rows, averaged here the same way (weighted by samples).
+            rows += await self.query(
+                "SELECT minute, source, sum(power_w * samples) / sum(samples) AS power_w,"
+                " sum(samples) AS samples FROM ("
+                "  SELECT minute, source, power_w, samples FROM meter_minutes"
+                "  WHERE source = ? AND minute >= ? AND minute < ? AND power_w IS NOT NULL"
+                "   AND samples > 0"
+                "  UNION ALL"
+                "  SELECT CAST(at / 60 AS INTEGER) * 60.0 AS minute, source,"
+                "   avg(power_w) AS power_w, count(*) AS samples FROM meter_samples"
+                "  WHERE source = ? AND at >= ? AND at < ? AND power_w IS NOT NULL"
+                "  GROUP BY 1"
+                ") GROUP BY minute",
+                (name, lo, hi, name, lo, hi),
+            )
+        rows.sort(key=lambda r: (r["minute"], r["source"]))
+        for r in rows:
+            r["minute"] = float(r["minute"])
+        return rows
 
     async def recent_holds(self, limit: int) -> list[dict[str, Any]]:
         """The latest holds, newest first (without their tokens)."""

@@ -1,7 +1,9 @@
 """Meter intake: every reading of a grid, PV or bay meter, through the plausibility gate.
 
 An implausible reading goes on as FAILED (audited when such a run starts and
-ends); a grid or PV reading wakes the load manager.
+ends); a grid or PV reading wakes the load manager. A fresh grid or PV sample
+also goes into the per-minute figures the journal keeps (source ``"grid"`` or
+``"pv"``, :class:`SampleWriter`), at most one a second, for the owner's power history.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from controller.core.audit import AuditLog
 from controller.core.bays import Bays
 from controller.core.config import StationConfig
 from controller.core.plausibility import MeterGate, bounds_for
-from controller.ports import Clock, MeterReading
+from controller.core.samples import SampleWriter
+from controller.ports import Clock, Freshness, MeterReading, MeterSample
 
 log = structlog.get_logger(__name__)
+
+RECORD_EVERY_S = 1.0
+"""At most one grid (and one PV) sample per this many seconds goes to the journal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +41,11 @@ class MeterIntake:
         clock: Clock,
         audit: AuditLog,
         load_changed: asyncio.Event,
+        samples: SampleWriter | None = None,
     ) -> None:
         self._cfg = cfg
+        self._samples = samples
+        self._recorded: dict[str, float] = {}  # role -> ``at`` of the last sample journaled
         self._bays = bays
         self._clock = clock
         self._audit = audit
@@ -68,6 +77,7 @@ class MeterIntake:
         self.inputs[reading.meter] = MeterInput(role, bay_id, reading)
         if role in ("grid", "pv"):
             self._load_changed.set()
+            self._record(role, reading)
         if prev is None or prev.reading.freshness != reading.freshness:
             log.info(
                 "meter.freshness",
@@ -76,6 +86,21 @@ class MeterIntake:
                 freshness=reading.freshness.value,
                 error=reading.error or None,
             )
+
+    def _record(self, role: str, reading: MeterReading) -> None:
+        sample = reading.sample
+        if self._samples is None or reading.freshness is not Freshness.FRESH or sample is None:
+            return
+        last = self._recorded.get(role)
+        if last is not None and sample.at - last < RECORD_EVERY_S:
+            return  # the same sample published again, or a meter polled faster than 1 Hz
+        self._recorded[role] = sample.at
+        power = _power_w(sample)
+        if power is None:
+            return  # the chart shows a gap for this minute, never a guessed zero
+        self._samples.add_reading(
+            role, None, sample.import_wh, power, sample.current_a, self._clock.wall()
+        )
 
     def of_role(self, role: str) -> MeterInput | None:
         for m in self.inputs.values():
@@ -86,6 +111,14 @@ class MeterIntake:
     @property
     def pv_available(self) -> bool:
         return self.of_role("pv") is not None
+
+
+def _power_w(sample: MeterSample) -> float | None:
+    """The meter's own active power (total, else the sum of its phases); never V × I guesses."""
+    if sample.power_total_w is not None:
+        return round(sample.power_total_w, 1)
+    phases = [p for p in sample.power_w if p is not None]
+    return round(sum(phases), 1) if phases else None
 
 
 __all__ = ["MeterInput", "MeterIntake"]

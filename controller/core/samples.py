@@ -86,6 +86,18 @@ class SampleWriter:
         self, source: str, session_id: str | None, t: NodeTelemetry, power_w: float, at: float
     ) -> None:
         """One telemetry frame of ``source`` (its power, W) at wall time ``at`` (never blocks)."""
+        self.add_reading(source, session_id, t.energy_wh, power_w, t.current_a, at)
+
+    def add_reading(
+        self,
+        source: str,
+        session_id: str | None,
+        energy_wh: float | None,
+        power_w: float,
+        current_a: tuple[float | None, ...],
+        at: float,
+    ) -> None:
+        """One reading of ``source`` (a node, or a ``grid``/``pv`` meter) at wall time ``at``."""
         minute = math.floor(at / 60.0) * 60.0
         m = self._open.get(source)
         if m is None or m.minute != minute:
@@ -95,14 +107,16 @@ class SampleWriter:
         elif session_id is not None:
             m.session_id = session_id  # the minute's row names the session charging last in it
         m.samples += 1
-        m.energy_wh = t.energy_wh
+        if energy_wh is not None:
+            m.energy_wh = energy_wh
         p = power_w
         m.power_sum_w += p
         if p > m.power_max_w:
             m.power_max_w = p
         acc = m.current_sum_a
-        for i, c in enumerate(t.current_a[:3]):
-            acc[i] += c
+        for i, c in enumerate(current_a[:3]):
+            if c is not None:
+                acc[i] += c
         m.last_at = at
 
     async def run(self) -> None:

@@ -122,7 +122,9 @@ class Station:
             journal, self.guard, clock_, self.bays, interval_s=cfg.journal.checkpoint_s
         )
         self.nodes = NodeIntake(self.bays, self.runner, self.samples, clock_)
-        self.meters = MeterIntake(cfg, self.bays, clock_, self.audit, self._load_changed)
+        self.meters = MeterIntake(
+            cfg, self.bays, clock_, self.audit, self._load_changed, self.samples
+        )
         self.commands = Commands(
             cfg,
             self.bays,

@@ -434,7 +434,7 @@
       cell(st.reported_a === undefined || st.reported_a === null ? "" : st.reported_a + " A"),
       cell(st.measured_a === undefined || st.measured_a === null ? "" : st.measured_a.toFixed(1) + " A"),
       cell(st.telemetry && st.telemetry.locked !== null && st.telemetry.locked !== undefined ? (st.telemetry.locked ? "locked" : "unlocked") : ""),
-      cell(st.ack_ms + " ms"), cell(st.ok ? "ok" : "NOT CONFIRMED"),
+      cell(st.ack_ms + " ms"), cell(st.ok ? "ok" : st.message || "The node did not confirm this step."),
     ]));
     const plan = run.plan_a && run.plan_a.length ? " · plan " + run.plan_a.join(" → ") + " A" : "";
     out.replaceChildren(

@@ -155,10 +155,15 @@ async def test_installer_runs_a_ramp_from_diagnostics(browser: Browser, tmp_path
         await expect(page.locator("#who")).to_contain_text("installer")
         await page.click('nav a[href="#diagnostics"]')
         await page.locator("#d-hold").fill("0.2")
-        await (
-            page.locator("#d-nodes tr", has_text="bay1").get_by_role("button", name="ramp").click()
-        )
+        ramp = page.locator("#d-nodes tr", has_text="bay1").get_by_role("button", name="ramp")
         state = page.locator("#d-test [data-state]")
+        # Nothing draws current: the ramp fails at its first step and says why.
+        await ramp.click()
+        await expect(state).to_have_attribute("data-state", "failed", timeout=30000)
+        await expect(state).to_contain_text("measured 0.0 A: no current flowed")
+        await expect(page.locator("#d-test tbody tr")).to_have_count(1)
+        live.rig.hub.plug("bay1")  # a test load that draws what it is offered
+        await ramp.click()
         await expect(state).to_have_attribute("data-state", "running")
         await expect(state).to_have_attribute("data-state", "passed", timeout=30000)
         await expect(page.locator("#d-test tbody tr")).to_have_count(6)  # 6 → 16 A in 2 A steps
