@@ -20,6 +20,7 @@ from controller.core.station import Station
 from local_ui.accounts import Accounts, LoginLimiter, User
 from local_ui.errors import ApiError
 from local_ui.installer import InstallerTests
+from local_ui.messages import not_allowed
 from local_ui.settings import SettingsRegistry
 
 SESSION_COOKIE = "es_session"
@@ -104,11 +105,7 @@ AnyUser = Annotated[User, Depends(current_user)]
 def require(roles: frozenset[str]) -> Callable[..., Awaitable[User]]:
     async def dep(user: AnyUser) -> User:
         if user.role not in roles:
-            raise ApiError(
-                403,
-                "forbidden",
-                f"The {user.role} role may not do this ({'/'.join(sorted(roles))}).",
-            )
+            raise ApiError(403, "forbidden", not_allowed(user.role))
         return user
 
     return dep

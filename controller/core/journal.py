@@ -637,12 +637,38 @@ class Journal:
             "SELECT * FROM events WHERE id>? ORDER BY id LIMIT ?", (after_id, limit)
         )
 
-    async def audit_log(self, *, limit: int = 200, kind: str | None = None) -> list[dict[str, Any]]:
+    async def audit_log(
+        self,
+        *,
+        limit: int = 200,
+        kind: str | None = None,
+        kinds: Collection[str] | None = None,
+        not_kinds: Collection[str] | None = None,
+        actor_prefix: str | None = None,
+        not_actor_prefix: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first; optionally one kind, some kinds, or by who acted (an actor prefix)."""
+        clauses: list[str] = []
+        params: list[Any] = []
         if kind:
-            return await self.query(
-                "SELECT * FROM audit WHERE kind=? ORDER BY id DESC LIMIT ?", (kind, limit)
-            )
-        return await self.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+            clauses.append("kind=?")
+            params.append(kind)
+        if kinds is not None:
+            clauses.append(f"kind IN ({','.join('?' * len(kinds))})" if kinds else "0")
+            params.extend(kinds)
+        if not_kinds:
+            clauses.append(f"kind NOT IN ({','.join('?' * len(not_kinds))})")
+            params.extend(not_kinds)
+        if actor_prefix is not None:
+            clauses.append("substr(actor, 1, ?) = ?")
+            params.extend((len(actor_prefix), actor_prefix))
+        if not_actor_prefix is not None:
+            clauses.append("substr(actor, 1, ?) != ?")
+            params.extend((len(not_actor_prefix), not_actor_prefix))
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        return await self.query(
+            f"SELECT * FROM audit{where} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
 
     async def query(
         self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
