@@ -274,6 +274,11 @@ _EVENTS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     ),
     "hold_placed": lambda d: "Bay held.",
     "hold_cancelled": lambda d: "Hold cancelled.",
+    "telemetry": lambda d: (
+        f"Measured {float(d.get('power_w') or 0) / 1000:.1f} kW, "
+        f"{_a(d.get('current_a'))}; meter at {int(d.get('energy_wh') or 0)} Wh."
+    ),
+    "reconcile": lambda d: "Checked against the bay node after a restart.",
 }
 
 

@@ -130,7 +130,8 @@
       const keep = sel.value;
       const all = sel.closest("#s-filter") ? [el("option", { value: "", text: "all" })] : [];
       sel.replaceChildren(...all, ...[...U.bays.keys()].map((id) => el("option", { value: id, text: id })));
-      sel.value = keep;
+      /* Holds and bookings always name a bay: keep the choice, else the first bay. */
+      sel.value = [...sel.options].some((o) => o.value === keep) ? keep : (sel.options[0] ? sel.options[0].value : "");
     }
   }
 
@@ -176,14 +177,14 @@
     const s = r.data;
     const box = $("s-detail");
     box.replaceChildren(
-      el("h3", { text: "Session " + s.id }),
-      el("p", { text: "Bay " + s.bay_id + " · token " + s.token + " (" + s.auth_source + ") · " + s.mode }),
+      el("h3", { text: "Session on bay " + s.bay_id + ", " + t(s.started_at) }),
+      el("p", { text: "Card or code " + s.token + " (" + s.auth_source + ") · " + s.mode }),
       el("p", { text: t(s.started_at) + " → " + t(s.stopped_at) + " · " + dur(s.duration_s) }),
-      el("p", { text: (s.energy_wh / 1000).toFixed(3) + " kWh · peak " + (s.peak_power_w / 1000).toFixed(1) + " kW · avg " + ((s.avg_power_w || 0) / 1000).toFixed(1) + " kW" }),
-      el("p", { text: "Stop: " + (s.stop_reason || "running") + " · cost " + (s.cost === null ? "–" : s.cost + " " + s.currency) + " · OCPP tx " + (s.ocpp_tx_id || "pending") + " · sync " + s.sync_state }),
+      el("p", { text: (s.energy_wh / 1000).toFixed(3) + " kWh · peak " + (s.peak_power_w / 1000).toFixed(1) + " kW · average " + ((s.avg_power_w || 0) / 1000).toFixed(1) + " kW" }),
+      el("p", { text: "Ended: " + (s.stop_text || "still running") + " · cost " + (s.cost === null ? "–" : s.cost.toFixed(2) + " " + s.currency) + " · " + (s.sync_state === "synced" ? "reported to the central system" : "not yet reported to the central system") }),
     );
     const list = el("ol", { cls: "events" });
-    for (const e of s.events) list.append(el("li", { text: t(e.at) + " " + e.kind + " " + (e.data && e.data !== "{}" ? e.data : "") }));
+    for (const e of s.events) list.append(el("li", { text: t(e.at) + " · " + e.text }));
     box.append(list);
     box.hidden = false;
   }
@@ -412,9 +413,11 @@
 
   /* ---------------------------------------------------------------- audit, diagnostics, users */
   async function loadAudit() {
-    const r = await call("GET", "/api/v1/audit?limit=300");
+    const cat = $("a-filter").value;
+    const r = await call("GET", "/api/v1/audit?limit=300" + (cat ? "&category=" + cat : ""));
     if (!r.ok) return;
-    $("a-rows").replaceChildren(...r.data.map((a) => el("tr", {}, [cell(t(a.at)), cell(a.actor), cell(a.kind), cell(JSON.stringify(a.detail))])));
+    $("a-rows").replaceChildren(...r.data.map((a) => el("tr", { "data-category": a.category }, [cell(t(a.at)), cell(a.who), cell(a.text)])));
+    $("a-empty").hidden = r.data.length > 0;
   }
 
   function renderTest(run) {
@@ -493,11 +496,30 @@
     ])));
   }
 
+  /* On a phone, table rows stack as cards: each cell shows its column's name (data-label). */
+  function labelRow(tr) {
+    const table = tr.closest("table");
+    const heads = table ? [...table.querySelectorAll("thead th")].map((th) => th.textContent) : [];
+    [...tr.children].forEach((td, i) => { if (heads[i] && !td.dataset.label) td.dataset.label = heads[i]; });
+  }
+  function labelTables() {
+    const seen = new MutationObserver((changes) => {
+      for (const c of changes) for (const n of c.addedNodes) {
+        if (n.nodeType !== 1) continue;
+        if (n.tagName === "TR") labelRow(n);
+        for (const tr of n.querySelectorAll ? n.querySelectorAll("tr") : []) labelRow(tr);
+      }
+    });
+    seen.observe(document.querySelector("main"), { childList: true, subtree: true });
+  }
+
   /* ---------------------------------------------------------------- navigation */
   const LOADERS = { sessions: loadSessions, stats: loadStats, holds: loadHolds, settings: loadSettings, audit: loadAudit, diagnostics: loadDiagnostics, users: loadUsers };
   function route() {
     const name = (location.hash || "#dashboard").slice(1);
     const view = $("v-" + name) ? name : "dashboard";
+    $("flash").hidden = true; /* a message belongs to the page it was said on */
+    clearTimeout(flash.t);
     for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "v-" + view;
     for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.getAttribute("href") === "#" + view);
     if (LOADERS[view]) LOADERS[view]();
@@ -515,6 +537,8 @@
     $("s-prev").addEventListener("click", () => { U.page = Math.max(0, U.page - 1); loadSessions(); });
     $("s-next").addEventListener("click", () => { U.page += 1; loadSessions(); });
     $("st-months").addEventListener("change", loadStats);
+    $("a-filter").addEventListener("change", loadAudit);
+    labelTables();
     $("h-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       const f = new FormData(e.target);
