@@ -32,6 +32,7 @@ READ = frozenset({"owner", "installer", "viewer"})
 OPERATE = frozenset({"owner", "installer"})
 OWNER = frozenset({"owner"})
 INSTALLER = frozenset({"installer"})
+MEMBER = frozenset({"member"})
 
 
 @dataclass
@@ -115,6 +116,7 @@ Reader = Annotated[User, Depends(require(READ))]
 Operator = Annotated[User, Depends(require(OPERATE))]
 OwnerOnly = Annotated[User, Depends(require(OWNER))]
 InstallerOnly = Annotated[User, Depends(require(INSTALLER))]
+MemberOnly = Annotated[User, Depends(require(MEMBER))]
 
 
 async def check_csrf(request: Request) -> None:

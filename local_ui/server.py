@@ -25,7 +25,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controller.core.station import Station
-from local_ui import api_admin, api_auth, api_bays, api_kiosk, api_sessions, errors, live, pages
+from local_ui import (
+    api_admin,
+    api_auth,
+    api_bays,
+    api_kiosk,
+    api_members,
+    api_sessions,
+    errors,
+    live,
+    pages,
+)
 from local_ui import ops as ops_routes
 from local_ui.accounts import Accounts
 from local_ui.connections import (
@@ -178,6 +188,7 @@ def create_app(
         api_bays.router,
         api_sessions.router,
         api_admin.router,
+        api_members.router,
         api_kiosk.router,
         live.router,
         pages.router,

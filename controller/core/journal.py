@@ -562,9 +562,13 @@ class Journal:
         limit: int = 100,
         offset: int = 0,
         newest_first: bool = True,
+        tokens: Collection[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Sessions by start time (ties by id); ``closed_with``: closed for one of these reasons."""
-        where, params = _session_filter(bay_id, state, since, until, mode, stop_reason, closed_with)
+        """Sessions by start time (ties by id); ``closed_with``: closed for one of these reasons;
+        ``tokens``: started with one of these (a member's own)."""
+        where, params = _session_filter(
+            bay_id, state, since, until, mode, stop_reason, closed_with, tokens
+        )
         order = "DESC" if newest_first else "ASC"
         return await self.query(
             f"SELECT * FROM sessions {where} ORDER BY started_at {order}, id LIMIT ? OFFSET ?",
@@ -581,8 +585,11 @@ class Journal:
         mode: str | None = None,
         stop_reason: str | None = None,
         closed_with: Collection[str] | None = None,
+        tokens: Collection[str] | None = None,
     ) -> int:
-        where, params = _session_filter(bay_id, state, since, until, mode, stop_reason, closed_with)
+        where, params = _session_filter(
+            bay_id, state, since, until, mode, stop_reason, closed_with, tokens
+        )
         rows = await self.query(f"SELECT count(*) AS n FROM sessions {where}", params)
         return int(rows[0]["n"])
 
@@ -685,6 +692,7 @@ def _session_filter(
     mode: str | None,
     stop_reason: str | None,
     closed_with: Collection[str] | None = None,
+    tokens: Collection[str] | None = None,
 ) -> tuple[str, tuple[Any, ...]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -703,6 +711,10 @@ def _session_filter(
         reasons = sorted(closed_with)
         clauses.append(f"state = 'closed' AND stop_reason IN ({','.join('?' * len(reasons))})")
         params.extend(reasons)
+    if tokens is not None:
+        toks = sorted(tokens)
+        clauses.append(f"token IN ({','.join('?' * len(toks))})" if toks else "0")
+        params.extend(toks)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", tuple(params)
 
 

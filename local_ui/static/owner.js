@@ -490,10 +490,23 @@
   async function loadUsers() {
     const r = await call("GET", "/api/v1/users");
     if (!r.ok) return;
-    $("u-rows").replaceChildren(...r.data.map((u) => el("tr", {}, [
-      cell(u.username), cell(u.role),
+    $("u-rows").replaceChildren(...r.data.map((u) => el("tr", { "data-user": u.username }, [
+      cell(u.username), cell(u.role), u.role === "member" ? memberCards(u.username) : cell(""),
       el("td", {}, u.username === U.user.username ? [] : [btn("Delete", async () => { await call("DELETE", "/api/v1/users/" + encodeURIComponent(u.username), undefined, "User deleted."); loadUsers(); }, "danger")]),
     ])));
+  }
+  /* A member's cards and codes: shown masked; typing new ones replaces the list. */
+  function memberCards(username) {
+    const path = "/api/v1/members/" + encodeURIComponent(username) + "/tokens";
+    const shown = el("span", { cls: "muted", text: "…" });
+    const input = el("input", { name: "tokens", placeholder: "new list: card numbers or codes, comma-separated", "aria-label": "cards and codes of " + username });
+    const save = btn("Give cards", async () => {
+      const tokens = input.value.split(/[,\s]+/).filter((x) => x);
+      const res = await call("PUT", path, { tokens: tokens }, "Cards saved.");
+      if (res.ok) { input.value = ""; shown.textContent = res.data.tokens.join(", ") || "none"; }
+    });
+    api("GET", path).then((res) => { if (res.ok) shown.textContent = res.data.tokens.join(", ") || "none"; });
+    return el("td", {}, [shown, el("div", { cls: "row" }, [input, save])]);
   }
 
   /* On a phone, table rows stack as cards: each cell shows its column's name (data-label). */

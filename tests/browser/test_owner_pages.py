@@ -184,3 +184,51 @@ async def test_messages_tokens_audit_and_bay_choice_read_right(
     await page.screenshot(path=str(artifacts / f"owner-audit-load-{width}x{height}.png"))
     for text in await page.locator("#a-rows tr").all_inner_texts():
         assert "{" not in text and "_" not in text, text
+
+
+@pytest.mark.parametrize(("width", "height"), VIEWPORTS)
+async def test_owner_adds_a_member_who_charges_and_sees_only_their_own(
+    browser: Browser, live: Live, artifacts: Path, width: int, height: int
+) -> None:
+    page = await _owner_page(browser, live, width, height)
+    await _visit(page, "users")
+    form = page.locator("#u-form")
+    await form.locator('input[name="username"]').fill("ann")
+    await form.locator('input[name="password"]').fill(PASSWORD)
+    await form.locator('select[name="role"]').select_option("member")
+    await form.locator('button[type="submit"]').click()
+    row = page.locator('#u-rows tr[data-user="ann"]')
+    await expect(row).to_contain_text("member")
+    await row.locator('input[name="tokens"]').fill("1234")
+    await row.get_by_role("button", name="Give cards").click()
+    await expect(page.locator("#flash")).to_have_text("Cards saved.")
+    await expect(row).to_contain_text("…")
+    await expect(row).not_to_contain_text("1234")
+    # Someone else charges at the locker; Ann must not see it as hers.
+    other = await live.rig.station.commands.present_token("locker1", "5678")
+    assert other.ok
+    ctx = await browser.new_context(viewport={"width": width, "height": height})
+    member = await ctx.new_page()
+    member.set_default_timeout(8000)
+    await member.goto(live.base + "/login")
+    await member.fill('input[name="username"]', "ann")
+    await member.fill('input[name="password"]', PASSWORD)
+    await member.click('button[type="submit"]')
+    await expect(member).to_have_url(live.base + "/member")
+    locker = member.locator('#m-bays [data-bay="locker1"]')
+    await expect(locker).to_contain_text("In use")
+    await expect(locker.get_by_role("button")).to_have_count(0)
+    live.rig.hub.plug("bay1")
+    bay = member.locator('#m-bays [data-bay="bay1"]')
+    await bay.get_by_role("button", name="Start charging").click()
+    await expect(member.locator("#flash")).to_have_text("Charging started: plug in now.")
+    await expect(bay).to_contain_text("Your session")
+    assert await _fits(member) <= 0
+    await member.screenshot(path=str(artifacts / f"member-{width}x{height}.png"))
+    await bay.get_by_role("button", name="Stop charging").click()
+    await expect(member.locator("#flash")).to_have_text("Charging stopped.")
+    await expect(member.locator("#m-rows tr")).to_have_count(1)  # hers only, not the locker's
+    await expect(member.locator("#m-rows")).to_contain_text("bay1")
+    await member.goto(live.base + "/owner")
+    await expect(member).to_have_url(live.base + "/member")
+    await ctx.close()
