@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse
 
 from controller.core.accounting import Tariff
 from controller.core.bays import UnknownBay
 from controller.ops.session_csv import mask_token
 from local_ui.actions import bay_or_404, present_token, refuse_if_failed
+from local_ui.bookings_calendar import calendar_html, week_start
 from local_ui.context import (
     Ctx,
     Operator,
@@ -186,6 +189,24 @@ async def list_bookings(
     for r in rows:
         r["token"] = mask_token(str(r["token"]))
     return {"bookings": rows}
+
+
+@router.get("/bookings/calendar", tags=["holds"], response_class=HTMLResponse)
+async def bookings_calendar(
+    ctx: Ctx,
+    user: Reader,
+    bay_id: Annotated[str, Query(min_length=1, max_length=32)],
+    week: Annotated[dt.date | None, Query(description="any day of the week (default: now)")] = None,
+) -> HTMLResponse:
+    """One bay's week of bookings as an HTML table (hours × days; free hours to tap)."""
+    bay_or_404(ctx.station, bay_id)
+    now = ctx.station.clock.wall()
+    day = week or dt.datetime.fromtimestamp(now).date()
+    if not 1970 < day.year < 2100:
+        raise ApiError(422, "invalid_request", "Choose a week between 1971 and 2099.")
+    rows = await ctx.station.journal.booking_calendar(500)
+    html = calendar_html(bay_id, week_start(day), rows, now)
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
 @router.post("/bookings", tags=["holds"], status_code=201, response_model=OutcomeOut)

@@ -217,12 +217,48 @@
       el("td", {}, can(OPERATE) ? [btn("Cancel", async () => { await call("DELETE", "/api/v1/holds/" + h.id, undefined, "Hold cancelled."); loadHolds(); })] : []),
     ])));
     $("h-recent").replaceChildren(...r.data.recent.map((h) => el("tr", {}, [cell(h.bay_id), cell(t(h.created_at)), cell(t(h.expires_at)), cell(h.state)])));
+    loadCalendar();
     const b = await call("GET", "/api/v1/bookings");
     if (!b.ok) return;
     $("b-rows").replaceChildren(...b.data.bookings.map((k) => el("tr", {}, [
       cell(k.bay_id), cell(k.token), cell(t(k.start_at)), cell(String(Math.round(k.hold_s / 60))), cell(k.state),
       el("td", {}, can(OPERATE) && (k.state === "scheduled" || k.state === "placed") ? [btn("Cancel", async () => { await call("DELETE", "/api/v1/bookings/" + k.id, undefined, "Booking cancelled."); loadHolds(); })] : []),
     ])));
+  }
+
+  /* The bay's week of bookings, drawn by the station; a free hour fills the booking form. */
+  function localInput(ts) {
+    const d = new Date(ts * 1000);
+    const p = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + "T" + p(d.getHours()) + ":" + p(d.getMinutes());
+  }
+  async function loadCalendar() {
+    const bay = $("b-form").querySelector('select[name="bay_id"]').value;
+    if (!bay) return;
+    const week = U.week || new Date();
+    const day = week.getFullYear() + "-" + String(week.getMonth() + 1).padStart(2, "0") + "-" + String(week.getDate()).padStart(2, "0");
+    const r = await fetch("/api/v1/bookings/calendar?bay_id=" + encodeURIComponent(bay) + "&week=" + day, { credentials: "same-origin" });
+    if (!r.ok) return;
+    $("b-calendar").innerHTML = await r.text(); /* HTML made by the station, no scripts */
+  }
+  function shiftWeek(days) {
+    const w = new Date(U.week || new Date());
+    w.setDate(w.getDate() + days);
+    U.week = days === 0 ? null : w;
+    loadCalendar();
+  }
+  function calendarClick(e) {
+    const slot = e.target.closest("button.slot");
+    if (slot) {
+      const f = $("b-form");
+      f.querySelector('input[name="start"]').value = localInput(Number(slot.dataset.start));
+      const tok = f.querySelector('input[name="token"]');
+      tok.focus();
+      flash("Chosen: " + slot.getAttribute("aria-label").replace("Book ", "") + ". Enter the card or code and press Book bay.");
+      return;
+    }
+    const taken = e.target.closest("td.booked");
+    if (taken) flash(taken.dataset.booked + ". Choose a free hour, or cancel that booking in the list below.", true);
   }
 
   /* ---------------------------------------------------------------- settings */
@@ -551,6 +587,11 @@
     $("s-next").addEventListener("click", () => { U.page += 1; loadSessions(); });
     $("st-months").addEventListener("change", loadStats);
     $("a-filter").addEventListener("change", loadAudit);
+    $("cal-prev").addEventListener("click", () => shiftWeek(-7));
+    $("cal-next").addEventListener("click", () => shiftWeek(7));
+    $("cal-now").addEventListener("click", () => shiftWeek(0));
+    $("b-calendar").addEventListener("click", calendarClick);
+    $("b-form").querySelector('select[name="bay_id"]').addEventListener("change", loadCalendar);
     labelTables();
     $("h-form").addEventListener("submit", async (e) => {
       e.preventDefault();
@@ -562,6 +603,7 @@
       e.preventDefault();
       const f = new FormData(e.target);
       const start = new Date(String(f.get("start"))).getTime() / 1000;
+      if (!f.get("start")) { flash("Choose when the booking starts: tap a free hour in the calendar, or fill in From.", true); return; }
       const res = await call("POST", "/api/v1/bookings", { bay_id: f.get("bay_id"), token: f.get("token"), start_at: start, hold_s: Number(f.get("minutes")) * 60 }, "Bay booked.");
       if (res.ok) loadHolds();
     });

@@ -232,3 +232,37 @@ async def test_owner_adds_a_member_who_charges_and_sees_only_their_own(
     await member.goto(live.base + "/owner")
     await expect(member).to_have_url(live.base + "/member")
     await ctx.close()
+
+
+@pytest.mark.parametrize(("width", "height"), VIEWPORTS)
+async def test_book_by_tapping_a_free_hour_and_conflicts_say_when(
+    browser: Browser, live: Live, artifacts: Path, width: int, height: int
+) -> None:
+    page = await _owner_page(browser, live, width, height)
+    await _visit(page, "holds")
+    cal = page.locator("#b-calendar table.cal")
+    await expect(cal).to_have_attribute("data-bay", "bay1")  # the preselected bay
+    await page.click("#cal-next")  # next week: every hour is still to come
+    await expect(cal).not_to_have_attribute("data-week", re.compile(r"^$"))
+    slot = cal.locator("tbody tr").nth(10).locator("button.slot").first  # Monday 10:00
+    await slot.click()
+    start = await page.locator('#b-form input[name="start"]').input_value()
+    assert start.endswith("T10:00"), start
+    await page.fill('#b-form input[name="token"]', "04A1B2C3")
+    await page.fill('#b-form input[name="minutes"]', "90")
+    await page.click('#b-form button[type="submit"]')
+    await expect(page.locator("#flash")).to_have_text("Bay booked.")
+    await expect(cal.locator("td.booked")).to_have_count(2)
+    assert await _fits(page) <= 0
+    await page.screenshot(path=str(artifacts / f"owner-bookings-calendar-{width}x{height}.png"))
+    # The same hour again: refused with when the other booking is, and what to do.
+    await cal.locator("tbody tr").nth(11).locator("td.booked").first.click()
+    await expect(page.locator("#flash")).to_contain_text("Booked 10:00–11:30 for …B2C3")
+    await page.fill('#b-form input[name="start"]', start.replace("T10:00", "T11:00"))
+    await page.fill('#b-form input[name="token"]', "5678")
+    await page.click('#b-form button[type="submit"]')
+    flash = page.locator("#flash.bad")
+    await expect(flash).to_contain_text("already booked from")
+    msg = await flash.inner_text()
+    assert human(msg) and "10:00 to 11:30" in msg and "calendar" in msg, msg
+    await expect(page.locator("#b-rows")).not_to_contain_text("04A1B2C3")
