@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from controller.core.accounting import Tariff
 from controller.core.bays import UnknownBay
@@ -191,7 +191,12 @@ async def list_bookings(
     return {"bookings": rows}
 
 
-@router.get("/bookings/calendar", tags=["holds"], response_class=HTMLResponse)
+@router.get(
+    "/bookings/calendar",
+    tags=["holds"],
+    response_class=Response,
+    responses={200: {"content": {"text/html": {}}, "description": "an HTML table"}},
+)
 async def bookings_calendar(
     ctx: Ctx,
     user: Reader,

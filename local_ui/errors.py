@@ -99,9 +99,9 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400 and not message.endswith("."):
             message = "The request body could not be read."  # FastAPI's wording has no period
         elif exc.status_code == 404 and message == "Not Found":
-            message = f"No such resource: {request.url.path}"
+            message = "There is nothing at this address on the station."
         elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}"
+            message = "This address does not take that kind of request."
         return error_response(exc.status_code, code, message, dict(exc.headers or {}) or None)
 
     @app.exception_handler(Exception)

@@ -520,7 +520,20 @@
     for (const th of document.querySelectorAll('[data-role="installer"]')) th.hidden = !installer;
     const m = $("d-meters");
     m.hidden = !d.meters;
-    if (d.meters) m.replaceChildren(el("h3", { text: "Meters" }), el("pre", { text: JSON.stringify(d.meters, null, 2) }));
+    if (d.meters) m.replaceChildren(el("h3", { text: "Meters" }), ...Object.keys(d.meters).map((name) => el("p", { cls: "meter", text: meterText(name, d.meters[name]) })));
+  }
+
+  /* A meter in words: what it is, whether its values are fresh, what it measures now. */
+  function meterText(name, m) {
+    if (typeof m !== "object" || m === null) return name + ": " + String(m);
+    const r = m.reading || {};
+    const s = r.sample || {};
+    const ph = (v, unit, k) => Array.isArray(v) && v.some((x) => x !== null) ? v.map((x) => x === null ? "–" : (x / (k || 1)).toFixed(1)).join(" / ") + " " + unit : "";
+    const parts = [(m.role === "bay" ? "bay " + m.bay_id + " meter" : m.role + " meter") + " " + name, r.freshness === "fresh" ? "values fresh" : "values " + (r.freshness || "unknown")];
+    for (const p of [ph(s.current_a, "A"), ph(s.voltage_v, "V"), ph(s.power_w, "kW", 1000)]) if (p) parts.push(p);
+    if (s.power_total_w !== null && s.power_total_w !== undefined) parts.push((s.power_total_w / 1000).toFixed(2) + " kW in all");
+    if (r.error) parts.push(String(r.error));
+    return parts.join(" · ");
   }
 
   async function loadUsers() {

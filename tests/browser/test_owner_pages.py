@@ -204,6 +204,7 @@ async def test_owner_adds_a_member_who_charges_and_sees_only_their_own(
     await expect(page.locator("#flash")).to_have_text("Cards saved.")
     await expect(row).to_contain_text("…")
     await expect(row).not_to_contain_text("1234")
+    assert await _fits(page) <= 0, "the users page with a member's cards is too wide"
     # Someone else charges at the locker; Ann must not see it as hers.
     other = await live.rig.station.commands.present_token("locker1", "5678")
     assert other.ok
