@@ -123,7 +123,10 @@ async def test_old_journal_keeps_every_row_and_matches_a_new_one(tmp_path: Path)
         await ui.open()
         assert await journal.schema_version() == len(MIGRATIONS)
         versions = await journal.query("SELECT namespace, version FROM store_versions")
-        assert sorted((r["namespace"], r["version"]) for r in versions) == [("ocpp", 1), ("ui", 1)]
+        assert sorted((r["namespace"], r["version"]) for r in versions) == [
+            ("ocpp", 1),
+            ("ui", len(UI_MIGRATIONS)),
+        ]
         (profile,) = await ocpp.charging_profiles()
         assert (profile.id, profile.connector, json.loads(profile.profile_json)) == (3, 0, PROFILE)
         assert {t.id_tag: (t.status, t.parent_id_tag) for t in await ocpp.local_auth_list()} == {
