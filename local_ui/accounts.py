@@ -25,7 +25,7 @@ from local_ui.store import UiStore
 
 log = structlog.get_logger(__name__)
 
-ROLES = ("owner", "installer", "viewer")
+ROLES = ("owner", "installer", "viewer", "member")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +140,16 @@ class Accounts:
         gone = await self.store.delete_user(username)
         self._cache = {k: v for k, v in self._cache.items() if v[0].username != username}
         return gone
+
+    async def member_tokens(self, username: str) -> list[str]:
+        """The cards and codes of a member: they see and stop only sessions started with them."""
+        return await self.store.member_tokens(username)
+
+    async def token_owner(self, token: str) -> str | None:
+        return await self.store.token_owner(token)
+
+    async def set_member_tokens(self, username: str, tokens: list[str]) -> None:
+        await self.store.set_member_tokens(username, tokens, time.time())
 
     async def set_password(self, username: str, password: str) -> None:
         await self.store.set_password_hash(username, await self._hash(password), time.time())

@@ -10,6 +10,7 @@ from controller.core.bays import UnknownBay
 from controller.core.outcome import Outcome
 from controller.core.station import Station
 from local_ui.errors import ApiError
+from local_ui.messages import sentence
 from local_ui.schemas import TokenRequest
 from local_ui.views import pv_available
 
@@ -26,7 +27,8 @@ def bay_or_404(station: Station, bay_id: str) -> None:
 
 def refuse_if_failed(out: Outcome) -> Outcome:
     if not out.ok:
-        raise ApiError(409, out.code, out.message, extra={"session_id": out.session_id})
+        # The station's refusals are written for logs too: shown, they are sentences.
+        raise ApiError(409, out.code, sentence(out.message), extra={"session_id": out.session_id})
     return out
 
 

@@ -26,8 +26,16 @@ from local_ui.context import (
     audit_actor,
     check_csrf,
 )
+from local_ui.describe import (
+    LOAD_KINDS,
+    PEOPLE_PREFIX,
+    SECURITY_KINDS,
+    Category,
+    audit_row,
+)
 from local_ui.errors import ApiError
 from local_ui.installer import Refused
+from local_ui.messages import not_allowed, validation_message
 from local_ui.passwords import require_strong
 from local_ui.schemas import InstallerTestRequest, NewUserRequest, UserOut
 from local_ui.settings import Section, SettingRefused, dump
@@ -55,18 +63,14 @@ async def get_section(section: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
 def _invalid(err: ValidationError) -> ApiError:
     e = err.errors()[0]
     where = ".".join(str(p) for p in e["loc"])
-    msg = str(e["msg"]).removeprefix("Value error, ")
     return ApiError(
         422,
         "invalid_setting",
-        f"{where}: {msg}" if where else msg,
+        validation_message(e),
         extra={
             "field": where,
             "details": [
-                {
-                    "loc": [str(p) for p in x["loc"]],
-                    "msg": str(x["msg"]).removeprefix("Value error, "),
-                }
+                {"loc": [str(p) for p in x["loc"]], "msg": validation_message(x)}
                 for x in err.errors()
             ],
         },
@@ -81,7 +85,7 @@ def _validated(
     if sec is None:
         raise ApiError(404, "unknown_section", f"There is no settings section {section!r}.")
     if user.role not in sec.roles:
-        raise ApiError(403, "forbidden", f"The {user.role} role may not change {sec.title}.")
+        raise ApiError(403, "forbidden", not_allowed(user.role, f"change {sec.title.lower()}"))
     note = ctx.settings.unavailable(ctx.station, section)
     if note is not None:
         raise ApiError(409, "unavailable", note)
@@ -148,15 +152,29 @@ async def audit_log(
     user: Reader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     kind: Annotated[str | None, Query(max_length=64)] = None,
+    category: Category | None = None,
 ) -> list[dict[str, Any]]:
-    """The audit log, newest first: who changed what (settings, stops, holds, throttling)."""
-    rows = await ctx.station.journal.audit_log(limit=limit, kind=kind)
-    for r in rows:
-        try:
-            r["detail"] = json.loads(r["detail"])
-        except (TypeError, ValueError):
-            pass
-    return rows
+    """The audit log, newest first, each entry as text: who did what, and its category.
+
+    ``category``: ``owner`` (what people did), ``load`` (automatic load changes),
+    ``security`` (logins and accounts) or ``faults`` (safe mode, refused readings...).
+    """
+    rows = await ctx.station.journal.audit_log(limit=limit, kind=kind, **_category_filter(category))
+    return [audit_row(r) for r in rows]
+
+
+def _category_filter(category: Category | None) -> dict[str, Any]:
+    """The journal's filter for one category (the four split the log, see describe.category)."""
+    if category == "load":
+        return {"kinds": sorted(LOAD_KINDS)}
+    if category == "security":
+        return {"kinds": sorted(SECURITY_KINDS)}
+    people = {"not_kinds": sorted(LOAD_KINDS | SECURITY_KINDS)}
+    if category == "owner":
+        return {**people, "actor_prefix": PEOPLE_PREFIX}
+    if category == "faults":
+        return {**people, "not_actor_prefix": PEOPLE_PREFIX}
+    return {}
 
 
 # ---------------------------------------------------------------------- diagnostics

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse, Response
 
 from controller.core.accounting import Tariff
 from controller.core.bays import UnknownBay
+from controller.ops.session_csv import mask_token
 from local_ui.actions import bay_or_404, present_token, refuse_if_failed
+from local_ui.bookings_calendar import calendar_html, week_start
 from local_ui.context import (
     Ctx,
     Operator,
@@ -18,6 +22,7 @@ from local_ui.context import (
     check_csrf,
 )
 from local_ui.errors import ApiError, ErrorBody
+from local_ui.messages import booking_overlap
 from local_ui.schemas import (
     AvailabilityRequest,
     BookingRequest,
@@ -25,7 +30,7 @@ from local_ui.schemas import (
     OutcomeOut,
     TokenRequest,
 )
-from local_ui.views import bay_view, station_view
+from local_ui.views import bay_view, session_view, station_view
 
 # Every error the API answers, on every operation: the body limit (413) and an
 # unreadable body (400) can meet any request.
@@ -79,9 +84,8 @@ async def bay_detail(bay_id: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
     rt = ctx.station.bays[bay_id]
     view = bay_view(ctx.station, rt)
     view["config"] = rt.cfg.model_dump(mode="json")
-    view["recent_sessions"] = await ctx.station.journal.sessions(bay_id=bay_id, limit=5)
-    for s in view["recent_sessions"]:
-        s.pop("tariff", None)
+    recent = await ctx.station.journal.sessions(bay_id=bay_id, limit=5)
+    view["recent_sessions"] = [session_view(s) for s in recent]
     return view
 
 
@@ -136,7 +140,7 @@ async def list_holds(
     for rt in ctx.station.bays.values():
         h = rt.state.hold
         if h is not None:
-            tok = h.token if len(h.token) <= 4 else "…" + h.token[-4:]
+            tok = mask_token(h.token)
             active.append(
                 {
                     "id": h.hold_id,
@@ -183,9 +187,31 @@ async def list_bookings(
     """The local booking calendar: future holds (placed at their time, also offline) and past ones."""
     rows = await ctx.station.journal.booking_calendar(limit)
     for r in rows:
-        tok = str(r["token"])
-        r["token"] = tok if len(tok) <= 4 else "…" + tok[-4:]
+        r["token"] = mask_token(str(r["token"]))
     return {"bookings": rows}
+
+
+@router.get(
+    "/bookings/calendar",
+    tags=["holds"],
+    response_class=Response,
+    responses={200: {"content": {"text/html": {}}, "description": "an HTML table"}},
+)
+async def bookings_calendar(
+    ctx: Ctx,
+    user: Reader,
+    bay_id: Annotated[str, Query(min_length=1, max_length=32)],
+    week: Annotated[dt.date | None, Query(description="any day of the week (default: now)")] = None,
+) -> HTMLResponse:
+    """One bay's week of bookings as an HTML table (hours × days; free hours to tap)."""
+    bay_or_404(ctx.station, bay_id)
+    now = ctx.station.clock.wall()
+    day = week or dt.datetime.fromtimestamp(now).date()
+    if not 1970 < day.year < 2100:
+        raise ApiError(422, "invalid_request", "Choose a week between 1971 and 2099.")
+    rows = await ctx.station.journal.booking_calendar(500)
+    html = calendar_html(bay_id, week_start(day), rows, now)
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
 @router.post("/bookings", tags=["holds"], status_code=201, response_model=OutcomeOut)
@@ -195,6 +221,19 @@ async def create_booking(req: BookingRequest, ctx: Ctx, user: Operator) -> Outco
     out = await ctx.station.bookings.add(
         req.bay_id, req.token, req.start_at, req.hold_s, actor=audit_actor(user)
     )
+    if out.code == "booking_overlap":
+        hold = req.hold_s or ctx.station.cfg.timers.hold_s
+        clash = [
+            b
+            for b in await ctx.station.journal.booking_calendar(500)
+            if b["bay_id"] == req.bay_id
+            and b["state"] == "scheduled"
+            and b["start_at"] < req.start_at + hold
+            and b["start_at"] + b["hold_s"] > req.start_at
+        ]
+        first = min(clash, key=lambda b: b["start_at"]) if clash else None
+        span = (first["start_at"], first["start_at"] + first["hold_s"]) if first else None
+        raise ApiError(409, out.code, booking_overlap(req.bay_id, span))
     return OutcomeOut(**outcome_body(refuse_if_failed(out)))
 
 

@@ -21,6 +21,7 @@ from local_ui.context import (
     audit_actor,
     check_csrf,
 )
+from local_ui.describe import event_row, stop_text
 from local_ui.errors import ApiError
 from local_ui.schemas import OutcomeOut, Page
 from local_ui.views import session_view
@@ -109,7 +110,9 @@ async def session_detail(session_id: str, ctx: Ctx, user: Reader) -> dict[str, A
         raise ApiError(404, "unknown_session", f"There is no session {session_id!r}.")
     view = session_view(row)
     view["outcome"] = history.outcome_of(row.get("stop_reason"))
-    view["events"] = await ctx.station.journal.events(session_id=session_id, limit=1000)
+    events = await ctx.station.journal.events(session_id=session_id, limit=1000)
+    view["events"] = [event_row(e) for e in events]
+    view["stop_text"] = stop_text(row.get("stop_reason")) if row.get("stop_reason") else None
     return view
 
 

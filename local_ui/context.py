@@ -20,6 +20,7 @@ from controller.core.station import Station
 from local_ui.accounts import Accounts, LoginLimiter, User
 from local_ui.errors import ApiError
 from local_ui.installer import InstallerTests
+from local_ui.messages import not_allowed
 from local_ui.settings import SettingsRegistry
 
 SESSION_COOKIE = "es_session"
@@ -31,6 +32,7 @@ READ = frozenset({"owner", "installer", "viewer"})
 OPERATE = frozenset({"owner", "installer"})
 OWNER = frozenset({"owner"})
 INSTALLER = frozenset({"installer"})
+MEMBER = frozenset({"member"})
 
 
 @dataclass
@@ -104,11 +106,7 @@ AnyUser = Annotated[User, Depends(current_user)]
 def require(roles: frozenset[str]) -> Callable[..., Awaitable[User]]:
     async def dep(user: AnyUser) -> User:
         if user.role not in roles:
-            raise ApiError(
-                403,
-                "forbidden",
-                f"The {user.role} role may not do this ({'/'.join(sorted(roles))}).",
-            )
+            raise ApiError(403, "forbidden", not_allowed(user.role))
         return user
 
     return dep
@@ -118,6 +116,7 @@ Reader = Annotated[User, Depends(require(READ))]
 Operator = Annotated[User, Depends(require(OPERATE))]
 OwnerOnly = Annotated[User, Depends(require(OWNER))]
 InstallerOnly = Annotated[User, Depends(require(INSTALLER))]
+MemberOnly = Annotated[User, Depends(require(MEMBER))]
 
 
 async def check_csrf(request: Request) -> None:

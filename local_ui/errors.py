@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from local_ui.messages import validation_message
+
 log = structlog.get_logger(__name__)
 
 _CODES = {
@@ -70,10 +72,11 @@ def error_response(
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Each error with where it is (for a client to mark the field) and a sentence for people."""
     details = []
     for e in exc.errors()[:20]:
         loc = [str(p) for p in e.get("loc", ())]
-        details.append({"loc": loc, "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))})
+        details.append({"loc": loc, "msg": validation_message(e), "type": str(e.get("type", ""))})
     return details
 
 
@@ -85,9 +88,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = _validation_details(exc)
-        first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        where = ".".join(p for p in first["loc"] if p not in ("body", "query", "path"))
-        message = f"{where}: {first['msg']}" if where else str(first["msg"])
+        message = details[0]["msg"] if details else "The station could not read the form."
+        log.info("ui.invalid_request", path=request.url.path, details=details)
         return error_response(422, "invalid_request", message, details=details)
 
     @app.exception_handler(StarletteHTTPException)
@@ -97,9 +99,9 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400 and not message.endswith("."):
             message = "The request body could not be read."  # FastAPI's wording has no period
         elif exc.status_code == 404 and message == "Not Found":
-            message = f"No such resource: {request.url.path}"
+            message = "There is nothing at this address on the station."
         elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}"
+            message = "This address does not take that kind of request."
         return error_response(exc.status_code, code, message, dict(exc.headers or {}) or None)
 
     @app.exception_handler(Exception)

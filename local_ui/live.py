@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from controller.core.events import Event
-from local_ui.context import SESSION_COOKIE, UiContext
+from local_ui.context import READ, SESSION_COOKIE, UiContext
 from local_ui.views import UI_EVENTS, bay_view, load_view, station_view, ui_message
 
 router = APIRouter()
@@ -114,7 +114,8 @@ async def live(ws: WebSocket) -> None:
     await ctx.ensure_ready()
     sid = ws.cookies.get(SESSION_COOKIE)
     user = await ctx.accounts.session_user(sid[:200]) if sid else None
-    if user is None or not _same_origin(ws):
+    # A member sees only their own sessions: not this stream of every bay's.
+    if user is None or not _same_origin(ws) or user.role not in READ:
         await ws.close(code=4401 if user is None else 4403)
         return
     await ws.accept()

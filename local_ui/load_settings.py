@@ -30,7 +30,8 @@ from controller.load import (
     check_safe_shares,
     resolve_rules,
 )
-from controller.load.model import WEEKDAYS, PerPhaseA
+from controller.load.model import MIN_SWITCH_TIME_S, WEEKDAYS, PerPhaseA
+from local_ui.messages import load_refusal, rule_warning, validation_message
 from local_ui.settings import Section, SettingRefused, SettingsRegistry, SettingWarning
 
 NO_LOAD_MANAGER = (
@@ -68,8 +69,13 @@ class LoadModesSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     eco_current_a: float = Field(default=10.0, gt=0, le=80, title="Eco current (A)")
-    min_on_time_s: float = Field(default=120.0, ge=0, le=3600, title="Minimum on time (s)")
-    min_off_time_s: float = Field(default=60.0, ge=0, le=3600, title="Minimum off time (s)")
+    # The load model's floor, so the form cannot offer a value it would refuse.
+    min_on_time_s: float = Field(
+        default=120.0, ge=MIN_SWITCH_TIME_S, le=3600, title="Minimum on time (s)"
+    )
+    min_off_time_s: float = Field(
+        default=60.0, ge=MIN_SWITCH_TIME_S, le=3600, title="Minimum off time (s)"
+    )
     relay_cycles_per_hour: int = Field(
         default=20, ge=1, le=120, title="Relay cycle budget (starts per hour)"
     )
@@ -104,13 +110,15 @@ def refusal(err: ValidationError) -> SettingRefused:
     m = _PATH.match(msg)
     inner = m.group(1) if m else ""
     field = ".".join(x for x in (loc, inner) if x)
+    if e["type"] != "value_error":
+        return SettingRefused(validation_message(e), field)
     if loc and inner:
         text = f"{loc}.{msg}"
     elif loc:
         text = f"{loc}: {msg}"
     else:
         text = msg
-    return SettingRefused(text, field)
+    return SettingRefused(load_refusal(text, field), field)
 
 
 def compose(station: Station, value: BaseModel) -> LoadConfig:
@@ -129,8 +137,7 @@ def compose(station: Station, value: BaseModel) -> LoadConfig:
     problems = check_safe_shares(new.site, new.bays)
     if problems:
         raise SettingRefused(
-            "The safe shares no longer fit (the station could overload the site when it "
-            "loses its controller): " + "; ".join(problems),
+            " ".join(load_refusal(p) for p in problems[:3]),
             "main_guaranteed_headroom_a",
         )
     return new
@@ -180,7 +187,7 @@ def week_conflicts(cfg: LoadConfig) -> list[SettingWarning]:
             if key not in found:
                 found[key] = {
                     "kind": c.kind,
-                    "message": c.detail,
+                    "message": rule_warning(c.detail)[:-1],
                     "applied": c.applied,
                     "overridden": list(c.overridden),
                     "targets": list(c.targets),
@@ -200,7 +207,7 @@ def week_conflicts(cfg: LoadConfig) -> list[SettingWarning]:
         when = ["always"] if total >= week else [_span(a, b) for a, b in runs]
         more = f" and {len(when) - 3} more" if len(when) > 3 else ""
         entry["when"] = when
-        entry["message"] = f"{entry['message']} ({', '.join(when[:3])}{more})"
+        entry["message"] = f"{entry['message']} ({', '.join(when[:3])}{more})."
         out.append(entry)
     out.extend(_site_power_below_min(cfg))
     return out
@@ -218,9 +225,9 @@ def _site_power_below_min(cfg: LoadConfig) -> list[SettingWarning]:
             out.append(
                 {
                     "kind": "below_min",
-                    "message": f"rule {r.id!r} caps the site at {r.kw:g} kW, below the "
+                    "message": f"Rule “{r.id}” caps the site at {r.kw:g} kW, below the "
                     f"{smallest / 1000:.2f} kW any bay needs at its minimum current: "
-                    "no bay can charge while it applies",
+                    "no bay can charge while it applies.",
                     "applied": r.id,
                     "overridden": [],
                     "targets": ["site"],

@@ -30,7 +30,9 @@ def _page(name: str) -> FileResponse:
 async def root(ctx: Ctx, user: MaybeUser) -> Response:
     if ctx.accounts.setup_code is not None:
         return RedirectResponse("/setup", 303)
-    return RedirectResponse("/owner" if user else "/login", 303)
+    if user is None:
+        return RedirectResponse("/login", 303)
+    return RedirectResponse("/member" if user.role == "member" else "/owner", 303)
 
 
 @router.get("/kiosk")
@@ -56,4 +58,15 @@ async def setup_page(ctx: Ctx) -> Response:
 async def owner(request: Request, user: MaybeUser) -> Response:
     if user is None:
         return RedirectResponse("/login", 303)
+    if user.role == "member":
+        return RedirectResponse("/member", 303)
     return _page("owner.html")
+
+
+@router.get("/member")
+async def member(user: MaybeUser) -> Response:
+    if user is None:
+        return RedirectResponse("/login", 303)
+    if user.role != "member":
+        return RedirectResponse("/owner", 303)
+    return _page("member.html")

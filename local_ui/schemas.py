@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Mode = Literal["standard", "eco", "boost", "solar"]
-Role = Literal["owner", "installer", "viewer"]
+Role = Literal["owner", "installer", "viewer", "member"]
 Username = str
 
 
@@ -78,6 +78,31 @@ class NewUserRequest(_In):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
     password: str = Field(min_length=10, max_length=256)
     role: Role
+
+
+class MemberTokens(_In):
+    """The cards and codes a member charges with (replaces the list)."""
+
+    tokens: list[str] = Field(max_length=20)
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, v: list[str]) -> list[str]:
+        out = []
+        for tok in v:
+            tok = tok.strip()
+            if not 1 <= len(tok) <= 64 or not all(0x21 <= ord(c) <= 0x7E for c in tok):
+                raise ValueError("token: a card or code is 1 to 64 letters, digits or signs")
+            if tok not in out:
+                out.append(tok)
+        return out
+
+
+class MemberStart(_In):
+    """Start charging at a bay with one of the member's cards (by its place in their list)."""
+
+    card: int = Field(default=0, ge=0, lt=20)
+    mode: Literal["standard", "eco", "solar"] = "standard"
 
 
 class PasswordChange(_In):

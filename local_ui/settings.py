@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.core.accounting import Tariff
 from controller.core.station import Station
+from local_ui.messages import LABELS
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +87,7 @@ class SettingsRegistry:
             "note": note,
             "values": dump(value),
             "warnings": warnings,
-            "schema": sec.model.model_json_schema(by_alias=True),
+            "schema": labelled_schema(sec.model),
         }
 
     def unavailable(self, station: Station, name: str) -> str | None:
@@ -126,6 +127,20 @@ class SettingsRegistry:
                 log.warning("ui.settings_ignored", section=name, error=str(err))
             except SettingRefused as err:
                 log.warning("ui.settings_ignored", section=name, error=err.message)
+
+
+def labelled_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with every field titled by hand (not from its name)."""
+    schema = model.model_json_schema(by_alias=True)
+    for key, prop in schema.get("properties", {}).items():
+        lab = LABELS.get(key)
+        if lab is None:  # a field without a written label would show its name: say so in logs
+            log.warning("ui.setting_unlabelled", field=key)
+            continue
+        prop["title"] = lab.title
+        if lab.hint is not None:
+            prop["description"] = lab.hint
+    return schema
 
 
 def dump(value: BaseModel) -> dict[str, Any]:

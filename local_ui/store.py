@@ -1,7 +1,10 @@
 """The local UI's own tables in the journal (store namespace ``ui``): all of local_ui's SQL.
 
 - ``ui_users``: owner, installer and viewer accounts with their argon2id password hashes;
-- ``ui_sessions``: login sessions, by the SHA-256 of their cookie (never the cookie itself).
+- ``ui_sessions``: login sessions, by the SHA-256 of their cookie (never the cookie itself);
+- ``ui_member_tokens``: the cards and codes of each member account (migration 2, which
+  also lets ``ui_users`` hold the ``member`` role): a member sees and stops only the
+  sessions started with one of them.
 
 What the UI shows of the station (sessions, holds, bookings, the audit log)
 comes from the journal's methods, never from SQL here. Migration 1 creates the
@@ -36,6 +39,27 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL,
         expires_at REAL NOT NULL
     );
+    """,
+    # 2: members (a role that sees and stops only their own sessions) and their tokens.
+    # SQLite cannot change a CHECK constraint in place: the table is rebuilt, rows kept.
+    """
+    CREATE TABLE ui_users_v2 (
+        username TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('owner', 'installer', 'viewer', 'member')),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    INSERT INTO ui_users_v2(username, password_hash, role, created_at, updated_at)
+        SELECT username, password_hash, role, created_at, updated_at FROM ui_users;
+    DROP TABLE ui_users;
+    ALTER TABLE ui_users_v2 RENAME TO ui_users;
+    CREATE TABLE ui_member_tokens (
+        token TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        added_at REAL NOT NULL
+    );
+    CREATE INDEX ui_member_tokens_user ON ui_member_tokens(username);
     """,
 ]
 
@@ -90,11 +114,37 @@ class UiStore:
         )
 
     async def delete_user(self, username: str) -> bool:
-        """The account and its logins, in one transaction; False if there was none."""
+        """The account, its logins and its tokens, in one transaction; False if there was none."""
         async with self._store.transaction() as tx:
             n = await tx.execute("DELETE FROM ui_users WHERE username=?", (username,))
             await tx.execute("DELETE FROM ui_sessions WHERE username=?", (username,))
+            await tx.execute("DELETE FROM ui_member_tokens WHERE username=?", (username,))
         return n > 0
+
+    # ------------------------------------------------------------------ members' tokens
+
+    async def member_tokens(self, username: str) -> list[str]:
+        rows = await self._store.query(
+            "SELECT token FROM ui_member_tokens WHERE username=? ORDER BY added_at, token",
+            (username,),
+        )
+        return [str(r["token"]) for r in rows]
+
+    async def token_owner(self, token: str) -> str | None:
+        rows = await self._store.query(
+            "SELECT username FROM ui_member_tokens WHERE token=?", (token,)
+        )
+        return str(rows[0]["username"]) if rows else None
+
+    async def set_member_tokens(self, username: str, tokens: list[str], at: float) -> None:
+        """Replace the member's tokens (one transaction); a token belongs to one member."""
+        async with self._store.transaction() as tx:
+            await tx.execute("DELETE FROM ui_member_tokens WHERE username=?", (username,))
+            for tok in tokens:
+                await tx.execute(
+                    "INSERT INTO ui_member_tokens(token, username, added_at) VALUES (?,?,?)",
+                    (tok, username, at),
+                )
 
     async def set_password_hash(self, username: str, password_hash: str, at: float) -> None:
         await self._store.execute(

@@ -23,6 +23,7 @@ from controller.core.events import (
     TestEnded,
 )
 from controller.core.station import Station
+from controller.ops.session_csv import mask_token
 from local_ui.context import jsonable
 
 NOMINAL_V = 230.0
@@ -39,6 +40,8 @@ def bay_view(station: Station, rt: BayRuntime, *, public: bool = False) -> dict[
     snap["limit_reason"] = why
     if public and snap.get("session"):
         snap["session"] = {k: v for k, v in snap["session"].items() if k != "token"}
+    elif snap.get("session") and rt.state.session is not None:
+        snap["session"]["token"] = mask_token(rt.state.session.token)
     return jsonable(snap)  # type: ignore[no-any-return]
 
 
@@ -194,7 +197,7 @@ def session_view(row: dict[str, Any], *, mask: bool = True) -> dict[str, Any]:
     d = dict(row)
     tok = str(d.get("token", ""))
     if mask:
-        d["token"] = tok if len(tok) <= 4 else "…" + tok[-4:]
+        d["token"] = mask_token(tok)
     started, stopped = d.get("started_at"), d.get("stopped_at")
     d["duration_s"] = round(stopped - started, 1) if started and stopped else None
     d.pop("tariff", None)

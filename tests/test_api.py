@@ -46,7 +46,7 @@ async def test_bays_token_flow_stop_and_detail(tmp_path: Path) -> None:
         await rig.until(lambda: (rig.station.bays["bay1"].state.session or _Z).energy_wh > 0)
         detail = (await client.get("/api/v1/bays/bay1")).json()
         assert detail["session"]["id"] == sid and detail["config"]["kind"] == "evse"
-        assert detail["session"]["token"] == "1234"  # short tokens stay readable; long ones masked
+        assert detail["session"]["token"] == "…"  # masked everywhere, short tokens too (issue 16)
         r = await client.post(f"/api/v1/sessions/{sid}/stop")
         assert r.status_code == 200 and r.json()["code"] == "stopped"
         r = await client.post(f"/api/v1/sessions/{sid}/stop")
@@ -121,7 +121,7 @@ async def test_bookings_calendar_create_list_cancel(tmp_path: Path) -> None:
         assert clash.status_code == 409 and clash.json()["error"] == "booking_overlap"
         listed = (await client.get("/api/v1/bookings")).json()["bookings"]
         assert [(b["id"], b["state"], b["token"]) for b in listed] == [
-            (booking_id, "scheduled", "5678")
+            (booking_id, "scheduled", "…")
         ]
         assert (await client.delete(f"/api/v1/bookings/{booking_id}")).status_code == 200
         assert (await client.delete("/api/v1/bookings/nope")).status_code == 404
@@ -185,7 +185,7 @@ async def test_settings_change_is_validated_applied_and_audited(tmp_path: Path) 
         s = (await client.get("/api/v1/settings")).json()
         assert set(s["sections"]) >= {"tariff", "kiosk"}
         r = await client.patch("/api/v1/settings/tariff", json={"per_kwh": -1})
-        assert r.status_code == 422 and "per_kwh" in r.json()["message"]
+        assert r.status_code == 422 and "price per kWh" in r.json()["message"]
         r = await client.patch("/api/v1/settings/tariff", json={"bogus": 1})
         assert r.status_code == 422
         r = await client.patch("/api/v1/settings/tariff", json={"per_kwh": 0.45})

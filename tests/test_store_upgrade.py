@@ -30,6 +30,7 @@ from controller.core.auth import AuthRequest
 from controller.core.journal import Journal, JournalError
 from controller.core.schema import MIGRATIONS
 from controller.ports import AuthStatus
+from local_ui.store import MIGRATIONS as UI_MIGRATIONS
 from local_ui.store import UiStore
 from tests.test_api_rig import PASSWORD, api_client, running_station
 from tests.test_ocpp_support import CP, rig
@@ -122,7 +123,10 @@ async def test_old_journal_keeps_every_row_and_matches_a_new_one(tmp_path: Path)
         await ui.open()
         assert await journal.schema_version() == len(MIGRATIONS)
         versions = await journal.query("SELECT namespace, version FROM store_versions")
-        assert sorted((r["namespace"], r["version"]) for r in versions) == [("ocpp", 1), ("ui", 1)]
+        assert sorted((r["namespace"], r["version"]) for r in versions) == [
+            ("ocpp", 1),
+            ("ui", len(UI_MIGRATIONS)),
+        ]
         (profile,) = await ocpp.charging_profiles()
         assert (profile.id, profile.connector, json.loads(profile.profile_json)) == (3, 0, PROFILE)
         assert {t.id_tag: (t.status, t.parent_id_tag) for t in await ocpp.local_auth_list()} == {
@@ -206,7 +210,8 @@ async def test_adapters_refuse_a_journal_from_newer_software_by_name(tmp_path: P
     async with running_station(tmp_path) as station_rig:
         client = await api_client(station_rig.station)
         ui = client._transport.app.state.ui  # type: ignore[attr-defined]
-        with pytest.raises(JournalError, match=r"version 2 of 'ui' is newer than this software"):
+        newer = len(UI_MIGRATIONS) + 1
+        with pytest.raises(JournalError, match=rf"version {newer} of 'ui' is newer than this"):
             await ui.ensure_ready()
         up = build(OcppConfig(url="ws://127.0.0.1:9/ocpp", charge_point_id=CP), station_rig.station)
         with pytest.raises(JournalError, match=r"version 2 of 'ocpp' is newer than this software"):

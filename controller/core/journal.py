@@ -677,9 +677,13 @@ class Journal:
         limit: int = 100,
         offset: int = 0,
         newest_first: bool = True,
+        tokens: Collection[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Sessions by start time (ties by id); ``closed_with``: closed for one of these reasons."""
-        where, params = _session_filter(bay_id, state, since, until, mode, stop_reason, closed_with)
+        """Sessions by start time (ties by id); ``closed_with``: closed for one of these reasons;
+        ``tokens``: started with one of these (a member's own)."""
+        where, params = _session_filter(
+            bay_id, state, since, until, mode, stop_reason, closed_with, tokens
+        )
         order = "DESC" if newest_first else "ASC"
         return await self.query(
             f"SELECT * FROM sessions {where} ORDER BY started_at {order}, id LIMIT ? OFFSET ?",
@@ -696,8 +700,11 @@ class Journal:
         mode: str | None = None,
         stop_reason: str | None = None,
         closed_with: Collection[str] | None = None,
+        tokens: Collection[str] | None = None,
     ) -> int:
-        where, params = _session_filter(bay_id, state, since, until, mode, stop_reason, closed_with)
+        where, params = _session_filter(
+            bay_id, state, since, until, mode, stop_reason, closed_with, tokens
+        )
         rows = await self.query(f"SELECT count(*) AS n FROM sessions {where}", params)
         return int(rows[0]["n"])
 
@@ -807,12 +814,38 @@ class Journal:
             "SELECT * FROM events WHERE id>? ORDER BY id LIMIT ?", (after_id, limit)
         )
 
-    async def audit_log(self, *, limit: int = 200, kind: str | None = None) -> list[dict[str, Any]]:
+    async def audit_log(
+        self,
+        *,
+        limit: int = 200,
+        kind: str | None = None,
+        kinds: Collection[str] | None = None,
+        not_kinds: Collection[str] | None = None,
+        actor_prefix: str | None = None,
+        not_actor_prefix: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first; optionally one kind, some kinds, or by who acted (an actor prefix)."""
+        clauses: list[str] = []
+        params: list[Any] = []
         if kind:
-            return await self.query(
-                "SELECT * FROM audit WHERE kind=? ORDER BY id DESC LIMIT ?", (kind, limit)
-            )
-        return await self.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+            clauses.append("kind=?")
+            params.append(kind)
+        if kinds is not None:
+            clauses.append(f"kind IN ({','.join('?' * len(kinds))})" if kinds else "0")
+            params.extend(kinds)
+        if not_kinds:
+            clauses.append(f"kind NOT IN ({','.join('?' * len(not_kinds))})")
+            params.extend(not_kinds)
+        if actor_prefix is not None:
+            clauses.append("substr(actor, 1, ?) = ?")
+            params.extend((len(actor_prefix), actor_prefix))
+        if not_actor_prefix is not None:
+            clauses.append("substr(actor, 1, ?) != ?")
+            params.extend((len(not_actor_prefix), not_actor_prefix))
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        return await self.query(
+            f"SELECT * FROM audit{where} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
 
     async def query(
         self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
@@ -829,6 +862,7 @@ def _session_filter(
     mode: str | None,
     stop_reason: str | None,
     closed_with: Collection[str] | None = None,
+    tokens: Collection[str] | None = None,
 ) -> tuple[str, tuple[Any, ...]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -847,6 +881,10 @@ def _session_filter(
         reasons = sorted(closed_with)
         clauses.append(f"state = 'closed' AND stop_reason IN ({','.join('?' * len(reasons))})")
         params.extend(reasons)
+    if tokens is not None:
+        toks = sorted(tokens)
+        clauses.append(f"token IN ({','.join('?' * len(toks))})" if toks else "0")
+        params.extend(toks)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", tuple(params)
 
 

@@ -12,7 +12,7 @@
       e.preventDefault();
       const f = new FormData(login);
       const r = await api("POST", "/api/v1/auth/login", { username: f.get("username"), password: f.get("password") });
-      if (r.ok) location.assign("/owner");
+      if (r.ok) location.assign(r.data.role === "member" ? "/member" : "/owner");
       else fail(r.data.message || "Login failed.");
     });
   }

@@ -139,7 +139,8 @@
       const keep = sel.value;
       const all = sel.closest("#s-filter") ? [el("option", { value: "", text: "all" })] : [];
       sel.replaceChildren(...all, ...[...U.bays.keys()].map((id) => el("option", { value: id, text: id })));
-      sel.value = keep;
+      /* Holds and bookings always name a bay: keep the choice, else the first bay. */
+      sel.value = [...sel.options].some((o) => o.value === keep) ? keep : (sel.options[0] ? sel.options[0].value : "");
     }
   }
 
@@ -185,14 +186,14 @@
     const s = r.data;
     const box = $("s-detail");
     box.replaceChildren(
-      el("h3", { text: "Session " + s.id }),
-      el("p", { text: "Bay " + s.bay_id + " · token " + s.token + " (" + s.auth_source + ") · " + s.mode }),
+      el("h3", { text: "Session on bay " + s.bay_id + ", " + t(s.started_at) }),
+      el("p", { text: "Card or code " + s.token + " (" + s.auth_source + ") · " + s.mode }),
       el("p", { text: t(s.started_at) + " → " + t(s.stopped_at) + " · " + dur(s.duration_s) }),
-      el("p", { text: (s.energy_wh / 1000).toFixed(3) + " kWh · peak " + (s.peak_power_w / 1000).toFixed(1) + " kW · avg " + ((s.avg_power_w || 0) / 1000).toFixed(1) + " kW" }),
-      el("p", { text: "Stop: " + (s.stop_reason || "running") + " · cost " + (s.cost === null ? "–" : s.cost + " " + s.currency) + " · OCPP tx " + (s.ocpp_tx_id || "pending") + " · sync " + s.sync_state }),
+      el("p", { text: (s.energy_wh / 1000).toFixed(3) + " kWh · peak " + (s.peak_power_w / 1000).toFixed(1) + " kW · average " + ((s.avg_power_w || 0) / 1000).toFixed(1) + " kW" }),
+      el("p", { text: "Ended: " + (s.stop_text || "still running") + " · cost " + (s.cost === null ? "–" : s.cost.toFixed(2) + " " + s.currency) + " · " + (s.sync_state === "synced" ? "reported to the central system" : "not yet reported to the central system") }),
     );
     const list = el("ol", { cls: "events" });
-    for (const e of s.events) list.append(el("li", { text: t(e.at) + " " + e.kind + " " + (e.data && e.data !== "{}" ? e.data : "") }));
+    for (const e of s.events) list.append(el("li", { text: t(e.at) + " · " + e.text }));
     box.append(list);
     box.hidden = false;
   }
@@ -225,12 +226,48 @@
       el("td", {}, can(OPERATE) ? [btn("Cancel", async () => { await call("DELETE", "/api/v1/holds/" + h.id, undefined, "Hold cancelled."); loadHolds(); })] : []),
     ])));
     $("h-recent").replaceChildren(...r.data.recent.map((h) => el("tr", {}, [cell(h.bay_id), cell(t(h.created_at)), cell(t(h.expires_at)), cell(h.state)])));
+    loadCalendar();
     const b = await call("GET", "/api/v1/bookings");
     if (!b.ok) return;
     $("b-rows").replaceChildren(...b.data.bookings.map((k) => el("tr", {}, [
       cell(k.bay_id), cell(k.token), cell(t(k.start_at)), cell(String(Math.round(k.hold_s / 60))), cell(k.state),
       el("td", {}, can(OPERATE) && (k.state === "scheduled" || k.state === "placed") ? [btn("Cancel", async () => { await call("DELETE", "/api/v1/bookings/" + k.id, undefined, "Booking cancelled."); loadHolds(); })] : []),
     ])));
+  }
+
+  /* The bay's week of bookings, drawn by the station; a free hour fills the booking form. */
+  function localInput(ts) {
+    const d = new Date(ts * 1000);
+    const p = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + "T" + p(d.getHours()) + ":" + p(d.getMinutes());
+  }
+  async function loadCalendar() {
+    const bay = $("b-form").querySelector('select[name="bay_id"]').value;
+    if (!bay) return;
+    const week = U.week || new Date();
+    const day = week.getFullYear() + "-" + String(week.getMonth() + 1).padStart(2, "0") + "-" + String(week.getDate()).padStart(2, "0");
+    const r = await fetch("/api/v1/bookings/calendar?bay_id=" + encodeURIComponent(bay) + "&week=" + day, { credentials: "same-origin" });
+    if (!r.ok) return;
+    $("b-calendar").innerHTML = await r.text(); /* HTML made by the station, no scripts */
+  }
+  function shiftWeek(days) {
+    const w = new Date(U.week || new Date());
+    w.setDate(w.getDate() + days);
+    U.week = days === 0 ? null : w;
+    loadCalendar();
+  }
+  function calendarClick(e) {
+    const slot = e.target.closest("button.slot");
+    if (slot) {
+      const f = $("b-form");
+      f.querySelector('input[name="start"]').value = localInput(Number(slot.dataset.start));
+      const tok = f.querySelector('input[name="token"]');
+      tok.focus();
+      flash("Chosen: " + slot.getAttribute("aria-label").replace("Book ", "") + ". Enter the card or code and press Book bay.");
+      return;
+    }
+    const taken = e.target.closest("td.booked");
+    if (taken) flash(taken.dataset.booked + ". Choose a free hour, or cancel that booking in the list below.", true);
   }
 
   /* ---------------------------------------------------------------- settings */
@@ -421,9 +458,11 @@
 
   /* ---------------------------------------------------------------- audit, diagnostics, users */
   async function loadAudit() {
-    const r = await call("GET", "/api/v1/audit?limit=300");
+    const cat = $("a-filter").value;
+    const r = await call("GET", "/api/v1/audit?limit=300" + (cat ? "&category=" + cat : ""));
     if (!r.ok) return;
-    $("a-rows").replaceChildren(...r.data.map((a) => el("tr", {}, [cell(t(a.at)), cell(a.actor), cell(a.kind), cell(JSON.stringify(a.detail))])));
+    $("a-rows").replaceChildren(...r.data.map((a) => el("tr", { "data-category": a.category }, [cell(t(a.at)), cell(a.who), cell(a.text)])));
+    $("a-empty").hidden = r.data.length > 0;
   }
 
   function renderTest(run) {
@@ -491,16 +530,59 @@
     for (const p of document.querySelectorAll('#v-diagnostics [data-role="owner"]')) p.hidden = !can(["owner"]);
     const m = $("d-meters");
     m.hidden = !d.meters;
-    if (d.meters) m.replaceChildren(el("h3", { text: "Meters" }), el("pre", { text: JSON.stringify(d.meters, null, 2) }));
+    if (d.meters) m.replaceChildren(el("h3", { text: "Meters" }), ...Object.keys(d.meters).map((name) => el("p", { cls: "meter", text: meterText(name, d.meters[name]) })));
+  }
+
+  /* A meter in words: what it is, whether its values are fresh, what it measures now. */
+  function meterText(name, m) {
+    if (typeof m !== "object" || m === null) return name + ": " + String(m);
+    const r = m.reading || {};
+    const s = r.sample || {};
+    const ph = (v, unit, k) => Array.isArray(v) && v.some((x) => x !== null) ? v.map((x) => x === null ? "–" : (x / (k || 1)).toFixed(1)).join(" / ") + " " + unit : "";
+    const parts = [(m.role === "bay" ? "bay " + m.bay_id + " meter" : m.role + " meter") + " " + name, r.freshness === "fresh" ? "values fresh" : "values " + (r.freshness || "unknown")];
+    for (const p of [ph(s.current_a, "A"), ph(s.voltage_v, "V"), ph(s.power_w, "kW", 1000)]) if (p) parts.push(p);
+    if (s.power_total_w !== null && s.power_total_w !== undefined) parts.push((s.power_total_w / 1000).toFixed(2) + " kW in all");
+    if (r.error) parts.push(String(r.error));
+    return parts.join(" · ");
   }
 
   async function loadUsers() {
     const r = await call("GET", "/api/v1/users");
     if (!r.ok) return;
-    $("u-rows").replaceChildren(...r.data.map((u) => el("tr", {}, [
-      cell(u.username), cell(u.role),
+    $("u-rows").replaceChildren(...r.data.map((u) => el("tr", { "data-user": u.username }, [
+      cell(u.username), cell(u.role), u.role === "member" ? memberCards(u.username) : cell(""),
       el("td", {}, u.username === U.user.username ? [] : [btn("Delete", async () => { await call("DELETE", "/api/v1/users/" + encodeURIComponent(u.username), undefined, "User deleted."); loadUsers(); }, "danger")]),
     ])));
+  }
+  /* A member's cards and codes: shown masked; typing new ones replaces the list. */
+  function memberCards(username) {
+    const path = "/api/v1/members/" + encodeURIComponent(username) + "/tokens";
+    const shown = el("span", { cls: "muted", text: "…" });
+    const input = el("input", { name: "tokens", placeholder: "new list: card numbers or codes, comma-separated", "aria-label": "cards and codes of " + username });
+    const save = btn("Give cards", async () => {
+      const tokens = input.value.split(/[,\s]+/).filter((x) => x);
+      const res = await call("PUT", path, { tokens: tokens }, "Cards saved.");
+      if (res.ok) { input.value = ""; shown.textContent = res.data.tokens.join(", ") || "none"; }
+    });
+    api("GET", path).then((res) => { if (res.ok) shown.textContent = res.data.tokens.join(", ") || "none"; });
+    return el("td", {}, [shown, el("div", { cls: "row" }, [input, save])]);
+  }
+
+  /* On a phone, table rows stack as cards: each cell shows its column's name (data-label). */
+  function labelRow(tr) {
+    const table = tr.closest("table");
+    const heads = table ? [...table.querySelectorAll("thead th")].map((th) => th.textContent) : [];
+    [...tr.children].forEach((td, i) => { if (heads[i] && !td.dataset.label) td.dataset.label = heads[i]; });
+  }
+  function labelTables() {
+    const seen = new MutationObserver((changes) => {
+      for (const c of changes) for (const n of c.addedNodes) {
+        if (n.nodeType !== 1) continue;
+        if (n.tagName === "TR") labelRow(n);
+        for (const tr of n.querySelectorAll ? n.querySelectorAll("tr") : []) labelRow(tr);
+      }
+    });
+    seen.observe(document.querySelector("main"), { childList: true, subtree: true });
   }
 
   /* ---------------------------------------------------------------- navigation */
@@ -508,6 +590,8 @@
   function route() {
     const name = (location.hash || "#dashboard").slice(1);
     const view = $("v-" + name) ? name : "dashboard";
+    $("flash").hidden = true; /* a message belongs to the page it was said on */
+    clearTimeout(flash.t);
     for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "v-" + view;
     for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.getAttribute("href") === "#" + view);
     if (LOADERS[view]) LOADERS[view]();
@@ -525,6 +609,13 @@
     $("s-prev").addEventListener("click", () => { U.page = Math.max(0, U.page - 1); loadSessions(); });
     $("s-next").addEventListener("click", () => { U.page += 1; loadSessions(); });
     $("st-months").addEventListener("change", loadStats);
+    $("a-filter").addEventListener("change", loadAudit);
+    $("cal-prev").addEventListener("click", () => shiftWeek(-7));
+    $("cal-next").addEventListener("click", () => shiftWeek(7));
+    $("cal-now").addEventListener("click", () => shiftWeek(0));
+    $("b-calendar").addEventListener("click", calendarClick);
+    $("b-form").querySelector('select[name="bay_id"]').addEventListener("change", loadCalendar);
+    labelTables();
     $("h-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       const f = new FormData(e.target);
@@ -535,6 +626,7 @@
       e.preventDefault();
       const f = new FormData(e.target);
       const start = new Date(String(f.get("start"))).getTime() / 1000;
+      if (!f.get("start")) { flash("Choose when the booking starts: tap a free hour in the calendar, or fill in From.", true); return; }
       const res = await call("POST", "/api/v1/bookings", { bay_id: f.get("bay_id"), token: f.get("token"), start_at: start, hold_s: Number(f.get("minutes")) * 60 }, "Bay booked.");
       if (res.ok) loadHolds();
     });

@@ -113,7 +113,8 @@ async def test_owner_edits_limits_and_rules_with_conflict_warnings(
         await expect(limit).to_have_value("32")
         await limit.fill("5, 5, 5")
         warn = site.locator('[data-warnings="site"]')
-        await expect(warn).to_contain_text("main_limit_a 5.0 A")  # checked before saving
+        # checked before saving, and said in words (issue 16)
+        await expect(warn).to_contain_text("cannot be more than the main breaker limit (5.0 A)")
         await limit.fill("25")
         await expect(warn).to_be_hidden()
         await site.locator('button[type="submit"]').click()
@@ -132,7 +133,7 @@ async def test_owner_edits_limits_and_rules_with_conflict_warnings(
         await second.locator('[name="to"]').fill("22:00")
         await second.locator('[name="priority"]').fill("5")
         rwarn = rules.locator('[data-warnings="load_rules"]')
-        await expect(rwarn.locator('[data-kind="contradiction"]')).to_contain_text("'vip'")
+        await expect(rwarn.locator('[data-kind="contradiction"]')).to_contain_text("“vip”")
         await rules.locator('button[type="submit"]').click()
         await expect(page.locator("#flash")).to_contain_text("saved with 1 warning")
         assert [r.id for r in load.config.rules] == ["rule1", "vip"]

@@ -89,7 +89,8 @@ async def test_settings_change_takes_effect(browser: Browser, live: Live, artifa
     form = page.locator('form[data-section="tariff"]')
     await form.locator('input[name="per_kwh"]').fill("-1")
     await form.get_by_role("button").click()
-    await expect(page.locator("#flash")).to_contain_text("per_kwh")  # refused, with the reason
+    # refused, with the reason in words (issue 16: no field names)
+    await expect(page.locator("#flash")).to_have_text("The price per kWh cannot be negative.")
     assert live.rig.station.cfg.tariff.per_kwh == 0.30
     await form.locator('input[name="per_kwh"]').fill("0.45")
     await form.get_by_role("button").click()
@@ -103,7 +104,7 @@ async def test_settings_change_takes_effect(browser: Browser, live: Live, artifa
     await kiosk.locator('#keypad [data-key="OK"]').click()
     await expect(kiosk.locator("#price")).to_contain_text("0.45 EUR per kWh")
     await page.click('nav a[href="#audit"]')
-    await expect(page.locator("#a-rows")).to_contain_text("settings_changed")
+    await expect(page.locator("#a-rows")).to_contain_text("Changed the tariff settings")
 
 
 async def test_sessions_filter_csv_export_and_stats(
@@ -133,7 +134,8 @@ async def test_sessions_filter_csv_export_and_stats(
     await expect(rows).to_have_count(1)
     await expect(rows.first).to_have_attribute("data-session", ids[0])
     await rows.first.click()
-    await expect(page.locator("#s-detail")).to_contain_text("Session " + ids[0])
+    await expect(page.locator("#s-detail")).to_contain_text("mode eco")
+    await expect(page.locator("#s-detail")).not_to_contain_text(ids[0])  # no internal ids
     await page.screenshot(path=str(artifacts / "owner-sessions-1280x800.png"))
     async with page.expect_download() as info:
         await page.click("#csv")
