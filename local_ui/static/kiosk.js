@@ -40,7 +40,7 @@
   function translateStatic() {
     for (const n of document.querySelectorAll("[data-t]")) n.textContent = t(n.dataset.t);
     document.documentElement.lang = I.lang;
-    $("lang").textContent = "🌐 " + (I.languages.find((l) => l.code === I.lang) || { name: I.lang }).name;
+    $("lang").textContent = (I.languages.find((l) => l.code === I.lang) || { name: I.lang }).name;
     $("lang").setAttribute("aria-label", t("Language"));
     $("conn").textContent = t("Reconnecting… figures may be out of date");
     document.querySelector('[data-key="⌫"]').setAttribute("aria-label", t("Delete"));
@@ -136,7 +136,7 @@
   const CALL_TIMEOUT_MS = 8000;
   const SILENT_MS = 12000; /* the station ticks every 5 s: a link this quiet is as good as lost */
   const ACCEPTED_MS = 2500; /* "Code accepted" stays this long before the next step */
-  const CARD_W = 180, CARD_H = 136, GAP = 12;
+  const CARD_W = 180, CARD_H = 120, GAP = 12;
 
   const S = {
     station: null, bays: new Map(), kiosk: { idle_timeout_s: 60 }, offset: 0,
@@ -229,15 +229,23 @@
     }
     grid.replaceChildren(...cards);
   }
-  /* As many cards as fit whole (at least CARD_W x CARD_H each); the rest on further pages. */
+  /* As many cards as fit whole (at least CARD_W x CARD_H each); the rest on further pages,
+     with the pager (the cue that there are more) on screen. */
   function perPage(n) {
     const grid = $("bays");
+    const fits = () => {
+      const cols = Math.max(1, Math.floor((grid.clientWidth + GAP) / (CARD_W + GAP)));
+      const rows = Math.max(1, Math.floor((grid.clientHeight + GAP) / (CARD_H + GAP)));
+      return [cols, rows];
+    };
     $("pager").hidden = true;
-    const w = grid.clientWidth, h = grid.clientHeight;
-    const cols = Math.max(1, Math.floor((w + GAP) / (CARD_W + GAP)));
-    const rows = Math.max(1, Math.floor((h + GAP) / (CARD_H + GAP)));
-    const fit = cols * rows;
-    const per = n <= fit ? Math.max(1, n) : fit;
+    let [cols, rows] = fits();
+    let per = Math.max(1, n);
+    if (n > cols * rows) {
+      $("pager").hidden = false;
+      [cols, rows] = fits();
+      per = cols * rows;
+    }
     const used = Math.min(rows, Math.max(1, Math.ceil(Math.min(n, per) / cols)));
     grid.style.gridTemplateColumns = "repeat(" + Math.min(cols, Math.max(1, n)) + ", minmax(0, 1fr))";
     grid.style.gridTemplateRows = "repeat(" + used + ", minmax(" + CARD_H + "px, " + (n <= cols ? CARD_H * 1.6 + "px" : "1fr") + "))";
