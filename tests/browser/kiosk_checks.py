@@ -48,7 +48,7 @@ TEXT_JS = """() => {
   return out;
 }"""
 
-_WORD = re.compile(r"[A-Za-zÀ-ÿ]+")
+_WORD = re.compile(r"[A-Za-zÀ-ÿ0-9]+")  # "bay1" is an id, not the word "bay"
 
 
 async def layout_problems(page: Page) -> list[str]:
