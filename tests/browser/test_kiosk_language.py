@@ -73,7 +73,10 @@ async def test_german_walk_without_english(
     browser: Browser, tmp_path: Path, artifacts: Path, size: tuple[int, int]
 ) -> None:
     w, h = size
-    shot = lambda s: artifacts / f"kiosk-de-{s}-{w}x{h}.png"  # noqa: E731
+
+    def shot(name: str) -> Path:
+        return artifacts / f"kiosk-de-{name}-{w}x{h}.png"
+
     async with live_server(
         tmp_path, station={**GERMAN, "data_dir": str(tmp_path)}, bays=_bays()
     ) as live:
