@@ -231,7 +231,14 @@
   }
   /* As many cards as fit whole (at least CARD_W x CARD_H each); the rest on further pages,
      with the pager (the cue that there are more) on screen. */
+  let fitted = { key: "", per: 1 };
   function perPage(n) {
+    /* Measuring forces a layout: only when what decides the fit has changed. */
+    const key = [n, innerWidth, innerHeight, $("welcome").textContent, $("idle-info").textContent].join("|");
+    if (fitted.key !== key) fitted = { key: key, per: fit(n) };
+    return fitted.per;
+  }
+  function fit(n) {
     const grid = $("bays");
     const fits = () => {
       const cols = Math.max(1, Math.floor((grid.clientWidth + GAP) / (CARD_W + GAP)));
