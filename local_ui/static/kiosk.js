@@ -84,6 +84,10 @@
     if (b.status === "Faulted") return STATUS.Faulted;
     if (!b.session && st.accepting_sessions === false && b.status === "Available") return [N_("Not accepting new sessions"), "off"];
     if (b.kind === "locker" && (b.status === "Preparing" || b.status === "SuspendedEV")) return [N_("Waiting for device"), "wait"];
+    const wait = b.session && b.starts_at ? Math.ceil(b.starts_at - now() / 1000) : 0;
+    const ready = b.status === "SuspendedEVSE" || (b.status === "Preparing" && b.pilot && b.pilot !== "A");
+    /* The relay must stay off a while after its last session (it protects the relay and the car). */
+    if (ready && wait > 0) return [N_("Starting in {n} s"), "wait", { n: wait }];
     if (b.session && b.status === "Preparing" && b.pilot && b.pilot !== "A") return [N_("Vehicle connected — starting"), "wait"];
     return STATUS[b.status] || [b.status, "wait"];
   }
@@ -224,7 +228,7 @@
       cards.push(el("button", { cls: "bay s-" + l[1], "data-bay": b.id, onclick: () => chooseBay(b.id) }, [
         el("span", { cls: "name", text: I.names[b.id] || b.id }),
         el("span", { cls: "kind", text: t(kind) }),
-        el("span", { cls: "state", text: t(l[0]) }),
+        el("span", { cls: "state", text: t(l[0], l[2]) }),
       ]));
     }
     grid.replaceChildren(...cards);
@@ -403,7 +407,7 @@
     const b = S.bays.get(S.bay);
     if (!b) return;
     const l = stateOf(b);
-    $("instr-chip").textContent = t(l[0]);
+    $("instr-chip").textContent = t(l[0], l[2]);
     $("instr-chip").className = "chip " + l[1];
     if (b.status === "Charging") showSession();
   }
@@ -425,7 +429,7 @@
     S.session.mode = s.mode || S.session.mode || "standard";
     const l = stateOf(b);
     const chip = $("chip");
-    chip.textContent = t(l[0]);
+    chip.textContent = t(l[0], l[2]);
     chip.className = "chip " + l[1];
     const mc = $("mode-chip");
     mc.textContent = t("Mode: {mode}", { mode: t(MODES[S.session.mode] || S.session.mode) }) + (S.session.key ? " ✎" : "");
@@ -640,7 +644,8 @@
     setInterval(() => {
       $("clock").textContent = hhmm(now() - S.offset);
       if (S.online && Date.now() - S.seenAt > SILENT_MS) onLink(false, "silent");
-      if (S.screen === "session") tickSession();
+      if (S.screen === "session") renderSession(); /* a countdown, the timer, the figures' age */
+      else if (S.screen === "instr") renderInstr();
       const idleMs = (S.kiosk.idle_timeout_s || 60) * 1000;
       /* A running session this screen started stays on view: its driver need not type the code again. */
       const own = S.screen === "session" && S.session && S.session.key;

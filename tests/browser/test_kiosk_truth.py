@@ -4,6 +4,7 @@ car's real phases), every refusal, every stop's receipt, and readable confirmati
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -186,3 +187,36 @@ async def test_the_session_screen_stays_for_its_driver(browser: Browser, live: L
     await expect(page.locator("#s-session")).to_be_visible()  # no code needed to stop
     await page.locator("#s-back").click()  # the driver leaves it: the next one sees idle
     await expect(page.locator("#s-idle")).to_be_visible()
+
+
+async def test_waiting_out_the_relay_off_time_counts_down(
+    browser: Browser, tmp_path: Path, artifacts: Path
+) -> None:
+    from tests.browser.test_ui_load import site_station
+
+    async with site_station(tmp_path, building_a=2.0) as (live, _building):
+        rig = live.rig
+        node = rig.hub.nodes["bay1"]
+        rig.hub.plug("bay1")
+        assert (await rig.station.commands.present_token("bay1", "2468")).ok
+        await rig.until(lambda: node.relay_on, 10)
+        assert (await rig.station.commands.present_token("bay1", "2468")).ok  # stopped
+        await rig.until(lambda: not node.relay_on and rig.status("bay1") != "Charging", 10)
+        rig.hub.plug("bay1", False)
+        await rig.until(lambda: rig.status("bay1") == "Available", 10)
+        page = await _kiosk(browser, live)
+        await page.locator('[data-bay="bay1"]').click()
+        await _type(page, "1234")
+        await page.locator('[data-mode="standard"]').click()
+        await expect(page.locator("#s-instr")).to_be_visible()
+        rig.hub.plug("bay1")  # the relay was off for less than min_off_time_s (30 s)
+        chip = page.locator("#instr-chip")
+        await expect(chip).to_have_text(re.compile(r"^Starting in \d+ s$"))
+        first = int(str(await chip.text_content()).split()[2])
+        assert 0 < first <= 30
+        await page.screenshot(path=str(artifacts / "kiosk-starting-in-800x480.png"))
+        await expect(chip).not_to_have_text(f"Starting in {first} s", timeout=3000)  # it counts
+        later = int(str(await chip.text_content()).split()[2])
+        assert later < first
+        await expect(page.locator("#s-session")).to_be_visible(timeout=40_000)  # then it starts
+        await expect(page.locator("#chip")).to_have_text("Charging")
