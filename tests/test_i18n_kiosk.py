@@ -13,6 +13,7 @@ from local_ui import i18n
 
 ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "local_ui" / "static"
+OFFLINE = ROOT / "systemd" / "kiosk-offline.html"  # shown while the station does not answer
 COMPLETE = ["de"]  # languages a driver can walk the whole flow in (tests/browser too)
 
 
@@ -40,6 +41,7 @@ def kiosk_msgids() -> list[str]:
                     add(v)
 
     Tags().feed((STATIC / "kiosk.html").read_text())
+    Tags().feed(OFFLINE.read_text())
     with (ROOT / "local_ui" / "kiosk_receipt.py").open("rb") as f:
         for _, msg, _, _ in extract("python", f):
             add(msg)
@@ -64,3 +66,33 @@ def test_extraction_finds_the_kiosk_sentences() -> None:
 def test_complete_languages_translate_every_kiosk_sentence(lang: str) -> None:
     assert lang in i18n.LANGUAGES
     assert i18n.missing(lang, kiosk_msgids()) == []
+
+
+def test_offline_page_says_what_the_catalogues_say() -> None:
+    """The page shown while the station does not answer cannot load a catalogue: it holds
+    each complete language's sentences itself, and they are the catalogues' translations."""
+    found: list[tuple[str, str, str]] = []
+
+    class Texts(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.open: tuple[str, str] | None = None
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if a.get("lang") and a.get("data-t"):
+                self.open = (str(a["lang"]), str(a["data-t"]))
+
+        def handle_data(self, data: str) -> None:
+            if self.open and data.strip():
+                found.append((*self.open, data.strip()))
+                self.open = None
+
+    Texts().feed(OFFLINE.read_text())
+    assert {lang for lang, _, _ in found} == set(COMPLETE)
+    assert len(found) == 3 * len(COMPLETE)  # title, starting, not set up
+    for lang, msgid, text in found:
+        assert text == i18n.translations(lang).gettext(msgid), (lang, msgid)
+    script = OFFLINE.read_text()
+    for _, msgid, _ in found:
+        assert f'"{msgid}"' in script  # the English the page's script shows
