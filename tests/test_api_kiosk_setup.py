@@ -174,7 +174,10 @@ def test_defaults_keep_todays_kiosk(tmp_path: Path) -> None:
     [
         ({"http": 'public_url = "ftp://x"'}, "http.public_url: 'ftp://x' is not a web address"),
         ({"http": 'public_url = "192.168.1.20"'}, "http.public_url: '192.168.1.20' is not"),
-        ({"station": 'language = "xx"'}, "station.language: Input should be 'en' or 'de'"),
+        (
+            {"station": 'language = "xx"'},
+            "station.language: Input should be 'en', 'de', 'fr' or 'nl'",
+        ),
         ({"bay": f'name = "{"x" * 25}"'}, "bays[0].name: String should have at most 24"),
         ({"station": 'name = ""'}, "station.name: String should have at least 1"),
     ],

@@ -14,7 +14,7 @@ from local_ui import i18n
 ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "local_ui" / "static"
 OFFLINE = ROOT / "systemd" / "kiosk-offline.html"  # shown while the station does not answer
-COMPLETE = ["de"]  # languages a driver can walk the whole flow in (tests/browser too)
+COMPLETE = ["de", "fr", "nl"]  # languages a driver can walk the whole flow in (tests/browser too)
 
 
 def kiosk_msgids() -> list[str]:

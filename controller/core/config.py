@@ -54,7 +54,7 @@ class StationSection(_Strict):
         default="", max_length=80, description="the operator's contact, shown to drivers"
     )
     opening_hours: str = Field(default="", max_length=80, description="shown on the kiosk if set")
-    language: Literal["en", "de"] = Field(
+    language: Literal["en", "de", "fr", "nl"] = Field(
         default="en", description="the kiosk's language until a driver picks another"
     )
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from local_ui import i18n
 from tests.browser.conftest import Live, live_server
 from tests.browser.kiosk_checks import english_words, layout_problems
 
@@ -52,12 +53,12 @@ async def _open(browser: Browser, live: Live, w: int, h: int) -> Page:
     return page
 
 
-async def _screen(page: Page, name: str, shot: Path) -> None:
-    """On ``name``: in German only, nothing cut off, the language button there; a screenshot."""
+async def _screen(page: Page, name: str, shot: Path, lang: str = "de") -> None:
+    """On ``name``: in ``lang`` only, nothing cut off, the language button there; a screenshot."""
     await expect(page.locator(f"#s-{name}")).to_be_visible()
     await expect(page.locator("#lang")).to_be_visible()
-    await expect(page.locator("#lang")).to_have_text("Deutsch")
-    assert await english_words(page, "de") == [], name
+    await expect(page.locator("#lang")).to_have_text(i18n.native_name(lang))
+    assert await english_words(page, lang) == [], name
     assert await layout_problems(page) == [], name
     await page.screenshot(path=str(shot))
 
@@ -154,3 +155,33 @@ async def test_language_button_and_back_to_the_station_language(
     await expect(page.locator("#s-idle")).to_be_visible()
     await expect(page.locator("#lang")).to_have_text("English")
     await expect(page.locator("#welcome")).to_contain_text("Tap a bay")
+
+
+@pytest.mark.parametrize("lang", ["fr", "nl"])
+async def test_other_languages_walk_without_english(
+    browser: Browser, tmp_path: Path, artifacts: Path, lang: str
+) -> None:
+    """French and Dutch: the same flow at 800x480, every screen without English."""
+
+    def shot(name: str) -> Path:
+        return artifacts / f"kiosk-{lang}-{name}-800x480.png"
+
+    station = {**GERMAN, "language": lang, "data_dir": str(tmp_path)}
+    async with live_server(tmp_path, station=station, bays=_bays()) as live:
+        page = await _open(browser, live, 800, 480)
+        await _screen(page, "idle", shot("idle"), lang)
+        await page.locator('[data-bay="bay1"]').click()
+        await _screen(page, "auth", shot("auth"), lang)
+        await _type(page, "0000")
+        await _screen(page, "mode", shot("mode"), lang)
+        await page.locator('[data-mode="standard"]').click()
+        await _screen(page, "error", shot("refused"), lang)
+        await page.locator("#err-retry").click()
+        await _type(page, "1234")
+        await page.locator('[data-mode="standard"]').click()
+        await _screen(page, "instr", shot("instr"), lang)
+        live.rig.hub.plug("bay1")
+        await _screen(page, "session", shot("session"), lang)
+        await page.locator("#stop").click()
+        await _screen(page, "receipt", shot("receipt"), lang)
+        assert not page.js_errors  # type: ignore[attr-defined]
