@@ -5,7 +5,8 @@ whom, and who writes SQL into which tables.
   functions count: each is a dependency a reader follows).
 - Inside ``controller/`` an import only goes down the layers of :data:`LAYERS`.
 - ``controller`` imports no adapter; adapters import no other adapter and no controller
-  layer above ``ops``; nothing but tests imports ``simulators`` (DESIGN.md's rule).
+  layer above ``ops``; nothing but tests imports ``simulators`` (DESIGN.md's rule), and the
+  simulators write their own frame and register encoders: they import no driver codec.
 - ``local_ui/`` and ``cloud_sync/`` keep every SQL statement in their ``store.py``; nothing
   there calls the journal's raw SQL methods; a store's SQL names only the tables it creates;
   the core's text never names an adapter's table.
@@ -39,6 +40,8 @@ LAYERS: list[frozenset[str]] = [
 ADAPTERS = ("drivers", "cloud_sync", "local_ui")
 ADAPTER_MAY_USE = frozenset({"controller", "ports", "load", "core", "ops"})
 OWN_TABLES = {"cloud_sync": "cloud_sync/store.py", "local_ui": "local_ui/store.py"}
+# What encodes or decodes the wire: a simulator importing one would share its bugs.
+DRIVER_CODECS = frozenset({"drivers.esp32.codec", "drivers.esp32.messages", "drivers.modbus.codec"})
 RAW_JOURNAL = frozenset({"execute_write", "query", "transaction", "execute", "executemany"})
 
 # --------------------------------------------------------------------------- the checks
@@ -78,6 +81,10 @@ def dependency_violations(root: Path) -> list[str]:
         where = f"{e.src}:{e.line} imports {e.dst}"
         if dst_pkg == "simulators" and src_pkg != "simulators":
             out.append(f"{where}: nothing but tests imports simulators")
+        elif src_pkg == "simulators" and any(
+            e.dst == c or e.dst.startswith(c + ".") for c in DRIVER_CODECS
+        ):
+            out.append(f"{where}: a simulator writes its own encoder, not the driver's codec")
         elif src_pkg == "controller" and dst_pkg in ADAPTERS:
             out.append(f"{where}: the controller imports no adapter")
         elif src_pkg in ADAPTERS and dst_pkg in ADAPTERS and src_pkg != dst_pkg:
@@ -258,14 +265,18 @@ def test_planted_dependency_rule_breaks_are_found(tmp_path: Path) -> None:
             "controller/assemble.py": "",
             "drivers/__init__.py": "",
             "drivers/x.py": "from local_ui import y\n",
+            "drivers/modbus/__init__.py": "",
+            "drivers/modbus/codec.py": "",
             "local_ui/__init__.py": "",
             "local_ui/y.py": "from simulators.sim import S\nfrom controller import assemble\n",
             "simulators/__init__.py": "",
             "simulators/sim.py": "from drivers import x\n",  # simulators may use drivers
+            "simulators/meter.py": "from drivers.modbus.codec import encode\n",  # not codecs
         },
     )
     found = dependency_violations(root)
     assert sorted(v.split(": ", 1)[1] for v in found) == [
+        "a simulator writes its own encoder, not the driver's codec",
         "adapters do not import each other",
         "adapters use ports, load, core and ops only",
         "nothing but tests imports simulators",

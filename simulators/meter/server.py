@@ -2,8 +2,8 @@
 
 Values come from a building-load profile (or test setters) plus an optional
 extra-load callback (e.g. the sum of the simulated bays' currents, so the
-grid meter sees the charging), are encoded with the driver's own codec and
-served from the map's addresses. Fault knobs make it go silent, answer
+grid meter sees the charging), are encoded by the simulator's own register encoder
+(``registers.py``, not the driver's codec) and served from the map's addresses. Fault knobs make it go silent, answer
 garbage bytes, answer all zeros (a gateway answering for a meter it lost),
 answer Modbus exception codes, answer slowly (``answer_delay_s``), or serve
 any value for a quantity, however implausible (:meth:`set_override`).
@@ -21,7 +21,6 @@ import enum
 import logging
 import math
 import random
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,10 +32,10 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.modbus.codec import encode
 from drivers.modbus.maps import Quantity, RegisterMap, load_map
 
 from .profile import DAY_S, BuildingProfile, Phases
+from .registers import DoesNotFit, registers_of
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +165,8 @@ class MeterSimulator:
                 continue
             if q in fields:
                 try:
-                    encode(fields[q], value)
-                except (OverflowError, struct.error) as exc:
+                    registers_of(fields[q], value)
+                except DoesNotFit as exc:
                     raise ValueError(f"{name}: {value} does not fit a {fields[q].dtype}") from exc
             self._overrides[q] = value
 
@@ -295,7 +294,7 @@ class MeterSimulator:
         values = self.snapshot()
         for f in self._fields:
             off = f.address - start_address
-            registers[off : off + f.count] = encode(f, values[f.quantity])
+            registers[off : off + f.count] = registers_of(f, values[f.quantity])
         return None
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
