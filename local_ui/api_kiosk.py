@@ -197,7 +197,10 @@ async def kiosk_receipt(session_id: str, key: Key, ctx: Ctx, lang: Lang = "") ->
     return r
 
 
-@router.get("/sessions/{session_id}/receipt.html", response_class=HTMLResponse)
+# A page for people (like the pages in pages.py), not part of the JSON API's schema.
+@router.get(
+    "/sessions/{session_id}/receipt.html", response_class=HTMLResponse, include_in_schema=False
+)
 async def kiosk_receipt_page(session_id: str, key: Key, ctx: Ctx, lang: Lang = "") -> Response:
     """The receipt as a page a driver keeps on their phone (the receipt QR's link)."""
     r = await _receipt(ctx, session_id, key, lang)
