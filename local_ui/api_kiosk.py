@@ -9,13 +9,16 @@ nobody can end someone else's. Tokens never appear in what the kiosk reads.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 
 from controller.core.bay import StopReason
 from controller.core.outcome import UnknownSession
+from local_ui import i18n
+from local_ui import kiosk_receipt as receipts
 from local_ui.accounts import LoginLimiter
 from local_ui.actions import bay_or_404, check_mode, present_token
 from local_ui.api_bays import ERROR_RESPONSES
@@ -28,7 +31,7 @@ from local_ui.context import (
 )
 from local_ui.errors import ApiError
 from local_ui.schemas import KioskModeRequest, KioskOutcome, KioskStopRequest, TokenRequest
-from local_ui.views import bay_view, receipt, receipt_text, station_view
+from local_ui.views import bay_view, receipt, station_view
 
 router = APIRouter(
     prefix="/api/v1/kiosk",
@@ -36,6 +39,8 @@ router = APIRouter(
     dependencies=[Depends(check_csrf)],
     responses=ERROR_RESPONSES,
 )
+
+Lang = Annotated[str, Query(max_length=16, pattern=r"^[A-Za-z_-]*$")]
 
 # Typing codes at random is slowed down, but a kiosk shared by all drivers is not locked out.
 _codes = LoginLimiter(free_attempts=10, max_delay_s=60.0)
@@ -61,6 +66,27 @@ async def kiosk_state(ctx: Ctx) -> dict[str, Any]:
         "station": st,
         "bays": [bay_view(ctx.station, rt, public=True) for rt in ctx.station.bays.values()],
         "kiosk": ctx.settings.kiosk.model_dump(mode="json"),
+    }
+
+
+@router.get("/setup")
+async def kiosk_setup(ctx: Ctx, lang: Lang = "") -> dict[str, Any]:
+    """What the kiosk needs to speak ``lang`` (else the station's language): its catalogue,
+    the languages on offer, and the station's own words (names, contact, opening hours)."""
+    cfg = ctx.station.cfg
+    default = i18n.pick(cfg.station.language)
+    chosen = i18n.pick(lang, default)
+    return {
+        "lang": chosen,
+        "default_language": default,
+        "languages": [{"code": c, "name": i18n.native_name(c)} for c in i18n.LANGUAGES],
+        "messages": i18n.catalogue(chosen),
+        "station": {
+            "name": cfg.station.name,
+            "contact": cfg.station.contact,
+            "opening_hours": cfg.station.opening_hours,
+        },
+        "bay_names": {b.id: b.name for b in cfg.bays if b.name},
     }
 
 
@@ -136,28 +162,60 @@ async def kiosk_mode(bay_id: str, req: KioskModeRequest, ctx: Ctx) -> KioskOutco
     return _out(ctx, out)
 
 
-@router.get("/sessions/{session_id}/receipt")
-async def kiosk_receipt(
-    session_id: str,
-    key: Annotated[str, Query(min_length=1, max_length=64)],
-    ctx: Ctx,
-) -> dict[str, Any]:
-    """The receipt of a session (energy, time, cost) and a QR code holding it."""
+Key = Annotated[str, Query(min_length=1, max_length=64)]
+
+
+async def _receipt(ctx: UiContext, session_id: str, key: str, lang: str) -> dict[str, Any]:
     if len(session_id) > 64 or not ctx.check_session_key(session_id, key):
         raise ApiError(404, "unknown_session", "There is no such receipt.")
     row = await ctx.station.journal.session(session_id)
     if row is None:
         raise ApiError(404, "unknown_session", "There is no such receipt.")
     r = receipt(ctx.station, row)
-    r["qr_svg"] = qr_svg(receipt_text(r), scale=4)
+    try:
+        tariff = json.loads(row.get("tariff") or "null") or {}
+    except ValueError:
+        tariff = {}
+    if not isinstance(tariff, dict) or "per_kwh" not in tariff:
+        tariff = ctx.station.cfg.tariff.model_dump(mode="json")
+    lang = i18n.pick(lang, i18n.pick(ctx.station.cfg.station.language))
+    r["lang"] = lang
+    r["tariff"] = tariff
+    r["text"] = receipts.texts(ctx.station, r, tariff, lang)
     return r
+
+
+@router.get("/sessions/{session_id}/receipt")
+async def kiosk_receipt(session_id: str, key: Key, ctx: Ctx, lang: Lang = "") -> dict[str, Any]:
+    """The receipt of a session in ``lang``: figures, their text, and a QR code: a link to
+    the receipt's page when the station has a ``public_url``, else the receipt as text."""
+    r = await _receipt(ctx, session_id, key, lang)
+    public = ctx.station.cfg.http.public_url
+    url = receipts.page_url(public, session_id, key, r["lang"]) if public else None
+    r["qr_url"] = url
+    r["qr_svg"] = qr_svg(url or receipts.qr_text(r, r["text"], r["lang"]), scale=4)
+    return r
+
+
+# A page for people (like the pages in pages.py), not part of the JSON API's schema.
+@router.get(
+    "/sessions/{session_id}/receipt.html", response_class=HTMLResponse, include_in_schema=False
+)
+async def kiosk_receipt_page(session_id: str, key: Key, ctx: Ctx, lang: Lang = "") -> Response:
+    """The receipt as a page a driver keeps on their phone (the receipt QR's link)."""
+    r = await _receipt(ctx, session_id, key, lang)
+    return HTMLResponse(
+        receipts.page(r, r["text"], r["lang"]), headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.get("/bays/{bay_id}/qr.svg", response_class=Response)
 async def bay_qr(bay_id: str, request: Request, ctx: Ctx) -> Response:
-    """A QR code linking to the bay's page on this station (generated locally)."""
+    """A QR code linking to the bay's page on this station (generated locally), at the
+    station's public address when it has one (a phone cannot open the kiosk's loopback)."""
     bay_or_404(ctx.station, bay_id)
-    url = str(request.base_url).rstrip("/") + f"/kiosk?bay={bay_id}"
+    base = ctx.station.cfg.http.public_url or str(request.base_url).rstrip("/")
+    url = base + f"/kiosk?bay={bay_id}"
     return Response(
         qr_svg(url, scale=5),
         media_type="image/svg+xml",

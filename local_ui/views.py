@@ -38,6 +38,9 @@ def bay_view(station: Station, rt: BayRuntime, *, public: bool = False) -> dict[
     why = site_limit(station, rt, sp) if snap["session"] else None
     snap["limited_by_site"] = why is not None
     snap["limit_reason"] = why
+    # A session waiting out the relay's minimum off time: when it may start (wall clock).
+    wait = station.load.start_wait_s(rt.cfg.id) if station.load and snap["session"] else 0.0
+    snap["starts_at"] = round(station.clock.wall() + wait, 1) if wait > 0 and not sp else None
     if public and snap.get("session"):
         snap["session"] = {k: v for k, v in snap["session"].items() if k != "token"}
     elif snap.get("session") and rt.state.session is not None:

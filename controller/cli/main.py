@@ -17,7 +17,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from controller import registry
-from controller.core.config import ConfigError, StationConfig, load_config, station_problems
+from controller.core.config import (
+    ConfigError,
+    StationConfig,
+    config_warnings,
+    load_config,
+    station_problems,
+)
 from controller.core.loadloop import load_manager_config
 from controller.load import check_safe_shares
 from controller.ops import session_csv
@@ -126,8 +132,9 @@ def check(cfg: StationConfig) -> list[str]:
 
 
 def check_warnings(cfg: StationConfig) -> list[str]:
-    """What the optional parts find risky but allowed (an extension's optional ``warnings``)."""
-    out: list[str] = []
+    """What the core sections and the optional parts (an extension's optional ``warnings``)
+    find risky but allowed."""
+    out: list[str] = config_warnings(cfg)
     for ext in registry.extensions():
         warn = getattr(ext, "warnings", None)
         if warn is not None:

@@ -8,12 +8,21 @@ are defined next to the code that uses them and embedded here.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from controller.core.accounting import Tariff
 from controller.core.tokens import TokenKeys, parse_hmac_key
@@ -37,13 +46,40 @@ class StationSection(_Strict):
     id: str = Field(
         default="edge-station-1", min_length=1, max_length=48, pattern=r"^[A-Za-z0-9._-]+$"
     )
-    name: str = "edge-station"
+    name: str = Field(
+        default="edge-station", min_length=1, max_length=60, description="shown on the kiosk"
+    )
     data_dir: Path = Path("data")
+    contact: str = Field(
+        default="", max_length=80, description="the operator's contact, shown to drivers"
+    )
+    opening_hours: str = Field(default="", max_length=80, description="shown on the kiosk if set")
+    language: Literal["en", "de", "fr", "nl"] = Field(
+        default="en", description="the kiosk's language until a driver picks another"
+    )
 
 
 class HttpSection(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = Field(
+        default="",
+        max_length=200,
+        description="the address phones reach the UI at, for every QR code (empty: as requested)",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str) -> str:
+        if not v:
+            return v
+        u = urlsplit(v)
+        if u.scheme not in ("http", "https") or not u.hostname or u.query or u.fragment:
+            raise ValueError(
+                f"{v!r} is not a web address a phone can open: "
+                'write it like "http://192.168.1.20:8080" or "https://charge.example.org"'
+            )
+        return v.rstrip("/")
 
 
 class TimersSection(_Strict):
@@ -146,6 +182,9 @@ class BayConfig(_Strict):
     )
     charger_connector: int = Field(
         default=1, ge=1, le=16, description="the bay's connector number on that wallbox"
+    )
+    name: str = Field(
+        default="", max_length=24, description="the bay's name on the kiosk (empty: its id)"
     )
 
     @model_validator(mode="after")
@@ -364,3 +403,32 @@ def load_token_keys(cfg: StationConfig) -> TokenKeys | None:
         except ValueError as err:
             problems.append(f"tokens: {err}")
     raise ConfigError("tokens", problems)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def config_warnings(cfg: StationConfig) -> list[str]:
+    """Risky but allowed settings of the core sections (check-config prints them)."""
+    out: list[str] = []
+    host = urlsplit(cfg.http.public_url).hostname if cfg.http.public_url else None
+    if not _loopback(cfg.http.host):
+        if host is None:
+            out.append(
+                "http.public_url: not set, so the QR codes on the kiosk hold the address the "
+                "kiosk's browser uses, which a phone may not reach; set it to the station's "
+                "address on the network"
+            )
+        elif _loopback(host):
+            out.append(
+                f"http.public_url: {cfg.http.public_url} is this machine's own loopback "
+                "address: phones that scan the kiosk's QR codes cannot reach it; use the "
+                "station's address on the network"
+            )
+    return out

@@ -102,6 +102,10 @@ class LoadLoop:
         self._guard = guard
         self._wake = wake
 
+    def start_wait_s(self, bay_id: str) -> float:
+        """Seconds until the bay may switch its relay on (0: now); see LoadController."""
+        return self.ctl.start_wait_s(bay_id, self._clock.monotonic())
+
     def wake(self) -> None:
         """Decide again now (an input changed)."""
         self._wake.set()

@@ -138,6 +138,18 @@ class LoadController:
             )
         return out
 
+    def start_wait_s(self, bay_id: str, now: float) -> float:
+        """How long a bay whose relay is off must still wait before it may start (min off
+        time, relay cycles per hour); 0 when it may start now or is on. Reads only."""
+        s = self._bays.get(bay_id)
+        if s is None or s.setpoint > 0.0:
+            return 0.0
+        site = self.config.site
+        wait = site.min_off_time_s - (now - s.off_since)
+        if len(s.starts) >= site.relay_cycles_per_hour and s.starts:
+            wait = max(wait, s.starts[0] + _HOUR_S - now)
+        return max(0.0, wait)
+
     def reconfigured(self, config: LoadConfig, now: float) -> LoadController:
         """A controller for ``config`` (a live change) that carries this one's memory on.
 

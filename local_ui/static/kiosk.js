@@ -2,6 +2,12 @@
 /* The touchscreen: idle -> bay -> code (QR camera or keypad) -> mode -> instructions
    -> live session -> stop -> receipt; back to idle after inactivity.
 
+   Every sentence is an English msgid passed through t(): the station serves the
+   driver's catalogue (local_ui/i18n.py, Babel); numbers, money and times are
+   formatted per language (Intl here, Babel on the server). Sentences from the
+   station's API are never shown as they come: the kiosk says what happened by
+   the answer's code, in the driver's language.
+
    The link to the station can drop at any time. Every figure then says how old
    it is (the station stamps when it was measured), the screen greys out and says
    so, the session timer stops, and a stop the driver pressed is kept and sent
@@ -10,90 +16,150 @@
 (function () {
   const $ = (id) => document.getElementById(id);
 
-  /* Every sentence this script shows, in one place (to become a catalogue). */
-  const T = {
-    status: {
-      Available: "Available", Preparing: "Waiting for vehicle", Charging: "Charging",
-      SuspendedEV: "Waiting for vehicle", SuspendedEVSE: "Paused", Finishing: "Finishing",
-      Reserved: "Reserved", Unavailable: "Not available", Faulted: "Error",
-    },
-    waitingDevice: "Waiting for device",
-    notResponding: "Not responding",
-    welcome: "Tap a bay to start charging",
-    kindLocker: "Locker (e-bike, scooter)",
-    kindEvse: "EV charger",
-    inUse: ["In use", "If this is your session, scan or type your code to stop it."],
-    outOfOrder: ["Out of order", "This bay is out of order. Please use another bay."],
-    silentBay: ["Not responding", "This bay is not responding right now. Please use another bay."],
-    notAvailable: ["Not available", "This bay is not available right now."],
-    finishing: ["Almost free", "The previous session is finishing. Please wait a moment."],
-    reserved: ["Reserved", "This bay is reserved for someone else. If you reserved it, scan or type your code."],
-    hintStart: "Show your QR code to the camera, or type your code.",
-    hintStop: "To stop, show your QR code to the camera or type your code.",
-    del: "Delete",
-    price: (t) => "Price: " + t.per_kwh.toFixed(2) + " " + t.currency + " per kWh" +
-      (t.per_minute ? " + " + t.per_minute.toFixed(2) + " per minute" : "") +
-      (t.per_session ? " + " + t.per_session.toFixed(2) + " per session" : ""),
-    codeRefused: "Code not accepted",
-    cannotStart: "Cannot start",
-    cannotStop: "Cannot stop",
-    wrong: "Something went wrong.",
-    codeUnusable: "This code cannot be used here.",
-    noAnswer: ["The station does not answer", "Nothing was started. This screen goes back by itself when the station answers again."],
-    steps: {
-      locker: (bay) => ["The door of locker " + bay + " is open.", "Place your device inside and plug it in.", "Close the door: charging starts by itself."],
-      evse: () => ["Take the charging cable.", "Plug it into your vehicle.", "Charging starts when the vehicle is ready."],
-    },
-    doorOpen: "Door open",
-    plugIn: "Plug in your vehicle",
-    limited: (sp, max) => "Limited by site: " + sp.toFixed(0) + " A of " + max.toFixed(0) + " A",
-    nodeOffline: "The charger is not responding — charging is paused",
-    reconnecting: "Reconnecting… figures may be out of date",
-    live: "Live",
-    measured: (s) => "Measured " + (s < 90 ? Math.round(s) + " s" : Math.round(s / 60) + " min") + " ago",
-    neverMeasured: "Not measured yet",
-    stop: "Stop charging",
-    stopping: "Stopping…",
-    stopQueued: "The station does not answer right now. Your stop is kept and sent as soon as it answers.",
-    exitGrace: (min) => "The door is unlocked: take your device and close the door within " + min + " min.",
-    stopped: "Stopped",
-    accepted: "Code accepted",
-    safeMode: "Safe mode: ",
-    gridLimited: "Limited by grid operator: charging is slower for now.",
+  /* ---------------------------------------------------------------- language */
+  const I = { lang: "en", def: "en", messages: {}, languages: [], info: {}, names: {}, cache: {} };
+  const N_ = (msgid) => msgid; /* marks a msgid that t() translates later */
+  function t(msgid, p) {
+    let s = I.messages[msgid] || msgid;
+    if (p) s = s.replace(/\{(\w+)\}/g, (m, k) => (k in p ? String(p[k]) : m));
+    return s;
+  }
+  const NF = {};
+  function num(v, d) {
+    const k = I.lang + d;
+    NF[k] = NF[k] || new Intl.NumberFormat(I.lang, { minimumFractionDigits: d, maximumFractionDigits: d });
+    return NF[k].format(v);
+  }
+  function money(v, cur) {
+    if (v === null || v === undefined) return "–";
+    const k = I.lang + cur;
+    NF[k] = NF[k] || new Intl.NumberFormat(I.lang, { style: "currency", currency: cur });
+    return NF[k].format(v);
+  }
+  function hhmm(ms) { return new Date(ms).toLocaleTimeString(I.lang, { hour: "2-digit", minute: "2-digit" }); }
+  function translateStatic() {
+    for (const n of document.querySelectorAll("[data-t]")) n.textContent = t(n.dataset.t);
+    document.documentElement.lang = I.lang;
+    $("lang").textContent = (I.languages.find((l) => l.code === I.lang) || { name: I.lang }).name;
+    $("lang").setAttribute("aria-label", t("Language"));
+    $("conn").textContent = t("Reconnecting… figures may be out of date");
+    document.querySelector('[data-key="⌫"]').setAttribute("aria-label", t("Delete"));
+    document.title = t("Charging station");
+  }
+  async function setLang(lang) {
+    let d = I.cache[lang];
+    if (!d) {
+      const r = await call("GET", "/api/v1/kiosk/setup?lang=" + encodeURIComponent(lang));
+      if (!r.ok) return;
+      d = I.cache[r.data.lang] = r.data;
+    }
+    I.lang = d.lang; I.def = d.default_language; I.messages = d.messages;
+    I.languages = d.languages; I.info = d.station; I.names = d.bay_names;
+    translateStatic();
+    render();
+    rerender();
+  }
+  function langMenu() {
+    const list = $("lang-list");
+    list.replaceChildren();
+    for (const l of I.languages) {
+      list.append(el("button", { cls: "big" + (l.code === I.lang ? " primary" : ""), "data-lang": l.code, lang: l.code, text: l.name,
+        onclick: () => { $("langs").hidden = true; setLang(l.code); } }));
+    }
+    $("langs").hidden = false;
+  }
+
+  /* ---------------------------------------------------------------- wording */
+  const STATUS = {
+    Available: [N_("Available"), "ok"], Preparing: [N_("Waiting for vehicle"), "wait"], Charging: [N_("Charging"), "charging"],
+    SuspendedEV: [N_("Vehicle not charging"), "wait"], SuspendedEVSE: [N_("Paused"), "paused"], Finishing: [N_("Finishing"), "wait"],
+    Reserved: [N_("Reserved"), "reserved"], Unavailable: [N_("Not available"), "off"], Faulted: [N_("Out of order"), "error"],
   };
+  /* One wording per state, the same on the card, the chip and the screen a tap shows. */
+  function stateOf(b) {
+    const st = S.station || {};
+    const blocked = st.blocked || {};
+    if (blocked.emergency_stop) return [N_("Emergency stop"), "error"];
+    if (b.node_online === false) return [N_("Not responding"), "error"];
+    if (b.status === "Faulted") return STATUS.Faulted;
+    if (!b.session && st.accepting_sessions === false && b.status === "Available") return [N_("Not accepting new sessions"), "off"];
+    if (b.kind === "locker" && (b.status === "Preparing" || b.status === "SuspendedEV")) return [N_("Waiting for device"), "wait"];
+    const wait = b.session && b.starts_at ? Math.ceil(b.starts_at - now() / 1000) : 0;
+    const ready = b.status === "SuspendedEVSE" || (b.status === "Preparing" && b.pilot && b.pilot !== "A");
+    /* The relay must stay off a while after its last session (it protects the relay and the car). */
+    if (ready && wait > 0) return [N_("Starting in {n} s"), "wait", { n: wait }];
+    if (b.session && b.status === "Preparing" && b.pilot && b.pilot !== "A") return [N_("Vehicle connected — starting"), "wait"];
+    return STATUS[b.status] || [b.status, "wait"];
+  }
+  const TAP = {
+    "Not responding": N_("This bay is not responding right now. Please use another bay."),
+    "Out of order": N_("This bay is out of order. Please use another bay."),
+    "Not available": N_("This bay is not available right now. Please use another bay."),
+    Finishing: N_("The previous session is finishing. Please wait a moment."),
+    Reserved: N_("This bay is reserved for someone else. If you reserved it, scan or type your code."),
+  };
+  /* What a refusal means for the driver, by the station's code: [title, what happened and what to do]. */
+  function refusal(code, stopping) {
+    if (code && code.startsWith("blocked_")) return safeText(code.slice(8));
+    switch (code) {
+      case "not_authorized": return [N_("Code not accepted"), N_("This code is not accepted here. Check it and try again, or ask staff for help.")];
+      case "too_many_attempts": return [N_("Too many wrong codes"), N_("Please wait a minute, then try again.")];
+      case "bay_in_use": return stopping
+        ? [N_("Cannot stop"), N_("This code did not start the session on this bay. Use the code you started it with.")]
+        : [N_("Cannot start"), N_("Someone else is charging at this bay. Please use another bay.")];
+      case "not_your_session": return [N_("Cannot stop"), N_("Scan or type the code you started with to stop this session.")];
+      case "bay_faulted": return [N_("Out of order"), TAP["Out of order"]];
+      case "node_offline": return [N_("Not responding"), TAP["Not responding"]];
+      case "bay_unavailable": return [N_("Not available"), TAP["Not available"]];
+      case "bay_finishing": return [N_("Finishing"), TAP.Finishing];
+      case "bay_reserved": return [N_("Reserved"), TAP.Reserved];
+      case "bay_starting": return [N_("Starting up"), N_("The charger is still starting up. Try again in a moment.")];
+      case "solar_unavailable": return [N_("Solar not available"), N_("This site has no solar meter. Please choose another mode.")];
+      case "not_running": return [N_("Already ended"), N_("This session has already ended.")];
+      case "offline": return [N_("The station does not answer"), N_("Nothing was started. This screen goes back by itself when the station answers again.")];
+    }
+    return [stopping ? N_("Cannot stop") : N_("Cannot start"), N_("This code cannot be used here. Please ask staff for help.")];
+  }
+  function safeText(cause) {
+    if (cause === "emergency_stop") return [N_("Emergency stop"), N_("Charging stopped; staff have been notified.")];
+    if (cause === "journal") return [N_("Not accepting new sessions"), N_("The station cannot record new sessions right now. Please try again later.")];
+    return [N_("Station in safe mode"), N_("No new session can start right now. Please try again later.")];
+  }
+  function blockCause() {
+    const b = (S.station && S.station.blocked) || {};
+    return b.emergency_stop ? "emergency_stop" : Object.keys(b)[0];
+  }
+  const MODES = { standard: N_("Standard"), eco: N_("Eco"), boost: N_("Boost"), solar: N_("Solar") };
+  const REASONS = [N_("site capacity"), N_("owner rule"), N_("site power cap"), N_("grid meter"), N_("operator limit"), N_("overcurrent protection")];
+  function bayTitle(id) { return I.names[id] || t("Bay {name}", { name: id }); }
+  function energy(wh, kind) {
+    return kind === "locker" ? num(Math.round(wh), 0) + " Wh" : num(wh / 1000, 2) + " kWh";
+  }
+
   const FRESH_S = 10; /* older figures are marked with their age */
   const CALL_TIMEOUT_MS = 8000;
   const SILENT_MS = 12000; /* the station ticks every 5 s: a link this quiet is as good as lost */
+  const ACCEPTED_MS = 2500; /* "Code accepted" stays this long before the next step */
+  const CARD_W = 180, CARD_H = 120, GAP = 12;
 
   const S = {
     station: null, bays: new Map(), kiosk: { idle_timeout_s: 60 }, offset: 0,
-    bay: null, code: "", stopIntent: false, mode: "standard",
+    bay: null, code: "", stopIntent: false, mode: "standard", changing: false,
     session: null, /* {id, key, bay} of the session this screen started */
     screen: "idle", lastTouch: Date.now(), online: false,
     lastNow: 0, /* the station's clock (ms) at its last word: the session timer stops there */
     seenAt: 0, /* local clock (ms) of the station's last word */
     stopping: null, /* {sess, tries}: a stop pressed and not answered yet */
     errOffline: false, /* the error on screen is "no answer": leave it when the station is back */
-    wake: null,
+    wake: null, holdUntil: 0, page: 0,
   };
 
-  function label(b) {
-    if (b.node_online === false) return [T.notResponding, "error"];
-    const cls = {
-      Available: "ok", Preparing: "wait", Charging: "charging", SuspendedEV: "wait",
-      SuspendedEVSE: "paused", Finishing: "wait", Reserved: "reserved", Unavailable: "off", Faulted: "error",
-    }[b.status] || "wait";
-    let text = T.status[b.status] || b.status;
-    if (b.kind === "locker" && text === T.status.Preparing) text = T.waitingDevice;
-    return [text, cls];
-  }
   function now() { return Date.now() + S.offset; }
   function fmtTime(s) {
     s = Math.max(0, Math.floor(s));
     const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
     return (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(sec).padStart(2, "0");
   }
-  function money(v, cur) { return v === null || v === undefined ? "–" : v.toFixed(2) + " " + cur; }
   function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
   /* An API call that gives up after a while: a hung station is "no answer" too. */
   function call(method, path, body) {
@@ -109,38 +175,108 @@
     if (name !== "error") S.errOffline = false;
   }
   function goIdle() {
-    S.bay = null; S.code = ""; S.stopIntent = false; S.session = null;
+    S.bay = null; S.code = ""; S.stopIntent = false; S.session = null; S.changing = false;
     $("boost").hidden = true;
     show("idle");
     renderIdle();
   }
-  function showError(title, text, retry) {
-    $("err-title").textContent = title;
-    $("err-text").textContent = text;
+  function showError(tt, retry) {
+    $("err-title").textContent = t(tt[0]);
+    $("err-text").textContent = t(tt[1]);
     $("err-retry").hidden = !retry;
     show("error");
   }
+  /* The screen on view again in the new language. */
+  function rerender() {
+    if (S.screen === "idle") renderIdle();
+    else if (S.screen === "auth") $("auth-hint").textContent = t(S.stopIntent ? N_("To stop, show your QR code to the camera or type your code.") : N_("Show your QR code to the camera, or type your code."));
+    for (const n of document.querySelectorAll(".bay-name")) n.textContent = S.bay ? bayTitle(S.bay) : "";
+    for (const n of document.querySelectorAll("[data-msg]")) n.textContent = t(n.dataset.msg);
+  }
+  function say(node, msgid) { node.dataset.msg = msgid; node.textContent = t(msgid); }
 
   /* ---------------------------------------------------------------- idle */
+  function tariffText(tf) {
+    if (!tf) return "";
+    let s = t("{price} per kWh", { price: money(tf.per_kwh, tf.currency) });
+    if (tf.per_minute) s += " + " + t("{price} per minute", { price: money(tf.per_minute, tf.currency) });
+    if (tf.per_session) s += " + " + t("{price} per session", { price: money(tf.per_session, tf.currency) });
+    return s;
+  }
   function renderIdle() {
     const st = S.station;
     if (!st) return;
-    $("st-name").textContent = st.name;
-    $("welcome").textContent = S.kiosk.welcome_text || T.welcome;
+    $("st-name").textContent = I.info.name || st.name;
+    const custom = S.kiosk.welcome_text && S.kiosk.welcome_text !== "Tap a bay to start charging";
+    $("welcome").textContent = custom ? S.kiosk.welcome_text : t("Tap a bay, then show your QR code or type your code");
+    $("idle-price").textContent = t("Price: {tariff}", { tariff: tariffText(st.tariff) });
+    $("idle-hours").textContent = I.info.opening_hours ? t("Open: {hours}", { hours: I.info.opening_hours }) : "";
+    $("idle-contact").textContent = I.info.contact ? t("Help: {contact}", { contact: I.info.contact }) : "";
+    const all = Array.from(S.bays.values());
     const grid = $("bays");
-    grid.replaceChildren();
-    for (const b of S.bays.values()) {
-      const l = label(b);
-      grid.append(el("button", { cls: "bay s-" + l[1], "data-bay": b.id, onclick: () => chooseBay(b.id) }, [
-        el("span", { cls: "name", text: b.id }),
-        el("span", { cls: "kind", text: b.kind === "locker" ? T.kindLocker : T.kindEvse }),
-        el("span", { cls: "state", text: l[0] }),
+    const per = perPage(all.length);
+    const pages = Math.max(1, Math.ceil(all.length / per));
+    S.page = Math.min(S.page, pages - 1);
+    $("pager").hidden = pages < 2;
+    $("pg-text").textContent = t("Page {n} of {m}", { n: S.page + 1, m: pages });
+    $("pg-prev").disabled = S.page === 0;
+    $("pg-next").disabled = S.page >= pages - 1;
+    const cards = [];
+    for (const b of all.slice(S.page * per, S.page * per + per)) {
+      const l = stateOf(b);
+      const kind = b.kind === "locker" ? N_("Locker (e-bike, scooter)") : N_("EV charger");
+      cards.push(el("button", { cls: "bay s-" + l[1], "data-bay": b.id, onclick: () => chooseBay(b.id) }, [
+        el("span", { cls: "name", text: I.names[b.id] || b.id }),
+        el("span", { cls: "kind", text: t(kind) }),
+        el("span", { cls: "state", text: t(l[0], l[2]) }),
       ]));
     }
+    grid.replaceChildren(...cards);
+  }
+  /* As many cards as fit whole (at least CARD_W x CARD_H each); the rest on further pages,
+     with the pager (the cue that there are more) on screen. */
+  let fitted = { key: "", per: 1 };
+  function perPage(n) {
+    /* Measuring forces a layout: only when what decides the fit has changed. */
+    const key = [n, innerWidth, innerHeight, $("welcome").textContent, $("idle-info").textContent].join("|");
+    if (fitted.key !== key) fitted = { key: key, per: fit(n) };
+    return fitted.per;
+  }
+  function fit(n) {
+    const grid = $("bays");
+    const fits = () => {
+      const cols = Math.max(1, Math.floor((grid.clientWidth + GAP) / (CARD_W + GAP)));
+      const rows = Math.max(1, Math.floor((grid.clientHeight + GAP) / (CARD_H + GAP)));
+      return [cols, rows];
+    };
+    $("pager").hidden = true;
+    let [cols, rows] = fits();
+    let per = Math.max(1, n);
+    if (n > cols * rows) {
+      $("pager").hidden = false;
+      [cols, rows] = fits();
+      per = cols * rows;
+    }
+    const used = Math.min(rows, Math.max(1, Math.ceil(Math.min(n, per) / cols)));
+    grid.style.gridTemplateColumns = "repeat(" + Math.min(cols, Math.max(1, n)) + ", minmax(0, 1fr))";
+    grid.style.gridTemplateRows = "repeat(" + used + ", minmax(" + CARD_H + "px, " + (n <= cols ? CARD_H * 1.6 + "px" : "1fr") + "))";
+    return per;
   }
 
   function safeMode() {
     return S.station && S.station.accepting_sessions === false;
+  }
+  function running() {
+    let n = 0;
+    for (const b of S.bays.values()) if (b.session) n += 1;
+    return n;
+  }
+  function showSafe() {
+    const tt = safeText(blockCause());
+    say($("safe-title"), tt[0]);
+    say($("safe-msg"), tt[1]);
+    say($("safe-cons"), running() ? N_("Sessions already running continue.") : N_("No session is running."));
+    show("safe");
   }
 
   function chooseBay(id) {
@@ -149,22 +285,16 @@
     S.bay = id; S.code = ""; S.stopIntent = false;
     const mine = b.session && S.session && S.session.id === b.session.id;
     if (mine) return showSession();
-    if (b.session) return message(T.inUse, true, true);
-    if (safeMode()) {
-      $("safe-msg").textContent = Object.values(S.station.blocked || {}).join(" ");
-      return show("safe");
-    }
-    if (b.node_online === false) return message(T.silentBay, false);
-    if (b.status === "Faulted") return message(T.outOfOrder, false);
-    if (b.status === "Unavailable") return message(T.notAvailable, false);
-    if (b.status === "Finishing") return message(T.finishing, false);
-    if (b.status === "Reserved") return message(T.reserved, true);
+    if (b.session) return message([N_("In use"), N_("If this is your session, scan or type your code to stop it.")], true, true);
+    if (safeMode()) return showSafe();
+    const l = stateOf(b);
+    if (TAP[l[0]]) return message([l[0], TAP[l[0]]], l[0] === "Reserved");
     showAuth();
   }
 
   function message(tt, withCode, stopIntent) {
-    $("msg-title").textContent = tt[0];
-    $("msg-text").textContent = tt[1];
+    say($("msg-title"), tt[0]);
+    say($("msg-text"), tt[1]);
     $("msg-code").hidden = !withCode;
     S.stopIntent = !!stopIntent;
     show("msg");
@@ -172,9 +302,10 @@
 
   /* ---------------------------------------------------------------- code */
   function showAuth() {
-    for (const n of document.querySelectorAll(".bay-name")) n.textContent = S.bay;
-    $("auth-hint").textContent = S.stopIntent ? T.hintStop : T.hintStart;
+    for (const n of document.querySelectorAll(".bay-name")) n.textContent = bayTitle(S.bay);
+    $("auth-hint").textContent = t(S.stopIntent ? N_("To stop, show your QR code to the camera or type your code.") : N_("Show your QR code to the camera, or type your code."));
     $("bay-qr").src = bayPath(S.bay, "qr.svg");
+    $("bay-qr").alt = t("This bay on your phone");
     // Tell the station which bay a code shown to the camera now is for.
     call("POST", bayPath(S.bay, "focus"), {});
     S.code = "";
@@ -187,7 +318,7 @@
   function buildKeypad() {
     const pad = $("keypad");
     for (const k of ["1", "2", "3", "4", "5", "6", "7", "8", "9", "⌫", "0", "OK"]) {
-      const b = el("button", { text: k, "data-key": k, "aria-label": k === "⌫" ? T.del : k });
+      const b = el("button", { text: k, "data-key": k });
       if (k === "OK") b.className = "ok";
       b.addEventListener("click", () => key(k));
       pad.append(b);
@@ -199,6 +330,7 @@
       if (S.code.length < 1) return;
       const b = S.bays.get(S.bay);
       if (S.stopIntent || (b && b.session)) return submit("standard", false);
+      S.changing = false;
       renderModes();
       return show("mode");
     } else if (S.code.length < 20) S.code += k;
@@ -209,35 +341,52 @@
   function renderModes() {
     const st = S.station;
     document.querySelector('[data-mode="solar"]').hidden = !st.pv_available;
-    $("price").textContent = T.price(st.tariff);
+    $("price").textContent = t("Price: {tariff}", { tariff: tariffText(st.tariff) });
+    const cur = S.changing && S.session ? S.session.mode : null;
+    for (const m of document.querySelectorAll(".mode")) m.classList.toggle("current", m.dataset.mode === cur);
+  }
+  function pickMode(mode, confirmed) {
+    if (S.changing) return changeMode(mode, confirmed);
+    return submit(mode, confirmed);
+  }
+  function askBoost() {
+    $("boost").hidden = false;
+    show("mode");
   }
 
   async function submit(mode, confirmed) {
     S.mode = mode;
+    const stopping = S.stopIntent || !!(S.bays.get(S.bay) || {}).session;
     show("wait");
     const bay = S.bay;
     const r = await call("POST", bayPath(bay, "token"), { token: S.code, mode: mode, boost_confirmed: confirmed });
-    if (r.status === 409 && r.data.error === "confirm_boost") {
-      $("boost-msg").textContent = r.data.message;
-      $("boost").hidden = false;
-      show("mode");
-      return;
-    }
+    if (r.status === 409 && r.data.error === "confirm_boost") return askBoost();
     S.code = "";
     if (r.status === 0) {
       /* Never sent again by itself: a code presented late could start a session nobody waits for. */
-      showError(T.noAnswer[0], T.noAnswer[1], false);
+      showError(refusal("offline"), false);
       S.errOffline = true;
       return;
     }
     if (!r.ok) {
       const e = r.data.error;
-      return showError(e === "not_authorized" ? T.codeRefused : T.cannotStart, r.data.message || T.wrong,
-        ["not_authorized", "too_many_attempts"].includes(e));
+      return showError(refusal(e, stopping), ["not_authorized", "too_many_attempts", "bay_in_use", "not_your_session"].includes(e) && !(e === "bay_in_use" && !stopping));
     }
     if (r.data.code === "stopped") return showReceipt(r.data.session_id, r.data.key, bay);
-    S.session = { id: r.data.session_id, key: r.data.key, bay: bay };
+    S.session = { id: r.data.session_id, key: r.data.key, bay: bay, mode: mode };
     showInstructions();
+  }
+
+  async function changeMode(mode, confirmed) {
+    const sess = S.session;
+    if (!sess || !sess.key) return showSession();
+    show("wait");
+    const r = await call("POST", bayPath(sess.bay, "mode"), { session_id: sess.id, key: sess.key, mode: mode, boost_confirmed: confirmed });
+    if (r.status === 409 && r.data.error === "confirm_boost") return askBoost();
+    S.changing = false;
+    if (!r.ok) return showError(refusal(r.status === 0 ? "offline" : r.data.error, true), false);
+    sess.mode = mode;
+    showSession();
   }
 
   /* ---------------------------------------------------------------- instructions, session */
@@ -246,22 +395,25 @@
     const locker = b && b.kind === "locker";
     const steps = $("instr-steps");
     steps.replaceChildren();
-    for (const t of locker ? T.steps.locker(S.bay) : T.steps.evse()) steps.append(el("li", { text: t }));
-    $("instr-title").textContent = locker ? T.doorOpen : T.plugIn;
+    const list = locker
+      ? [[N_("The door of {bay} is open."), { bay: bayTitle(S.bay) }], [N_("Place your device inside and plug it in.")], [N_("Close the door: charging starts by itself.")]]
+      : [[N_("Take the charging cable.")], [N_("Plug it into your vehicle.")], [N_("Charging starts when the vehicle is ready.")]];
+    for (const s of list) steps.append(el("li", { text: t(s[0], s[1]) }));
+    say($("instr-title"), locker ? N_("Door open") : N_("Plug in your vehicle"));
     show("instr");
     renderInstr();
   }
   function renderInstr() {
     const b = S.bays.get(S.bay);
     if (!b) return;
-    const l = label(b);
-    $("instr-chip").textContent = l[0];
+    const l = stateOf(b);
+    $("instr-chip").textContent = t(l[0], l[2]);
     $("instr-chip").className = "chip " + l[1];
     if (b.status === "Charging") showSession();
   }
 
   function showSession() {
-    for (const n of document.querySelectorAll(".bay-name")) n.textContent = S.bay;
+    for (const n of document.querySelectorAll(".bay-name")) n.textContent = bayTitle(S.bay);
     show("session");
     renderSession();
   }
@@ -270,27 +422,38 @@
     if (!b) return;
     const s = b.session;
     if (!s) {
-      if (S.session && S.session.bay === b.id) return showReceipt(S.session.id, S.session.key, b.id);
+      if (S.session && S.session.bay === b.id && S.session.key) return showReceipt(S.session.id, S.session.key, b.id);
       return goIdle();
     }
     if (!S.session || S.session.id !== s.id) S.session = { id: s.id, key: null, bay: b.id };
-    const l = label(b);
+    S.session.mode = s.mode || S.session.mode || "standard";
+    const l = stateOf(b);
     const chip = $("chip");
-    chip.textContent = l[0];
+    chip.textContent = t(l[0], l[2]);
     chip.className = "chip " + l[1];
+    const mc = $("mode-chip");
+    mc.textContent = t("Mode: {mode}", { mode: t(MODES[S.session.mode] || S.session.mode) }) + (S.session.key ? " ✎" : "");
+    mc.disabled = !S.session.key;
+    /* The arc's full scale is what the car can draw on the phases it really uses. */
     const known = b.power_w !== null && b.power_w !== undefined;
-    const pct = known ? Math.min(100, (100 * b.power_w) / (b.max_power_w || 1)) : 0;
+    const used = b.current_a ? b.current_a.filter((c) => c > 0.5).length : 0;
+    const full = (b.max_current_a || 16) * 230 * (used || b.phases || 3);
+    const pct = known ? Math.min(100, (100 * b.power_w) / full) : 0;
     $("g-val").setAttribute("stroke-dasharray", pct.toFixed(1) + " 100");
     $("g-val").style.visibility = pct > 0 ? "" : "hidden"; /* no round caps for nothing */
-    $("g-kw").textContent = known ? (b.power_w / 1000).toFixed(1) : "–";
-    $("f-a").textContent = b.current_a ? Math.max.apply(null, b.current_a).toFixed(1) + " A" : "–";
-    $("f-kwh").textContent = (s.energy_wh / 1000).toFixed(2) + " kWh";
+    $("g-kw").textContent = known ? num(b.power_w / 1000, 1) : "–";
+    $("gauge").setAttribute("aria-label", t("Power"));
+    $("f-a").textContent = b.current_a ? num(Math.max.apply(null, b.current_a), 1) + " A" : "–";
+    $("f-kwh").textContent = energy(s.energy_wh, b.kind);
     $("f-cost").textContent = money(s.cost, s.currency);
     $("notice").hidden = b.node_online !== false;
-    $("notice").textContent = T.nodeOffline;
+    $("notice").textContent = t("The charger is not responding — charging is paused");
     const lim = $("limited");
     lim.hidden = !b.limited_by_site || b.node_online === false;
-    if (b.limited_by_site) lim.textContent = T.limited(b.setpoint_a, b.max_current_a);
+    if (b.limited_by_site) {
+      const why = b.limit_reason && REASONS.includes(b.limit_reason) ? b.limit_reason : "site capacity";
+      lim.textContent = t("Limited by {reason}: {a} A of {max} A", { reason: t(why), a: num(b.setpoint_a || 0, 0), max: num(b.max_current_a, 0) });
+    }
     renderStop();
     tickSession();
   }
@@ -299,11 +462,12 @@
     const b = S.bays.get(S.bay);
     if (!b || !b.session) return;
     const s = b.session;
-    const t = S.online ? now() : S.lastNow;
-    $("f-time").textContent = fmtTime(t / 1000 - s.started_at);
+    const tm = S.online ? now() : S.lastNow;
+    $("f-time").textContent = fmtTime(tm / 1000 - s.started_at);
     const age = b.measured_at === null || b.measured_at === undefined ? null : now() / 1000 - b.measured_at;
     const fresh = S.online && b.node_online !== false && age !== null && age <= FRESH_S;
-    $("f-age").textContent = fresh ? T.live : age === null ? T.neverMeasured : T.measured(age);
+    $("f-age").textContent = fresh ? t("Live") : age === null ? t("Not measured yet")
+      : age < 90 ? t("Measured {n} s ago", { n: Math.round(age) }) : t("Measured {n} min ago", { n: Math.round(age / 60) });
     $("s-session").classList.toggle("stale", !fresh);
     let eta = null;
     if (s.quota_s) eta = (s.started_at + s.quota_s) * 1000;
@@ -312,17 +476,17 @@
       eta = eta ? Math.min(eta, e) : e;
     }
     $("f-eta-box").hidden = eta === null || !fresh;
-    if (eta !== null) $("f-eta").textContent = new Date(eta - S.offset).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    if (eta !== null) $("f-eta").textContent = hhmm(eta - S.offset);
   }
 
   function renderStop() {
     const p = S.stopping;
     const btn = $("stop");
     btn.disabled = !!p;
-    btn.textContent = p ? T.stopping : T.stop;
+    btn.textContent = p ? t("Stopping…") : t("Stop charging");
     btn.dataset.tries = p ? String(p.tries) : "0";
     $("stop-note").hidden = !p || (p.tries < 1 && S.online);
-    $("stop-note").textContent = T.stopQueued;
+    $("stop-note").textContent = t("The station does not answer right now. Your stop is kept and sent as soon as it answers.");
   }
 
   /* Sent again until the station answers (it may be restarting); then its answer is shown. */
@@ -348,7 +512,7 @@
     if (r.ok || r.data.error === "not_running") return showReceipt(sess.id, sess.key, sess.bay);
     S.bay = sess.bay;
     S.stopIntent = r.data.error === "not_your_session";
-    showError(T.cannotStop, r.data.message || T.wrong, S.stopIntent);
+    showError(refusal(r.data.error, true), S.stopIntent);
   }
 
   /* ---------------------------------------------------------------- receipt */
@@ -357,20 +521,40 @@
     S.session = null;
     S.bay = bay;
     show("wait");
-    const r = await call("GET", "/api/v1/kiosk/sessions/" + encodeURIComponent(id) + "/receipt?key=" + encodeURIComponent(key));
+    const r = await call("GET", "/api/v1/kiosk/sessions/" + encodeURIComponent(id) + "/receipt?key=" + encodeURIComponent(key) + "&lang=" + I.lang);
     if (!r.ok) return goIdle();
     const d = r.data;
-    $("r-kwh").textContent = (d.energy_wh / 1000).toFixed(2) + " kWh";
-    $("r-time").textContent = fmtTime(d.duration_s || 0);
-    $("r-cost").textContent = money(d.cost, d.currency);
+    const estop = d.stop_reason === "EmergencyStop";
+    say($("r-title"), estop ? N_("Emergency stop") : N_("Thank you!"));
+    $("r-sub").hidden = !estop;
+    say($("r-sub"), N_("Charging stopped; staff have been notified."));
+    $("r-kwh").textContent = d.text.energy;
+    $("r-time").textContent = d.text.duration;
+    $("r-cost").textContent = d.text.cost;
+    $("r-tariff").textContent = d.text.tariff;
+    $("r-meta").textContent = d.text.meta;
     $("r-qr").innerHTML = d.qr_svg; /* generated by the station (segno): paths only */
+    say($("r-qr-cap"), d.qr_url ? N_("Your receipt on your phone") : N_("Your receipt"));
     const exit = $("r-exit");
-    exit.hidden = d.kind !== "locker";
-    if (d.kind === "locker") exit.textContent = T.exitGrace(Math.round(d.exit_grace_s / 60));
+    exit.hidden = d.kind !== "locker" || estop;
+    if (d.kind === "locker") exit.textContent = t("The door is unlocked: take your device and close the door within {n} min.", { n: Math.round(d.exit_grace_s / 60) });
     show("receipt");
   }
 
   /* ---------------------------------------------------------------- live */
+  function onScan(msg) {
+    // A code seen by the camera for the bay on screen: say what became of it.
+    if (!msg.bay_id || msg.bay_id !== S.bay) return;
+    if (!msg.ok) return showError(refusal(msg.code, S.stopIntent), true);
+    if (msg.code === "stopped") {
+      const sess = S.session;
+      if (sess && sess.key && sess.bay === msg.bay_id) return showReceipt(sess.id, sess.key, sess.bay);
+      return message([N_("Charging stopped"), N_("Your session has ended. Thank you!")], false);
+    }
+    message([N_("Code accepted"), N_("Your session is starting.")], false);
+    S.holdUntil = Date.now() + ACCEPTED_MS;
+    setTimeout(() => { if (S.screen === "msg") render(); }, ACCEPTED_MS + 50);
+  }
   function apply(msg) {
     S.seenAt = Date.now();
     if (!S.online) onLink(true); /* it was only silent (a hung station): it speaks again */
@@ -387,12 +571,7 @@
       if (msg.section === "kiosk" && msg.values) S.kiosk = msg.values;
       if (msg.section === "tariff" && msg.values && S.station) S.station.tariff = msg.values;
     } else if (msg.type === "scan") {
-      // A code seen by the camera for the bay on screen: say what became of it.
-      if (msg.bay_id && msg.bay_id === S.bay) {
-        if (msg.ok) message([msg.code === "stopped" ? T.stopped : T.accepted, msg.message], false);
-        else showError(T.codeRefused, msg.message || T.codeUnusable, true);
-      }
-      return;
+      return onScan(msg);
     } else if (msg.type === "tick") {
       S.offset = msg.now * 1000 - Date.now();
       S.lastNow = now();
@@ -410,14 +589,20 @@
     const down = !S.online;
     $("conn").hidden = !down;
     $("cloud").hidden = down || !S.station || S.station.cloud_online !== false;
-    $("safe-banner").hidden = !safeMode();
-    if (safeMode()) $("safe-banner").textContent = T.safeMode + Object.values(S.station.blocked || {}).join(" ");
+    const banner = $("safe-banner");
+    banner.hidden = !safeMode();
+    if (safeMode()) {
+      const tt = safeText(blockCause());
+      banner.textContent = tt[0] === "Emergency stop" ? t("Emergency stop — charging stopped; staff have been notified") : t(tt[0]) + " — " + t(tt[1]);
+    }
     const limited = !!(S.station && S.station.external && S.station.external.grid_operator);
     $("grid-banner").hidden = !limited;
-    $("grid-banner").textContent = limited ? T.gridLimited : "";
+    $("grid-banner").textContent = limited ? t("Limited by grid operator: charging is slower for now.") : "";
     const b = S.bay ? S.bays.get(S.bay) : null;
-    if (["auth", "msg", "mode"].includes(S.screen) && b && b.session && !S.stopIntent && b.status !== "Finishing") {
-      return showSession(); /* started by the camera while this screen was open */
+    if (["auth", "msg", "mode"].includes(S.screen) && b && b.session && !S.stopIntent && !S.changing && b.status !== "Finishing") {
+      if (Date.now() < S.holdUntil) return; /* "Code accepted" stays readable */
+      if (!S.session || S.session.id !== b.session.id) S.session = { id: b.session.id, key: null, bay: b.id };
+      return b.status === "Charging" ? showSession() : showInstructions(); /* started by the camera */
     }
     if (S.screen === "idle") renderIdle();
     else if (S.screen === "session") renderSession();
@@ -439,28 +624,42 @@
   }
 
   function init() {
-    $("conn").textContent = T.reconnecting;
     buildKeypad();
     for (const b of document.querySelectorAll(".back")) b.addEventListener("click", goIdle);
     $("msg-code").addEventListener("click", showAuth);
     $("err-retry").addEventListener("click", showAuth);
     $("instr-next").addEventListener("click", showSession);
     $("stop").addEventListener("click", stop);
+    $("s-back").addEventListener("click", goIdle);
+    $("mode-chip").addEventListener("click", () => { S.changing = true; renderModes(); show("mode"); });
+    $("mode-cancel").addEventListener("click", (e) => { if (S.changing) { e.stopImmediatePropagation(); S.changing = false; showSession(); } }, true);
     $("r-done").addEventListener("click", goIdle);
+    $("lang").addEventListener("click", langMenu);
+    $("pg-prev").addEventListener("click", () => { S.page = Math.max(0, S.page - 1); renderIdle(); });
+    $("pg-next").addEventListener("click", () => { S.page += 1; renderIdle(); });
     for (const m of document.querySelectorAll(".mode")) {
-      m.addEventListener("click", () => submit(m.dataset.mode, false));
+      m.addEventListener("click", () => pickMode(m.dataset.mode, false));
     }
-    $("boost-ok").addEventListener("click", () => { $("boost").hidden = true; submit("boost", true); });
+    $("boost-ok").addEventListener("click", () => { $("boost").hidden = true; pickMode("boost", true); });
     $("boost-cancel").addEventListener("click", () => { $("boost").hidden = true; });
+    window.addEventListener("resize", () => { if (S.screen === "idle") renderIdle(); });
     for (const ev of ["pointerdown", "keydown"]) document.addEventListener(ev, () => { S.lastTouch = Date.now(); }, true);
     setInterval(() => {
-      $("clock").textContent = new Date(now() - S.offset).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      $("clock").textContent = hhmm(now() - S.offset);
       if (S.online && Date.now() - S.seenAt > SILENT_MS) onLink(false, "silent");
-      if (S.screen === "session") tickSession();
+      if (S.screen === "session") renderSession(); /* a countdown, the timer, the figures' age */
+      else if (S.screen === "instr") renderInstr();
       const idleMs = (S.kiosk.idle_timeout_s || 60) * 1000;
-      const busy = S.screen === "idle" || S.screen === "wait" || S.stopping;
-      if (!busy && Date.now() - S.lastTouch > idleMs) goIdle();
+      /* A running session this screen started stays on view: its driver need not type the code again. */
+      const own = S.screen === "session" && S.session && S.session.key;
+      const busy = S.screen === "wait" || S.stopping || own;
+      if (!busy && Date.now() - S.lastTouch > idleMs) {
+        if (S.screen !== "idle") goIdle();
+        if (I.lang !== I.def) setLang(I.def); /* the next driver starts in the station's language */
+        $("langs").hidden = true;
+      }
     }, 1000);
+    setLang(new URLSearchParams(location.search).get("lang") || "");
     /* Reconnect at most 4 s apart: the screen should be live again soon after the station is. */
     connectLive("/api/v1/kiosk/live", apply, onLink, 4000);
     show("idle");

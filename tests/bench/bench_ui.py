@@ -6,7 +6,8 @@ Latency: the station changes a bay (availability toggled, which publishes a
 the wall time just before the change is one sample. Page weight: every
 response body loaded by ``/kiosk`` (HTML, CSS, JS, bay QR), uncompressed.
 
-Run: ``.venv/bin/pytest -m bench tests/bench/bench_ui.py``. Targets: p99 < 1000 ms
+Run: ``.venv/bin/pytest -m bench tests/bench/bench_ui.py``. The page weight is measured per
+language (the largest counts). Targets: p99 < 1000 ms
 (the users' "within 1 s"); on the kiosk p99 < 100 ms and the page < 100 KB (it runs
 on the station's own small computer, next to the controller).
 """
@@ -18,12 +19,37 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, Response, async_playwright, expect
+from playwright.async_api import Browser, Page, Response, async_playwright, expect
 
 from tests.bench.report import metric, percentile, write_report
 from tests.browser.conftest import ARGS, CHROMIUM, Live, live_server
 
 SAMPLES = 100
+LANGS = ("de", "en")  # the last stays open for the latencies (English wording)
+
+
+async def _kiosk_page(browser: Browser, live: Live, lang: str, sizes: dict[str, int]) -> Page:
+    """The kiosk in ``lang`` at 800x480, every response it loaded counted in ``sizes``."""
+    kiosk = await browser.new_page(viewport={"width": 800, "height": 480})
+
+    async def record(resp: Response) -> None:
+        try:
+            body = await resp.body()
+        except Exception:
+            return  # a redirect or an aborted load has no body
+        headers = await resp.all_headers()
+        sizes[resp.url] = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
+
+    pending: list[asyncio.Task[None]] = []
+    kiosk.on("response", lambda r: pending.append(asyncio.ensure_future(record(r))))
+    await kiosk.goto(live.base + f"/kiosk?lang={lang}")
+    await expect(kiosk.locator("body")).to_have_attribute("data-live", "up")
+    await expect(kiosk.locator("html")).to_have_attribute("lang", lang)
+    await kiosk.locator('[data-bay="bay1"]').click()  # the auth screen loads the bay QR
+    await expect(kiosk.locator("#bay-qr")).to_have_js_property("complete", True)
+    await asyncio.gather(*pending)
+    await kiosk.locator("#s-auth .back").click()
+    return kiosk
 
 
 async def _latencies(live: Live, page: Page, selector: str, mark: str) -> list[float]:
@@ -50,26 +76,15 @@ async def test_bench_ui_event_to_dom_and_page_weight(tmp_path: Path) -> None:
     async with live_server(tmp_path) as live, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
-            kiosk = await browser.new_page(viewport={"width": 800, "height": 480})
+            weights: dict[str, int] = {}
             sizes: dict[str, int] = {}
-
-            async def record(resp: Response) -> None:
-                try:
-                    body = await resp.body()
-                except Exception:
-                    return  # a redirect or an aborted load has no body
-                headers = await resp.all_headers()
-                sizes[resp.url] = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items())
-
-            pending: list[asyncio.Task[None]] = []
-            kiosk.on("response", lambda r: pending.append(asyncio.ensure_future(record(r))))
-            await kiosk.goto(live.base + "/kiosk")
-            await expect(kiosk.locator("body")).to_have_attribute("data-live", "up")
-            await kiosk.locator('[data-bay="bay1"]').click()  # the auth screen loads the bay QR
-            await expect(kiosk.locator("#bay-qr")).to_have_js_property("complete", True)
-            await asyncio.gather(*pending)
-            weight = sum(sizes.values())
-            await kiosk.locator("#s-auth .back").click()
+            for lang in LANGS:  # each language's page: its catalogue comes with it
+                sizes = {}
+                kiosk = await _kiosk_page(browser, live, lang, sizes)
+                weights[lang] = sum(sizes.values())
+                if lang != LANGS[-1]:
+                    await kiosk.close()
+            weight = max(weights.values())
             kiosk_lat = await _latencies(live, kiosk, '[data-bay="bay1"] .state', "__kioskApplied")
 
             owner = await browser.new_page(viewport={"width": 1280, "height": 800})
@@ -94,6 +109,10 @@ async def test_bench_ui_event_to_dom_and_page_weight(tmp_path: Path) -> None:
             "owner_event_to_dom_p50_ms": metric(percentile(owner_lat, 50), "ms"),
             "owner_event_to_dom_p99_ms": metric(percentile(owner_lat, 99), "ms", target=1000.0),
             "kiosk_page_bytes": metric(float(weight), "bytes", target=100_000.0),
+            **{
+                f"kiosk_page_bytes_{lang}": metric(float(n), "bytes", target=100_000.0)
+                for lang, n in weights.items()
+            },
         },
         notes={
             "samples": SAMPLES,

@@ -102,7 +102,7 @@ async def test_settings_change_takes_effect(browser: Browser, live: Live, artifa
     for d in "1234":
         await kiosk.locator(f'#keypad [data-key="{d}"]').click()
     await kiosk.locator('#keypad [data-key="OK"]').click()
-    await expect(kiosk.locator("#price")).to_contain_text("0.45 EUR per kWh")
+    await expect(kiosk.locator("#price")).to_contain_text("€0.45 per kWh")
     await page.click('nav a[href="#audit"]')
     await expect(page.locator("#a-rows")).to_contain_text("Changed the tariff settings")
 
