@@ -139,9 +139,10 @@ async def test_commands_work_for_home_assistant_and_are_refused_without_acl_righ
             await until(st, lambda: rt.state.session is None)
             await ha.publish(f"{BASE}/cmd/b1/available", b"false", qos=1)
             made = await _next(ha, f"{BASE}/event/command")
-            # The vehicle is still plugged in: unavailable once it leaves (OCPP's "Scheduled").
-            assert made["ok"] and made["code"] == "scheduled"
-            assert st.bays["b1"].state.pending_unavailable
+            # No transaction runs any more (the vehicle is still plugged in, the bay is
+            # Finishing): OCPP 1.6 says Accepted, and the bay is unavailable at once.
+            assert made["ok"] and made["code"] == "accepted", made
+            assert not st.bays["b1"].state.available
         assert hub.nodes["b1"].outputs[-1][0] is False
 
 

@@ -52,6 +52,7 @@ def evening(tmp_path: Path) -> SimStation:
     )
 
 
+@pytest.mark.long  # about 90 s of simulated evening: make test-long
 @pytest.mark.timeout(400)
 def test_an_evening_peak_through_run_scenario(evening: SimStation) -> None:
     st = evening

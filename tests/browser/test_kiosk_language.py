@@ -157,6 +157,7 @@ async def test_language_button_and_back_to_the_station_language(
     await expect(page.locator("#welcome")).to_contain_text("Tap a bay")
 
 
+@pytest.mark.long  # German walks in the default run; the other languages in make test-long
 @pytest.mark.parametrize("lang", ["fr", "nl"])
 async def test_other_languages_walk_without_english(
     browser: Browser, tmp_path: Path, artifacts: Path, lang: str
