@@ -223,7 +223,7 @@ async def restart_keeps_session(rig: Rig, outage_s: float) -> float:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("outage_s", [2.0, 20.0])
+@pytest.mark.parametrize("outage_s", [2.0, pytest.param(20.0, marks=pytest.mark.long)])
 async def test_restart_continues_the_charging_session(rig: Rig, outage_s: float) -> None:
     await restart_keeps_session(rig, outage_s)
 
