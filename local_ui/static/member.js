@@ -67,7 +67,7 @@
     $("m-totals").textContent = r.data.total + " sessions · " + kwh.toFixed(2) + " kWh · " + cost.toFixed(2) + " " + currency + (r.data.total > r.data.items.length ? " (latest " + r.data.items.length + ")" : "");
   }
 
-  function refresh() { loadBays(); loadSessions(); }
+  function refresh() { loadBays(); loadSessions(); loadUsage(); }
 
   /* My usage per month (my own sessions only: the station answers nothing else). */
   async function loadUsage() {
@@ -77,7 +77,7 @@
     if (!r.ok) return;
     const tt = r.data.totals;
     const cost = tt.cost === null ? "–" : tt.cost.toFixed(2) + " " + tt.currency;
-    $("mu-totals").textContent = T("{n} sessions · {kwh} kWh · {cost}", { n: tt.sessions, kwh: tt.energy_kwh.toFixed(2), cost: cost });
+    $("mu-totals").textContent = T("Sessions: {n} · {kwh} kWh · {cost}", { n: tt.sessions, kwh: tt.energy_kwh.toFixed(2), cost: cost });
     $("mu-rows").replaceChildren(...r.data.months.map((m) => el("tr", { "data-month": m.month }, [
       cell(m.month, T("Month")), cell(m.sessions, T("Sessions")), cell(m.energy_kwh.toFixed(2), T("Energy (kWh)")),
       cell(tt.cost === null ? "–" : m.cost.toFixed(2) + " " + tt.currency, T("Cost")),
@@ -92,7 +92,6 @@
     await loadMessages(document.documentElement.lang);
     $("mu-months").addEventListener("change", loadUsage);
     refresh();
-    loadUsage();
     setInterval(loadBays, 3000);
     setInterval(loadSessions, 15000);
   }
