@@ -24,6 +24,7 @@ from controller.core.journal import Journal
 from controller.core.store import Store
 
 NAMESPACE = "ui"
+INVITES_KEPT_S = 30 * 86400.0
 
 # Append, never edit a released entry.
 MIGRATIONS: list[str] = [
@@ -209,8 +210,11 @@ class UiStore:
         at: float,
         expires_at: float,
     ) -> None:
-        """A new invitation for ``username``; one still open for that name is withdrawn."""
+        """A new invitation for ``username``; one still open for that name is withdrawn.
+        Invitations that ended a month ago are forgotten (until then, a used one is told
+        apart from a forged one)."""
         async with self._store.transaction() as tx:
+            await tx.execute("DELETE FROM ui_invites WHERE expires_at < ?", (at - INVITES_KEPT_S,))
             await tx.execute(
                 "DELETE FROM ui_invites WHERE username=? AND used_at IS NULL", (username,)
             )

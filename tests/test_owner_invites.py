@@ -216,3 +216,16 @@ async def test_only_the_owner_invites(tmp_path: Path) -> None:
         r = await owner.post("/api/v1/members/invites", json={"username": "eve"})
         assert r.json()["url"].startswith("http://station.test/invite#")
         assert qr_text(r.json()["qr_svg"]) == r.json()["url"]
+        # The owner gives the name to an account meanwhile: the invitation cannot be used.
+        code = r.json()["url"].split("#", 1)[1]
+        r = await owner.post(
+            "/api/v1/users", json={"username": "eve", "password": PASSWORD, "role": "viewer"}
+        )
+        assert r.status_code == 201, r.text
+        r = await nobody.post(
+            "/api/v1/auth/invite/accept", json={"code": code, "password": PASSWORD}
+        )
+        assert r.status_code == 409 and r.json()["error"] == "invite_taken", r.text
+        assert "“eve”" in r.json()["message"] and human(r.json()["message"])
+        ui = owner._transport.app.state.ui  # type: ignore[attr-defined]
+        assert (await ui.accounts.get_user("eve")).role == "viewer"  # nothing changed
