@@ -234,6 +234,7 @@ _STOP = {
     "DoorForced": "the door was forced open",
     "Overcurrent": "it drew more current than allowed",
     "InterruptedTooLong": "an outage lasted too long",
+    "FirmwareUpdate": "stopped for a firmware update",
 }
 
 
