@@ -98,6 +98,7 @@ class NodeProgress:
     version_after: str | None = None
     message: str = "Waiting for the bay to be free (no vehicle plugged in, no session)."
     forced_by: str | None = None
+    waiting_since: float | None = None  # since when it waits for its bay to be free
     updated_at: float = 0.0
 
     def view(self) -> dict[str, Any]:
@@ -114,6 +115,7 @@ class NodeProgress:
             "version_after": self.version_after,
             "message": self.message,
             "forced_by": self.forced_by,
+            "waiting_since": self.waiting_since,
             "updated_at": self.updated_at,
         }
 
@@ -279,12 +281,11 @@ class NodeUpdates:
             self.version = version
             todo = self.targets()
             now = self._clock.wall()
-            self.progress = {
-                rt.cfg.id: NodeProgress(
+            self.progress.clear()
+            for rt, _ in todo:
+                self.progress[rt.cfg.id] = NodeProgress(
                     rt.cfg.id, rt.cfg.node_id, _running(rt), version, updated_at=now
                 )
-                for rt, _ in todo
-            }
             self._forced.clear()
             ok = True
             try:
@@ -312,6 +313,7 @@ class NodeUpdates:
                 for rt, _ in todo:
                     if rt.cfg.id not in waited:
                         waited.add(rt.cfg.id)
+                        self.progress[rt.cfg.id].waiting_since = self._clock.wall()
                         await self._audit.record(
                             "firmware_update_waiting",
                             ACTOR,
@@ -401,21 +403,25 @@ class NodeUpdates:
                 },
             )
             self._step(p, "transfer", "Sending the new firmware to the node.", total=len(image))
-            booting = False
+            booting = asyncio.Event()
 
             def progress(stage: str, done: int, total: int) -> None:
-                nonlocal booting
                 p.done, p.total, p.updated_at = done, total, self._clock.wall()
-                if stage == "booting" and not booting:
-                    booting = True
+                if stage == "booting" and not booting.is_set():
                     p.state, p.message = "booting", "The node is starting the new firmware."
-                    self._audit.spawn(
-                        "firmware_transferred", ACTOR, {"bay_id": bay_id, "version": version}
-                    )
+                    booting.set()
 
+            async def transferred() -> None:  # audited when it happens, before the outcome
+                await booting.wait()
+                await self._audit.record(
+                    "firmware_transferred", ACTOR, {"bay_id": bay_id, "version": version}
+                )
+
+            watcher = asyncio.ensure_future(transferred())
             try:
                 await hub.update_firmware(rt.cfg.node_id, image, version, progress)
             except DriverError as err:  # FirmwareUpdateFailed, or the hub cannot reach the node
+                await _settle(watcher, booting)
                 stage = str(getattr(err, "stage", "driver"))
                 now = _running(rt)
                 self._step(p, "failed", _sentence(str(err)), version_after=now or None)
@@ -431,6 +437,8 @@ class NodeUpdates:
                     },
                 )
                 return False
+            finally:
+                await _settle(watcher, booting)
             self._step(
                 p,
                 "installed",
@@ -447,6 +455,16 @@ class NodeUpdates:
         finally:
             if was_available:
                 await self._commands.set_availability(bay_id, True, actor=ACTOR)
+
+
+async def _settle(watcher: asyncio.Future[None], booting: asyncio.Event) -> None:
+    """Let the boot's audit record be written (if the node got that far), else drop it."""
+    if booting.is_set():
+        await watcher
+    else:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
 
 def _running(rt: BayRuntime) -> str:
