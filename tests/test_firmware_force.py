@@ -12,15 +12,22 @@ from pathlib import Path
 
 import pytest
 
+from controller.cli.main import build_parser
 from controller.core.firmware import RUNNING_VERSION
-from controller.ports import FirmwareProgress, NodeHello
+from controller.ports import FirmwareProgress, NodeHello, PilotState
 from tests.support.fake_nodes import FakeHub
-from tests.test_api_rig import add_user, api_client, running_station, setup_owner
+from tests.test_api_rig import PASSWORD, add_user, api_client, running_station, setup_owner
+from tests.test_ops_status import served
 
 pytestmark = pytest.mark.timeout(60)
 
 IMAGE = bytes(range(256)) * 20
 NEW = "fake-2.0.0"
+
+
+def cli(*argv: str) -> int:
+    args = build_parser().parse_args(list(argv))
+    return int(args.func(args))
 
 
 class NodeImages:
@@ -170,3 +177,34 @@ async def test_a_forced_bay_whose_node_stays_on_is_not_updated(tmp_path: Path) -
         )
         (row,) = await st.journal.audit_log(kind="firmware_update_failed")
         assert json.loads(row["detail"])["stage"] == "not_off"
+
+
+async def test_the_installer_forces_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_station(tmp_path) as rig, served(rig) as url:
+        st = rig.station
+        owner = await api_client(st)
+        await setup_owner(owner)
+        await add_user(owner, "ina", "installer")
+        nodes = NodeImages(rig.hub)
+        rig.hub.update_firmware = nodes  # type: ignore[attr-defined]
+        rig.hub.plug("bay1")  # a car is plugged in, no session: the bay is not free
+        await rig.until(lambda: st.bays["bay1"].state.pilot is PilotState.B)
+        task = asyncio.create_task(st.firmware.install_all(IMAGE, NEW))
+        progress = st.firmware.progress
+        await rig.until(lambda: "bay1" in progress and progress["bay1"].waiting_since is not None)
+        monkeypatch.setenv("EDGE_STATION_PASSWORD", PASSWORD)
+        force = ("firmware", "force", "bay1", "--url", url, "--user", "ina")
+        assert await asyncio.to_thread(cli, *force) == 0
+        assert "updated as soon as it is off" in capsys.readouterr().out
+        assert await asyncio.wait_for(task, 10) is True
+        assert [c for c in nodes.calls if c[0] == "bay1"] == [("bay1", False, 0.0)]
+        (row,) = await st.journal.audit_log(kind="firmware_update_forced")
+        assert row["actor"] == "user:ina" and json.loads(row["detail"])["session"] is False
+
+        assert await asyncio.to_thread(cli, *force) == 1  # nothing waits any more
+        assert capsys.readouterr().err.strip() == "No firmware update is waiting for this bay."
+        monkeypatch.setenv("EDGE_STATION_PASSWORD", "wrong password")
+        assert await asyncio.to_thread(cli, *force) == 1
+        assert capsys.readouterr().err.strip() == "Wrong user name or password."
