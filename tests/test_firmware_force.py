@@ -104,6 +104,9 @@ async def test_a_forced_update_stops_the_session_waits_for_the_node_off_then_upd
 
         r = await installer.post("/api/v1/firmware/bays/bay1/force")
         assert r.status_code == 200, r.text
+        assert r.json()["message"] == (
+            "The session on this bay is stopped and its node updated as soon as it is off."
+        )
         assert await asyncio.wait_for(task, 10) is True
 
         # Updated only once the node itself was off: relay open, nothing drawn.
@@ -197,7 +200,7 @@ async def test_the_installer_forces_from_the_command_line(
         monkeypatch.setenv("EDGE_STATION_PASSWORD", PASSWORD)
         force = ("firmware", "force", "bay1", "--url", url, "--user", "ina")
         assert await asyncio.to_thread(cli, *force) == 0
-        assert "updated as soon as it is off" in capsys.readouterr().out
+        assert capsys.readouterr().out == "The bay's node is updated as soon as it is off.\n"
         assert await asyncio.wait_for(task, 10) is True
         assert [c for c in nodes.calls if c[0] == "bay1"] == [("bay1", False, 0.0)]
         (row,) = await st.journal.audit_log(kind="firmware_update_forced")

@@ -258,9 +258,13 @@ class NodeUpdates:
             {"bay_id": bay_id, "version": p.version_target, "session": self._has_session(bay_id)},
         )
         self._wake.set()
-        return Outcome(
-            True, "forced", "The bay's session stops and its node is updated as soon as it is off."
-        )
+        if self._has_session(bay_id):
+            message = (
+                "The session on this bay is stopped and its node updated as soon as it is off."
+            )
+        else:
+            message = "The bay's node is updated as soon as it is off."
+        return Outcome(True, "forced", message)
 
     def _has_session(self, bay_id: str) -> bool:
         return self._bays[bay_id].state.session is not None

@@ -542,7 +542,7 @@
     if (!r.ok) return;
     const f = r.data;
     const sw = f.software;
-    $("fw-software").textContent = "Station software: edge-station " + sw.version + ". " + sw.message + (sw.since ? " Running this version since " + t(sw.since) + "." : "");
+    $("fw-software").textContent = "Station software: edge-station " + sw.version + (sw.since ? ", running since " + t(sw.since) + "." : ".") + (sw.state !== "up_to_date" || sw.previous ? " " + sw.message : "");
     $("fw-software").dataset.state = sw.state;
     const u = f.update;
     let status = (FW_STATUS[u.status] || u.status) + (u.version && u.status !== "Idle" ? " Version " + u.version + "." : "");
@@ -556,20 +556,21 @@
       const act = el("td", { "data-role": "operate" });
       act.hidden = !operate;
       if (operate && n.state === "waiting" && u.status === "Installing") {
-        act.append(n.forced_by ? el("span", { cls: "muted", text: "forced" }) : btn("Update now (stops the session)", async () => {
+        act.append(n.forced_by ? el("span", { cls: "muted", text: "forced" }) : btn("Update now (stops any session)", async () => {
           if (!confirm("Stop any session on " + n.bay_id + " and update its node now?")) return;
-          await call("POST", "/api/v1/firmware/bays/" + encodeURIComponent(n.bay_id) + "/force", undefined, "The bay is switched off and its node updated.");
+          const res = await call("POST", "/api/v1/firmware/bays/" + encodeURIComponent(n.bay_id) + "/force");
+          if (res.ok) flash(res.data.message);
           loadFirmware();
         }, "danger"));
       }
       return el("tr", { "data-bay": n.bay_id, "data-state": n.state, cls: n.state === "failed" ? "error" : "" }, [
-        cell(n.bay_id), cell(FW_STATE[n.state] || n.state), el("td", {}, [bar, el("span", { text: " " + Math.round(n.percent) + " %" })]),
+        cell(n.bay_id), cell(FW_STATE[n.state] || n.state), el("td", { cls: "fw-sent" }, [bar, el("span", { text: " " + Math.round(n.percent) + " %" })]),
         cell(n.version_before || "unknown"), cell(n.version_after || "–"), cell(n.message), act,
       ]);
     }));
     for (const th of document.querySelectorAll('#fw-table [data-role="operate"]')) th.hidden = !operate;
     clearTimeout(loadFirmware.t);
-    if (u.status !== "Idle" && !$("v-diagnostics").hidden) loadFirmware.t = setTimeout(loadFirmware, 2000);
+    if (u.status !== "Idle" && !$("v-diagnostics").hidden) loadFirmware.t = setTimeout(loadFirmware, 1000);
   }
 
   /* A meter in words: what it is, whether its values are fresh, what it measures now. */
