@@ -312,7 +312,8 @@ class NodeUpdates:
             while True:
                 for item in todo:
                     rt = item[0]
-                    if rt.cfg.id in self._forced or bay_is_free(rt):
+                    forced = rt.cfg.id in self._forced and rt.state.phase is not Phase.HELD
+                    if forced or bay_is_free(rt):  # a forced bay still waits for its hold
                         return item
                 for rt, _ in todo:
                     if rt.cfg.id not in waited:
