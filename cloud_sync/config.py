@@ -11,7 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from controller.core.tokens import load_ed25519_public
+
+
+def load_firmware_key(text: str | None) -> Ed25519PublicKey | None:
+    """``firmware_key``: base64 of the raw key, PEM text, or a PEM file's path."""
+    if not text:
+        return None
+    if not text.lstrip().startswith("-----BEGIN") and text.strip().endswith(".pem"):
+        text = Path(text.strip()).read_text()
+    return load_ed25519_public(text)
 
 
 class OcppConfig(BaseModel):
@@ -37,6 +49,15 @@ class OcppConfig(BaseModel):
         default=True, description="send BootNotification on every new connection, not only once"
     )
     data_transfer_vendor: str = Field(default="edge-station", max_length=255)
+    firmware_key: str | None = Field(
+        default=None,
+        description="Ed25519 public key that signs node firmware (UpdateFirmware): base64 of"
+        " the raw 32 bytes, PEM text, or the path of a .pem file",
+    )
+    firmware_hash_only: bool = Field(
+        default=False,
+        description="accept node firmware checked by its SHA-256 alone, unsigned (development)",
+    )
     keys: dict[str, str] = Field(
         default_factory=dict,
         description="initial values of OCPP configuration keys (ChangeConfiguration overrides)",
@@ -51,6 +72,11 @@ class OcppConfig(BaseModel):
             raise ValueError(f"security_profile {self.security_profile} needs a password")
         if self.security_profile == 2 and scheme != "wss":
             raise ValueError("security_profile 2 needs a wss:// url")
+        if self.firmware_key:
+            try:
+                load_firmware_key(self.firmware_key)
+            except (OSError, ValueError) as err:
+                raise ValueError(f"firmware_key: not an Ed25519 public key ({err})") from None
         if self.backoff_max_s < self.backoff_min_s:
             raise ValueError("backoff_max_s is below backoff_min_s")
         return self

@@ -1,24 +1,31 @@
-"""UpdateFirmware: download a node image, check it, and install it on the bays' nodes.
+"""UpdateFirmware: download a node image, check its signature and hash, and install it.
 
-The location names the image; ``<location>.sha256`` next to it holds its
-SHA-256 in hex, optionally followed by the version (the image's file name
-without its extension otherwise). An image whose digest differs is refused
-before any node sees it. The image then goes to every node whose hub takes
-firmware (``controller.ports.NodeFirmware``), one node at a time, each only
-while its bay has no vehicle and no session: the bay is taken out of service
-for the update (no session can start meanwhile) and put back as it was.
+The location names the image; ``<location>.sha256`` next to it is its
+manifest: the image's SHA-256 in hex, optionally followed by the version (the
+image's file name without its extension otherwise). ``<location>.sig`` is the
+Ed25519 signature of the manifest's exact bytes (raw 64 bytes, or base64), made
+with the key whose public half is ``[ocpp] firmware_key``: the signature binds
+the version and, through the hash, the image. An image is accepted with its
+hash alone only when ``firmware_hash_only`` is set (development). A bad or
+missing signature, a hash that differs, or no key configured: the image is
+refused before any node sees it, audited, and the central system hears
+DownloadFailed (OCPP 1.6 has no InvalidSignature, and Downloaded would announce
+an image the station will not install).
+
+The nodes' side (one at a time, each only while its bay is free or when the
+installer forces it, progress and audit) is :mod:`controller.core.firmware`.
 
 The central system hears Downloading, then Downloaded or DownloadFailed (after
 ``retries``, ``retryInterval`` apart), then Installing, then Installed or
 InstallationFailed (FirmwareStatusNotification). A TriggerMessage gets the
-status of the update running, Idle otherwise. Each node's start and outcome
-go to the audit log.
+status of the update running, Idle otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import base64
+import binascii
 import hashlib
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -26,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import structlog
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud_sync.transfer import TransferError, check_location, download, safe_location
-from controller.core.bays import BayRuntime
 from controller.core.station import Station
-from controller.ports import DriverError, NodeFirmware, PilotState
 
 log = structlog.get_logger(__name__)
 
@@ -69,23 +76,44 @@ def parse_digest(text: str, location: str) -> tuple[bytes, str]:
     return digest, (parts[1] if len(parts) > 1 else stem)[:32]
 
 
-def bay_is_free(rt: BayRuntime) -> bool:
-    """No session, no hold, and no vehicle at the plug (as far as the node says)."""
-    s = rt.state
-    if s.session is not None or s.phase.value != "idle" or not s.node_online:
-        return False
-    tel = rt.telemetry
-    return tel is None or tel.pilot in (PilotState.A, PilotState.NONE)
+def parse_signature(data: bytes) -> bytes:
+    """A 64-byte Ed25519 signature, raw or in base64."""
+    if len(data) == 64:
+        return data
+    try:
+        raw = base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageRefused("The image's signature file cannot be read.") from None
+    if len(raw) != 64:
+        raise ImageRefused("The image's signature file cannot be read.")
+    return raw
 
 
 class FirmwareUpdates:
-    def __init__(self, station: Station, send_status: SendStatus) -> None:
+    def __init__(
+        self,
+        station: Station,
+        send_status: SendStatus,
+        *,
+        key: Ed25519PublicKey | None = None,
+        hash_only: bool = False,
+    ) -> None:
         self._station = station
         self._send_status = send_status
         self._queue: asyncio.Queue[FirmwareJob] = asyncio.Queue(maxsize=1)
-        self.status = "Idle"  # what a TriggerMessage answers while nothing runs
-        self.progress: dict[str, dict[str, object]] = {}  # bay id -> stage and bytes (the UI)
+        self.key = key
+        self.hash_only = hash_only
         self.timeout_s = DOWNLOAD_TIMEOUT_S
+
+    @property
+    def status(self) -> str:
+        """What a TriggerMessage answers: the update's stage, Idle while nothing runs."""
+        return self._station.firmware.status
+
+    @property
+    def progress(self) -> dict[str, dict[str, object]]:
+        """Bay id -> the node's progress (as the owner UI shows it)."""
+        return {b: p.view() for b, p in self._station.firmware.progress.items()}
 
     def request(
         self,
@@ -114,24 +142,16 @@ class FirmwareUpdates:
             return False
         return True
 
-    def targets(self) -> list[tuple[BayRuntime, NodeFirmware]]:
-        out: list[tuple[BayRuntime, NodeFirmware]] = []
-        for rt in self._station.bays.values():
-            hub = self._station.hubs.get(rt.cfg.bus)
-            if isinstance(hub, NodeFirmware):
-                out.append((rt, hub))
-        return out
-
     async def run(self) -> None:
         while True:
             job = await self._queue.get()
             try:
                 await self._do(job)
             finally:
-                self.status = "Idle"
+                self._station.firmware.set_status("Idle")
 
-    async def _tell(self, status: str) -> None:
-        self.status = status
+    async def _tell(self, status: str, version: str | None = None) -> None:
+        self._station.firmware.set_status(status, version)
         try:
             await self._send_status(status)
         except Exception as err:  # the update goes on even if the CSMS cannot hear it
@@ -148,26 +168,52 @@ class FirmwareUpdates:
             await self._tell("DownloadFailed")
             return
         image, version = fetched
-        await self._tell("Downloaded")
+        await self._tell("Downloaded", version)
         await self._tell("Installing")
-        ok = True
-        for rt, hub in self.targets():
-            ok = await self._install(rt, hub, image, version) and ok
+        ok = await st.firmware.install_all(image, version)
         await self._tell("Installed" if ok else "InstallationFailed")
+
+    def _check(self, image: bytes, manifest: bytes, signature: bytes | None, location: str) -> str:
+        """The version, once the image passes its checks; :class:`ImageRefused` otherwise."""
+        if self.key is not None and signature is not None:
+            try:
+                self.key.verify(parse_signature(signature), manifest)
+            except InvalidSignature:
+                raise ImageRefused(
+                    "The image's signature does not match the station's firmware key:"
+                    " it was not installed."
+                ) from None
+        elif not self.hash_only:
+            raise ImageRefused(
+                "No firmware key is configured to check the image's signature: it was not"
+                " installed."
+            )
+        digest, version = parse_digest(manifest.decode("utf-8", "replace"), location)
+        if hashlib.sha256(image).digest() != digest:
+            raise ImageRefused(
+                "The downloaded image does not match its SHA-256: it was not installed."
+            )
+        return version
 
     async def _download(self, job: FirmwareJob) -> tuple[bytes, str] | None:
         st = self._station
         where = safe_location(job.location)
         error = ""
+
+        def fetch(suffix: str, limit: int | None = None) -> Awaitable[bytes]:
+            kw = {} if limit is None else {"limit": limit}
+            return asyncio.to_thread(
+                download, job.location + suffix, timeout_s=self.timeout_s, **kw
+            )
+
         for attempt in range(job.retries + 1):
             if attempt:
                 await st.clock.sleep(job.retry_interval_s)
             try:
-                image = await asyncio.to_thread(download, job.location, timeout_s=self.timeout_s)
-                digest_text = await asyncio.to_thread(
-                    download, job.location + ".sha256", timeout_s=self.timeout_s, limit=4096
-                )
-                digest, version = parse_digest(digest_text.decode("utf-8", "replace"), job.location)
+                image = await fetch("")
+                manifest = await fetch(".sha256", 4096)
+                signature = await fetch(".sig", 4096) if self.key is not None else None
+                version = self._check(image, manifest, signature, job.location)
             except TransferError as err:
                 error = str(err)
                 log.warning("ocpp.firmware_download_failed", location=where, error=error)
@@ -175,11 +221,10 @@ class FirmwareUpdates:
             except ImageRefused as err:
                 error = str(err)
                 break
-            if hashlib.sha256(image).digest() != digest:
-                error = "The downloaded image does not match its SHA-256: it was not installed."
-                break
             await st.audit.record(
-                "firmware_downloaded", ACTOR, {"location": where, "version": version}
+                "firmware_downloaded",
+                ACTOR,
+                {"location": where, "version": version, "signed": signature is not None},
             )
             return image, version
         log.warning("ocpp.firmware_refused", location=where, error=error)
@@ -187,48 +232,3 @@ class FirmwareUpdates:
             "firmware_download_failed", ACTOR, {"location": where, "error": error}
         )
         return None
-
-    async def _wait_free(self, rt: BayRuntime) -> None:
-        async with self._station.events.subscription(lossy=True) as updates:
-            while not bay_is_free(rt):
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await updates.get()
-
-    async def _install(self, rt: BayRuntime, hub: NodeFirmware, image: bytes, version: str) -> bool:
-        st = self._station
-        bay_id = rt.cfg.id
-        self.progress[bay_id] = {"stage": "waiting", "done": 0, "total": len(image)}
-        while True:
-            await self._wait_free(rt)
-            was_available = rt.state.available
-            await st.commands.set_availability(bay_id, False, actor=ACTOR)
-            if bay_is_free(rt):
-                break
-            if was_available:  # someone came just then: give the bay back and wait again
-                await st.commands.set_availability(bay_id, True, actor=ACTOR)
-        await st.audit.record(
-            "firmware_update_started", ACTOR, {"bay_id": bay_id, "version": version}
-        )
-
-        def progress(stage: str, done: int, total: int) -> None:
-            self.progress[bay_id] = {"stage": stage, "done": done, "total": total}
-
-        try:
-            await hub.update_firmware(rt.cfg.node_id, image, version, progress)
-        except DriverError as err:  # FirmwareUpdateFailed, or the hub cannot reach the node
-            stage = str(getattr(err, "stage", "driver"))
-            self.progress[bay_id] = {"stage": "failed", "message": str(err)}
-            await st.audit.record(
-                "firmware_update_failed",
-                ACTOR,
-                {"bay_id": bay_id, "version": version, "stage": stage, "message": str(err)},
-            )
-            return False
-        finally:
-            if was_available:
-                await st.commands.set_availability(bay_id, True, actor=ACTOR)
-        await st.audit.record(
-            "firmware_update_installed", ACTOR, {"bay_id": bay_id, "version": version}
-        )
-        return True

@@ -27,7 +27,7 @@ from ocpp.exceptions import OCPPError, UnknownCallErrorCodeError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from cloud_sync.config import OcppConfig
+from cloud_sync.config import OcppConfig, load_firmware_key
 from cloud_sync.diagnostics import DiagnosticsUploads
 from cloud_sync.firmware import FirmwareUpdates
 from cloud_sync.handlers import StationLink
@@ -97,7 +97,12 @@ class OcppUpstream:
         self.outbox.enrich_stop = self._stop_data
         self.invalid_id = InvalidIdLimits(station, self.keys)
         self.diagnostics = DiagnosticsUploads(station, self._diagnostics_status)
-        self.firmware = FirmwareUpdates(station, self._firmware_status)
+        self.firmware = FirmwareUpdates(
+            station,
+            self._firmware_status,
+            key=load_firmware_key(cfg.firmware_key),
+            hash_only=cfg.firmware_hash_only,
+        )
         self.link: StationLink | None = None
         self.accepted = False
         self.rejected = False

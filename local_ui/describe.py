@@ -143,7 +143,46 @@ _INVITE_REFUSED = {
     "taken": "An invitation could not be used: its name belongs to another account now.",
 }
 
+
+def _said(text: Any, fallback: str) -> str:
+    return str(text or fallback).strip().rstrip(".") + "."
+
+
+def _from_to(d: Mapping[str, Any]) -> str:
+    old = d.get("from")
+    return (f"from {old} " if old else "") + f"to {d.get('version', '?')}"
+
+
 _AUDIT: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "firmware_downloaded": lambda d: (
+        f"Downloaded node firmware {d.get('version', '?')}"
+        + (", its signature checked." if d.get("signed") else ", checked by its SHA-256 only.")
+    ),
+    "firmware_download_failed": lambda d: (
+        "Node firmware refused: " + _said(d.get("error"), "the download failed")
+    ),
+    "firmware_update_waiting": lambda d: (
+        f"The firmware update of {_bay(d)} waits until the bay is free"
+        " (no vehicle plugged in, no session)."
+    ),
+    "firmware_update_forced": lambda d: (
+        f"Forced the firmware update of {_bay(d)}"
+        + (", stopping its session first." if d.get("session") else ".")
+    ),
+    "firmware_session_stopped": lambda d: (
+        f"Stopped the session on {_bay(d)} for the firmware update."
+    ),
+    "firmware_update_started": lambda d: f"Started updating the node of {_bay(d)} {_from_to(d)}.",
+    "firmware_transferred": lambda d: (
+        f"Sent firmware {d.get('version', '?')} to the node of {_bay(d)}; it is starting it."
+    ),
+    "firmware_update_installed": lambda d: f"Updated the node of {_bay(d)} {_from_to(d)}.",
+    "firmware_update_failed": lambda d: (
+        f"The firmware update of {_bay(d)} failed: " + _said(d.get("message"), "no reason given")
+    ),
+    "software_updated": lambda d: (
+        f"The station's software was updated from {d.get('old', '?')} to {d.get('new', '?')}."
+    ),
     "throttle": lambda d: (
         f"Set {_bay(d)} from {_a(d.get('old_a'))} to {_a(d.get('new_a'))}"
         f" ({str(d.get('reason', '')).replace('_', ' ')})."
@@ -254,6 +293,7 @@ _STOP = {
     "DoorForced": "the door was forced open",
     "Overcurrent": "it drew more current than allowed",
     "InterruptedTooLong": "an outage lasted too long",
+    "FirmwareUpdate": "stopped for a firmware update",
 }
 
 

@@ -7,15 +7,18 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
 
 from controller.cli.main import build_parser
+from controller.core import firmware
+from controller.core.firmware import RUNNING_VERSION
 from controller.core.journal import Journal
 from controller.ops.looplag import LoopLagMonitor
 from local_ui.server import create_app
-from tests.test_api_rig import Rig, running_station
+from tests.test_api_rig import Rig, api_client, running_station, setup_owner
 from tests.test_ops_backup import _close, _open
 
 
@@ -95,3 +98,60 @@ async def test_status_of_a_stopped_station_reads_its_journal(
     cfg.write_text("[station]\nnope = 1\n")
     assert status("--config", str(cfg)) == 2
     assert "invalid configuration" in capsys.readouterr().err
+
+
+async def test_status_shows_the_software_version_and_the_node_firmware_update(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = await Journal.open(tmp_path / "journal.sqlite3")
+    try:  # the station ran 0.0.9 until now
+        await journal.kv_set("software_version", {"version": "0.0.9", "since": 1.7e9})
+    finally:
+        await journal.close()
+    async with running_station(tmp_path) as rig, served(rig) as url:
+        st = rig.station
+        assert await asyncio.to_thread(status, "--url", url) == 0
+        out = capsys.readouterr().out
+        assert (
+            f"software    edge-station {RUNNING_VERSION}: up to date (updated from 0.0.9 on " in out
+        )
+        assert "firmware    no node update running" in out
+        (row,) = await st.journal.audit_log(kind="software_updated")
+        assert row["actor"] == "station"
+
+        # A node update half-way through bay1's transfer, the locker waiting its turn.
+        halfway, release = asyncio.Event(), asyncio.Event()
+
+        async def update(node_id: str, image: bytes, version: str, progress: Any) -> None:
+            progress("transfer", len(image) // 2, len(image))
+            halfway.set()
+            await release.wait()
+
+        rig.hub.update_firmware = update  # type: ignore[attr-defined]
+        st.firmware.set_status("Installing", "fake-2.0.0")
+        task = asyncio.create_task(st.firmware.install_all(b"x" * 1000, "fake-2.0.0"))
+        await asyncio.wait_for(halfway.wait(), 5)
+        await asyncio.to_thread(status, "--url", url)
+        out = capsys.readouterr().out
+        assert (
+            "firmware    node update fake-2.0.0 Installing: bay1 transfer 50 %, locker1 waiting"
+            in out
+        )
+        release.set()
+        assert await task is True
+        st.firmware.set_status("Installed")
+        st.firmware.set_status("Idle")
+
+        # A newer version installed on disk while this one runs: a restart is due.
+        monkeypatch.setattr(firmware, "_dist_version", lambda: "99.0.0")
+        st.firmware.software._installed = None
+        await asyncio.to_thread(status, "--url", url)
+        out = capsys.readouterr().out
+        assert "99.0.0 is installed, restart to run it" in out
+        assert "no node update running; last fake-2.0.0 Installed at " in out
+        client = await api_client(st)
+        await setup_owner(client)
+        sw = (await client.get("/api/v1/firmware")).json()["software"]
+        assert sw["state"] == "restart_needed" and sw["installed"] == "99.0.0"
+        assert sw["message"] == "Version 99.0.0 is installed: restart the station to run it."
+        assert sw["previous"] == "0.0.9" and sw["version"] == RUNNING_VERSION

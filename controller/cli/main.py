@@ -80,10 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_token_commands(sub)
 
+    from controller.cli import firmware as firmware_cli
     from controller.cli import status as status_cli
     from controller.ops import backup
 
     status_cli.add_commands(sub)  # status
+    firmware_cli.add_commands(sub)  # firmware force
     backup.add_commands(sub)  # backup, restore
 
     for name in registry.names(registry.COMMANDS):

@@ -163,10 +163,43 @@ def print_report(
     ocpp = h.get("ocpp")
     if ocpp is not None:
         print(f"  OCPP        {'connected' if ocpp.get('connected') else 'NOT CONNECTED'}")
+    sw = h.get("software")
+    if isinstance(sw, dict):
+        print(f"  software    edge-station {sw.get('version', '?')}: {_software_state(sw)}")
+    fw = h.get("firmware_update")
+    if isinstance(fw, dict):
+        print(f"  firmware    {_firmware_state(fw)}")
     causes = [c["cause"] for c in h.get("safe_mode", [])]
     print(f"  safe mode   {', '.join(causes) if causes else 'none'}")
     if note:
         print(f"  ({note})")
+
+
+def _software_state(sw: dict[str, Any]) -> str:
+    if sw.get("state") == "restart_needed":
+        return f"{sw.get('installed')} is installed, restart to run it"
+    if sw.get("previous"):
+        return f"up to date (updated from {sw['previous']} on {_iso(sw.get('since'))})"
+    return "up to date"
+
+
+def _firmware_state(fw: dict[str, Any]) -> str:
+    """The node firmware update: its stage and each node's, or the last one's outcome."""
+    status = str(fw.get("status") or "Idle")
+    nodes = fw.get("nodes") or []
+    if status == "Idle":
+        last = fw.get("last")
+        text = "no node update running"
+        if isinstance(last, dict):
+            text += f"; last {last.get('version')} {last.get('status')} at {_iso(last.get('at'))}"
+        return text
+    parts = []
+    for n in nodes:
+        pct = f" {n['percent']:.0f} %" if n.get("state") in ("transfer", "booting") else ""
+        parts.append(f"{n['bay_id']} {n['state']}{pct}")
+    return f"node update {fw.get('version') or ''} {status}" + (
+        ": " + ", ".join(parts) if parts else ""
+    )
 
 
 def _ms(v: Any) -> str:

@@ -75,6 +75,7 @@ class StopReason(enum.StrEnum):
     DOOR_FORCED = "DoorForced"
     OVERCURRENT = "Overcurrent"
     INTERRUPTED_TOO_LONG = "InterruptedTooLong"  # suspended by an outage past the bound
+    FIRMWARE_UPDATE = "FirmwareUpdate"  # the installer forced a node update on the bay
 
     def ocpp(self) -> str:
         ocpp_values = {

@@ -9,6 +9,7 @@ Each collaborator is one file with one job (see the README's Architecture):
 - ``nodes`` and ``meters``: what the nodes and the meters report;
 - ``load`` (:mod:`controller.core.loadloop`): the load manager, when a ``[site]`` is configured;
 - ``events`` (:mod:`controller.core.events`): the typed event bus;
+- ``firmware`` (:mod:`controller.core.firmware`): node firmware updates, this program's version;
 - ``snapshots``, ``status``, ``audit``, ``guard``, ``backlog``, ``samples``, ``tasks``.
 
 :meth:`Station.run` runs the core in one TaskGroup — the node hubs, the node
@@ -38,6 +39,7 @@ from controller.core.clock import SystemClock
 from controller.core.commands import Commands
 from controller.core.config import StationConfig
 from controller.core.events import EventBus
+from controller.core.firmware import NodeUpdates
 from controller.core.journal import Journal, JournalError
 from controller.core.journalguard import JournalGuard
 from controller.core.loadloop import LoadLoop
@@ -148,6 +150,14 @@ class Station:
             events=self.events,
             new_id=new_id,
         )
+        self.firmware = NodeUpdates(
+            self.bays,
+            self.hubs,
+            commands=self.commands,
+            audit=self.audit,
+            events=self.events,
+            clock=clock_,
+        )
         # Without a load manager ([site] absent) a bay gets its configured maximum.
         self.load: LoadLoop | None = None
         self.supervisor = Supervisor(on_down=self._service_down, on_up=self._service_up)
@@ -234,6 +244,7 @@ class Station:
         )
         self.nodes.clean_restart = restored.clean_restart
         self.status.prime()
+        await self.firmware.note_start(self.journal)
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         if not self.bays:

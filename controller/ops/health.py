@@ -139,8 +139,24 @@ def health(station: Station, *, lag_limit_s: float = LAG_LIMIT_S) -> Health:
         "emergency_stop_pressed": station.safety.stop_input_pressed,
         "accepting_sessions": not station.safety.blockers,
         "ocpp": None if cloud is None else {"connected": cloud},
+        "software": station.firmware.software.view(),
+        "firmware_update": _firmware_update(station),
     }
     return Health(ok, list(reasons.values()), warnings, body)
+
+
+def _firmware_update(station: Station) -> dict[str, Any]:
+    """The node firmware update's stage and each node's state and percent (no messages)."""
+    fw = station.firmware.view()
+    return {
+        "status": fw["status"],
+        "version": fw["version"],
+        "last": fw["last"],
+        "nodes": [
+            {k: n[k] for k in ("bay_id", "state", "percent", "version_before", "version_after")}
+            for n in fw["nodes"]
+        ],
+    }
 
 
 def _problem(p: Problem) -> dict[str, str]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -169,6 +170,7 @@ class MqttNodeHub:
         try:
             async with self._new_client() as client:
                 connected = True
+                no_delay(client)
                 self.broker_stats["connects"] += 1
                 # A persistent session of an older release may still hold the station-wide
                 # wildcards: drop them, or this bus would hear every other bus's nodes.
@@ -285,6 +287,16 @@ class MqttNodeHub:
                 with contextlib.suppress(ConnectionLost, TimeoutError):
                     async with asyncio.timeout(self.cfg.ack_timeout_s):
                         await self._engine.send(line, Heartbeat(uptime_ms))
+
+
+def no_delay(client: aiomqtt.Client) -> None:
+    """Send each frame at once (TCP_NODELAY): a command and its ACK are small writes, and
+    Nagle's algorithm against the broker's delayed ACKs held each round trip ~90 ms on
+    loopback (paho does not set it; see tests/bench/bench_firmware.py)."""
+    sock = client._client.socket()
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def build_mqtt(

@@ -528,9 +528,49 @@
     }));
     for (const th of document.querySelectorAll('[data-role="installer"]')) th.hidden = !installer;
     for (const p of document.querySelectorAll('#v-diagnostics [data-role="owner"]')) p.hidden = !can(["owner"]);
+    loadFirmware();
     const m = $("d-meters");
     m.hidden = !d.meters;
     if (d.meters) m.replaceChildren(el("h3", { text: "Meters" }), ...Object.keys(d.meters).map((name) => el("p", { cls: "meter", text: meterText(name, d.meters[name]) })));
+  }
+
+  /* The station's own version, the node firmware update and each node's progress. */
+  const FW_STATE = { waiting: "waiting for the bay to be free", stopping: "switching the bay off", transfer: "sending", booting: "starting the new firmware", installed: "updated", failed: "failed" };
+  const FW_STATUS = { Idle: "No node firmware update is running.", Downloading: "Downloading the node firmware.", Downloaded: "The node firmware was downloaded and checked.", Installing: "Installing the node firmware, one node at a time.", Installed: "The node firmware is installed.", InstallationFailed: "The node firmware could not be installed on every node.", DownloadFailed: "The node firmware could not be downloaded or was refused." };
+  async function loadFirmware() {
+    const r = await api("GET", "/api/v1/firmware");
+    if (!r.ok) return;
+    const f = r.data;
+    const sw = f.software;
+    $("fw-software").textContent = "Station software: edge-station " + sw.version + (sw.since ? ", running since " + t(sw.since) + "." : ".") + (sw.state !== "up_to_date" || sw.previous ? " " + sw.message : "");
+    $("fw-software").dataset.state = sw.state;
+    const u = f.update;
+    let status = (FW_STATUS[u.status] || u.status) + (u.version && u.status !== "Idle" ? " Version " + u.version + "." : "");
+    if (u.status === "Idle" && u.last) status += " The last update (" + u.last.version + ") " + (u.last.status === "Installed" ? "was installed" : "did not complete") + " on " + t(u.last.at) + ".";
+    $("fw-status").textContent = status;
+    $("fw-status").dataset.status = u.status;
+    const operate = can(OPERATE);
+    $("fw-table").hidden = !u.nodes.length;
+    $("fw-nodes").replaceChildren(...u.nodes.map((n) => {
+      const bar = el("progress", { max: "100", value: String(n.percent), "aria-label": "firmware sent to " + n.bay_id });
+      const act = el("td", { "data-role": "operate" });
+      act.hidden = !operate;
+      if (operate && n.state === "waiting" && u.status === "Installing") {
+        act.append(n.forced_by ? el("span", { cls: "muted", text: "forced" }) : btn("Update now (stops any session)", async () => {
+          if (!confirm("Stop any session on " + n.bay_id + " and update its node now?")) return;
+          const res = await call("POST", "/api/v1/firmware/bays/" + encodeURIComponent(n.bay_id) + "/force");
+          if (res.ok) flash(res.data.message);
+          loadFirmware();
+        }, "danger"));
+      }
+      return el("tr", { "data-bay": n.bay_id, "data-state": n.state, cls: n.state === "failed" ? "error" : "" }, [
+        cell(n.bay_id), cell(FW_STATE[n.state] || n.state), el("td", { cls: "fw-sent" }, [bar, el("span", { text: " " + Math.round(n.percent) + " %" })]),
+        cell(n.version_before || "unknown"), cell(n.version_after || "–"), cell(n.message), act,
+      ]);
+    }));
+    for (const th of document.querySelectorAll('#fw-table [data-role="operate"]')) th.hidden = !operate;
+    clearTimeout(loadFirmware.t);
+    if (u.status !== "Idle" && !$("v-diagnostics").hidden) loadFirmware.t = setTimeout(loadFirmware, 1000);
   }
 
   /* A meter in words: what it is, whether its values are fresh, what it measures now. */

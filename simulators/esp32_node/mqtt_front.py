@@ -226,6 +226,10 @@ class MqttSimNodes:
                 async with client:
                     link.client = client
                     link.connects += 1
+                    sock = client._client.socket()  # a node sends each frame at once too
+                    if isinstance(sock, socket.socket):
+                        with contextlib.suppress(OSError):
+                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     backoff = 0.1
                     await client.subscribe(self.topics.down(name), qos=1)
                     await client.publish(

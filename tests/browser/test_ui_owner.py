@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 from pathlib import Path
@@ -11,8 +12,10 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from controller.core.bay import StopReason
+from controller.core.firmware import RUNNING_VERSION
 from tests.browser.conftest import Live
 from tests.test_api_rig import PASSWORD
+from tests.test_firmware_force import IMAGE, NEW, NodeImages
 
 pytestmark = pytest.mark.browser
 
@@ -168,5 +171,29 @@ async def test_sessions_filter_csv_export_and_stats(
         assert abs(cost - s["cost"]) <= 0.005, (cost, s["cost"])
     await expect(page.locator("#mu-rows tr")).to_have_count(2)  # ann, cards of no member
     await page.screenshot(path=str(artifacts / "owner-stats-1280x800.png"), full_page=True)
+    # A node firmware update waits: both bays have a vehicle or device still plugged in.
+    nodes = NodeImages(hub)
+    hub.update_firmware = nodes  # type: ignore[attr-defined]
+    st.firmware.set_status("Installing", NEW)
+    update = asyncio.create_task(st.firmware.install_all(IMAGE, NEW))
+    await live.rig.until(lambda: all(p.waiting_since for p in st.firmware.progress.values()))
     await page.click('nav a[href="#diagnostics"]')
     await expect(page.locator("#d-nodes")).to_contain_text("fake-1.2.3")
+    await expect(page.locator("#fw-software")).to_contain_text(
+        f"Station software: edge-station {RUNNING_VERSION}, running since "
+    )
+    await expect(page.locator("#fw-status")).to_have_text(
+        f"Installing the node firmware, one node at a time. Version {NEW}."
+    )
+    row = page.locator('#fw-nodes tr[data-bay="bay1"]')
+    await expect(row).to_contain_text("waiting for the bay to be free")
+    page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))
+    await row.get_by_role("button", name="Update now (stops any session)").click()
+    await expect(row).to_have_attribute("data-state", "installed", timeout=10_000)
+    await expect(row).to_contain_text(f"Updated from fake-1.2.3 to {NEW}.")
+    await expect(page.locator("#flash")).to_contain_text("updated as soon as it is off")
+    assert [c[0] for c in nodes.calls] == ["bay1"]
+    await page.screenshot(path=str(artifacts / "owner-firmware-1280x800.png"))
+    update.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await update

@@ -102,6 +102,7 @@ class Mosquitto:
                     f"persistence_location {self.data}/",
                     "autosave_interval 1",
                     "max_queued_messages 10000",
+                    "set_tcp_nodelay true",  # as the shipped sample
                     "log_dest stderr",  # unbuffered: readiness shows at once
                     "log_type error",
                     "log_type warning",
