@@ -313,6 +313,18 @@
       add,
     ]);
   }
+  /* One name per bay; empty: the touchscreen calls it "Bay" and its id, in the driver's language. */
+  function bayNamesEditor(p, names) {
+    const rows = Object.keys(names).map((id) => el("label", {}, [id,
+      el("input", { type: "text", name: "bay_name", "data-bay": id, value: names[id] || "", maxLength: 24, placeholder: "Bay " + id })]));
+    return el("div", { cls: "editor", "data-editor": "bay_names" }, [
+      el("h4", { text: p.title || "Bay names" }), p.description ? el("p", { cls: "muted", text: p.description }) : "", ...rows]);
+  }
+  function readBayNames(box) {
+    const out = {};
+    for (const i of box.querySelectorAll("input[data-bay]")) out[i.dataset.bay] = i.value.trim();
+    return out;
+  }
   function readCircuits(box) {
     return [...box.querySelectorAll("tr.circuit")].map((tr) => {
       const v = (n) => tr.querySelector('[name="' + n + '"]').value.trim();
@@ -388,6 +400,8 @@
     if (c && props.circuits) body.circuits = readCircuits(c);
     const r = form.querySelector('[data-editor="rules"]');
     if (r && props.rules) body.rules = readRules(r);
+    const n = form.querySelector('[data-editor="bay_names"]');
+    if (n && props.bay_names) body.bay_names = readBayNames(n);
     return body;
   }
 
@@ -411,6 +425,7 @@
         const p = props[key];
         if (key === "circuits") { form.append(circuitsEditor(sec.values.circuits || [])); continue; }
         if (key === "rules") { form.append(rulesEditor(sec.values.rules || [])); continue; }
+        if (key === "bay_names") { form.append(bayNamesEditor(p, sec.values.bay_names || {})); continue; }
         const type = isPhase(p) ? "phase" : p.type || (p.anyOf ? p.anyOf[0].type : "string");
         const input = el("input", { name: key });
         if (type === "boolean") { input.type = "checkbox"; input.checked = !!sec.values[key]; }
