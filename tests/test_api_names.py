@@ -42,55 +42,6 @@ def test_the_browser_language_is_negotiated() -> None:
     assert i18n.negotiate(None) == "en"
 
 
-async def test_names_change_live_are_kept_and_audited(tmp_path: Path) -> None:
-    async with running_station(tmp_path) as rig:
-        owner = await api_client(rig.station)
-        await setup_owner(owner)
-        sec = (await owner.get("/api/v1/settings/names")).json()
-        assert sec["values"] == {
-            "station_name": "Test Station",
-            "bay_names": {"bay1": "", "locker1": ""},
-        }
-        assert sec["schema"]["properties"]["station_name"]["title"] == "Station name"
-        r = await owner.patch(
-            "/api/v1/settings/names",
-            json={"station_name": " Hofladen Nord ", "bay_names": {"bay1": "Platz 1"}},
-        )
-        assert r.status_code == 200, r.text
-        # Only the named bay changes; names are trimmed.
-        assert r.json()["values"] == {
-            "station_name": "Hofladen Nord",
-            "bay_names": {"bay1": "Platz 1", "locker1": ""},
-        }
-        # Live: what the kiosk reads, without a restart.
-        setup = (await owner.get("/api/v1/kiosk/setup", params={"lang": "de"})).json()
-        assert setup["station"]["name"] == "Hofladen Nord"
-        assert setup["bay_names"] == {"bay1": "Platz 1"}
-        assert (await owner.get("/api/v1/kiosk/state")).json()["station"]["name"] == (
-            "Hofladen Nord"
-        )
-        audit = (await owner.get("/api/v1/audit", params={"kind": "settings_changed"})).json()
-        assert "Station name Test Station → Hofladen Nord" in audit[0]["text"]
-        assert "Bay names: bay1 none → Platz 1" in audit[0]["text"]
-        assert human(audit[0]["text"])
-        # Kept: a restart (a fresh registry over the same journal) applies them again, even
-        # when a bay named then is gone now.
-        kept = await rig.journal.kv_get("ui.settings.names")
-        assert kept == {
-            "station_name": "Hofladen Nord",
-            "bay_names": r.json()["values"]["bay_names"],
-        }
-        await rig.journal.kv_set(
-            "ui.settings.names",
-            {**kept, "bay_names": {**kept["bay_names"], "removed-bay": "Alt"}},
-        )
-        rig.station.cfg.station.name = "Test Station"
-        rig.station.bays["bay1"].cfg.name = ""
-        await default_registry().restore(rig.station)
-        assert rig.station.cfg.station.name == "Hofladen Nord"
-        assert rig.station.bays["bay1"].cfg.name == "Platz 1"
-
-
 # A change, the field refused, the sentence in English and in German.
 REFUSALS: list[tuple[dict[str, object], str, str, str]] = [
     (
@@ -129,10 +80,17 @@ REFUSALS: list[tuple[dict[str, object], str, str, str]] = [
 ]
 
 
-async def test_bad_names_are_refused_in_the_owners_language(tmp_path: Path) -> None:
+async def test_names_change_live_are_kept_and_audited(tmp_path: Path) -> None:
+    """Refused first (in the owner's language, nothing changed), then changed live."""
     async with running_station(tmp_path) as rig:
         owner = await api_client(rig.station)
         await setup_owner(owner)
+        sec = (await owner.get("/api/v1/settings/names")).json()
+        assert sec["values"] == {
+            "station_name": "Test Station",
+            "bay_names": {"bay1": "", "locker1": ""},
+        }
+        assert sec["schema"]["properties"]["station_name"]["title"] == "Station name"
         for patch, field, en, de in REFUSALS:
             r = await owner.patch("/api/v1/settings/names", json=patch)
             assert r.status_code == 422, patch
@@ -156,3 +114,40 @@ async def test_bad_names_are_refused_in_the_owners_language(tmp_path: Path) -> N
             headers={"Accept-Language": "de"},
         )
         assert r.json()["message"].startswith("Geef het station een naam")
+        r = await owner.patch(
+            "/api/v1/settings/names",
+            json={"station_name": " Hofladen Nord ", "bay_names": {"bay1": "Platz 1"}},
+        )
+        assert r.status_code == 200, r.text
+        # Only the named bay changes; names are trimmed.
+        assert r.json()["values"] == {
+            "station_name": "Hofladen Nord",
+            "bay_names": {"bay1": "Platz 1", "locker1": ""},
+        }
+        # Live: what the kiosk reads, without a restart.
+        setup = (await owner.get("/api/v1/kiosk/setup", params={"lang": "de"})).json()
+        assert setup["station"]["name"] == "Hofladen Nord"
+        assert setup["bay_names"] == {"bay1": "Platz 1"}
+        assert (await owner.get("/api/v1/kiosk/state")).json()["station"]["name"] == (
+            "Hofladen Nord"
+        )
+        audit = (await owner.get("/api/v1/audit", params={"kind": "settings_changed"})).json()
+        assert "Station name Test Station → Hofladen Nord" in audit[0]["text"]
+        assert "Bay names: bay1 none → Platz 1" in audit[0]["text"]
+        assert human(audit[0]["text"])
+        # Kept: a restart (a fresh registry over the same journal) applies them again, even
+        # when a bay named then is gone now.
+        kept = await rig.journal.kv_get("ui.settings.names")
+        assert kept == {
+            "station_name": "Hofladen Nord",
+            "bay_names": r.json()["values"]["bay_names"],
+        }
+        await rig.journal.kv_set(
+            "ui.settings.names",
+            {**kept, "bay_names": {**kept["bay_names"], "removed-bay": "Alt"}},
+        )
+        rig.station.cfg.station.name = "Test Station"
+        rig.station.bays["bay1"].cfg.name = ""
+        await default_registry().restore(rig.station)
+        assert rig.station.cfg.station.name == "Hofladen Nord"
+        assert rig.station.bays["bay1"].cfg.name == "Platz 1"
