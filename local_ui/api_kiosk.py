@@ -5,6 +5,8 @@ A driver can present a token at a bay, stop the session their kiosk started
 receipt. Presenting the same token again at the bay also stops the session,
 so a driver who walked away from the screen can still end their own session;
 nobody can end someone else's. Tokens never appear in what the kiosk reads.
+A receipt opens with the session's key or its receipt key (which the kiosk's live stream
+carries with the session: see :meth:`local_ui.context.UiContext.receipt_key`).
 """
 
 from __future__ import annotations

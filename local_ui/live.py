@@ -6,7 +6,9 @@ event it shows (``bay``, ``station``, ``notice``, ``scan``, ``bookings``, ``sett
 message when the load manager's figures change, and a ``tick`` every few
 seconds (the station's clock and when each bay was last measured) so a page
 notices a dead link and can tell an unchanged figure from a stale one. The kiosk's stream carries no tokens
-and no load figures.
+and no load figures; each session it shows, and each stop by a code the camera saw, comes with
+the session's receipt key (it opens that receipt, nothing else), so a kiosk shows the receipt
+however the session ended, whoever started it.
 """
 
 from __future__ import annotations
