@@ -1,4 +1,5 @@
-"""Owner, installer and viewer accounts; login sessions; first-run setup code; login rate limit.
+"""Owner, installer, viewer and member accounts; login sessions; first-run setup code; login
+rate limit; members' invitations.
 
 There is no default password: while no owner exists, a one-time setup code
 is generated at start and logged, and whoever holds it creates the owner.
@@ -6,6 +7,11 @@ Passwords are hashed with argon2id off the event loop. A login session is a
 random id in an HttpOnly cookie; only its SHA-256 is stored (table
 ``ui_sessions`` of :mod:`local_ui.store`), so a copy of the journal cannot be
 replayed as a login.
+
+The owner invites a member with a one-time code (:meth:`Accounts.create_invite`):
+the station keeps only its SHA-256, the code expires, and it works once — the
+member who holds it chooses a password and gets their account and cards in one
+transaction (:meth:`Accounts.accept_invite`).
 """
 
 from __future__ import annotations
@@ -16,16 +22,30 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from local_ui.store import UiStore
+from local_ui.store import InviteRow, InviteTaken, UiStore
 
 log = structlog.get_logger(__name__)
 
 ROLES = ("owner", "installer", "viewer", "member")
+INVITE_TTL_S = 72 * 3600.0
+
+InviteProblem = Literal["unknown", "used", "expired", "taken"]
+
+
+class InviteRefused(Exception):
+    """An invitation code that cannot be used: unknown (mistyped, forged), used, expired,
+    or its name was given to another account meanwhile."""
+
+    def __init__(self, problem: InviteProblem, username: str = "") -> None:
+        super().__init__(problem)
+        self.problem: InviteProblem = problem
+        self.username = username
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +119,7 @@ class Accounts:
         self._cache: dict[str, tuple[User, float]] = {}
         self._ready = False
         self._init_lock = asyncio.Lock()
+        self.clock: Callable[[], float] = time.time  # wall time of invitations
 
     async def init(self, *, announce: str = "") -> None:
         async with self._init_lock:
@@ -148,6 +169,10 @@ class Accounts:
     async def token_owner(self, token: str) -> str | None:
         return await self.store.token_owner(token)
 
+    async def token_members(self) -> dict[str, str]:
+        """Every member's card or code -> the member (whose sessions those are)."""
+        return await self.store.token_members()
+
     async def set_member_tokens(self, username: str, tokens: list[str]) -> None:
         await self.store.set_member_tokens(username, tokens, time.time())
 
@@ -170,6 +195,48 @@ class Accounts:
             return bool(self.hasher.verify(hashed, password))
         except (VerificationError, InvalidHashError):
             return False
+
+    # ------------------------------------------------------------------ invitations
+
+    async def create_invite(
+        self, username: str, tokens: list[str], by: str, ttl_s: float = INVITE_TTL_S
+    ) -> tuple[str, float]:
+        """A one-time code inviting ``username`` as a member (with ``tokens``), and when it
+        expires. Only its hash is stored; an open invitation for the name is withdrawn."""
+        code = secrets.token_urlsafe(18)  # 144 random bits, fits a small QR code
+        now = self.clock()
+        await self.store.add_invite(_digest(code), username, tokens, by, now, now + ttl_s)
+        return code, now + ttl_s
+
+    async def open_invites(self) -> list[dict[str, Any]]:
+        return await self.store.open_invites(self.clock())
+
+    async def withdraw_invites(self, username: str) -> int:
+        return await self.store.withdraw_invites(username)
+
+    async def invite(self, code: str) -> InviteRow:
+        """The open invitation of ``code``, or :class:`InviteRefused` saying why not."""
+        row = await self.store.invite(_digest(code))
+        if row is None:
+            raise InviteRefused("unknown")
+        if row.used_at is not None:
+            raise InviteRefused("used", row.username)
+        if row.expires_at <= self.clock():
+            raise InviteRefused("expired", row.username)
+        return row
+
+    async def accept_invite(self, code: str, password: str) -> tuple[User, InviteRow]:
+        """Use the code once: the member account with ``password`` (argon2id) and its cards."""
+        await self.invite(code)  # says why a code cannot be used
+        hashed = await self._hash(password)
+        try:
+            row = await self.store.redeem_invite(_digest(code), hashed, self.clock())
+        except InviteTaken as err:
+            raise InviteRefused("taken", str(err)) from None
+        if row is None:  # used or expired while the password was hashed
+            await self.invite(code)
+            raise InviteRefused("used")
+        return User(row.username, "member"), row
 
     # ------------------------------------------------------------------ login sessions
 

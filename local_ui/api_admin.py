@@ -79,9 +79,13 @@ def _invalid(err: ValidationError) -> ApiError:
 
 
 def owner_lang(request: Request) -> str:
-    """The language of the person at the owner pages: ``?lang=``, else their browser's."""
+    """The person's language (as for invitations): the page's (``?lang=``), else their
+    browser's, else the station's."""
+    default = i18n.pick(request.app.state.ui.station.cfg.station.language)
     asked = request.query_params.get("lang", "")[:16]
-    return i18n.pick(asked) if asked else i18n.negotiate(request.headers.get("accept-language"))
+    if asked:
+        return i18n.pick(asked, default)
+    return i18n.negotiate(request.headers.get("accept-language", "")[:200], default)
 
 
 Lang = Annotated[str, Depends(owner_lang)]

@@ -34,7 +34,7 @@ router = APIRouter(
 )
 
 
-def _set_login(response: Response, sid: str, ttl: float) -> None:
+def set_login(response: Response, sid: str, ttl: float) -> None:
     response.set_cookie(
         SESSION_COOKIE, sid, max_age=int(ttl), httponly=True, samesite="strict", path="/"
     )
@@ -50,7 +50,7 @@ def _login_keys(request: Request, username: str) -> tuple[str, str]:
     return f"user-ip:{username.lower()}|{ip}", f"ip:{ip}"
 
 
-def _throttle(ctx: UiContext, *keys: str) -> None:
+def throttle(ctx: UiContext, *keys: str) -> None:
     wait = ctx.limiter.retry_after(*keys)
     if wait > 0:
         raise ApiError(
@@ -86,7 +86,7 @@ async def setup(req: SetupRequest, request: Request, response: Response, ctx: Ct
     # Per client only: the code has 60 bits, so a shared limit would only let a
     # stranger keep the installer from setting up the station.
     ip_key = f"setup:{client_ip(request)}"
-    _throttle(ctx, ip_key)
+    throttle(ctx, ip_key)
     code = ctx.accounts.setup_code
     if code is None:
         raise ApiError(409, "already_set_up", "The owner account exists already: log in.")
@@ -104,7 +104,7 @@ async def setup(req: SetupRequest, request: Request, response: Response, ctx: Ct
     ctx.accounts.setup_code = None
     user = await ctx.accounts.create_user(req.username, req.password, "owner")
     await ctx.station.audit.record("owner_created", audit_actor(user), {"ip": client_ip(request)})
-    _set_login(response, await ctx.accounts.new_session(user), ctx.accounts.session_ttl_s)
+    set_login(response, await ctx.accounts.new_session(user), ctx.accounts.session_ttl_s)
     return UserOut(username=user.username, role=user.role)
 
 
@@ -112,7 +112,7 @@ async def setup(req: SetupRequest, request: Request, response: Response, ctx: Ct
 async def login(req: LoginRequest, request: Request, response: Response, ctx: Ctx) -> UserOut:
     """Log in; failed attempts are limited per client, and per user name on a client."""
     keys = _login_keys(request, req.username)
-    _throttle(ctx, *keys)
+    throttle(ctx, *keys)
     user = await ctx.accounts.verify(req.username, req.password)
     if user is None:
         ctx.limiter.failed(*keys)
@@ -124,7 +124,7 @@ async def login(req: LoginRequest, request: Request, response: Response, ctx: Ct
     # not wipe the count of guesses this client made at other accounts.
     ctx.limiter.succeeded(keys[0])
     await ctx.station.audit.record("login", audit_actor(user), {"ip": client_ip(request)})
-    _set_login(response, await ctx.accounts.new_session(user), ctx.accounts.session_ttl_s)
+    set_login(response, await ctx.accounts.new_session(user), ctx.accounts.session_ttl_s)
     return UserOut(username=user.username, role=user.role)
 
 
@@ -146,7 +146,7 @@ async def change_password(
 ) -> dict[str, bool]:
     """Change one's own password; every other login of this user ends (this one stays)."""
     keys = _login_keys(request, user.username)
-    _throttle(ctx, *keys)
+    throttle(ctx, *keys)
     if await ctx.accounts.verify(user.username, req.current_password) is None:
         ctx.limiter.failed(*keys)
         raise ApiError(403, "wrong_password", "The current password is wrong.")

@@ -93,10 +93,11 @@ async def sessions_csv(
     ctx: Ctx,
     user: Reader,
 ) -> StreamingResponse:
-    """UTF-8 CSV of the filtered sessions (oldest first), with a header row."""
+    """UTF-8 CSV of the filtered sessions (oldest first), with a header row; the ``member``
+    column names the member who holds the session's card or code."""
     name = f"sessions-{ctx.station.cfg.station.id}-{dt.date.today().isoformat()}.csv"
     return StreamingResponse(
-        history.csv_chunks(ctx.station.journal, f),
+        history.csv_chunks(ctx.station.journal, f, members=await ctx.accounts.token_members()),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )

@@ -34,6 +34,10 @@ SECURITY_KINDS = frozenset(
         "user_created",
         "user_deleted",
         "member_tokens_changed",
+        "member_invited",
+        "member_invite_withdrawn",
+        "member_joined",
+        "invite_refused",
         "token_rejected",
         "auth_rejected",
     }
@@ -136,6 +140,13 @@ def _settings(d: Mapping[str, Any]) -> str:
     return text + "."
 
 
+_INVITE_REFUSED = {
+    "unknown": "Someone tried an invitation code that does not exist.",
+    "used": "Someone tried an invitation code that was used already.",
+    "expired": "Someone tried an expired invitation code.",
+    "taken": "An invitation could not be used: its name belongs to another account now.",
+}
+
 _AUDIT: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "throttle": lambda d: (
         f"Set {_bay(d)} from {_a(d.get('old_a'))} to {_a(d.get('new_a'))}"
@@ -154,6 +165,15 @@ _AUDIT: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "user_deleted": lambda d: f"Deleted the account “{d.get('username', '')}”.",
     "member_tokens_changed": lambda d: (
         f"Gave “{d.get('username', '')}” {d.get('count', 0)} card(s) or code(s)."
+    ),
+    "member_invited": lambda d: (
+        f"Invited “{d.get('username', '')}” as a member"
+        + (f" with {d['count']} card(s) or code(s)." if d.get("count") else ".")
+    ),
+    "member_invite_withdrawn": lambda d: f"Withdrew the invitation of “{d.get('username', '')}”.",
+    "member_joined": lambda d: "Accepted their invitation and chose a password.",
+    "invite_refused": lambda d: _INVITE_REFUSED.get(
+        str(d.get("problem")), "An invitation code was refused."
     ),
     "token_rejected": lambda d: f"A card or code was refused at {_bay(d)}.",
     "auth_rejected": lambda d: f"A card or code was refused at {_bay(d)}.",

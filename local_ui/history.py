@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -70,17 +70,31 @@ async def page(
     return total, rows
 
 
-async def csv_chunks(journal: Journal, f: SessionFilter, batch: int = 500) -> AsyncIterator[bytes]:
-    """The sessions CSV (controller.ops.session_csv), streamed a batch of rows at a time."""
+async def csv_chunks(
+    journal: Journal,
+    f: SessionFilter,
+    batch: int = 500,
+    *,
+    members: Mapping[str, str] | None = None,
+    tokens: Collection[str] | None = None,
+) -> AsyncIterator[bytes]:
+    """The sessions CSV (controller.ops.session_csv), streamed a batch of rows at a time.
+
+    ``members``: card or code -> the member who holds it (the ``member`` column);
+    ``tokens``: only the sessions started with one of these (a member's own).
+    """
     buf = io.StringIO()
     w = session_csv.writer(buf)
     w.writerow(session_csv.COLUMNS)
     kw = f.journal_filter()
+    if tokens is not None:
+        kw["tokens"] = tokens
+    owners = members or {}
     offset = 0
     while True:
         rows = await journal.sessions(**kw, limit=batch, offset=offset, newest_first=False)
         for r in rows:
-            w.writerow(session_csv.row(r))
+            w.writerow(session_csv.row({**r, "member": owners.get(str(r.get("token")))}))
         yield buf.getvalue().encode("utf-8")
         buf.seek(0)
         buf.truncate()
@@ -96,11 +110,15 @@ def month_start(d: dt.date, back: int) -> dt.date:
 
 
 async def monthly(
-    journal: Journal, since: dt.datetime, until: dt.datetime | None, bay_id: str | None
+    journal: Journal,
+    since: dt.datetime,
+    until: dt.datetime | None,
+    bay_id: str | None,
+    tokens: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
     # Sessions still open, or with a counter that went backwards, stay out of the aggregates.
     rows = await journal.monthly_totals(
-        _epoch(since), None if until is None else _epoch(until), bay_id
+        _epoch(since), None if until is None else _epoch(until), bay_id, tokens
     )
     by_month = {r["month"]: r for r in rows}
     out: list[dict[str, Any]] = []

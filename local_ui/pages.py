@@ -70,3 +70,9 @@ async def member(user: MaybeUser) -> Response:
     if user.role != "member":
         return RedirectResponse("/owner", 303)
     return _page("member.html")
+
+
+@router.get("/invite")
+async def invite_page() -> Response:
+    """Where an invited member chooses their password (the code is in the address's #)."""
+    return _page("invite.html")

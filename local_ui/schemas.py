@@ -80,6 +80,17 @@ class NewUserRequest(_In):
     role: Role
 
 
+def _member_tokens(v: list[str]) -> list[str]:
+    out = []
+    for tok in v:
+        tok = tok.strip()
+        if not 1 <= len(tok) <= 64 or not all(0x21 <= ord(c) <= 0x7E for c in tok):
+            raise ValueError("token: a card or code is 1 to 64 letters, digits or signs")
+        if tok not in out:
+            out.append(tok)
+    return out
+
+
 class MemberTokens(_In):
     """The cards and codes a member charges with (replaces the list)."""
 
@@ -88,14 +99,29 @@ class MemberTokens(_In):
     @field_validator("tokens")
     @classmethod
     def _tokens(cls, v: list[str]) -> list[str]:
-        out = []
-        for tok in v:
-            tok = tok.strip()
-            if not 1 <= len(tok) <= 64 or not all(0x21 <= ord(c) <= 0x7E for c in tok):
-                raise ValueError("token: a card or code is 1 to 64 letters, digits or signs")
-            if tok not in out:
-                out.append(tok)
-        return out
+        return _member_tokens(v)
+
+
+class InviteRequest(_In):
+    """Invite a member: their user name, the cards and codes they get, how long it is valid."""
+
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+    tokens: list[str] = Field(default_factory=list, max_length=20)
+    valid_hours: int = Field(default=72, ge=1, le=30 * 24)
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, v: list[str]) -> list[str]:
+        return _member_tokens(v)
+
+
+class InviteCheck(_In):
+    code: str = Field(min_length=1, max_length=64)
+    lang: str | None = Field(default=None, max_length=16)
+
+
+class InviteAccept(InviteCheck):
+    password: str = Field(min_length=1, max_length=256)
 
 
 class MemberStart(_In):

@@ -4,7 +4,9 @@
 - ``ui_sessions``: login sessions, by the SHA-256 of their cookie (never the cookie itself);
 - ``ui_member_tokens``: the cards and codes of each member account (migration 2, which
   also lets ``ui_users`` hold the ``member`` role): a member sees and stops only the
-  sessions started with one of them.
+  sessions started with one of them;
+- ``ui_invites``: the owner's invitations of members (migration 3): only the SHA-256 of
+  the one-time code is kept, with its expiry and when it was used (a code works once).
 
 What the UI shows of the station (sessions, holds, bookings, the audit log)
 comes from the journal's methods, never from SQL here. Migration 1 creates the
@@ -14,6 +16,7 @@ them (the core's released migration 3 made them), with their accounts.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,7 @@ from controller.core.journal import Journal
 from controller.core.store import Store
 
 NAMESPACE = "ui"
+INVITES_KEPT_S = 30 * 86400.0
 
 # Append, never edit a released entry.
 MIGRATIONS: list[str] = [
@@ -61,6 +65,19 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX ui_member_tokens_user ON ui_member_tokens(username);
     """,
+    # 3: invitations of members: a one-time code (its hash only), the cards it brings.
+    """
+    CREATE TABLE ui_invites (
+        code_hash TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        tokens TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at REAL
+    );
+    CREATE INDEX ui_invites_user ON ui_invites(username);
+    """,
 ]
 
 
@@ -72,10 +89,41 @@ class UserRow:
 
 
 @dataclass(frozen=True, slots=True)
+class InviteRow:
+    username: str
+    tokens: list[str]
+    created_by: str
+    created_at: float
+    expires_at: float
+    used_at: float | None
+
+
+class InviteTaken(Exception):
+    """The invited name was given to another account meanwhile."""
+
+
+@dataclass(frozen=True, slots=True)
 class LoginRow:
     username: str
     role: str
     expires_at: float
+
+
+_INVITE_SQL = (
+    "SELECT username, tokens, created_by, created_at, expires_at, used_at"
+    " FROM ui_invites WHERE code_hash=?"
+)
+
+
+def _invite_row(r: dict[str, Any]) -> InviteRow:
+    return InviteRow(
+        str(r["username"]),
+        [str(t) for t in json.loads(str(r["tokens"]))],
+        str(r["created_by"]),
+        float(r["created_at"]),
+        float(r["expires_at"]),
+        None if r["used_at"] is None else float(r["used_at"]),
+    )
 
 
 class UiStore:
@@ -145,6 +193,84 @@ class UiStore:
                     "INSERT INTO ui_member_tokens(token, username, added_at) VALUES (?,?,?)",
                     (tok, username, at),
                 )
+
+    async def token_members(self) -> dict[str, str]:
+        """Every member's card or code -> the member's name (who a session belongs to)."""
+        rows = await self._store.query("SELECT token, username FROM ui_member_tokens")
+        return {str(r["token"]): str(r["username"]) for r in rows}
+
+    # ------------------------------------------------------------------ invitations
+
+    async def add_invite(
+        self,
+        code_hash: str,
+        username: str,
+        tokens: list[str],
+        created_by: str,
+        at: float,
+        expires_at: float,
+    ) -> None:
+        """A new invitation for ``username``; one still open for that name is withdrawn.
+        Invitations that ended a month ago are forgotten (until then, a used one is told
+        apart from a forged one)."""
+        async with self._store.transaction() as tx:
+            await tx.execute("DELETE FROM ui_invites WHERE expires_at < ?", (at - INVITES_KEPT_S,))
+            await tx.execute(
+                "DELETE FROM ui_invites WHERE username=? AND used_at IS NULL", (username,)
+            )
+            await tx.execute(
+                "INSERT INTO ui_invites(code_hash, username, tokens, created_by, created_at,"
+                " expires_at) VALUES (?,?,?,?,?,?)",
+                (code_hash, username, json.dumps(tokens), created_by, at, expires_at),
+            )
+
+    async def invite(self, code_hash: str) -> InviteRow | None:
+        rows = await self._store.query(_INVITE_SQL, (code_hash,))
+        return _invite_row(rows[0]) if rows else None
+
+    async def open_invites(self, now: float) -> list[dict[str, Any]]:
+        """Invitations not used and not expired at ``now``, newest first (never a code)."""
+        rows = await self._store.query(
+            "SELECT username, tokens, created_by, created_at, expires_at FROM ui_invites"
+            " WHERE used_at IS NULL AND expires_at > ? ORDER BY created_at DESC",
+            (now,),
+        )
+        return [{**r, "tokens": json.loads(str(r["tokens"]))} for r in rows]
+
+    async def withdraw_invites(self, username: str) -> int:
+        return await self._store.execute(
+            "DELETE FROM ui_invites WHERE username=? AND used_at IS NULL", (username,)
+        )
+
+    async def redeem_invite(
+        self, code_hash: str, password_hash: str, at: float
+    ) -> InviteRow | None:
+        """Use the invitation once: mark it used, create the member and give them the cards
+        still free, in one transaction. None if it is unknown, used or expired at ``at``.
+        Raises :class:`InviteTaken` when the name is an account already."""
+        async with self._store.transaction() as tx:
+            n = await tx.execute(
+                "UPDATE ui_invites SET used_at=? WHERE code_hash=? AND used_at IS NULL"
+                " AND expires_at > ?",
+                (at, code_hash, at),
+            )
+            if n != 1:
+                return None
+            row = _invite_row((await tx.query(_INVITE_SQL, (code_hash,)))[0])
+            taken = await tx.execute(
+                "INSERT OR IGNORE INTO ui_users(username, password_hash, role, created_at,"
+                " updated_at) VALUES (?,?,'member',?,?)",
+                (row.username, password_hash, at, at),
+            )
+            if taken != 1:
+                raise InviteTaken(row.username)
+            for tok in row.tokens:
+                await tx.execute(
+                    "INSERT OR IGNORE INTO ui_member_tokens(token, username, added_at)"
+                    " VALUES (?,?,?)",
+                    (tok, row.username, at),
+                )
+        return row
 
     async def set_password_hash(self, username: str, password_hash: str, at: float) -> None:
         await self._store.execute(

@@ -709,11 +709,16 @@ class Journal:
         return int(rows[0]["n"])
 
     async def monthly_totals(
-        self, since: float, until: float | None = None, bay_id: str | None = None
+        self,
+        since: float,
+        until: float | None = None,
+        bay_id: str | None = None,
+        tokens: Collection[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Per local calendar month with sessions: count, energy (Wh), cost, how many lack a cost.
 
         Sessions still open, or with a counter that went backwards, stay out.
+        ``tokens``: only sessions started with one of these (a member's own).
         """
         clauses = ["state = 'closed'", "energy_wh >= 0", "started_at >= ?"]
         params: list[Any] = [since]
@@ -723,11 +728,31 @@ class Journal:
         if bay_id is not None:
             clauses.append("bay_id = ?")
             params.append(bay_id)
+        if tokens is not None:
+            toks = sorted(tokens)
+            clauses.append(f"token IN ({','.join('?' * len(toks))})" if toks else "0")
+            params.extend(toks)
         return await self.query(
             "SELECT strftime('%Y-%m', started_at, 'unixepoch', 'localtime') AS month,"
             " count(*) AS sessions, sum(energy_wh) AS energy_wh, sum(cost) AS cost,"
             " sum(CASE WHEN cost IS NULL THEN 1 ELSE 0 END) AS uncosted"
             f" FROM sessions WHERE {' AND '.join(clauses)} GROUP BY month ORDER BY month",
+            params,
+        )
+
+    async def token_totals(self, since: float, until: float | None = None) -> list[dict[str, Any]]:
+        """Per token that started sessions in ``[since, until)``: count, energy (Wh), cost,
+        how many lack a cost. The same sessions as :meth:`monthly_totals` count (closed ones
+        whose counter did not go backwards), so the two add up to the same totals."""
+        clauses = ["state = 'closed'", "energy_wh >= 0", "started_at >= ?"]
+        params: list[Any] = [since]
+        if until is not None:
+            clauses.append("started_at < ?")
+            params.append(until)
+        return await self.query(
+            "SELECT token, count(*) AS sessions, sum(energy_wh) AS energy_wh,"
+            " sum(cost) AS cost, sum(CASE WHEN cost IS NULL THEN 1 ELSE 0 END) AS uncosted"
+            f" FROM sessions WHERE {' AND '.join(clauses)} GROUP BY token ORDER BY token",
             params,
         )
 

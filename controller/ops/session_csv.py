@@ -5,7 +5,9 @@ Tokens are masked: at least four characters are always hidden, so a short
 PIN never appears whole, and at most the last four are shown. A text cell
 that a spreadsheet would run as a formula (a leading ``= + - @``, tab or
 carriage return) is defused with a leading apostrophe. Times are ISO 8601
-in the station's local time with its UTC offset.
+in the station's local time with its UTC offset. ``member`` names the member
+who holds the session's card or code: the owner UI fills it in from its
+accounts; the command line, which has no accounts, leaves it empty.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ COLUMNS = (
     "cost",
     "currency",
     "token",
+    "member",
     "auth_source",
     "ocpp_tx_id",
     "sync_state",
@@ -108,6 +111,7 @@ def row(r: dict[str, Any]) -> list[Any]:
         r.get("cost") if r.get("cost") is not None else "",
         r.get("currency") or "",
         mask_token(str(r.get("token") or "")),
+        r.get("member") or "",
         r.get("auth_source") or "",
         r.get("ocpp_tx_id") if r.get("ocpp_tx_id") is not None else "",
         r.get("sync_state") or "",

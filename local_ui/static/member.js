@@ -67,13 +67,30 @@
     $("m-totals").textContent = r.data.total + " sessions · " + kwh.toFixed(2) + " kWh · " + cost.toFixed(2) + " " + currency + (r.data.total > r.data.items.length ? " (latest " + r.data.items.length + ")" : "");
   }
 
-  function refresh() { loadBays(); loadSessions(); }
+  function refresh() { loadBays(); loadSessions(); loadUsage(); }
+
+  /* My usage per month (my own sessions only: the station answers nothing else). */
+  async function loadUsage() {
+    const months = $("mu-months").value;
+    $("mu-csv").setAttribute("href", "/api/v1/me/usage.csv?months=" + months);
+    const r = await api("GET", "/api/v1/me/usage?months=" + months);
+    if (!r.ok) return;
+    const tt = r.data.totals;
+    const cost = tt.cost === null ? "–" : tt.cost.toFixed(2) + " " + tt.currency;
+    $("mu-totals").textContent = T("Sessions: {n} · {kwh} kWh · {cost}", { n: tt.sessions, kwh: tt.energy_kwh.toFixed(2), cost: cost });
+    $("mu-rows").replaceChildren(...r.data.months.map((m) => el("tr", { "data-month": m.month }, [
+      cell(m.month, T("Month")), cell(m.sessions, T("Sessions")), cell(m.energy_kwh.toFixed(2), T("Energy (kWh)")),
+      cell(tt.cost === null ? "–" : m.cost.toFixed(2) + " " + tt.currency, T("Cost")),
+    ])));
+  }
 
   async function init() {
     const r = await api("GET", "/api/v1/auth/status");
     if (!r.ok || !r.data.user) return location.assign("/login");
     $("who").textContent = r.data.user.username;
     $("logout").addEventListener("click", async () => { await api("POST", "/api/v1/auth/logout"); location.assign("/login"); });
+    await loadMessages(document.documentElement.lang);
+    $("mu-months").addEventListener("change", loadUsage);
     refresh();
     setInterval(loadBays, 3000);
     setInterval(loadSessions, 15000);

@@ -405,6 +405,10 @@
     return body;
   }
 
+  /* Refusals that have a translation come in the page's language (as the member pages). */
+  function langQuery() {
+    return "?lang=" + encodeURIComponent(new URLSearchParams(location.search).get("lang") || document.documentElement.lang || "");
+  }
   async function loadSettings() {
     const r = await call("GET", "/api/v1/settings");
     if (!r.ok) return;
@@ -453,7 +457,7 @@
         form.addEventListener("input", () => {
           clearTimeout(timer);
           timer = setTimeout(async () => {
-            const res = await api("POST", "/api/v1/settings/" + name + "/check", readForm(form, props));
+            const res = await api("POST", "/api/v1/settings/" + name + "/check" + langQuery(), readForm(form, props));
             renderWarnings(warn, res.ok ? res.data.warnings : [], res.ok ? "" : res.data.message);
           }, 300);
         });
@@ -461,7 +465,7 @@
       }
       form.addEventListener("submit", async (e) => {
         e.preventDefault();
-        const res = await call("PATCH", "/api/v1/settings/" + name, readForm(form, props));
+        const res = await call("PATCH", "/api/v1/settings/" + name + langQuery(), readForm(form, props));
         if (!res.ok) { renderWarnings(warn, [], res.data.message); return; }
         const n = (res.data.warnings || []).length;
         flash(sec.title + " saved" + (n ? " with " + n + " warning" + (n > 1 ? "s" : "") + " (the lower limit applies)." : "."), n > 0);

@@ -13,7 +13,10 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import zxingcpp
 from playwright.async_api import Browser, Page, expect
 
 from controller.core.bay import StopReason
@@ -186,17 +189,47 @@ async def test_messages_tokens_audit_and_bay_choice_read_right(
         assert "{" not in text and "_" not in text, text
 
 
+def _read_qr(png: bytes) -> str:
+    """What a phone's camera reads from a screenshot of a QR code."""
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    found = zxingcpp.read_barcodes(img)
+    assert found, "no QR code on the screen"
+    return str(found[0].text)
+
+
 @pytest.mark.parametrize(("width", "height"), VIEWPORTS)
-async def test_owner_adds_a_member_who_charges_and_sees_only_their_own(
+async def test_owner_invites_a_member_who_charges_and_sees_only_their_own(
     browser: Browser, live: Live, artifacts: Path, width: int, height: int
 ) -> None:
     page = await _owner_page(browser, live, width, height)
     await _visit(page, "users")
-    form = page.locator("#u-form")
+    form = page.locator("#i-form")
     await form.locator('input[name="username"]').fill("ann")
-    await form.locator('input[name="password"]').fill(PASSWORD)
-    await form.locator('select[name="role"]').select_option("member")
     await form.locator('button[type="submit"]').click()
+    qr = page.locator("#i-qr svg")
+    await expect(qr).to_be_visible()
+    url = await page.locator("#i-url").inner_text()
+    assert url.startswith(live.base + "/invite#"), url
+    assert _read_qr(await qr.screenshot()) == url  # the QR on screen is the invitation
+    await expect(page.locator('#i-rows tr[data-invite="ann"]')).to_be_visible()
+    assert await _fits(page) <= 0, "the invitation with its QR code is too wide"
+    await page.screenshot(path=str(artifacts / f"owner-invite-{width}x{height}.png"))
+    # Ann opens it on her phone (in German), chooses a password and is logged in.
+    ctx = await browser.new_context(viewport={"width": width, "height": height}, locale="de-DE")
+    member = await ctx.new_page()
+    member.set_default_timeout(8000)
+    await member.goto(url)
+    await expect(member.locator("#welcome")).to_have_text("Willkommen, ann")
+    assert await _fits(member) <= 0
+    await member.screenshot(path=str(artifacts / f"invite-de-{width}x{height}.png"))
+    await member.fill('input[name="password"]', PASSWORD)
+    await member.fill('input[name="password2"]', PASSWORD)
+    await member.click('button[type="submit"]')
+    await expect(member).to_have_url(live.base + "/member")
+    # The owner gives her a card.
+    await _visit(page, "audit")
+    await _visit(page, "users")
+    await expect(page.locator("#i-rows tr")).to_have_count(0)  # used: no longer open
     row = page.locator('#u-rows tr[data-user="ann"]')
     await expect(row).to_contain_text("member")
     await row.locator('input[name="tokens"]').fill("1234")
@@ -205,17 +238,10 @@ async def test_owner_adds_a_member_who_charges_and_sees_only_their_own(
     await expect(row).to_contain_text("…")
     await expect(row).not_to_contain_text("1234")
     assert await _fits(page) <= 0, "the users page with a member's cards is too wide"
+    await member.reload()
     # Someone else charges at the locker; Ann must not see it as hers.
     other = await live.rig.station.commands.present_token("locker1", "5678")
     assert other.ok
-    ctx = await browser.new_context(viewport={"width": width, "height": height})
-    member = await ctx.new_page()
-    member.set_default_timeout(8000)
-    await member.goto(live.base + "/login")
-    await member.fill('input[name="username"]', "ann")
-    await member.fill('input[name="password"]', PASSWORD)
-    await member.click('button[type="submit"]')
-    await expect(member).to_have_url(live.base + "/member")
     locker = member.locator('#m-bays [data-bay="locker1"]')
     await expect(locker).to_contain_text("In use")
     await expect(locker.get_by_role("button")).to_have_count(0)
@@ -230,6 +256,9 @@ async def test_owner_adds_a_member_who_charges_and_sees_only_their_own(
     await expect(member.locator("#flash")).to_have_text("Charging stopped.")
     await expect(member.locator("#m-rows tr")).to_have_count(1)  # hers only, not the locker's
     await expect(member.locator("#m-rows")).to_contain_text("bay1")
+    await live.rig.until(lambda: live.rig.station.bays["bay1"].state.session is None)
+    await member.select_option("#mu-months", "1")  # her usage of this month, read again
+    await expect(member.locator("#mu-totals")).to_contain_text("Sessions: 1 ·")
     await member.goto(live.base + "/owner")
     await expect(member).to_have_url(live.base + "/member")
     await ctx.close()

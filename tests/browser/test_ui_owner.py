@@ -166,9 +166,27 @@ async def test_sessions_filter_csv_export_and_stats(
     assert [r[0] for r in table[1:]] == [ids[0]]  # the export follows the filter
     assert table[1][table[0].index("mode")] == "eco"
     assert float(table[1][table[0].index("energy_kwh")]) > 0
+    # Ann, a member, holds the card of the first session; the second card is no member's.
+    for method, path, body in (
+        ("POST", "/api/v1/users", {"username": "ann", "password": PASSWORD, "role": "member"}),
+        ("PUT", "/api/v1/members/ann/tokens", {"tokens": ["1234"]}),
+    ):
+        r = await page.evaluate("([m, p, b]) => api(m, p, b)", [method, path, body])
+        assert r["ok"], r
     await page.click('nav a[href="#stats"]')
     await expect(page.locator("#chart svg rect").last).to_be_visible()  # this month
     await expect(page.locator("#totals")).to_contain_text("2 sessions")
-    await page.screenshot(path=str(artifacts / "owner-stats-1280x800.png"))
+    # Usage per member: each row's figures are those of the sessions started with its cards.
+    for sid, selector in ((ids[0], '[data-member="ann"]'), (ids[1], '[data-member=""]')):
+        row = page.locator(f"#mu-rows tr{selector} td")
+        await expect(row.nth(1)).to_have_text("1")
+        s = await st.journal.session(sid)
+        assert s is not None and s["energy_wh"] > 0
+        shown = float(await row.nth(2).inner_text())
+        assert abs(shown - s["energy_wh"] / 1000) <= 0.005, (shown, s["energy_wh"])
+        cost = float((await row.nth(3).inner_text()).split()[0])
+        assert abs(cost - s["cost"]) <= 0.005, (cost, s["cost"])
+    await expect(page.locator("#mu-rows tr")).to_have_count(2)  # ann, cards of no member
+    await page.screenshot(path=str(artifacts / "owner-stats-1280x800.png"), full_page=True)
     await page.click('nav a[href="#diagnostics"]')
     await expect(page.locator("#d-nodes")).to_contain_text("fake-1.2.3")
