@@ -8,12 +8,13 @@ import sqlite3
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from controller.core.events import SettingsChanged
 from controller.core.journal import JournalError
 from controller.core.station import Station
+from local_ui import i18n
 from local_ui.accounts import User
 from local_ui.actions import bay_or_404
 from local_ui.api_bays import ERROR_RESPONSES
@@ -77,8 +78,21 @@ def _invalid(err: ValidationError) -> ApiError:
     )
 
 
+def owner_lang(request: Request) -> str:
+    """The person's language (as for invitations): the page's (``?lang=``), else their
+    browser's, else the station's."""
+    default = i18n.pick(request.app.state.ui.station.cfg.station.language)
+    asked = request.query_params.get("lang", "")[:16]
+    if asked:
+        return i18n.pick(asked, default)
+    return i18n.negotiate(request.headers.get("accept-language", "")[:200], default)
+
+
+Lang = Annotated[str, Depends(owner_lang)]
+
+
 def _validated(
-    ctx: UiContext, section: str, patch: dict[str, Any], user: User
+    ctx: UiContext, section: str, patch: dict[str, Any], user: User, lang: str = i18n.SOURCE
 ) -> tuple[Section, BaseModel, list[dict[str, Any]]]:
     """The section, the merged and validated value, and its warnings (or an ApiError)."""
     sec = ctx.settings.sections.get(section)
@@ -96,11 +110,12 @@ def _validated(
     try:
         warnings = ctx.settings.check(ctx.station, section, value)
     except SettingRefused as err:
+        text = err.text(lang)
         raise ApiError(
             422,
             "invalid_setting",
-            err.message,
-            extra={"field": err.field, "details": [{"loc": [err.field], "msg": err.message}]},
+            text,
+            extra={"field": err.field, "details": [{"loc": [err.field], "msg": text}]},
         ) from None
     return sec, value, warnings
 
@@ -111,9 +126,10 @@ async def check_section(
     patch: Annotated[dict[str, Any], Body(description="fields to change; the rest stay")],
     ctx: Ctx,
     user: Reader,
+    lang: Lang,
 ) -> dict[str, Any]:
     """Validate a change without applying it: the values it would give and its warnings."""
-    _sec, value, warnings = _validated(ctx, section, patch, user)
+    _sec, value, warnings = _validated(ctx, section, patch, user, lang)
     return {"name": section, "values": dump(value), "warnings": warnings}
 
 
@@ -123,12 +139,14 @@ async def patch_section(
     patch: Annotated[dict[str, Any], Body(description="fields to change; the rest stay")],
     ctx: Ctx,
     user: Reader,
+    lang: Lang,
 ) -> dict[str, Any]:
     """Validate, apply live, keep and audit a change to one section.
 
-    Warnings (rule conflicts) do not refuse the change; they come back with it.
+    Warnings (rule conflicts) do not refuse the change; they come back with it. Refusals
+    that have a translation come in the person's language (``?lang=`` or their browser's).
     """
-    sec, value, warnings = _validated(ctx, section, patch, user)
+    sec, value, warnings = _validated(ctx, section, patch, user, lang)
     old = dump(sec.get(ctx.station))
     await ctx.settings.apply(ctx.station, section, value)
     new = dump(value)

@@ -5,6 +5,8 @@ A driver can present a token at a bay, stop the session their kiosk started
 receipt. Presenting the same token again at the bay also stops the session,
 so a driver who walked away from the screen can still end their own session;
 nobody can end someone else's. Tokens never appear in what the kiosk reads.
+A receipt opens with the session's key or its receipt key (which the kiosk's live stream
+carries with the session: see :meth:`local_ui.context.UiContext.receipt_key`).
 """
 
 from __future__ import annotations
@@ -64,7 +66,10 @@ async def kiosk_state(ctx: Ctx) -> dict[str, Any]:
     st.pop("load", None)
     return {
         "station": st,
-        "bays": [bay_view(ctx.station, rt, public=True) for rt in ctx.station.bays.values()],
+        "bays": [
+            ctx.kiosk_bay(bay_view(ctx.station, rt, public=True))
+            for rt in ctx.station.bays.values()
+        ],
         "kiosk": ctx.settings.kiosk.model_dump(mode="json"),
     }
 
@@ -166,7 +171,7 @@ Key = Annotated[str, Query(min_length=1, max_length=64)]
 
 
 async def _receipt(ctx: UiContext, session_id: str, key: str, lang: str) -> dict[str, Any]:
-    if len(session_id) > 64 or not ctx.check_session_key(session_id, key):
+    if len(session_id) > 64 or not ctx.check_receipt_key(session_id, key):
         raise ApiError(404, "unknown_session", "There is no such receipt.")
     row = await ctx.station.journal.session(session_id)
     if row is None:

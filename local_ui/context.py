@@ -65,6 +65,28 @@ class UiContext:
     def check_session_key(self, session_id: str, key: str) -> bool:
         return hmac.compare_digest(self.session_key(session_id).encode(), key.encode())
 
+    def receipt_key(self, session_id: str) -> str:
+        """The proof that opens ``session_id``'s receipt and nothing else (it cannot stop
+        or change the session). The public kiosk stream carries it with every session it
+        shows, so a kiosk shows the receipt of a session it did not start, however it ends:
+        the receipt says no more than that stream showed live (no token)."""
+        msg = b"receipt\0" + session_id.encode()
+        return hmac.new(self.kiosk_secret, msg, hashlib.sha256).hexdigest()[:32]
+
+    def check_receipt_key(self, session_id: str, key: str) -> bool:
+        """The session's key (the kiosk that started or stopped it) or its receipt key."""
+        k = key.encode()
+        return hmac.compare_digest(
+            self.receipt_key(session_id).encode(), k
+        ) or self.check_session_key(session_id, key)
+
+    def kiosk_bay(self, view: dict[str, Any]) -> dict[str, Any]:
+        """A public bay view with its session's receipt key (see :meth:`receipt_key`)."""
+        sess = view.get("session")
+        if isinstance(sess, dict) and isinstance(sess.get("id"), str):
+            sess["receipt_key"] = self.receipt_key(sess["id"])
+        return view
+
 
 def get_ctx(request: Request) -> UiContext:
     ctx: UiContext = request.app.state.ui

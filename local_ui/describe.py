@@ -126,9 +126,13 @@ def _settings(d: Mapping[str, Any]) -> str:
     parts = []
     for key, ch in list(changes.items())[:6]:
         ch = ch if isinstance(ch, dict) else {}
-        parts.append(
-            f"{label(key).title.split(' (')[0]} {_value(ch.get('old'))} → {_value(ch.get('new'))}"
-        )
+        title = label(key).title.split(" (")[0]
+        old, new = ch.get("old"), ch.get("new")
+        if isinstance(old, dict) and isinstance(new, dict):  # bay -> name: what changed in it
+            for k in [k for k in new if old.get(k) != new[k]][:6]:
+                parts.append(f"{title}: {k} {_value(old.get(k))} → {_value(new[k])}")
+            continue
+        parts.append(f"{title} {_value(old)} → {_value(new)}")
     section = str(d.get("section", "")).replace("_", " ")
     text = f"Changed the {section} settings" + (": " + "; ".join(parts) if parts else "")
     if d.get("warnings"):

@@ -10,6 +10,7 @@ The API, small on purpose (the owner UI may reuse it with its own domain):
 
 - ``LANGUAGES``: the languages that have a catalogue, English first.
 - ``pick(wanted, default)``: the supported language for a tag such as ``"de-AT"``.
+- ``negotiate(accept_language)``: the supported language a browser's header asks for.
 - ``translations(lang, domain)``: a :class:`gettext.NullTranslations` for server-side text.
 - ``catalogue(lang, domain)``: every msgid -> translated text, for a page's script.
 - ``missing(lang, domain, msgids)``: the msgids a catalogue does not translate.
@@ -51,6 +52,27 @@ def pick(wanted: str | None, default: str = SOURCE) -> str:
     """The supported language for ``wanted`` ("de", "de-AT", "de_DE"), else ``default``."""
     if wanted:
         base = wanted.replace("_", "-").split("-", 1)[0].lower()
+        if base in LANGUAGES:
+            return base
+    return default if default in LANGUAGES else SOURCE
+
+
+def negotiate(accept_language: str | None, default: str = SOURCE) -> str:
+    """The language to answer in for an ``Accept-Language`` header ("de-AT,de;q=0.9,en;q=0.8"):
+    the most wanted one that has a catalogue, else ``default``."""
+    wanted: list[tuple[float, int, str]] = []
+    for i, part in enumerate((accept_language or "").split(",")[:32]):
+        tag, _, param = part.strip().partition(";")
+        q = 1.0
+        if param.strip().startswith("q="):
+            try:
+                q = float(param.strip()[2:])
+            except ValueError:
+                q = 0.0
+        if tag.strip() and q > 0:
+            wanted.append((-q, i, tag.strip()))
+    for _, _, tag in sorted(wanted):
+        base = tag.replace("_", "-").split("-", 1)[0].lower()
         if base in LANGUAGES:
             return base
     return default if default in LANGUAGES else SOURCE

@@ -16,6 +16,45 @@ from controller.core.station import Station
 from local_ui import i18n
 
 
+def N_(msgid: str) -> str:
+    """Marks a msgid for the catalogues; translated where it is shown."""
+    return msgid
+
+
+_THANKS, _STOPPED = N_("Thank you!"), N_("Charging stopped")
+_PROBLEM = N_("The charger had a problem and stopped charging. Please ask staff for help.")
+# Why a session ended, as its receipt heads it: (title, what happened or "").
+OUTCOMES: dict[str, tuple[str, str]] = {
+    "Local": (_THANKS, ""),
+    "EVDisconnected": (_THANKS, ""),
+    "QuotaReached": (_THANKS, N_("Your energy or time limit was reached.")),
+    "EmergencyStop": (N_("Emergency stop"), N_("Charging stopped; staff have been notified.")),
+    "Remote": (_STOPPED, N_("Stopped remotely, by the app or the operator.")),
+    "Owner": (_STOPPED, N_("Stopped by the station's staff.")),
+    "ConnectionTimeout": (
+        _STOPPED,
+        N_("Nothing was plugged in in time, so the session has ended."),
+    ),
+    "DeAuthorized": (_STOPPED, N_("Your code is no longer accepted here.")),
+    "UnlockCommand": (_STOPPED, N_("The operator released the cable.")),
+    "DoorForced": (_STOPPED, N_("The door was opened while charging.")),
+    "Fault": (_STOPPED, _PROBLEM),
+    "Overcurrent": (_STOPPED, _PROBLEM),
+    "InterruptedTooLong": (_STOPPED, _PROBLEM),
+    "PowerLoss": (_STOPPED, _PROBLEM),
+    "Reboot": (_STOPPED, _PROBLEM),
+    "SoftReset": (_STOPPED, _PROBLEM),
+    "HardReset": (_STOPPED, _PROBLEM),
+}
+
+
+def outcome(stop_reason: str | None, lang: str) -> tuple[str, str]:
+    """The receipt's title and what happened (may be empty), in ``lang``."""
+    _ = i18n.translations(lang).gettext
+    title, note = OUTCOMES.get(stop_reason or "", (_THANKS, ""))
+    return _(title), _(note) if note else ""
+
+
 def bay_title(station: Station, bay_id: str, lang: str) -> str:
     """The bay as the kiosk names it: its configured name, else "Bay <id>"."""
     rt = station.bays.get(bay_id)
@@ -61,7 +100,10 @@ def texts(station: Station, r: dict[str, Any], tariff: dict[str, Any], lang: str
     ]
     if station.cfg.station.contact:
         meta.append(_("Operator: {contact}").format(contact=station.cfg.station.contact))
+    title, note = outcome(r.get("stop_reason"), lang)
     return {
+        "title": title,
+        "note": note,
         "energy": energy,
         "duration": duration(r.get("duration_s")),
         "cost": i18n.money(r.get("cost"), str(r["currency"]), lang),
@@ -106,10 +148,12 @@ def page(r: dict[str, Any], t: dict[str, str], lang: str) -> str:
         )
     )
     title = _("Receipt")
+    note = f"<p><strong>{e(t['title'])}</strong> {e(t['note'])}</p>" if t.get("note") else ""
     return (
         f'<!doctype html><html lang="{e(lang)}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{e(title)}</title><style>body{{font:18px/1.4 system-ui,sans-serif;"
         "margin:16px;max-width:32em}th{text-align:left;padding-right:1em}</style></head>"
-        f"<body><h1>{e(title)}</h1><p>{e(t['meta'])}</p><table>{rows}</table></body></html>"
+        f"<body><h1>{e(title)}</h1>{note}<p>{e(t['meta'])}</p><table>{rows}</table>"
+        "</body></html>"
     )

@@ -6,7 +6,9 @@ event it shows (``bay``, ``station``, ``notice``, ``scan``, ``bookings``, ``sett
 message when the load manager's figures change, and a ``tick`` every few
 seconds (the station's clock and when each bay was last measured) so a page
 notices a dead link and can tell an unchanged figure from a stale one. The kiosk's stream carries no tokens
-and no load figures.
+and no load figures; each session it shows, and each stop by a code the camera saw, comes with
+the session's receipt key (it opens that receipt, nothing else), so a kiosk shows the receipt
+however the session ended, whoever started it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from local_ui.context import READ, SESSION_COOKIE, UiContext
 from local_ui.views import UI_EVENTS, bay_view, load_view, station_view, ui_message
 
 router = APIRouter()
+KIOSK_SECTIONS = ("kiosk", "tariff", "names")
+"""Settings sections whose values the kiosk's stream carries (the kiosk shows them)."""
 TICK_S = 5.0
 
 
@@ -34,6 +38,10 @@ def _same_origin(ws: WebSocket) -> bool:
     return origin.split("://", 1)[-1].rstrip("/") == host
 
 
+def _bay(ctx: UiContext, view: dict[str, Any], public: bool) -> dict[str, Any]:
+    return ctx.kiosk_bay(view) if public else view
+
+
 def snapshot(ctx: UiContext, public: bool) -> dict[str, Any]:
     st = station_view(ctx.station)
     if public:
@@ -41,7 +49,10 @@ def snapshot(ctx: UiContext, public: bool) -> dict[str, Any]:
     return {
         "type": "snapshot",
         "station": st,
-        "bays": [bay_view(ctx.station, rt, public=public) for rt in ctx.station.bays.values()],
+        "bays": [
+            _bay(ctx, bay_view(ctx.station, rt, public=public), public)
+            for rt in ctx.station.bays.values()
+        ],
         "kiosk": ctx.settings.kiosk.model_dump(mode="json"),
     }
 
@@ -52,7 +63,12 @@ def _message(ctx: UiContext, event: Event, public: bool) -> dict[str, Any] | Non
         return msg
     if msg["type"] == "station":
         msg["station"].pop("load", None)
-    elif msg["type"] == "settings" and msg["section"] not in ("kiosk", "tariff"):
+    elif msg["type"] == "bay":
+        ctx.kiosk_bay(msg["bay"])
+    elif msg["type"] == "scan" and msg["ok"] and msg["code"] == "stopped" and msg["session_id"]:
+        # Stopped by a code the camera saw: the kiosk shows its receipt (whoever started it).
+        msg["receipt_key"] = ctx.receipt_key(msg["session_id"])
+    elif msg["type"] == "settings" and msg["section"] not in KIOSK_SECTIONS:
         return {"type": "settings", "section": msg["section"]}
     return msg
 

@@ -49,6 +49,9 @@ LABELS: dict[str, Label] = {
         "Back to the start screen after (seconds)", "the idle time", " s", hint=""
     ),
     "welcome_text": _l("Welcome text", hint="shown on the touchscreen's start screen"),
+    # names
+    "station_name": _l("Station name", hint="shown on the touchscreen and on receipts"),
+    "bay_names": _l("Bay names", hint="empty: the touchscreen calls the bay “Bay” and its id"),
     # site limits and circuits
     "main_limit_a": _l("Main breaker limit (A per phase)", "the main breaker limit", " A"),
     "main_guaranteed_headroom_a": _l(

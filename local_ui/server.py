@@ -50,6 +50,7 @@ from local_ui.connections import (
 )
 from local_ui.context import CSRF_COOKIE, UiContext
 from local_ui.load_settings import add_load_sections
+from local_ui.name_settings import add_name_section
 from local_ui.reports_api import router as reports_router
 from local_ui.settings import SettingsRegistry, add_station_sections
 from local_ui.store import UiStore
@@ -156,9 +157,11 @@ class UiMiddleware:
 
 
 def default_registry() -> SettingsRegistry:
-    """Every settings section: the station's (tariff, touchscreen), then the load manager's."""
+    """Every settings section: the station's (tariff, touchscreen, names), then the load
+    manager's."""
     reg = SettingsRegistry()
     add_station_sections(reg)
+    add_name_section(reg)
     add_load_sections(reg)
     return reg
 

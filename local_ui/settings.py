@@ -19,18 +19,40 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.core.accounting import Tariff
 from controller.core.station import Station
+from local_ui import i18n
 from local_ui.messages import LABELS
 
 log = structlog.get_logger(__name__)
+OWNER_DOMAIN = "owner"
+"""The catalogue of the owner pages' sentences that are translated (local_ui/locale)."""
 
 
 class SettingRefused(Exception):
-    """A value that is well-formed but cannot be used here (cross-checks); ``field`` names it."""
+    """A value that is well-formed but cannot be used here (cross-checks); ``field`` names it.
 
-    def __init__(self, message: str, field: str = "") -> None:
+    With a ``msgid`` (a sentence of the ``owner`` catalogue, ``{name}`` placeholders filled
+    from ``params``) the refusal can be told in the owner's language: :meth:`text`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        field: str = "",
+        *,
+        msgid: str = "",
+        params: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.msgid = msgid
+        self.params = dict(params or {})
+
+    def text(self, lang: str) -> str:
+        """The refusal in ``lang`` (English when it has no msgid or no translation)."""
+        if not self.msgid:
+            return self.message
+        return i18n.translations(lang, OWNER_DOMAIN).gettext(self.msgid).format(**self.params)
 
 
 SettingWarning = dict[str, Any]
@@ -51,6 +73,8 @@ class Section:
     unavailable: Callable[[Station], str | None] | None = None
     """Why the section cannot be changed on this station (shown instead of a form), or None."""
     description: str = ""
+    adapt: Callable[[Station, dict[str, Any]], dict[str, Any]] | None = None
+    """Fits values kept by an earlier start to this station's config before they are restored."""
 
 
 class KioskSettings(BaseModel):
@@ -97,7 +121,11 @@ class SettingsRegistry:
     def validate(self, station: Station, name: str, patch: dict[str, Any]) -> BaseModel:
         """Merge ``patch`` into the current values and validate (raises ValidationError)."""
         sec = self.sections[name]
-        merged = {**dump(sec.get(station)), **patch}
+        current = dump(sec.get(station))
+        merged = {**current, **patch}
+        for key, value in patch.items():  # a mapping (bay -> name) changes only what it names
+            if isinstance(value, dict) and isinstance(current.get(key), dict):
+                merged[key] = {**current[key], **value}
         return sec.model.model_validate(merged)
 
     def check(self, station: Station, name: str, value: BaseModel) -> list[SettingWarning]:
@@ -118,6 +146,8 @@ class SettingsRegistry:
             saved = await station.journal.kv_get(f"ui.settings.{name}")
             if not isinstance(saved, dict):
                 continue
+            if sec.adapt is not None:
+                saved = sec.adapt(station, saved)
             try:
                 value = sec.model.model_validate(saved)
                 self.check(station, name, value)

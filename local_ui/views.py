@@ -103,8 +103,15 @@ def ui_message(station: Station, event: Event, public: bool) -> dict[str, Any] |
             return {"type": "station", "station": station_view(station)}
         case BayNotice(bay_id=bay_id, code=code, message=message):
             return {"type": "notice", "bay_id": bay_id, "code": code, "message": message}
-        case ScanResult(bay_id=bay_id, ok=ok, code=code, message=message):
-            return {"type": "scan", "bay_id": bay_id, "ok": ok, "code": code, "message": message}
+        case ScanResult(bay_id=bay_id, ok=ok, code=code, message=message, session_id=sid):
+            return {
+                "type": "scan",
+                "bay_id": bay_id,
+                "ok": ok,
+                "code": code,
+                "message": message,
+                "session_id": sid,
+            }
         case BookingsChanged():
             return {"type": "bookings"}
         case SettingsChanged(section=section, values=values):

@@ -235,7 +235,7 @@ class Commands:
             out = Outcome(False, "choose_bay", "Choose a bay on the screen first.")
         else:
             out = await self.present_token(target, text, source=camera)
-        self._events.publish(ScanResult(target, out.ok, out.code, out.message))
+        self._events.publish(ScanResult(target, out.ok, out.code, out.message, out.session_id))
         return out
 
     async def stop_session(

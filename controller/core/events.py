@@ -77,6 +77,8 @@ class ScanResult:
     ok: bool
     code: str
     message: str
+    session_id: str | None = None
+    """The session the code started or stopped (a stop's receipt is shown for it)."""
 
 
 @dataclass(frozen=True, slots=True)

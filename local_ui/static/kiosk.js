@@ -59,6 +59,18 @@
     render();
     rerender();
   }
+  /* The owner renamed the station or bays: every language's words, live. */
+  function rename(v) {
+    const names = {};
+    for (const id in v.bay_names || {}) if (v.bay_names[id]) names[id] = v.bay_names[id];
+    for (const d of Object.values(I.cache).concat([I])) {
+      if (d.station) d.station.name = v.station_name;
+      if (d.info) d.info.name = v.station_name;
+      if (d.bay_names) d.bay_names = names;
+    }
+    I.names = names;
+    rerender();
+  }
   function langMenu() {
     const list = $("lang-list");
     list.replaceChildren();
@@ -144,7 +156,7 @@
 
   const S = {
     station: null, bays: new Map(), kiosk: { idle_timeout_s: 60 }, offset: 0,
-    bay: null, code: "", stopIntent: false, mode: "standard", changing: false,
+    bay: null, code: "", stopIntent: false, mode: "standard", changing: false, receipt: null,
     session: null, /* {id, key, bay} of the session this screen started */
     screen: "idle", lastTouch: Date.now(), online: false,
     lastNow: 0, /* the station's clock (ms) at its last word: the session timer stops there */
@@ -175,6 +187,7 @@
     if (name !== "error") S.errOffline = false;
   }
   function goIdle() {
+    S.receipt = null;
     S.bay = null; S.code = ""; S.stopIntent = false; S.session = null; S.changing = false;
     $("boost").hidden = true;
     show("idle");
@@ -188,6 +201,7 @@
   }
   /* The screen on view again in the new language. */
   function rerender() {
+    if (S.screen === "receipt" && S.receipt) showReceipt(S.receipt.id, S.receipt.key, S.receipt.bay);
     if (S.screen === "idle") renderIdle();
     else if (S.screen === "auth") $("auth-hint").textContent = t(S.stopIntent ? N_("To stop, show your QR code to the camera or type your code.") : N_("Show your QR code to the camera, or type your code."));
     for (const n of document.querySelectorAll(".bay-name")) n.textContent = S.bay ? bayTitle(S.bay) : "";
@@ -406,10 +420,23 @@
   function renderInstr() {
     const b = S.bays.get(S.bay);
     if (!b) return;
+    const sess = S.session;
+    if (sess && b.session && b.session.id === sess.id) { sess.seen = true; sess.rkey = b.session.receipt_key; }
+    /* Ended before it charged (nothing plugged in in time, stopped remotely...): say so. */
+    else if (sess && sess.seen && !b.session) return ended(b);
     const l = stateOf(b);
     $("instr-chip").textContent = t(l[0], l[2]);
     $("instr-chip").className = "chip " + l[1];
     if (b.status === "Charging") showSession();
+  }
+
+  /* The session on view has ended, however it was stopped: its receipt (true when shown). */
+  function ended(b) {
+    const sess = S.session;
+    const key = sess && sess.bay === b.id ? sess.key || sess.rkey : null;
+    if (!key) return false;
+    showReceipt(sess.id, key, b.id);
+    return true;
   }
 
   function showSession() {
@@ -421,11 +448,9 @@
     const b = S.bays.get(S.bay);
     if (!b) return;
     const s = b.session;
-    if (!s) {
-      if (S.session && S.session.bay === b.id && S.session.key) return showReceipt(S.session.id, S.session.key, b.id);
-      return goIdle();
-    }
+    if (!s) return ended(b) || goIdle();
     if (!S.session || S.session.id !== s.id) S.session = { id: s.id, key: null, bay: b.id };
+    S.session.rkey = s.receipt_key;
     S.session.mode = s.mode || S.session.mode || "standard";
     const l = stateOf(b);
     const chip = $("chip");
@@ -520,14 +545,18 @@
     if (S.stopping && S.stopping.sess.id === id) return; /* its stop call shows the outcome */
     S.session = null;
     S.bay = bay;
-    show("wait");
+    S.receipt = { id: id, key: key, bay: bay };
+    if (S.screen !== "receipt") show("wait");
     const r = await call("GET", "/api/v1/kiosk/sessions/" + encodeURIComponent(id) + "/receipt?key=" + encodeURIComponent(key) + "&lang=" + I.lang);
+    if (S.receipt === null || S.receipt.id !== id) return; /* left meanwhile */
     if (!r.ok) return goIdle();
     const d = r.data;
     const estop = d.stop_reason === "EmergencyStop";
-    say($("r-title"), estop ? N_("Emergency stop") : N_("Thank you!"));
-    $("r-sub").hidden = !estop;
-    say($("r-sub"), N_("Charging stopped; staff have been notified."));
+    /* Title and what happened come in the driver's language with the figures. */
+    $("r-title").textContent = d.text.title;
+    $("r-sub").hidden = !d.text.note;
+    $("r-sub").textContent = d.text.note;
+    $("r-sub").className = "banner " + (estop ? "alarm" : "info");
     $("r-kwh").textContent = d.text.energy;
     $("r-time").textContent = d.text.duration;
     $("r-cost").textContent = d.text.cost;
@@ -543,14 +572,19 @@
 
   /* ---------------------------------------------------------------- live */
   function onScan(msg) {
-    // A code seen by the camera for the bay on screen: say what became of it.
-    if (!msg.bay_id || msg.bay_id !== S.bay) return;
-    if (!msg.ok) return showError(refusal(msg.code, S.stopIntent), true);
-    if (msg.code === "stopped") {
+    /* A code shown to the camera stopped a session: its receipt, whoever started it, on this
+       bay's screens or the start screen (not over another driver's steps at another bay). */
+    const stopped = msg.ok && msg.code === "stopped" && msg.bay_id;
+    if (stopped && (msg.bay_id === S.bay || S.screen === "idle")) {
       const sess = S.session;
-      if (sess && sess.key && sess.bay === msg.bay_id) return showReceipt(sess.id, sess.key, sess.bay);
+      if (S.receipt && S.receipt.id === msg.session_id) return; /* on view already */
+      if (sess && sess.key && sess.id === msg.session_id) return showReceipt(sess.id, sess.key, sess.bay);
+      if (msg.session_id && msg.receipt_key) return showReceipt(msg.session_id, msg.receipt_key, msg.bay_id);
       return message([N_("Charging stopped"), N_("Your session has ended. Thank you!")], false);
     }
+    // Any other code seen for the bay on screen: say what became of it.
+    if (!msg.bay_id || msg.bay_id !== S.bay) return;
+    if (!msg.ok) return showError(refusal(msg.code, S.stopIntent), true);
     message([N_("Code accepted"), N_("Your session is starting.")], false);
     S.holdUntil = Date.now() + ACCEPTED_MS;
     setTimeout(() => { if (S.screen === "msg") render(); }, ACCEPTED_MS + 50);
@@ -570,6 +604,7 @@
     } else if (msg.type === "settings") {
       if (msg.section === "kiosk" && msg.values) S.kiosk = msg.values;
       if (msg.section === "tariff" && msg.values && S.station) S.station.tariff = msg.values;
+      if (msg.section === "names" && msg.values) rename(msg.values);
     } else if (msg.type === "scan") {
       return onScan(msg);
     } else if (msg.type === "tick") {

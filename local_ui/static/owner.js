@@ -313,6 +313,18 @@
       add,
     ]);
   }
+  /* One name per bay; empty: the touchscreen calls it "Bay" and its id, in the driver's language. */
+  function bayNamesEditor(p, names) {
+    const rows = Object.keys(names).map((id) => el("label", {}, [id,
+      el("input", { type: "text", name: "bay_name", "data-bay": id, value: names[id] || "", maxLength: 24, placeholder: "Bay " + id })]));
+    return el("div", { cls: "editor", "data-editor": "bay_names" }, [
+      el("h4", { text: p.title || "Bay names" }), p.description ? el("p", { cls: "muted", text: p.description }) : "", ...rows]);
+  }
+  function readBayNames(box) {
+    const out = {};
+    for (const i of box.querySelectorAll("input[data-bay]")) out[i.dataset.bay] = i.value.trim();
+    return out;
+  }
   function readCircuits(box) {
     return [...box.querySelectorAll("tr.circuit")].map((tr) => {
       const v = (n) => tr.querySelector('[name="' + n + '"]').value.trim();
@@ -388,9 +400,15 @@
     if (c && props.circuits) body.circuits = readCircuits(c);
     const r = form.querySelector('[data-editor="rules"]');
     if (r && props.rules) body.rules = readRules(r);
+    const n = form.querySelector('[data-editor="bay_names"]');
+    if (n && props.bay_names) body.bay_names = readBayNames(n);
     return body;
   }
 
+  /* Refusals that have a translation come in the page's language (as the member pages). */
+  function langQuery() {
+    return "?lang=" + encodeURIComponent(new URLSearchParams(location.search).get("lang") || document.documentElement.lang || "");
+  }
   async function loadSettings() {
     const r = await call("GET", "/api/v1/settings");
     if (!r.ok) return;
@@ -411,6 +429,7 @@
         const p = props[key];
         if (key === "circuits") { form.append(circuitsEditor(sec.values.circuits || [])); continue; }
         if (key === "rules") { form.append(rulesEditor(sec.values.rules || [])); continue; }
+        if (key === "bay_names") { form.append(bayNamesEditor(p, sec.values.bay_names || {})); continue; }
         const type = isPhase(p) ? "phase" : p.type || (p.anyOf ? p.anyOf[0].type : "string");
         const input = el("input", { name: key });
         if (type === "boolean") { input.type = "checkbox"; input.checked = !!sec.values[key]; }
@@ -438,7 +457,7 @@
         form.addEventListener("input", () => {
           clearTimeout(timer);
           timer = setTimeout(async () => {
-            const res = await api("POST", "/api/v1/settings/" + name + "/check", readForm(form, props));
+            const res = await api("POST", "/api/v1/settings/" + name + "/check" + langQuery(), readForm(form, props));
             renderWarnings(warn, res.ok ? res.data.warnings : [], res.ok ? "" : res.data.message);
           }, 300);
         });
@@ -446,7 +465,7 @@
       }
       form.addEventListener("submit", async (e) => {
         e.preventDefault();
-        const res = await call("PATCH", "/api/v1/settings/" + name, readForm(form, props));
+        const res = await call("PATCH", "/api/v1/settings/" + name + langQuery(), readForm(form, props));
         if (!res.ok) { renderWarnings(warn, [], res.data.message); return; }
         const n = (res.data.warnings || []).length;
         flash(sec.title + " saved" + (n ? " with " + n + " warning" + (n > 1 ? "s" : "") + " (the lower limit applies)." : "."), n > 0);

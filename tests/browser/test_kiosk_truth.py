@@ -4,6 +4,8 @@ car's real phases), every refusal, every stop's receipt, and readable confirmati
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
 from pathlib import Path
@@ -12,7 +14,10 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from controller.core.bay_model import FaultRaised
-from tests.browser.conftest import Live
+from drivers.camera.extension import run_camera
+from drivers.camera.reader import QrCameraReader
+from simulators.camera import SimulatedCamera
+from tests.browser.conftest import Live, live_server
 from tests.browser.kiosk_checks import layout_problems
 
 pytestmark = pytest.mark.browser
@@ -163,6 +168,54 @@ async def test_showing_the_code_again_stops_with_a_receipt(browser: Browser, liv
     await expect(page.locator("#r-meta")).to_contain_text("Test Station, Bay bay1")
     await page.wait_for_timeout(500)  # what arrives after the receipt must not replace it
     await expect(page.locator("#s-receipt")).to_be_visible()
+
+
+async def test_a_session_started_elsewhere_stopped_at_the_camera_shows_its_receipt(
+    browser: Browser, tmp_path: Path, artifacts: Path
+) -> None:
+    """Started by the central system (an app); the rider taps the locker on the kiosk and
+    shows their QR code to the camera (simulated, decoded by the real reader): the receipt
+    of that session, in Wh, with a QR link to it at the station's public address."""
+    http = {"host": "127.0.0.1", "port": 0, "public_url": "http://192.168.1.20:8080"}
+    async with live_server(tmp_path, http=http) as live:
+        rig = live.rig
+        out = await rig.station.commands.present_token(
+            "locker1", "1234", source="csms", preauthorized="csms"
+        )
+        assert out.ok and out.session_id
+        rig.hub.plug("locker1")
+        cam = SimulatedCamera(fps=20)
+        reader = QrCameraReader(cam, camera="cam", decode_hz=10, dedup_s=2)
+        camera = asyncio.create_task(run_camera(rig.station, reader, camera="cam", bay=None))
+        try:
+            page = await _kiosk(browser, live)
+            bay = rig.station.bays["locker1"]  # the e-bike charged a few Wh meanwhile
+            await rig.until(
+                lambda: bay.state.session is not None and bay.state.session.energy_wh > 0
+            )
+            await page.locator('[data-bay="locker1"]').click()
+            await expect(page.locator("#msg-title")).to_have_text("In use")
+            async with page.expect_response(lambda r: r.url.endswith("/focus")):
+                await page.locator("#msg-code").click()  # the screen now shows this bay
+            cam.show("1234", seconds=3.0)
+            await expect(page.locator("#s-receipt")).to_be_visible()
+        finally:
+            camera.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await camera
+        row = await rig.journal.session(out.session_id)
+        assert row is not None and row["state"] == "closed" and row["stop_reason"] == "Local"
+        await expect(page.locator("#r-title")).to_have_text("Thank you!")
+        await expect(page.locator("#r-kwh")).to_have_text(f"{row['energy_wh']} Wh")
+        await expect(page.locator("#r-cost")).to_have_text(f"€{row['cost']:.2f}")
+        await expect(page.locator("#r-tariff")).to_have_text("€0.30 per kWh")
+        meta = page.locator("#r-meta")
+        await expect(meta).to_contain_text(f"Test Station, Bay locker1 · Session {out.session_id}")
+        await expect(page.locator("#r-qr-cap")).to_have_text("Your receipt on your phone")
+        await expect(page.locator("#r-qr svg")).to_be_visible()
+        await expect(page.locator("#r-exit")).to_contain_text("take your device")
+        assert await layout_problems(page) == []
+        await page.screenshot(path=str(artifacts / "kiosk-camera-stop-receipt-800x480.png"))
 
 
 async def test_code_accepted_stays_readable(browser: Browser, live: Live) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from controller.core.bay_model import StopReason
 from tests.browser.conftest import Live
 
 pytestmark = pytest.mark.browser
@@ -91,8 +92,15 @@ async def test_boost_needs_confirmation(browser: Browser, live: Live, artifacts:
     await expect(page.locator("#s-instr")).to_be_visible()
     await expect(page.locator("#instr-title")).to_have_text("Plug in your vehicle")
     await expect(page.locator("#instr-chip")).to_have_text("Waiting for vehicle")
-    rows = await live.rig.journal.query("SELECT mode FROM sessions")
-    assert rows == [{"mode": "boost"}]
+    rows = await live.rig.journal.query("SELECT id, mode FROM sessions")
+    assert [r["mode"] for r in rows] == ["boost"]
+    # Stopped remotely before anything was plugged in: the driver reads what happened.
+    await live.rig.station.commands.stop_session(rows[0]["id"], StopReason.REMOTE, actor="csms")
+    await expect(page.locator("#s-receipt")).to_be_visible()
+    await expect(page.locator("#r-title")).to_have_text("Charging stopped")
+    await expect(page.locator("#r-sub")).to_have_text(
+        "Stopped remotely, by the app or the operator."
+    )
 
 
 async def test_refusals_and_safe_mode(browser: Browser, live: Live, artifacts: Path) -> None:

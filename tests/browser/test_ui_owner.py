@@ -100,14 +100,34 @@ async def test_settings_change_takes_effect(browser: Browser, live: Live, artifa
     await expect(page.locator("#flash")).to_have_text("Tariff saved.")
     await page.screenshot(path=str(artifacts / "owner-settings-1280x800.png"))
     assert live.rig.station.cfg.tariff.per_kwh == 0.45
+    # Names: two bays alike are refused in words; then the kiosk shows the new ones, live.
+    names = page.locator('form[data-section="names"]')
+    await names.locator('input[name="station_name"]').fill("Hofladen Nord")
+    await names.locator('input[data-bay="bay1"]').fill("Platz 1")
+    await names.locator('input[data-bay="locker1"]').fill("platz 1")
+    await names.get_by_role("button").click()
+    await expect(page.locator("#flash")).to_have_text(
+        "Two bays are called “platz 1”: give each its own name."
+    )
+    assert live.rig.station.cfg.station.name == "Test Station"
+    await names.locator('input[data-bay="locker1"]').fill("Fahrradfach")
+    await names.get_by_role("button").click()
+    await expect(page.locator("#flash")).to_have_text("Names saved.")
+    await expect(kiosk.locator("#st-name")).to_have_text("Hofladen Nord")
+    await expect(kiosk.locator('[data-bay="locker1"] .name')).to_have_text("Fahrradfach")
+    await kiosk.screenshot(path=str(artifacts / "kiosk-renamed-800x480.png"))
     # The kiosk, already open, shows the new price without a reload.
     await kiosk.locator('[data-bay="bay1"]').click()
+    await expect(kiosk.locator("#s-auth .bay-name")).to_have_text("Platz 1")
     for d in "1234":
         await kiosk.locator(f'#keypad [data-key="{d}"]').click()
     await kiosk.locator('#keypad [data-key="OK"]').click()
     await expect(kiosk.locator("#price")).to_contain_text("€0.45 per kWh")
     await page.click('nav a[href="#audit"]')
     await expect(page.locator("#a-rows")).to_contain_text("Changed the tariff settings")
+    row = page.locator("#a-rows tr").filter(has_text="Changed the names settings")
+    await expect(row).to_contain_text("Bay names: locker1 none → Fahrradfach")
+    await expect(row).to_contain_text("Station name Test Station → Hofladen Nord")
 
 
 async def test_sessions_filter_csv_export_and_stats(
