@@ -235,7 +235,7 @@ async def test_kiosk_figures_carry_their_age_and_an_offline_node_has_none(tmp_pa
         live = await bay()
         assert live["power_w"] == pytest.approx(3 * 16 * 230.0)
         assert live["current_a"] == [16.0, 16.0, 16.0] and live["relay_on"] is True
-        assert 0.0 <= live["measured_age_s"] < 2.0
+        assert 0.0 <= live["measured_age_s"] < 5.0  # fresh: seconds, not the minutes of a stale one
         assert live["at"] - live["measured_at"] == pytest.approx(live["measured_age_s"], abs=0.01)
         measured_at = live["measured_at"]
 

@@ -234,7 +234,12 @@ def test_disk_full_loses_no_acknowledged_session_and_recovers_by_itself(
     fs.free()
     unblock_s = st.wait_accepting(UNBLOCK_LIMIT_S)
     print(f"\n[disk-full] accepting sessions {unblock_s:.2f} s after space returned")
-    assert st.health()[0] == 200
+    # Healthy again too; the health check also weighs loop lag, which a loaded machine can
+    # push up for a moment, so it gets a few seconds (and says why when it does not recover).
+    deadline = time.monotonic() + 10
+    while (health := st.health())[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)  # another process's state: polled
+    assert health[0] == 200, health[1]
     code, body = st.start_session("bay3", "CARD-bay3")
     assert code == 200 and body["code"] == "started", body
     j = journal_rows(fs, tmp_path / "copy1")

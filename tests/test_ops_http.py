@@ -78,7 +78,7 @@ async def _charging(rig: Rig) -> str:
 async def test_metrics_against_a_running_station(tmp_path: Path) -> None:
     async with running_station(tmp_path) as rig:
         st = rig.station
-        mon = LoopLagMonitor(window=10)
+        mon = LoopLagMonitor(window=10, clock=lambda: 1000.0)  # frozen: not running here
         st.loop_lag = mon  # type: ignore[attr-defined]
         mon.record(0.004, mon.now())
         mon.record(0.012, mon.now())

@@ -50,7 +50,9 @@ async def test_status_of_a_running_station(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with running_station(tmp_path) as rig, served(rig) as url:
-        mon = LoopLagMonitor()
+        # A frozen clock: this monitor is not running, and a loaded machine must not make it
+        # look stalled between its one sample and the status call.
+        mon = LoopLagMonitor(clock=lambda: 1000.0)
         rig.station.loop_lag = mon  # type: ignore[attr-defined]
         mon.record(0.003, mon.now())
         assert await asyncio.to_thread(status, "--url", url) == 0
