@@ -258,7 +258,7 @@ async def test_coordinator_killed_both_stations_fall_to_their_guaranteed_shares_
                 ),
                 timeout=LEASE_S + 2,
             )
-            assert t1 - t0 <= LEASE_S + 0.2, f"guaranteed shares after {t1 - t0:.2f} s"
+            assert t1 - t0 <= LEASE_S + 0.3, f"guaranteed shares after {t1 - t0:.2f} s"
             for s in IDS:
                 load = site.stations[s].load
                 assert load is not None and load.site_lease is not None
