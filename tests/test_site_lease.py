@@ -74,6 +74,16 @@ def test_a_lease_holds_for_its_time_from_receipt_then_lapses_to_the_guaranteed_s
     assert [c.kind for c in state.changes] == ["lapsed"]
 
 
+def test_the_coordinator_s_wall_clock_is_never_compared_with_the_station_s() -> None:
+    sl = StationLease("st-a", G)
+    # Stamped by a coordinator whose clock is a day behind, or a day ahead: both hold ttl_s.
+    for seq, skew in ((1, -86400.0), (2, 86400.0)):
+        lz = Lease("st-a", (18.0,) * 3, 2.0, 1, seq, expires=1.8e9 + skew)
+        assert sl.offer(10.0 * seq, lz).kind in ("applied", "renewed")
+        assert sl.evaluate(10.0 * seq + 1.9).leased
+        assert not sl.evaluate(10.0 * seq + 2.0).leased
+
+
 def test_the_fallback_is_never_above_the_last_lease() -> None:
     sl = StationLease("st-a", G)
     sl.offer(0.0, lease(4.0, seq=1))
