@@ -237,9 +237,9 @@ def test_disk_full_loses_no_acknowledged_session_and_recovers_by_itself(
     # Healthy again too; the health check also weighs loop lag, which a loaded machine can
     # push up for a moment, so it gets a few seconds (and says why when it does not recover).
     deadline = time.monotonic() + 10
-    while (health := st.health())[0] != 200 and time.monotonic() < deadline:
+    while (healthz := st.health())[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.1)  # another process's state: polled
-    assert health[0] == 200, health[1]
+    assert healthz[0] == 200, healthz[1]
     code, body = st.start_session("bay3", "CARD-bay3")
     assert code == 200 and body["code"] == "started", body
     j = journal_rows(fs, tmp_path / "copy1")

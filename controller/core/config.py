@@ -249,6 +249,7 @@ class StationConfig(_Strict):
     mqtt_state: dict[str, Any] | None = None
     homeassistant: dict[str, Any] | None = None
     webhooks: dict[str, Any] | None = None
+    site_lease: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _references(self) -> StationConfig:

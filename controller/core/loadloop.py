@@ -38,6 +38,7 @@ from controller.load import (
     StepResult,
 )
 from controller.load.external import ExternalCaps, ExternalChange, ExternalLimits
+from controller.load.lease import LeaseChange, LeaseState, Report, StationLease, station_demand
 from controller.ports import Clock, Freshness, UnleasedNode
 
 log = structlog.get_logger(__name__)
@@ -92,6 +93,12 @@ class LoadLoop:
         self.external: ExternalLimits | None = None
         self.external_now: ExternalCaps | None = None
         self.external_listeners: list[Callable[[ExternalCaps], None]] = []
+        # This station's share of a site shared with other stations (controller.load.lease):
+        # one more upper bound, like the external ones; its report goes back after each step.
+        self.site_lease: StationLease | None = None
+        self.lease_now: LeaseState | None = None
+        self.lease_report: Report | None = None
+        self.step_listeners: list[Callable[[StepResult], None]] = []
         self.steps = 0
         self._clock = clock
         self._bays = bays
@@ -126,8 +133,12 @@ class LoadLoop:
 
     async def run(self) -> None:
         while True:
+            wait = MAX_PERIOD_S
+            if self.site_lease is not None and (until := self.site_lease.next_expiry()) is not None:
+                # A site lease lapses on time, not at the next period.
+                wait = max(0.0, min(wait, until - self._clock.monotonic()))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(MAX_PERIOD_S):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
             self._wake.clear()
             try:
@@ -197,15 +208,19 @@ class LoadLoop:
             else GridInput((None, None, None), Freshness.FAILED, None)
         )
         pv_w, pv_fresh = self._pv_surplus(grid)
+        lease = self.site_lease.evaluate(now) if self.site_lease is not None else None
+        bays = tuple(self._bay_input(rt, now, caps, ext) for rt in self._bays.values())
+        station_cap = _lower(caps.get(0), ext.site_a if ext else None)
         res = self.ctl.step(
             now,
             StepInput(
-                bays=tuple(self._bay_input(rt, now, caps, ext) for rt in self._bays.values()),
+                bays=bays,
                 grid=grid,
                 wall_time=dt.datetime.fromtimestamp(wall),
                 pv_surplus_w=pv_w,
                 pv_freshness=pv_fresh,
-                station_cap_a=_lower(caps.get(0), ext.site_a if ext else None),
+                station_cap_a=station_cap,
+                lease_a=lease.cap_a if lease is not None else None,
             ),
         )
         self.last = res
@@ -224,6 +239,10 @@ class LoadLoop:
             await self._runner.apply(bay_id, FaultRaised("overcurrent", True), actor="load")
         if ext is not None:
             await self._external_changed(ext, wall)
+        if lease is not None:
+            await self._lease_changed(lease, wall, bays, grid, station_cap)
+        for listener in self.step_listeners:
+            listener(res)
         if res.audit:
             await self._journal.commit(
                 Commit(
@@ -269,6 +288,63 @@ class LoadLoop:
             for listener in self.external_listeners:
                 listener(ext)
 
+    async def _lease_changed(
+        self,
+        lease: LeaseState,
+        wall: float,
+        bays: tuple[BayInput, ...],
+        grid: GridInput,
+        station_cap: float | None,
+    ) -> None:
+        assert self.site_lease is not None
+        if lease.changes:
+            await self._journal.commit(
+                Commit(
+                    events=[],
+                    audit=[("site_lease", c.kind, _lease_row(c)) for c in lease.changes],
+                )
+            )
+        self.lease_now = lease
+        topo = self.ctl.topology
+        demand = station_demand(
+            [
+                (
+                    (spec := topo.bays[topo.bay_index[b.bay_id]]).phases,
+                    min(spec.max_a, b.external_cap_a)
+                    if b.external_cap_a is not None
+                    else spec.max_a,
+                )
+                for b in bays
+                if b.active and not b.faulted
+            ],
+            station_cap,
+        )
+        measured = [0.0, 0.0, 0.0]
+        for b in bays:
+            if b.measured_fresh:
+                measured = [m + x for m, x in zip(measured, b.measured_a, strict=True)]
+        # The site's main meter when this station reads one ("site"), else its grid meter:
+        # the coordinator takes it from the station its config names.
+        site_m = self._meters.of_role("site")
+        if site_m is not None:
+            grid = GridInput.from_reading(site_m.reading)
+        g = grid.current_a
+        grid_a = (
+            (g[0] or 0.0, g[1] or 0.0, g[2] or 0.0)
+            if grid.freshness is Freshness.FRESH
+            and grid.at is not None
+            and self._clock.monotonic() - grid.at <= self.config.site.grid_meter_timeout_s
+            and any(x is not None for x in g)
+            else None
+        )
+        self.lease_report = Report(
+            station=self.site_lease.station,
+            demand_a=demand,
+            measured_a=(measured[0], measured[1], measured[2]),
+            grid_a=grid_a,
+            applied=lease.applied,
+        )
+
     def status(self) -> dict[str, Any] | None:
         """For the owner's load bar: building load vs limit and the chargers' share, per phase."""
         res = self.last
@@ -293,6 +369,11 @@ class LoadLoop:
             "external": (
                 self.external.status(self._clock.monotonic()) if self.external is not None else None
             ),
+            "site_lease": (
+                self.site_lease.status(self._clock.monotonic())
+                if self.site_lease is not None
+                else None
+            ),
             "health": {
                 b: {
                     "cycles_total": h.cycles_total,
@@ -309,6 +390,10 @@ def _lower(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
     return a if b is None else min(a, b)
+
+
+def _lease_row(c: LeaseChange) -> dict[str, Any]:
+    return {"old_a": list(c.old_a), "new_a": list(c.new_a), "detail": c.detail}
 
 
 def _external_row(c: ExternalChange) -> dict[str, Any]:

@@ -28,7 +28,7 @@ RECORD_EVERY_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class MeterInput:
-    role: str  # "grid", "pv" or "bay"
+    role: str  # "grid", "pv", "bay" or "site" (a shared site's main meter, see site_lease)
     bay_id: str | None
     reading: MeterReading
 
@@ -78,6 +78,8 @@ class MeterIntake:
         if role in ("grid", "pv"):
             self._load_changed.set()
             self._record(role, reading)
+        elif role == "site":
+            self._load_changed.set()  # reported to the site coordinator after the step
         if prev is None or prev.reading.freshness != reading.freshness:
             log.info(
                 "meter.freshness",

@@ -2,7 +2,8 @@
 
 ``model`` (config), ``allocate`` (the pure function), ``controller`` (time:
 ramps, anti-flapping, overcurrent, audit), ``rules`` (owner rules) and
-``safeshare`` (the lease proof used by ``check-config``).
+``safeshare`` (the lease proof used by ``check-config``), ``external`` (limits from an
+energy manager), ``lease`` and ``coordinate`` (several stations sharing one site limit).
 """
 
 from controller.load.allocate import (

@@ -55,6 +55,7 @@ class Reason(enum.StrEnum):
     RULE = "rule"
     EXTERNAL_CAP = "external_cap"
     STATION_CAP = "station_cap"
+    SITE_LEASE = "site_lease"
     CONTROLLER_CAP = "controller_cap"
     METER_STALE = "grid_meter_stale"
     METER_FAILED = "grid_meter_failed"
@@ -128,6 +129,9 @@ class AllocationInput:
     pv_freshness: Freshness = Freshness.FAILED
     station_cap_a: float | None = None
     """OCPP ChargePointMaxProfile limit per phase for the whole station; None = none."""
+    lease_a: Amps3 | None = None
+    """The station's share of a site shared with other stations (controller.load.lease), per
+    phase; None = none. Composes with ``station_cap_a``: the lower binds."""
     rotation: tuple[str, ...] = ()
     rotate: bool = False
     """Start a new rotation slot: bays that wait for lack of capacity go to the front."""
@@ -279,10 +283,16 @@ def allocate(inp: AllocationInput) -> Allocation:
 
     # --- station-wide constraints: OCPP station cap, power cap rule, solar surplus -----
     ncons = ntree
-    if inp.station_cap_a is not None:
+    if inp.station_cap_a is not None or inp.lease_a is not None:
         for p in range(3):
-            caps.append(max(inp.station_cap_a, 0.0))
-            labels.append((Reason.STATION_CAP, PHASES[p]))
+            # The lower of the OCPP station cap and the site lease binds (a tie: the OCPP cap).
+            cap_p, binds = math.inf, Reason.STATION_CAP
+            if inp.station_cap_a is not None:
+                cap_p = inp.station_cap_a
+            if inp.lease_a is not None and inp.lease_a[p] < cap_p:
+                cap_p, binds = inp.lease_a[p], Reason.SITE_LEASE
+            caps.append(max(cap_p, 0.0))
+            labels.append((binds, PHASES[p]))
         for i in candidates:
             for p in specs[i].phases:
                 bay_cons[i].append((ntree + p, 1.0))

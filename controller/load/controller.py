@@ -29,7 +29,7 @@ from controller.load.allocate import (
     allocate,
 )
 from controller.load.breakmake import Budget, Follow
-from controller.load.model import LoadConfig
+from controller.load.model import Amps3, LoadConfig
 from controller.load.rules import RuleConflict, active_rules
 from controller.load.topology import Topology
 from controller.ports import Freshness
@@ -48,6 +48,8 @@ class StepInput:
     pv_surplus_w: float | None = None
     pv_freshness: Freshness = Freshness.FAILED
     station_cap_a: float | None = None
+    lease_a: Amps3 | None = None
+    """The station's site lease per phase (see AllocationInput.lease_a)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +248,7 @@ class LoadController:
                 pv_surplus_w=inp.pv_surplus_w,
                 pv_freshness=inp.pv_freshness,
                 station_cap_a=inp.station_cap_a,
+                lease_a=inp.lease_a,
                 rotation=self._rotation,
                 rotate=rotate,
             )

@@ -33,7 +33,9 @@ _CURRENTS = (Quantity.CURRENT_L1, Quantity.CURRENT_L2, Quantity.CURRENT_L3)
 class MeterRole(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["grid", "pv", "bay"] = "grid"
+    role: Literal["grid", "pv", "bay", "site"] = "grid"
+    """``site``: the main meter of a site shared by several stations, only reported to the
+    site coordinator ([site_lease]); the station's own ``grid`` meter is its feeder's."""
     bay: str | None = None
     max_current_a: float | None = Field(None, gt=0, le=10_000)
 

@@ -1,0 +1,132 @@
+"""A station's side of the site lease: take leases from the broker, send reports back.
+
+Subscribes to its retained lease topic (MQTT 5, so the broker tells how long a
+stored lease has left) and hands every lease to the load loop's
+:class:`controller.load.lease.StationLease` with the loop's monotonic clock,
+then wakes the loop. After each load step it publishes the station's report
+(at most every ``report_interval_s``). A broker that is away is this service's
+failure: the supervisor restarts it with backoff, while the lease in force
+runs out by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import aiomqtt
+import structlog
+
+from controller.load.lease import Lease, LeaseError
+from drivers.esp32.mqtt_config import MqttConfig
+from drivers.sitelease.config import SiteLeaseSection, topics
+
+if TYPE_CHECKING:
+    from controller.core.station import Station
+    from controller.load import StepResult
+
+log = structlog.get_logger(__name__)
+
+
+def mqtt_client(c: MqttConfig, client_id: str, **extra: Any) -> aiomqtt.Client:
+    tls = None
+    if c.tls is not None:
+        tls = aiomqtt.TLSParameters(
+            ca_certs=str(c.tls.ca_file) if c.tls.ca_file else None,
+            certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
+            keyfile=str(c.tls.key_file) if c.tls.key_file else None,
+        )
+    return aiomqtt.Client(
+        c.host,
+        c.port,
+        username=c.username,
+        password=c.secret(),
+        identifier=client_id,
+        keepalive=c.keepalive_s,
+        tls_params=tls,
+        tls_insecure=c.tls.insecure if c.tls is not None else None,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        **extra,
+    )
+
+
+def keep_cancel() -> None:
+    """Re-raise a cancel that an awaited publish swallowed.
+
+    On Python 3.11, ``asyncio.wait_for`` (inside aiomqtt's publish) returns the result when
+    its future completes just as the task is cancelled, and the cancel is lost: the
+    station's stop then waits on this task. Cancel must cancel.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class SiteLeaseClient:
+    def __init__(self, station: Station, cfg: SiteLeaseSection, mqtt: MqttConfig) -> None:
+        assert station.load is not None and station.load.site_lease is not None
+        self._station = station
+        self._load = station.load
+        self._holder = station.load.site_lease
+        self._cfg = cfg
+        self._mqtt = mqtt
+        sid = station.cfg.station.id
+        t = topics(mqtt.topic_prefix, cfg.site)
+        self.lease_topic = t.lease(sid)
+        self.report_topic = t.report(sid)
+        # Its own client id: the node hub and the other MQTT parts have theirs.
+        self.client_id = f"{mqtt.topic_prefix}-{sid}-sitelease"
+        self._stepped = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.received = 0
+        self.refused = 0
+        self.reports = 0
+
+    def stepped(self, _res: StepResult | None = None) -> None:
+        """A load-loop listener: a report is due."""
+        self._stepped.set()
+
+    async def run(self) -> None:
+        async with mqtt_client(self._mqtt, self.client_id) as client:
+            await client.subscribe(self.lease_topic, qos=1)
+            self.connected.set()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._reporter(client), name="site-lease-report")
+                    async for message in client.messages:
+                        self._on_message(message)
+            finally:
+                self.connected.clear()
+
+    def _on_message(self, message: aiomqtt.Message) -> None:
+        self.received += 1
+        raw = message.payload if isinstance(message.payload, bytes | str) else b""
+        try:
+            lease = Lease.decode(raw)
+        except LeaseError as exc:
+            self.refused += 1
+            log.warning("site_lease.refused", topic=str(message.topic), reason=str(exc))
+            return
+        remaining = getattr(message.properties, "MessageExpiryInterval", None)
+        change = self._holder.offer(
+            self._station.clock.monotonic(),
+            lease,
+            remaining_s=float(remaining) if remaining is not None else None,
+            stored=bool(message.retain),
+        )
+        if change.kind == "refused":
+            self.refused += 1
+            log.warning("site_lease.refused", topic=str(message.topic), reason=change.detail)
+        self._load.wake()
+
+    async def _reporter(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._stepped.wait()
+            self._stepped.clear()
+            rep = self._load.lease_report
+            if rep is not None:
+                await client.publish(self.report_topic, rep.encode(), qos=0)
+                self.reports += 1
+                keep_cancel()
+            # Steps come with every meter reading and every lease: one report per interval.
+            await asyncio.sleep(self._cfg.report_interval_s)
