@@ -93,7 +93,10 @@ class NodeTelemetry:
 
     @property
     def power_w(self) -> float:
-        return sum(i * v for i, v in zip(self.current_a, self.voltage_v, strict=True))
+        c, v = self.current_a, self.voltage_v
+        if len(c) == 3 and len(v) == 3:  # every frame: no generator for three products
+            return c[0] * v[0] + c[1] * v[1] + c[2] * v[2]
+        return sum(i * v for i, v in zip(c, v, strict=True))
 
     @property
     def max_current_a(self) -> float:

@@ -161,6 +161,15 @@ def audit_actor(user: User) -> str:
 
 def jsonable(value: Any) -> Any:
     """Snapshots are plain data already; this only guards against stray non-JSON values."""
+    # Plain values first, by exact type (the kiosk's state runs this over every bay's figures
+    # once a second); subclasses (enums, ...) take the general path below.
+    kind = type(value)
+    if kind is str or kind is float or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): jsonable(v) for k, v in value.items()}
+    if kind is list:
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -191,6 +191,36 @@ def test_cobs_reference_vectors(data: bytes, encoded: bytes) -> None:
     assert cobs_decode(encoded) == data
 
 
+def _cobs_byte_by_byte(data: bytes) -> bytes:
+    """COBS as the protocol document spells it, one byte at a time (the reference)."""
+    out, block = bytearray(), bytearray()
+    for byte in data:
+        if byte == 0:
+            out += bytes([len(block) + 1]) + block
+            block.clear()
+            continue
+        block.append(byte)
+        if len(block) == 254:
+            out += b"\xff" + block
+            block.clear()
+    return bytes(out + bytes([len(block) + 1]) + block)
+
+
+@pytest.mark.parametrize("size", [0, 1, 253, 254, 255, 507, 508, 509, 600])
+@pytest.mark.parametrize("zeros", ["none", "some", "at_blocks"])
+def test_cobs_matches_the_byte_by_byte_reference(size: int, zeros: str) -> None:
+    data = bytearray((i % 255) + 1 for i in range(size))
+    if zeros == "some":
+        for i in range(0, size, 7):
+            data[i] = 0
+    elif zeros == "at_blocks":
+        for i in (253, 254, 255, 508):
+            if i < size:
+                data[i] = 0
+    assert cobs_encode(bytes(data)) == _cobs_byte_by_byte(bytes(data))
+    assert cobs_decode(cobs_encode(bytes(data))) == bytes(data)
+
+
 def test_corrupted_crc_is_rejected_and_counted() -> None:
     raw = bytearray(encode(FIXTURES[1][1]))
     raw[8] ^= 0x01

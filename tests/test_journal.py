@@ -69,6 +69,23 @@ async def test_commit_is_all_or_nothing(tmp_path: Path) -> None:
         await j.close()
 
 
+async def test_checkpoint_wal_copies_the_log_into_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    j = await Journal.open(path)
+    try:
+        await j.checkpoint_wal()  # the migrations' pages
+        db_before = path.stat().st_size
+        for i in range(200):
+            await j.commit(Commit(events=[EventRow("a", float(i), "b1", None, {"n": "x" * 200})]))
+        assert db_before == path.stat().st_size  # the rows are in the log only
+        pages = await j.checkpoint_wal()
+        assert pages > 0
+        assert path.stat().st_size > db_before  # now in the database file
+        assert len(await j.events(limit=500)) == 200
+    finally:
+        await j.close()
+
+
 async def test_outbox_strict_order_and_states(tmp_path: Path) -> None:
     j = await Journal.open(tmp_path / "j.sqlite3")
     try:

@@ -98,21 +98,16 @@ def crc16(data: bytes) -> int:
 
 
 def cobs_encode(data: bytes) -> bytes:
+    # The runs between zero bytes, each cut into blocks of at most 254 (slices, not a loop
+    # over every byte: a node's poll is encoded five times a second).
     out = bytearray()
-    block = bytearray()
-    for byte in data:
-        if byte == 0:
-            out.append(len(block) + 1)
-            out += block
-            block.clear()
-        else:
-            block.append(byte)
-            if len(block) == 254:
-                out.append(255)
-                out += block
-                block.clear()
-    out.append(len(block) + 1)
-    out += block
+    for run in data.split(b"\x00"):
+        while len(run) >= 254:
+            out.append(255)
+            out += run[:254]
+            run = run[254:]
+        out.append(len(run) + 1)
+        out += run
     return bytes(out)
 
 
@@ -367,9 +362,10 @@ def _decode_telemetry(body: bytes) -> Telemetry:
 
 def encode(frame: Frame) -> bytes:
     """One frame as it goes on the wire: COBS-encoded body and the 0x00 delimiter."""
-    for name, value in (("src", frame.src), ("dst", frame.dst), ("flags", frame.flags)):
-        if not 0 <= value <= 0xFF:
-            raise CodecError("range", f"{name}={value} out of range")
+    if not (0 <= frame.src <= 0xFF and 0 <= frame.dst <= 0xFF and 0 <= frame.flags <= 0xFF):
+        for name, value in (("src", frame.src), ("dst", frame.dst), ("flags", frame.flags)):
+            if not 0 <= value <= 0xFF:
+                raise CodecError("range", f"{name}={value} out of range")
     header = _HEADER.pack(frame.version, frame.flags, frame.dst, frame.src, frame.seq & 0xFFFF, 0)
     body = header[:-1] + encode_message(frame.msg)
     if len(body) + _CRC.size > MAX_FRAME_BODY:

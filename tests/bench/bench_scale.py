@@ -6,15 +6,27 @@ through ASGI) runs in this process; the nodes run in their own processes, one
 per bus of at most 128 nodes (``tests/bench/scale_nodes.py``), over pseudo-
 terminals or a real mosquitto. Measured over a window with every bay charging:
 
-- CPU per bay per second: this process's CPU time / bays / seconds (ms);
+- CPU per bay per second: this process's CPU time (``getrusage(RUSAGE_SELF)``, the same as
+  utime + stime in /proc/<pid>/stat: every thread, the journal's SQLite threads included;
+  the node processes and the broker are children and not counted) / bays / seconds (ms).
+  The process also runs the grid meter simulator and the kiosk's HTTP client: the py-spy
+  profile gives their share;
 - loop lag p99 (a 50 ms sleeper's overshoot);
 - kiosk state p99 (``GET /api/v1/kiosk/state`` once a second);
-- bytes written to disk per bay per day (``write_bytes`` of /proc/self/io);
+- bytes written to disk per bay per day: ``write_bytes`` of /proc/self/io (every thread of
+  this process, the journal's writer thread included; the kernel counts a page when a write
+  dirties it) over a disk window of a whole number of the journal's write intervals (60 s:
+  at least one, so exactly that many minute writes fall in it), which ends with
+  ``PRAGMA wal_checkpoint(PASSIVE)``: the WAL frames and their copy into the database file
+  both count (the copy of frames written before the window too: the figure errs high).
+  A shorter window saw no minute write and read 0 B.
 - after a grid step (non-EV load up so every bay must drop to 10 A): how long
   until every node has acknowledged its lower setpoint.
 
-A cProfile run of the same path (``BENCH_SCALE_PROFILE=1``) puts the top
-entries into the report's notes. ``make bench`` runs 4 and 64 bays; 256 bays
+``BENCH_SCALE_PROFILE=pyspy`` samples the measured window with py-spy from outside (no
+cost in this process; only samples holding the GIL) and ``BENCH_SCALE_PROFILE=1`` runs
+cProfile (its own cost inflates the figures); either writes the top 15 functions by
+inclusive and by own time to ``bench-results/scale_<transport>_<bays>_profile.txt``. ``make bench`` runs 4 and 64 bays; 256 bays
 (two buses) is marked ``long`` and runs with ``BENCH_SCALE_256=1``. ``BENCH_SCALE_S`` sets the window (default 30 s).
 
     ./dev.sh bench tests/bench/bench_scale.py
@@ -26,6 +38,7 @@ import asyncio
 import contextlib
 import cProfile
 import io
+import math
 import os
 import pstats
 import resource
@@ -48,7 +61,7 @@ from drivers.esp32.assemble import build_serial
 from drivers.esp32.mqtt_hub import build_mqtt
 from drivers.modbus.extension import EXTENSION as METERS
 from simulators.meter.server import MeterSimulator
-from tests.bench.report import median, metric, percentile, write_report
+from tests.bench.report import RESULTS_DIR, median, metric, percentile, write_report
 from tests.bench.scale_nodes import names
 from tests.support.mosquitto import Mosquitto, require_mosquitto
 
@@ -57,6 +70,7 @@ WINDOW_S = float(os.environ.get("BENCH_SCALE_S", "30"))
 PER_BUS = 128
 STEP_TO_A = 10.0
 STATION = "scale"
+TOP_N = 15
 
 
 def _cpu_s() -> float:
@@ -69,6 +83,20 @@ def _write_bytes() -> int:
         if line.startswith("write_bytes:"):
             return int(line.split()[1])
     raise RuntimeError("no write_bytes in /proc/self/io")
+
+
+def _thread_writes() -> dict[str, int]:
+    """``write_bytes`` of the loop's thread (``main``) and of the others (SQLite's among them)."""
+    out: dict[str, int] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            name = "main" if task.name == str(os.getpid()) else "other threads"
+            for line in (task / "io").read_text(encoding="ascii").splitlines():
+                if line.startswith("write_bytes:"):
+                    out[name] = out.get(name, 0) + int(line.split()[1])
+        except OSError:
+            continue  # the thread ended meanwhile
+    return out
 
 
 def _buses(bays: int) -> list[tuple[str, int]]:
@@ -281,9 +309,18 @@ async def _measure(
         assert (await http.get("/api/v1/kiosk/state")).status_code == 200
     warm = asyncio.Event()
     warm.set()
-    prof = cProfile.Profile(time.thread_time) if profile else None  # CPU of the loop thread
+    # cProfile's own timer (wall, perf_counter): a CPU-time timer is a system call per event
+    # and makes the profiled run ten times slower than the one it describes.
+    prof = cProfile.Profile() if profile and PROFILER == "cprofile" else None
+    spy = await _start_pyspy(WINDOW_S) if profile and PROFILER == "pyspy" else None
     rx0 = sum(rt.node.stats().frames_rx for rt in station.bays.values() if rt.node)
-    w0, c0, b0 = time.monotonic(), _cpu_s(), _write_bytes()
+    # Disk: the window holds a whole number of the journal's write intervals (so exactly that
+    # many minute writes) and ends with the WAL copied into the database file. (No checkpoint
+    # at its start: one there stalled the station for seconds on this machine, see the notes.)
+    interval = station.samples.interval_s
+    disk_s = max(1, math.ceil(WINDOW_S / interval - 1e-9)) * interval
+    b0, t0_io = _write_bytes(), _thread_writes()
+    w0, c0 = time.monotonic(), _cpu_s()
     if prof is not None:
         prof.enable()
     async with asyncio.TaskGroup() as tg:
@@ -295,9 +332,14 @@ async def _measure(
         prof.disable()
     wall = time.monotonic() - w0
     cpu = _cpu_s() - c0
-    written = _write_bytes() - b0
     rx = sum(rt.node.stats().frames_rx for rt in station.bays.values() if rt.node) - rx0
     charging = sum(1 for rt in station.bays.values() if rt.state.phase.value == "charging")
+    await asyncio.sleep(max(0.0, w0 + disk_s - time.monotonic()))
+    wal_pages = await station.journal.checkpoint_wal()
+    disk_wall = time.monotonic() - w0
+    written = _write_bytes() - b0
+    by_thread = _thread_writes()
+    by_thread = {k: v - t0_io.get(k, 0) for k, v in by_thread.items() if v - t0_io.get(k, 0)}
 
     # The grid step: every bay must come down to STEP_TO_A.
     main_a = bays * 16.0 + 20.0
@@ -324,7 +366,11 @@ async def _measure(
         "loop_lag_p99_ms": percentile(lag, 99),
         "kiosk_p50_ms": median(kiosk),
         "kiosk_p99_ms": percentile(kiosk, 99),
-        "bytes_per_bay_day": written / bays / wall * 86400,
+        "bytes_per_bay_day": written / bays / disk_wall * 86400,
+        "disk_window_s": round(disk_wall, 1),
+        "disk_written_b": written,
+        "disk_by_thread_b": by_thread,
+        "wal_pages_at_end": wal_pages,
         "step_acked": len(acked),
         "step_all_acked_s": step[-1] if len(step) == bays else float("inf"),
         "step_median_s": median(step) if step else float("inf"),
@@ -335,22 +381,124 @@ async def _measure(
     }
     if prof is not None:
         result["profile"] = _top(prof)
+    if spy is not None:
+        result["profile"] = await _pyspy_top(*spy)
     return result
 
 
-def _top(prof: cProfile.Profile, n: int = 40) -> list[str]:
-    """The top entries by own time, then the project's own functions by cumulative time."""
+def _top(prof: cProfile.Profile, n: int = TOP_N) -> list[str]:
+    """The top entries by cumulative time (the project's own functions), then by own time."""
     out: list[str] = []
     for key, restrict in (
-        ("tottime", ()),
         ("cumulative", (r"controller|drivers|local_ui|simulators|pymodbus|asyncio.events",)),
+        ("tottime", ()),
     ):
         buf = io.StringIO()
         stats = pstats.Stats(prof, stream=buf)
         stats.sort_stats(key).print_stats(*restrict, n)
         lines = [ln.rstrip() for ln in buf.getvalue().splitlines() if ln.strip()]
-        out += [f"-- by {key}", *lines[-n - 1 :]]
+        out += [f"-- cProfile, by {key}", *lines[-n - 1 :]]
     return out
+
+
+async def _start_pyspy(seconds: float) -> tuple[asyncio.subprocess.Process, Path] | None:
+    """py-spy samples this process from outside (not paused: ``--nonblocking``), so its cost
+    is neither in the CPU figure nor in the loop lag."""
+    exe = Path(sys.executable).with_name("py-spy")
+    if not exe.exists():
+        print("[bench] py-spy is not installed: no profile")
+        return None
+    out = _spy_output_path()
+    proc = await asyncio.create_subprocess_exec(
+        str(exe),
+        "record",
+        "--pid",
+        str(os.getpid()),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        "200",
+        "--nonblocking",
+        "--gil",  # only what holds the GIL: Python running, not a thread waiting in epoll
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return proc, out
+
+
+def _spy_output_path() -> Path:
+    """A child's writes count in this process's /proc/self/io once it is reaped (inside the
+    disk window): py-spy writes its samples to memory (tmpfs), which counts no disk bytes."""
+    shm = Path("/dev/shm")
+    where = shm if shm.is_dir() else RESULTS_DIR
+    where.mkdir(parents=True, exist_ok=True)
+    return where / f"pyspy_{os.getpid()}.txt"
+
+
+async def _pyspy_top(proc: asyncio.subprocess.Process, out: Path) -> list[str]:
+    async with asyncio.timeout(60):
+        await proc.wait()
+    return pyspy_summary(_take_lines(out))
+
+
+def _take_lines(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.unlink()
+    return lines
+
+
+def pyspy_summary(raw: list[str], n: int = TOP_N) -> list[str]:
+    """py-spy's collapsed stacks (``frame;frame;... count``, only samples holding the GIL) as the
+    top ``n`` functions by inclusive share and by own share of those samples."""
+    total = 0
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    # What runs in this process but is not the controller: the grid meter simulator (its
+    # code and pymodbus's server side) and the kiosk poll's HTTP client.
+    by_part = {"simulators/": 0, "pymodbus/server/": 0, "pymodbus/datastore/": 0, "httpx/": 0}
+    for line in raw:
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        total += count
+        raw_frames = stack.split(";")
+        leaf = _frame_name(raw_frames[-1])
+        own[leaf] = own.get(leaf, 0) + count
+        # Inclusive: the work, not the harness every sample runs under (pytest, the loop).
+        for f in {_frame_name(f) for f in raw_frames if not any(h in f for h in _HARNESS)}:
+            incl[f] = incl.get(f, 0) + count
+        for part in by_part:
+            if part in stack:
+                by_part[part] += count
+    if not total:
+        return ["-- py-spy: no samples holding the GIL"]
+    out = [f"-- py-spy: {total} samples holding the GIL (200 Hz, the controller's process)"]
+    out += [f"   share of samples in {k} {v / total * 100:.1f} %" for k, v in by_part.items()]
+    not_ours = sum(by_part.values()) / total * 100
+    out.append(f"   (at most {not_ours:.1f} % of the samples are not the controller's)")
+    for title, table in (("inclusive", incl), ("own", own)):
+        out.append(f"-- py-spy, top {n} by {title} share")
+        for name, c in sorted(table.items(), key=lambda kv: -kv[1])[:n]:
+            out.append(f"  {c / total * 100:5.1f} %  {name}")
+    return out
+
+
+_HARNESS = ("pytest/", "pluggy/", "pytest_asyncio/", "runpy", "asyncio/")
+
+
+def _frame_name(frame: str) -> str:
+    """``func (path/to/file.py:12)`` -> ``func (to/file.py)``: one entry per function."""
+    func, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    short = "/".join(Path(path).parts[-2:])
+    return f"{func} ({short})"
 
 
 def _report(r: dict[str, Any]) -> None:
@@ -360,16 +508,28 @@ def _report(r: dict[str, Any]) -> None:
         {
             "cpu_ms_per_bay_s": metric(r["cpu_ms_per_bay_s"], "ms", target=0.35),
             "cpu_pct_core": metric(r["cpu_pct_core"], "%"),
+            # Serial polls as often as the loop manages (up to 5 Hz a node): per frame received
+            # compares runs in which the shared machine let it poll more or less often.
+            "cpu_us_per_frame_rx": metric(r["cpu_pct_core"] * 1e4 / r["frames_per_s"], "us"),
             "loop_lag_p99_ms": metric(r["loop_lag_p99_ms"], "ms", target=50.0),
             "kiosk_state_p99_ms": metric(r["kiosk_p99_ms"], "ms", target=250.0),
             "bytes_per_bay_day": metric(r["bytes_per_bay_day"], "B", target=1_000_000),
             "step_all_acked_s": metric(r["step_all_acked_s"], "s", target=2.0),
         },
-        notes={k: v for k, v in r.items() if not isinstance(v, float) or k == "window_s"}
-        | {"cpu_count": os.cpu_count(), "cpu_of": "this process (controller + meter sim)"},
+        notes={
+            k: v
+            for k, v in r.items()
+            if not isinstance(v, float) or k in ("window_s", "frames_per_s", "disk_window_s")
+        }
+        | {
+            "cpu_count": os.cpu_count(),
+            "cpu_of": "this process: controller, grid meter simulator, kiosk HTTP client",
+        },
     )
     if "profile" in r:
-        print("\n".join(r["profile"]))
+        text = "\n".join(r["profile"])
+        print(text)
+        (RESULTS_DIR / f"{name}_profile.txt").write_text(text + "\n", encoding="utf-8")
 
 
 def _check(r: dict[str, Any]) -> None:
@@ -378,7 +538,9 @@ def _check(r: dict[str, Any]) -> None:
     assert r["dropped_updates"] == 0, r
 
 
-PROFILE = os.environ.get("BENCH_SCALE_PROFILE") == "1"
+_PROFILE_ENV = os.environ.get("BENCH_SCALE_PROFILE", "")
+PROFILE = _PROFILE_ENV in ("1", "cprofile", "pyspy")
+PROFILER = "pyspy" if _PROFILE_ENV == "pyspy" else "cprofile"
 
 
 @pytest.mark.bench
@@ -387,7 +549,7 @@ PROFILE = os.environ.get("BENCH_SCALE_PROFILE") == "1"
 async def test_bench_scale(tmp_path: Path, transport: str, bays: int) -> None:
     r = await run_scale(tmp_path, transport, bays, profile=PROFILE)
     _report(r)
-    if not PROFILE:  # the profiler's own cost may slow the loop past the nodes' timeouts
+    if not PROFILE or PROFILER == "pyspy":  # cProfile may slow the loop past the nodes' timeouts
         _check(r)
 
 
@@ -400,7 +562,7 @@ async def test_bench_scale(tmp_path: Path, transport: str, bays: int) -> None:
 async def test_bench_scale_256(tmp_path: Path, transport: str) -> None:
     r = await run_scale(tmp_path, transport, 256, profile=PROFILE)
     _report(r)
-    if not PROFILE:  # the profiler's own cost may slow the loop past the nodes' timeouts
+    if not PROFILE or PROFILER == "pyspy":  # cProfile may slow the loop past the nodes' timeouts
         _check(r)
 
 
