@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -46,6 +45,7 @@ from drivers.esp32.firmware import BOOT_TIMEOUT_S, CONFIRM_TIMEOUT_S, update_nod
 from drivers.esp32.guard import SEQ_WINDOW
 from drivers.esp32.link import LinkBayNode, NodeConfig, node_configs
 from drivers.esp32.messages import Frame, Heartbeat
+from drivers.esp32.mqtt_client import client_for, no_delay
 from drivers.esp32.mqtt_config import (
     STATUS_OFFLINE,
     STATUS_ONLINE,
@@ -208,24 +208,8 @@ class MqttNodeHub:
 
     def _new_client(self) -> aiomqtt.Client:
         c = self.cfg
-        tls_params = None
-        if c.tls is not None:
-            tls_params = aiomqtt.TLSParameters(
-                ca_certs=str(c.tls.ca_file) if c.tls.ca_file else None,
-                certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
-                keyfile=str(c.tls.key_file) if c.tls.key_file else None,
-            )
-        return aiomqtt.Client(
-            c.host,
-            c.port,
-            username=c.username,
-            password=c.secret(),
-            identifier=self.client_id,
-            clean_session=False,
-            keepalive=c.keepalive_s,
-            timeout=max(2.0, c.ack_timeout_s * 2),
-            tls_params=tls_params,
-            tls_insecure=c.tls.insecure if c.tls is not None else None,
+        return client_for(
+            c, self.client_id, clean_session=False, timeout=max(2.0, c.ack_timeout_s * 2)
         )
 
     def _on_message(self, topic: str, payload: object) -> None:
@@ -287,16 +271,6 @@ class MqttNodeHub:
                 with contextlib.suppress(ConnectionLost, TimeoutError):
                     async with asyncio.timeout(self.cfg.ack_timeout_s):
                         await self._engine.send(line, Heartbeat(uptime_ms))
-
-
-def no_delay(client: aiomqtt.Client) -> None:
-    """Send each frame at once (TCP_NODELAY): a command and its ACK are small writes, and
-    Nagle's algorithm against the broker's delayed ACKs held each round trip ~90 ms on
-    loopback (paho does not set it; see tests/bench/bench_firmware.py)."""
-    sock = client._client.socket()
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def build_mqtt(

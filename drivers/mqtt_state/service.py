@@ -27,6 +27,7 @@ import structlog
 from controller.core.bay_model import StopReason
 from controller.core.events import BayChanged, StationChanged
 from controller.core.outcome import Outcome, UnknownSession
+from drivers.esp32.mqtt_client import client_for
 from drivers.esp32.mqtt_config import MqttConfig
 from drivers.homeassistant.discovery import MODES, BayInfo, bay_of, messages
 from drivers.mqtt_state.config import HomeAssistantSection, MqttStateSection
@@ -67,23 +68,9 @@ class MqttStateService:
         self.removed_configs = 0
 
     def _client(self) -> aiomqtt.Client:
-        c = self._mqtt
-        tls = None
-        if c.tls is not None:
-            tls = aiomqtt.TLSParameters(
-                ca_certs=str(c.tls.ca_file) if c.tls.ca_file else None,
-                certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
-                keyfile=str(c.tls.key_file) if c.tls.key_file else None,
-            )
-        return aiomqtt.Client(
-            c.host,
-            c.port,
-            username=c.username,
-            password=c.secret(),
-            identifier=self.client_id,
-            keepalive=c.keepalive_s,
-            tls_params=tls,
-            tls_insecure=c.tls.insecure if c.tls is not None else None,
+        return client_for(
+            self._mqtt,
+            self.client_id,
             will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True),
         )
 

@@ -22,6 +22,7 @@ import aiomqtt
 import structlog
 
 from controller.load.external import ExternalCaps
+from drivers.esp32.mqtt_client import client_for
 from drivers.esp32.mqtt_config import MqttConfig
 from drivers.setpoint.gate import SetpointGate
 from drivers.setpoint.payload import PayloadError, parse_limit, parse_switch
@@ -53,24 +54,7 @@ class MqttSetpoints:
         return self._gate.now()
 
     async def run(self) -> None:
-        c = self._cfg
-        tls = None
-        if c.tls is not None:
-            tls = aiomqtt.TLSParameters(
-                ca_certs=str(c.tls.ca_file) if c.tls.ca_file else None,
-                certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
-                keyfile=str(c.tls.key_file) if c.tls.key_file else None,
-            )
-        client = aiomqtt.Client(
-            c.host,
-            c.port,
-            username=c.username,
-            password=c.secret(),
-            identifier=self.client_id,
-            keepalive=c.keepalive_s,
-            tls_params=tls,
-            tls_insecure=c.tls.insecure if c.tls is not None else None,
-        )
+        client = client_for(self._cfg, self.client_id)
         # A broker that is away is the service's failure: the supervisor restarts it with backoff.
         async with client:
             await client.subscribe(f"{self.base}/limit/+/set", qos=1)

@@ -18,6 +18,7 @@ import aiomqtt
 import structlog
 
 from controller.load.lease import Lease, LeaseError
+from drivers.esp32.mqtt_client import client_for
 from drivers.esp32.mqtt_config import MqttConfig
 from drivers.sitelease.config import SiteLeaseSection, topics
 
@@ -29,25 +30,8 @@ log = structlog.get_logger(__name__)
 
 
 def mqtt_client(c: MqttConfig, client_id: str, **extra: Any) -> aiomqtt.Client:
-    tls = None
-    if c.tls is not None:
-        tls = aiomqtt.TLSParameters(
-            ca_certs=str(c.tls.ca_file) if c.tls.ca_file else None,
-            certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
-            keyfile=str(c.tls.key_file) if c.tls.key_file else None,
-        )
-    return aiomqtt.Client(
-        c.host,
-        c.port,
-        username=c.username,
-        password=c.secret(),
-        identifier=client_id,
-        keepalive=c.keepalive_s,
-        tls_params=tls,
-        tls_insecure=c.tls.insecure if c.tls is not None else None,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        **extra,
-    )
+    """The lease clients speak MQTT 5: retained leases carry a message expiry."""
+    return client_for(c, client_id, protocol=aiomqtt.ProtocolVersion.V5, **extra)
 
 
 def keep_cancel() -> None:

@@ -1,0 +1,49 @@
+"""One way to open a broker connection from the ``[mqtt]`` section.
+
+The node hub, the retained-state service, the setpoint listener and the site lease
+clients all reach the same broker with the same account and TLS settings; only the
+client id (one per service, so none knocks another off) and a few options differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+
+import aiomqtt
+
+from drivers.esp32.mqtt_config import MqttConfig
+
+
+def client_for(c: MqttConfig, client_id: str, **extra: Any) -> aiomqtt.Client:
+    """An ``aiomqtt.Client`` for the ``[mqtt]`` broker; ``extra`` passes options
+    (``will``, ``clean_session``, ``protocol``, ``timeout``) through."""
+    tls = None
+    if c.tls is not None:
+        tls = aiomqtt.TLSParameters(
+            ca_certs=str(c.tls.ca_file) if c.tls.ca_file else None,
+            certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
+            keyfile=str(c.tls.key_file) if c.tls.key_file else None,
+        )
+    return aiomqtt.Client(
+        c.host,
+        c.port,
+        username=c.username,
+        password=c.secret(),
+        identifier=client_id,
+        keepalive=c.keepalive_s,
+        tls_params=tls,
+        tls_insecure=c.tls.insecure if c.tls is not None else None,
+        **extra,
+    )
+
+
+def no_delay(client: aiomqtt.Client) -> None:
+    """Send each frame at once (TCP_NODELAY): a command and its ACK are small writes, and
+    Nagle's algorithm against the broker's delayed ACKs held each round trip ~90 ms on
+    loopback (paho does not set it; see tests/bench/bench_firmware.py)."""
+    sock = client._client.socket()
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
