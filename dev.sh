@@ -88,6 +88,9 @@ case "$cmd" in
             [ $# -eq 0 ] && set -- tests/bench
             exec "$VENV/bin/python" -m pytest -m bench -p no:randomly "$@"
         fi
+        # Compiled once here: every controller and simulator process the tests start would
+        # otherwise compile the sources again where PYTHONDONTWRITEBYTECODE is set (CI images).
+        "$VENV/bin/python" -m compileall -q controller drivers local_ui cloud_sync simulators >/dev/null
         echo "== ruff format --check" && "$VENV/bin/ruff" format --check .
         echo "== ruff check" && "$VENV/bin/ruff" check .
         echo "== mypy" && "$VENV/bin/mypy"
