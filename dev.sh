@@ -97,6 +97,11 @@ case "$cmd" in
         if [ "$cmd" = test-long ]; then
             exec "$VENV/bin/python" -m pytest -m "not bench" "$@"
         fi
+        # The whole suite mostly waits on real processes (brokers, browsers, controllers):
+        # two workers by default (EDGE_TEST_JOBS=0 runs it in one process).
+        if [ $# -eq 0 ] && [ "${EDGE_TEST_JOBS:-2}" != 0 ]; then
+            set -- -n "${EDGE_TEST_JOBS:-2}"
+        fi
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     *)
