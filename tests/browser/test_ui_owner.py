@@ -69,7 +69,7 @@ async def test_first_run_setup_login_and_live_dashboard(
     await expect(card.locator(".sess")).to_contain_text("kWh")
     await page.screenshot(path=str(artifacts / "owner-dashboard-1280x800.png"))
     await card.get_by_role("button", name="Stop session").click()
-    await expect(page.locator("#flash")).to_have_text("Session stopped.")
+    await expect(page.locator("#flash")).to_have_text("Session stopped.", timeout=15_000)
     await expect(card).not_to_contain_text("Charging")
     await page.click("#logout")
     await expect(page).to_have_url(live.base + "/login")
