@@ -27,6 +27,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def connect_live(port: int) -> Any:
+    """The kiosk's live stream on ``port``, once the server there listens."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                return await websockets.connect(f"ws://127.0.0.1:{port}/api/v1/kiosk/live")
+            except OSError:
+                await asyncio.sleep(0.05)  # the socket has no event to await
+
+
 async def test_kiosk_driver_flow_locker(tmp_path: Path) -> None:
     async with running_station(tmp_path) as rig:
         kiosk = await api_client(rig.station)
@@ -263,13 +273,7 @@ async def test_kiosk_tick_carries_when_each_bay_was_measured(
         port = free_port()
         server = asyncio.create_task(serve_app(create_app(rig.station), "127.0.0.1", port))
         try:
-            async with asyncio.timeout(10):
-                while True:
-                    try:
-                        ws = await websockets.connect(f"ws://127.0.0.1:{port}/api/v1/kiosk/live")
-                        break
-                    except OSError:
-                        await asyncio.sleep(0.05)  # the socket has no event to await
+            ws = await connect_live(port)
             async with ws, asyncio.timeout(5):
                 assert json.loads(await ws.recv())["type"] == "snapshot"
                 while (msg := json.loads(await ws.recv()))["type"] != "tick":

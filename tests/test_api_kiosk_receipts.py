@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import websockets
 
 from controller.core.bay_model import StopReason
 from local_ui.server import create_app, serve_app
-from tests.test_api_kiosk import free_port
+from tests.test_api_kiosk import connect_live, free_port
 from tests.test_api_rig import Rig, api_client, running_station, setup_owner
 
 LAN_URL = "http://192.168.1.20:8080"
@@ -30,13 +29,7 @@ async def _kiosk_stream(rig: Rig) -> AsyncIterator[tuple[Any, httpx.AsyncClient]
     port = free_port()
     server = asyncio.create_task(serve_app(create_app(rig.station), "127.0.0.1", port))
     try:
-        async with asyncio.timeout(10):
-            while True:
-                try:
-                    ws = await websockets.connect(f"ws://127.0.0.1:{port}/api/v1/kiosk/live")
-                    break
-                except OSError:
-                    await asyncio.sleep(0.05)  # the socket has no event to await
+        ws = await connect_live(port)
         async with ws, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             await http.get("/api/v1/auth/csrf")
             http.headers["X-CSRF-Token"] = http.cookies["es_csrf"]
