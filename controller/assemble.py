@@ -25,7 +25,7 @@ from controller.core.config import StationConfig, load_token_keys
 from controller.core.journal import Journal
 from controller.core.loadloop import load_manager_config
 from controller.core.station import Station
-from controller.ops import looplag
+from controller.ops import heap, looplag
 from controller.ops.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from controller.ports import NodeHub
 
@@ -128,6 +128,7 @@ async def run_station(
             loop.add_signal_handler(sig, station.request_stop, f"signal {sig.name}")
 
     def ready() -> None:
+        heap.settle()  # a full collection would otherwise hold the loop for ~0.2 s
         notifier.ready()
         log.info("station.ready", station=cfg.station.id, bays=len(cfg.bays))
         if station_ready:

@@ -65,9 +65,12 @@ class Rig:
         """Start the controller; returns when it was spawned (monotonic)."""
         spawned = time.monotonic()
         self.controller = await asyncio.to_thread(start_controller, self.config)
-        await asyncio.to_thread(
-            self.controller.log.wait_for, lambda ln: ln.get("event") == "station.ready", 30.0
-        )
+        log = self.controller.log
+        await asyncio.to_thread(log.wait_for, lambda ln: ln.get("event") == "station.ready", 30.0)
+        # What start-up built is frozen before the station says it is ready: a full
+        # collection would otherwise hold the loop for a fifth of a second (controller/ops/heap.py).
+        settled = log.wait_for(lambda ln: ln.get("event") == "heap.settled", 0.0)
+        assert settled["frozen_objects"] > 50_000, settled
         return spawned
 
     async def kill(self) -> None:

@@ -235,18 +235,28 @@
     $("pg-text").textContent = t("Page {n} of {m}", { n: S.page + 1, m: pages });
     $("pg-prev").disabled = S.page === 0;
     $("pg-next").disabled = S.page >= pages - 1;
-    const cards = [];
-    for (const b of all.slice(S.page * per, S.page * per + per)) {
+    /* Cards are updated in place, never replaced: a finger (or a click) on a card while its
+       bay reports must land on the same element it started on. Taps go to the grid. */
+    const shown = all.slice(S.page * per, S.page * per + per);
+    const ids = shown.map((b) => b.id).join(" ");
+    if (grid.dataset.ids !== ids) {
+      grid.replaceChildren(...shown.map((b) => el("button", { cls: "bay", "data-bay": b.id }, [
+        el("span", { cls: "name" }), el("span", { cls: "kind" }), el("span", { cls: "state" }),
+      ])));
+      grid.dataset.ids = ids;
+    }
+    shown.forEach((b, i) => {
+      const card = grid.children[i];
       const l = stateOf(b);
       const kind = b.kind === "locker" ? N_("Locker (e-bike, scooter)") : N_("EV charger");
-      cards.push(el("button", { cls: "bay s-" + l[1], "data-bay": b.id, onclick: () => chooseBay(b.id) }, [
-        el("span", { cls: "name", text: I.names[b.id] || b.id }),
-        el("span", { cls: "kind", text: t(kind) }),
-        el("span", { cls: "state", text: t(l[0], l[2]) }),
-      ]));
-    }
-    grid.replaceChildren(...cards);
+      setText(card.children[0], I.names[b.id] || b.id);
+      setText(card.children[1], t(kind));
+      setText(card.children[2], t(l[0], l[2]));
+      const cls = "bay s-" + l[1];
+      if (card.className !== cls) card.className = cls;
+    });
   }
+  function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
   /* As many cards as fit whole (at least CARD_W x CARD_H each); the rest on further pages,
      with the pager (the cue that there are more) on screen. */
   let fitted = { key: "", per: 1 };
@@ -672,6 +682,10 @@
     $("lang").addEventListener("click", langMenu);
     $("pg-prev").addEventListener("click", () => { S.page = Math.max(0, S.page - 1); renderIdle(); });
     $("pg-next").addEventListener("click", () => { S.page += 1; renderIdle(); });
+    $("bays").addEventListener("click", (e) => {
+      const card = e.target.closest("[data-bay]");
+      if (card) chooseBay(card.dataset.bay);
+    });
     for (const m of document.querySelectorAll(".mode")) {
       m.addEventListener("click", () => pickMode(m.dataset.mode, false));
     }
