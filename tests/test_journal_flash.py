@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from controller.core import samples
 from controller.core.auth import free_vend_step
 from controller.core.bay import StopReason
 from controller.core.config import parse_config
@@ -164,8 +165,10 @@ async def test_a_checkpoint_never_rewrites_a_closed_session(tmp_path: Path) -> N
         for _ in range(10):
             await r.second(16.0, 3)
         await st.samples.flush()
-        row = await st.journal.session(out.session_id)
-        assert row is not None and row["energy_wh"] == 30 and row["checkpoint_at"] is not None
+        carried = await st.journal.query(
+            "SELECT energy_wh FROM meter_minutes WHERE session_id = ?", (out.session_id,)
+        )
+        assert [r["energy_wh"] for r in carried] == [1030]  # the minute row is the checkpoint
         stale = {
             "id": out.session_id,
             "meter_wh": 1010,
@@ -185,7 +188,8 @@ async def test_a_checkpoint_never_rewrites_a_closed_session(tmp_path: Path) -> N
 
 
 async def test_a_restart_takes_the_sessions_last_checkpoint(tmp_path: Path) -> None:
-    """Between transitions only the checkpoint has the session's energy: the restore uses it."""
+    """Between transitions only the checkpoint (the node's minute row) has the session's
+    energy: the restore uses it, though the session's own row was not rewritten."""
     start = 1_800_000_000.0
     j = await Journal.open(tmp_path / "journal.sqlite3")
     try:
@@ -198,6 +202,8 @@ async def test_a_restart_takes_the_sessions_last_checkpoint(tmp_path: Path) -> N
                 await r.second(16.0, 3)
             await st.samples.flush()
             sid = out.session_id
+        row = await j.session(sid)
+        assert row is not None and row["checkpoint_at"] is None  # its row was not rewritten
         saved = await j.bay_states()
         # The bay's saved state dates from the last transition (charging began) ...
         assert saved["b1"]["session"]["meter_wh"] < 1300
@@ -209,6 +215,53 @@ async def test_a_restart_takes_the_sessions_last_checkpoint(tmp_path: Path) -> N
             assert r2.station.bays["b1"].state.meter_wh == 1300
     finally:
         await j.close()
+
+
+async def test_the_sessions_row_is_written_when_no_minute_row_carries_it(tmp_path: Path) -> None:
+    """Mid-minute (no minute has ended) the session's own row takes its figures; then, with
+    minute rows carrying them, only every ROW_CHECKPOINT_S."""
+    start = 1_800_000_000.0  # a whole minute
+    async with rig(tmp_path, start + 20) as r:
+        st = r.station
+        await st.nodes.take(r.frame(0.0, PilotState.B))
+        out = await st.commands.present_token("b1", "T-1")
+        assert out.ok and out.session_id
+        sid = out.session_id
+        for _ in range(10):
+            await r.second(16.0, 3)
+        await st.samples.flush(final=False)  # 20-30 s into the minute: no minute has ended
+        row = await st.journal.session(sid)
+        assert row is not None and row["meter_wh"] == 1030 and row["checkpoint_at"] is not None
+        first = row["checkpoint_at"]
+        rewrites = []
+        for minute in range(1, 17):
+            for _ in range(60):
+                await r.second(16.0, 3)
+            await st.samples.flush(final=False)
+            row = await st.journal.session(sid)
+            assert row is not None
+            if row["checkpoint_at"] != first:
+                rewrites.append((minute, row["meter_wh"]))
+                first = row["checkpoint_at"]
+        # Minute rows carried the figures; the row itself once, after ROW_CHECKPOINT_S.
+        assert len(rewrites) == 1, rewrites
+        assert rewrites[0][0] * 60 >= samples.ROW_CHECKPOINT_S
+        assert rewrites[0][1] == 1030 + 180 * rewrites[0][0]  # the figures of that moment
+        minutes = await st.journal.query(
+            "SELECT count(*) AS n FROM meter_minutes WHERE session_id = ?", (sid,)
+        )
+        assert minutes[0]["n"] >= 16
+
+
+async def test_the_minute_write_waits_for_the_minute_to_turn(tmp_path: Path) -> None:
+    async with rig(tmp_path, 1_800_000_000.0 + 42.5) as r:
+        w = r.station.samples
+        assert w.interval_s == 60.0
+        assert abs(w._next_wait() - (60.0 - 42.5 + samples.FLUSH_LAG_S)) < 0.05
+        r.clock.offset += 60.0 - 42.5 + samples.FLUSH_LAG_S  # just after its write time
+        assert abs(w._next_wait() - 60.0) < 0.05
+        w.interval_s = 5.0  # shorter than a minute: every interval, wherever the minute is
+        assert w._next_wait() == 5.0
 
 
 # --------------------------------------------------------------------------- a real kill -9

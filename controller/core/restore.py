@@ -71,6 +71,7 @@ async def restore_bays(
             if state.session is None or (row and row["id"] != state.session.session_id):
                 log.error("recovery.mismatch", bay_id=bcfg.id, session=row and row["id"])
         if state.session is not None and row is not None and row["id"] == state.session.session_id:
+            row = await _with_minutes(journal, bcfg, row)
             state = _with_checkpoint(state, row)
         if state.session is not None:
             since = state.interrupted_since or await _last_seen_alive(
@@ -96,6 +97,30 @@ async def restore_bays(
         clean=clean,
     )
     return Restored(clean)
+
+
+async def _with_minutes(journal: Journal, bcfg: BayConfig, row: dict[str, Any]) -> dict[str, Any]:
+    """The session's row with the checkpoint its node's minute rows carry, when they are newer.
+
+    Each minute row names the session its node charged and holds the register at the
+    minute's last sample (controller.core.samples): the session's own row is rewritten only
+    every few minutes. Only minutes since the row's own checkpoint are read.
+    """
+    since = row.get("checkpoint_at") or row.get("started_at") or 0.0
+    found = await journal.query(
+        "SELECT max(energy_wh) AS meter, max(power_max_w) AS peak, max(last_at) AS at"
+        " FROM meter_minutes WHERE minute >= ? AND source = ? AND session_id = ?",
+        (float(since) - 60.0, f"node:{bcfg.node_id}", row["id"]),
+    )
+    got = found[0] if found else {}
+    if got.get("meter") is None or got.get("at") is None:
+        return row
+    out = dict(row)
+    if out.get("meter_wh") is None or float(got["meter"]) > float(out["meter_wh"]):
+        out["meter_wh"] = int(got["meter"])
+        out["checkpoint_at"] = max(float(got["at"]), float(out.get("checkpoint_at") or 0.0))
+    out["peak_power_w"] = max(float(out.get("peak_power_w") or 0.0), float(got["peak"] or 0.0))
+    return out
 
 
 def _with_checkpoint(state: BayState, row: dict[str, Any]) -> BayState:
@@ -129,6 +154,11 @@ async def _last_seen_alive(
     rows += await journal.query(
         "SELECT max(at) AS at FROM meter_samples WHERE source = ?", (f"node:{bcfg.node_id}",)
     )
+    if checkpoint_at is not None:  # minute rows since (the table is ordered by minute)
+        rows += await journal.query(
+            "SELECT max(last_at) AS at FROM meter_minutes WHERE minute >= ? AND source = ?",
+            (checkpoint_at - 60.0, f"node:{bcfg.node_id}"),
+        )
     rows += await journal.query(
         "SELECT updated_at AS at FROM bay_state WHERE bay_id = ?", (bcfg.id,)
     )

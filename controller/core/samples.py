@@ -2,13 +2,22 @@
 
 Every telemetry frame updates its node's figures for the current minute in
 place (:meth:`SampleWriter.add`: no row, no JSON, no allocation per frame). Once
-every ``interval_s`` (60 s by default) one transaction writes the minutes that
-have ended (one row per node: mean and peak power, mean currents, the energy
-register at the minute's last sample) and an energy checkpoint of every open
-session whose figures moved since the last one. Transitions (start, stop,
-status changes) are written by the bay runner as they happen, so a crash loses
-at most one interval of a session's progress, never a start or a stop; billing
-comes from the node's energy register at start and stop, which survives us.
+every ``interval_s`` (60 s by default, just after the minute turns) one
+transaction writes the minutes that have ended (one row per node: mean and peak
+power, mean currents, the energy register at the minute's last sample).
+
+A node's minute row names the session it charged and holds the register: it *is*
+that session's energy checkpoint (restore reads it, controller.core.restore). The
+session's own row is rewritten only when no fresh minute row carries its figures
+(a node silent since the minute turned, minutes skipped on a short disk, a
+checkpoint interval shorter than a minute) and at least every ``ROW_CHECKPOINT_S``
+(so restore reads a few minutes of rows at most). Rewriting every open session's
+row each minute cost more flash than the minutes themselves.
+
+Transitions (start, stop, status changes) are written by the bay runner as they
+happen, so a crash loses at most one interval of a session's progress, never a
+start or a stop; billing comes from the node's energy register at start and stop,
+which survives us.
 
 While the journal cannot write nothing is written; while its disk is short of
 space the minutes are skipped (and counted) and only the checkpoints go in:
@@ -32,6 +41,10 @@ from controller.ports import Clock, NodeTelemetry
 log = structlog.get_logger(__name__)
 
 INTERVAL_S = 60.0
+FLUSH_LAG_S = 1.0
+"""A minute's write waits this long after the minute turns: the last frames of the minute are in."""
+ROW_CHECKPOINT_S = 900.0
+"""A session's own row gets its figures at least this often, minute rows or not."""
 
 
 @dataclass(slots=True)
@@ -79,7 +92,9 @@ class SampleWriter:
         self.interval_s = interval_s
         self._open: dict[str, _Minute] = {}  # source -> its current minute
         self._ended: list[MinuteRow] = []
-        self._checkpointed: dict[str, tuple[int, float]] = {}  # session id -> (meter, peak)
+        # session id -> (meter, peak, when) of its last durable checkpoint: its row or a minute row
+        self._checkpointed: dict[str, tuple[int, float, float]] = {}
+        self._row_at: dict[str, float] = {}  # session id -> when its own row was last written
         self.skipped = 0  # minute rows not written (journal blocked or space short)
 
     def add(
@@ -122,7 +137,7 @@ class SampleWriter:
     async def run(self) -> None:
         paused = False
         while True:
-            await self._clock.sleep(self.interval_s)
+            await self._clock.sleep(self._next_wait())
             if self._guard.samples_paused and not paused:
                 log.warning("journal.samples_paused", **self._guard.snapshot())
             elif paused and not self._guard.samples_paused:
@@ -145,32 +160,72 @@ class SampleWriter:
         if self._guard.samples_paused:
             self.skipped += len(minutes)
             minutes = []
-        progress = self._progress(now)
+        carried = _carried(minutes)
+        progress = self._progress(now, carried)
         try:
             await self._journal.write_minutes(minutes, progress)
         except JournalError:
             self._guard.failed()
             return
+        for sid, (meter, peak, at) in carried.items():
+            self._checkpointed[sid] = (meter, peak, at)
         for row in progress:
-            self._checkpointed[row["id"]] = (row["meter_wh"], row["peak_power_w"])
+            self._checkpointed[row["id"]] = (row["meter_wh"], row["peak_power_w"], now)
+            self._row_at[row["id"]] = now
 
-    def _progress(self, now: float) -> list[dict[str, Any]]:
-        """An energy checkpoint of every open session whose figures moved since the last one."""
+    def _next_wait(self) -> float:
+        """Seconds to the next write: just after the minute turns when the interval is whole minutes."""
+        if self.interval_s < 60.0 or self.interval_s % 60.0:
+            return self.interval_s
+        now = self._clock.wall()
+        due = math.floor(now / self.interval_s) * self.interval_s + FLUSH_LAG_S
+        while due <= now + 1e-3:
+            due += self.interval_s
+        return due - now
+
+    def _progress(
+        self, now: float, carried: dict[str, tuple[int, float, float]]
+    ) -> list[dict[str, Any]]:
+        """The open sessions whose own row needs their figures now (see the module's notes)."""
         out: list[dict[str, Any]] = []
         live: set[str] = set()
         for rt in self._bays.values():
             sess = rt.state.session
             if sess is None:
                 continue
-            live.add(sess.session_id)
-            if self._checkpointed.get(sess.session_id) == (sess.meter_wh, sess.peak_power_w):
-                continue
+            sid = sess.session_id
+            live.add(sid)
+            last = carried.get(sid) or self._checkpointed.get(sid)
+            if last is not None and (last[0], last[1]) == (sess.meter_wh, sess.peak_power_w):
+                continue  # nothing moved since the last durable checkpoint
+            row_due = now - self._row_at.get(sid, sess.started_at) >= ROW_CHECKPOINT_S
+            if last is not None and not row_due:
+                fresh = now - last[2] < self.interval_s
+                if fresh and last[1] >= sess.peak_power_w:
+                    continue  # a minute row written just now carries it
             row = session_row_progress(sess)
             row["checkpoint_at"] = now
             out.append(row)
-        for sid in set(self._checkpointed) - live:
-            del self._checkpointed[sid]
+        for gone in [sid for sid in self._checkpointed if sid not in live]:
+            del self._checkpointed[gone]
+        for gone in [sid for sid in self._row_at if sid not in live]:
+            del self._row_at[gone]
         return out
 
 
-__all__ = ["INTERVAL_S", "SampleWriter"]
+def _carried(minutes: list[MinuteRow]) -> dict[str, tuple[int, float, float]]:
+    """Per session, the checkpoint its minute rows carry: (register, peak power, last sample)."""
+    out: dict[str, tuple[int, float, float]] = {}
+    for m in minutes:
+        if m.session_id is None or m.energy_wh is None:
+            continue
+        prev = out.get(m.session_id)
+        if prev is None or m.last_at >= prev[2]:
+            peak = max(m.power_max_w, prev[1] if prev else 0.0)
+            out[m.session_id] = (int(m.energy_wh), peak, m.last_at)
+        else:
+            out[m.session_id] = (prev[0], max(prev[1], m.power_max_w), prev[2])
+    return out
+
+
+__all__ = ["FLUSH_LAG_S", "INTERVAL_S", "ROW_CHECKPOINT_S", "SampleWriter"]

@@ -1,0 +1,158 @@
+"""The journal's bytes on flash per bay per day, over simulated hours of charging.
+
+A Station with its real Journal on disk and a passive fake hub (no transport) runs on
+a stepped clock: every bay charging, a frame per bay every ``FRAME_EVERY_S`` simulated
+seconds (the journal keeps per-minute figures, so how many frames a minute brings does
+not change what is written), and the station's own minute write once a simulated minute. ``write_bytes`` of /proc/self/io (every thread: the journal's writer
+included) counts from the first charging minute to the end, SQLite's own WAL checkpoints
+included and one more at the end, so the WAL's copy into the database counts too.
+
+Unlike the scale benchmark's 60 s real-time window (which ends in a forced checkpoint
+and so counts a page rewritten each minute twice), hours of minute writes show what a
+day costs. Points: 4, 64 and 256 bays (two buses). Target ≤ 1 MB per bay per day (issue 20);
+the floor for a small station is one 4 KiB WAL page a minute (≈ 6 MB a day for the
+whole station, whatever its size).
+
+    ./dev.sh bench tests/bench/bench_journal_day.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.core.auth import free_vend_step
+from controller.core.config import parse_config
+from controller.core.journal import Journal
+from controller.core.station import Station
+from controller.ports import NodeTelemetry, PilotState
+from tests.bench.report import metric, write_report
+from tests.support.fake_nodes import FakeHub, FakeNode
+
+FRAME_EVERY_S = 10
+HOURS = float(os.environ.get("BENCH_JOURNAL_HOURS", "3"))
+PER_BUS = 128
+
+
+class _Clock:
+    """Simulated time: the bench moves it; the station's own timers never fire (the bench
+    calls the minute write itself, once a simulated minute, as the station would)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def wall(self) -> float:
+        return time.time() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.Event().wait()
+
+
+def _write_bytes() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise RuntimeError("no write_bytes in /proc/self/io")
+
+
+async def run_day(tmp: Path, bays: int, hours: float) -> dict[str, Any]:
+    buses = [f"b{i + 1}" for i in range((bays + PER_BUS - 1) // PER_BUS)]
+    cfg = parse_config(
+        {
+            "station": {"id": "day", "data_dir": str(tmp)},
+            "timers": {"lease_s": 5.0, "connection_timeout_s": 600},
+            "buses": [{"id": b} for b in buses],
+            "bays": [
+                {
+                    "id": f"bay{i}",
+                    "connector": i + 1,
+                    "bus": buses[i // PER_BUS],
+                    "address": i % PER_BUS + 1,
+                }
+                for i in range(bays)
+            ],
+        }
+    )
+    clock = _Clock()
+    hubs = {b: FakeHub([FakeNode(c.node_id) for c in cfg.bays if c.bus == b]) for b in buses}
+    journal = await Journal.open(tmp / "journal.sqlite3")
+    station = Station(cfg, journal, hubs=dict(hubs), clock=clock)
+    station.authorizer.add(free_vend_step())
+    await station.restore()
+    run = asyncio.create_task(station.run())
+    energy = dict.fromkeys(station.bays, 1000)
+
+    def frame(bay_id: str, amps: float, pilot: PilotState) -> NodeTelemetry:
+        return NodeTelemetry(
+            node_id=station.bays[bay_id].cfg.node_id,
+            at=clock.monotonic(),
+            current_a=(amps, amps, amps),
+            voltage_v=(230.0, 230.0, 230.0),
+            energy_wh=energy[bay_id],
+            relay_on=amps > 0,
+            setpoint_a=16.0,
+            lease_remaining_s=60.0,
+            pilot=pilot,
+            plug_count=1,
+            boot_id=1,
+        )
+
+    try:
+        for hub in hubs.values():
+            await hub.running.wait()
+        for bay_id in station.bays:
+            await station.nodes.take(frame(bay_id, 0.0, PilotState.B))
+        for bay_id in station.bays:
+            assert (await station.commands.present_token(bay_id, f"T-{bay_id}")).ok
+            await station.nodes.take(frame(bay_id, 16.0, PilotState.C))
+        await station.samples.flush()
+        await journal.checkpoint_wal()  # start-up's writes are not the day's
+        b0 = _write_bytes()
+        steps = int(hours * 3600 / FRAME_EVERY_S)
+        for step in range(1, steps + 1):
+            clock.offset += FRAME_EVERY_S
+            for bay_id in station.bays:
+                energy[bay_id] += 3 * FRAME_EVERY_S
+                await station.nodes.take(frame(bay_id, 16.0, PilotState.C))
+            if step % (60 // FRAME_EVERY_S) == 0:
+                await station.samples.flush(final=False)
+        await journal.checkpoint_wal()
+        written = _write_bytes() - b0
+        rows = await journal.query("SELECT count(*) AS n FROM meter_minutes")
+        charging = sum(1 for rt in station.bays.values() if rt.state.phase.value == "charging")
+    finally:
+        station.request_stop("bench")
+        await asyncio.wait_for(run, 60)
+        await journal.close()
+    simulated_s = steps * FRAME_EVERY_S
+    return {
+        "bays": bays,
+        "hours": simulated_s / 3600,
+        "charging": charging,
+        "written_b": written,
+        "minute_rows": int(rows[0]["n"]),
+        "bytes_per_bay_day": written / bays / simulated_s * 86400,
+    }
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize("bays", [4, 64, 256])
+async def test_bench_journal_day(tmp_path: Path, bays: int) -> None:
+    asyncio.get_running_loop().set_debug(False)
+    r = await run_day(tmp_path, bays, HOURS)
+    write_report(
+        f"journal_day_{bays}",
+        {"bytes_per_bay_day": metric(r["bytes_per_bay_day"], "B", target=1_000_000)},
+        notes=r,
+    )
+    assert r["charging"] == bays
+    # Every simulated minute became one row per bay (give or take the first and last).
+    assert r["minute_rows"] >= bays * (r["hours"] * 60 - 2)
