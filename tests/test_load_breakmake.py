@@ -267,3 +267,100 @@ def test_a_live_reconfiguration_keeps_decreases_not_yet_followed() -> None:
     new.inherit(ctl, t + 0.2)
     r = step(new, t + 0.5, [*others, bay("C", 0, order=2)], grid=32)
     assert r.setpoints_a == {"A": 10.6, "B": 10.6, "C": 0}
+
+
+def step_leased(
+    ctl: LoadController, now: float, bays: list[BayInput], lease: float, cap: float | None = None
+) -> StepResult:
+    return ctl.step(
+        now,
+        StepInput(
+            bays=tuple(bays),
+            grid=GridInput((0.0, 0.0, 0.0), Freshness.FRESH, now),
+            wall_time=NOON,
+            lease_a=(lease, lease, lease),
+            station_cap_a=cap,
+        ),
+    )
+
+
+def test_a_newcomer_waits_for_the_others_to_follow_a_cut_lease() -> None:
+    """The site's breaker is far away (another station shares it): only the lease binds here.
+    The coordinator cuts this station from 32 A to 24 A as C arrives; C may start only once A
+    and B draw what the cut left them, or the station draws above its lease meanwhile."""
+    ctl = make(main_limit_a=200.0)
+    t = 0.0
+    while t < 10:  # A and B at 16 A each under a 32 A lease
+        a, b = ctl.setpoints_a["A"], ctl.setpoints_a["B"]
+        step_leased(
+            ctl,
+            t,
+            [
+                bay("A", a, acked=a, acked_at=t, seen_at=t),
+                bay("B", b, acked=b, acked_at=t, seen_at=t, order=1),
+            ],
+            lease=32.0,
+        )
+        t += 0.5
+    assert ctl.setpoints_a["A"] == ctl.setpoints_a["B"] == 16
+    drawn = {"A": 16.0, "B": 16.0, "C": 0.0}
+    for dt_ in (0.0, 0.25, 0.5, 1.0):
+        r = step_leased(
+            ctl,
+            t + dt_,
+            [
+                bay("A", drawn["A"], acked=8.0, acked_at=t + 0.1, seen_at=t + dt_),
+                bay("B", drawn["B"], acked=8.0, acked_at=t + 0.1, seen_at=t + dt_, order=1),
+                bay("C", 0, order=2),
+            ],
+            lease=24.0,
+        )
+        assert r.setpoints_a["C"] == 0, dt_  # A and B still draw 32 A of a 24 A lease
+        assert r.setpoints_a["A"] + r.setpoints_a["B"] <= 24.0
+    # Both vehicles follow: now C starts, and the worst case stays within the lease.
+    for k in range(1, 20):
+        now = t + 1.0 + k * 0.5
+        sp = dict(ctl.setpoints_a)
+        r = step_leased(
+            ctl,
+            now,
+            [
+                bay("A", sp["A"], acked=sp["A"], acked_at=now, seen_at=now),
+                bay("B", sp["B"], acked=sp["B"], acked_at=now, seen_at=now, order=1),
+                bay("C", sp["C"], acked=sp["C"], acked_at=now, seen_at=now, order=2),
+            ],
+            lease=24.0,
+        )
+        worst = sum(max(sp[b], r.setpoints_a[b]) for b in "ABC")
+        assert worst <= 24.0 + 1e-6, (now, sp, r.setpoints_a)
+    assert r.setpoints_a["C"] >= 6.0
+
+
+def test_the_ocpp_station_cap_also_holds_a_newcomer_back() -> None:
+    """The same with an OCPP ChargePointMaxProfile lowered under a generous lease."""
+    ctl = make(main_limit_a=200.0)
+    t = 0.0
+    while t < 10:
+        a, b = ctl.setpoints_a["A"], ctl.setpoints_a["B"]
+        step_leased(
+            ctl,
+            t,
+            [
+                bay("A", a, acked=a, acked_at=t, seen_at=t),
+                bay("B", b, acked=b, acked_at=t, seen_at=t, order=1),
+            ],
+            lease=100.0,
+        )
+        t += 0.5
+    r = step_leased(
+        ctl,
+        t,
+        [
+            bay("A", 16, acked=16, acked_at=t - 0.5, seen_at=t),
+            bay("B", 16, acked=16, acked_at=t - 0.5, seen_at=t, order=1),
+            bay("C", 0, order=2),
+        ],
+        lease=100.0,
+        cap=20.0,
+    )
+    assert r.setpoints_a["C"] == 0 and r.setpoints_a["A"] + r.setpoints_a["B"] <= 20.0

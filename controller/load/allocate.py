@@ -164,6 +164,9 @@ class Allocation:
     """``"<node>:<phase>"`` -> current available to the bays (limit − non-EV estimate)."""
     caps_a: tuple[float, ...] = ()
     """The same budgets indexed by tree constraint (``node * 3 + phase``), for the controller."""
+    station_caps_a: Amps3 | None = None
+    """What all bays together may draw per phase: the lower of the site lease and the OCPP
+    station cap (None: neither is set), for the controller's break before make."""
 
 
 def _floor_res(x: float) -> float:
@@ -283,6 +286,7 @@ def allocate(inp: AllocationInput) -> Allocation:
 
     # --- station-wide constraints: OCPP station cap, power cap rule, solar surplus -----
     ncons = ntree
+    station_caps: Amps3 | None = None
     if inp.station_cap_a is not None or inp.lease_a is not None:
         for p in range(3):
             # The lower of the OCPP station cap and the site lease binds (a tie: the OCPP cap).
@@ -293,6 +297,7 @@ def allocate(inp: AllocationInput) -> Allocation:
                 cap_p, binds = inp.lease_a[p], Reason.SITE_LEASE
             caps.append(max(cap_p, 0.0))
             labels.append((binds, PHASES[p]))
+        station_caps = (caps[ntree], caps[ntree + 1], caps[ntree + 2])
         for i in candidates:
             for p in specs[i].phases:
                 bay_cons[i].append((ntree + p, 1.0))
@@ -392,6 +397,7 @@ def allocate(inp: AllocationInput) -> Allocation:
         grid_freshness=freshness,
         ev_budget_a=budgets,
         caps_a=tuple(caps[:ntree]),
+        station_caps_a=station_caps,
     )
 
 

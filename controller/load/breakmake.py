@@ -108,23 +108,36 @@ class Budget:
         topology: Topology,
         caps_a: tuple[float, ...],
         counted: Mapping[str, tuple[Amps3, Amps3]],
+        station_caps_a: Amps3 | None = None,
     ) -> None:
+        """``caps_a``: the circuits' (three per circuit, by phase); ``station_caps_a``: what the
+        whole station may draw per phase (the lower of its site lease and the OCPP cap), which
+        every bay loads on its phases: a cut lease funds no start before the cut bays follow."""
         self._topo = topology
-        self._caps = caps_a
-        self._used = [0.0] * len(caps_a)
+        assert len(caps_a) % 3 == 0
+        self._caps = list(caps_a)
+        self._cons: dict[str, tuple[int, ...]] = {}
+        station = len(caps_a)
+        if station_caps_a is not None:
+            self._caps += list(station_caps_a)
+        for spec in topology.bays:
+            cons = topology.bay_tree_cons[spec.index]
+            if station_caps_a is not None:
+                cons = cons + tuple(station + p for p in spec.phases)
+            self._cons[spec.id] = cons
+        self._used = [0.0] * len(self._caps)
         self._draw: dict[str, list[float]] = {}
         for spec in topology.bays:
             draw, extra = counted[spec.id]
-            for c in topology.bay_tree_cons[spec.index]:
+            for c in self._cons[spec.id]:
                 p = c % 3
                 self._used[c] += draw[p] + extra[p]
             self._draw[spec.id] = list(draw)
 
     def most(self, bay_id: str) -> float:
         """The highest setpoint the bay may have now (floored to the setpoint resolution)."""
-        topo = self._topo
         draw = self._draw[bay_id]
-        cons = topo.bay_tree_cons[topo.bay_index[bay_id]]
+        cons = self._cons[bay_id]
         return floor_res(min(draw[c % 3] + self._caps[c] - self._used[c] for c in cons))
 
     def take(self, bay_id: str, amps: float) -> None:
@@ -132,7 +145,7 @@ class Budget:
         topo = self._topo
         spec = topo.bays[topo.bay_index[bay_id]]
         draw = self._draw[bay_id]
-        for c in topo.bay_tree_cons[spec.index]:
+        for c in self._cons[bay_id]:
             self._used[c] += max(0.0, amps - draw[c % 3])
         for p in spec.phases:
             draw[p] = max(draw[p], amps)

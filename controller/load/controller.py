@@ -357,6 +357,7 @@ class LoadController:
                 bid: s.follow.counted(now, by_id.get(bid), s.setpoint, site)
                 for bid, s in self._bays.items()
             },
+            alloc.station_caps_a,
         )
         # Lowest setpoint first: a waiting start before a ramp of a bay already charging.
         wanted.sort(key=lambda w: (self._bays[w[0]].setpoint, self.topology.bay_index[w[0]]))
