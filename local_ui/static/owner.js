@@ -91,32 +91,48 @@
     for (const c of load.conflicts || []) bars.append(el("p", { cls: "error", text: "Rule conflict: " + c }));
   }
 
+  /* Cards and their buttons are updated in place: a button pressed while its bay reports
+     (every second while charging) must still be the same element when it is released. */
   function renderBays() {
     const box = $("dash-bays");
-    box.replaceChildren();
+    const ids = [...U.bays.keys()].join(" ");
+    if (box.dataset.ids !== ids) {
+      box.replaceChildren(...[...U.bays.keys()].map((id) => el("div", { "data-bay": id }, [
+        el("h3"), el("p", { cls: "status" }), el("p", { cls: "power" }),
+        el("p", { cls: "sess" }), el("p", { cls: "hold" }), el("div", { cls: "row" }),
+      ])));
+      box.dataset.ids = ids;
+    }
     for (const b of U.bays.values()) {
+      const card = box.querySelector('[data-bay="' + CSS.escape(b.id) + '"]');
       const s = b.session;
-      const card = el("div", { cls: "card s-" + (STATUS[b.status] || "wait"), "data-bay": b.id }, [
-        el("h3", { text: b.id + " · " + (b.kind === "locker" ? "locker" : "EV") }),
-        el("p", { cls: "status", text: b.status + (b.fault ? " — " + (b.fault_message || b.fault) : "") }),
-        /* power and current are null (unknown) while the bay's node is offline */
-        el("p", { cls: "power", text: (b.current_a ? (b.power_w / 1000).toFixed(1) + " kW · " + Math.max.apply(null, b.current_a).toFixed(1) + " A" : "Node not responding") + " · setpoint " + b.setpoint_a.toFixed(0) + " A" }),
-      ]);
-      if (s) {
-        card.append(el("p", { cls: "sess", text: "Session " + s.id + " · " + s.mode + " · " + (s.energy_wh / 1000).toFixed(2) + " kWh · " + dur(s.elapsed_s) + " · " + s.cost.toFixed(2) + " " + s.currency }));
+      const cls = "card s-" + (STATUS[b.status] || "wait");
+      if (card.className !== cls) card.className = cls;
+      const [h3, status, power, sess, hold, row] = card.children;
+      setText(h3, b.id + " · " + (b.kind === "locker" ? "locker" : "EV"));
+      setText(status, b.status + (b.fault ? " — " + (b.fault_message || b.fault) : ""));
+      /* power and current are null (unknown) while the bay's node is offline */
+      setText(power, (b.current_a ? (b.power_w / 1000).toFixed(1) + " kW · " + Math.max.apply(null, b.current_a).toFixed(1) + " A" : "Node not responding") + " · setpoint " + b.setpoint_a.toFixed(0) + " A");
+      sess.hidden = !s;
+      setText(sess, s ? "Session " + s.id + " · " + s.mode + " · " + (s.energy_wh / 1000).toFixed(2) + " kWh · " + dur(s.elapsed_s) + " · " + s.cost.toFixed(2) + " " + s.currency : "");
+      hold.hidden = !b.hold;
+      setText(hold, b.hold ? "Held until " + t(b.hold.expires_at) : "");
+      const sig = can(OPERATE) ? [s ? s.id : "", b.available, !!b.fault].join("|") : "";
+      if (row.dataset.sig !== sig) {
+        row.dataset.sig = sig;
+        const buttons = [];
+        if (can(OPERATE)) {
+          if (s) buttons.push(btn("Stop session", () => call("POST", "/api/v1/sessions/" + encodeURIComponent(s.id) + "/stop", undefined, "Session stopped."), "danger"));
+          buttons.push(btn(b.available ? "Make unavailable" : "Make available", () => call("POST", "/api/v1/bays/" + b.id + "/availability", { available: !b.available }, "Done.")));
+          if (b.fault) buttons.push(btn("Clear fault", () => call("POST", "/api/v1/bays/" + b.id + "/clear-fault", undefined, "Fault cleared.")));
+        }
+        row.replaceChildren(...buttons);
       }
-      if (b.hold) card.append(el("p", { text: "Held until " + t(b.hold.expires_at) }));
-      if (can(OPERATE)) {
-        const row = el("div", { cls: "row" });
-        if (s) row.append(btn("Stop session", () => call("POST", "/api/v1/sessions/" + encodeURIComponent(s.id) + "/stop", undefined, "Session stopped."), "danger"));
-        row.append(btn(b.available ? "Make unavailable" : "Make available", () => call("POST", "/api/v1/bays/" + b.id + "/availability", { available: !b.available }, "Done.")));
-        if (b.fault) row.append(btn("Clear fault", () => call("POST", "/api/v1/bays/" + b.id + "/clear-fault", undefined, "Fault cleared.")));
-        card.append(row);
-      }
-      box.append(card);
+      row.hidden = !row.children.length;
     }
     window.__ownerApplied = performance.timeOrigin + performance.now();
   }
+  function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
 
   function onLive(msg) {
     if (msg.type === "snapshot") {
