@@ -97,11 +97,9 @@ case "$cmd" in
         if [ "$cmd" = test-long ]; then
             exec "$VENV/bin/python" -m pytest -m "not bench" "$@"
         fi
-        # EDGE_TEST_JOBS=2 spreads the whole suite over two pytest-xdist workers (about 40 %
-        # faster); one process stays the default until the timing-bound tests hold under the
-        # contention of a second worker on two cores (two of 1,449 failed that way).
-        if [ $# -eq 0 ] && [ "${EDGE_TEST_JOBS:-0}" != 0 ]; then
-            set -- -n "$EDGE_TEST_JOBS"
+        # The whole suite runs on two pytest-xdist workers (EDGE_TEST_JOBS; 1 for one process).
+        if [ $# -eq 0 ] && [ "${EDGE_TEST_JOBS:-2}" != 1 ]; then
+            set -- -n "${EDGE_TEST_JOBS:-2}"
         fi
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
