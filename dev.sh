@@ -97,9 +97,10 @@ case "$cmd" in
         if [ "$cmd" = test-long ]; then
             exec "$VENV/bin/python" -m pytest -m "not bench" "$@"
         fi
-        # The whole suite runs on two pytest-xdist workers (EDGE_TEST_JOBS; 1 for one process).
+        # The whole suite runs on two pytest-xdist workers (EDGE_TEST_JOBS; 1 for one process),
+        # a test file's tests on one worker (some share a station across the file, in order).
         if [ $# -eq 0 ] && [ "${EDGE_TEST_JOBS:-2}" != 1 ]; then
-            set -- -n "${EDGE_TEST_JOBS:-2}"
+            set -- -n "${EDGE_TEST_JOBS:-2}" --dist loadfile
         fi
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
