@@ -182,6 +182,31 @@ async def test_a_forced_bay_whose_node_stays_on_is_not_updated(tmp_path: Path) -
         assert json.loads(row["detail"])["stage"] == "not_off"
 
 
+async def test_a_forced_bay_waits_for_its_hold_then_updates(tmp_path: Path) -> None:
+    """Someone holds the bay (a reservation): forcing does not take it from them; once the
+    hold is cancelled, the forced update goes ahead."""
+    async with running_station(tmp_path) as rig:
+        st = rig.station
+        nodes = NodeImages(rig.hub)
+        rig.hub.update_firmware = nodes  # type: ignore[attr-defined]
+        held = await st.commands.place_hold("bay1", "CARD-9", 600)
+        assert held.ok, held
+        await rig.until(lambda: rig.status("bay1") == "Reserved")
+        task = asyncio.create_task(st.firmware.install_all(IMAGE, NEW))
+        await rig.until(lambda: [c[0] for c in nodes.calls] == ["locker1"])
+        await rig.until(lambda: st.firmware.progress["bay1"].state == "waiting")
+        assert (await st.firmware.force("bay1", actor="user:ina")).ok
+        for _ in range(20):  # the station re-checks on every event and every second
+            await asyncio.sleep(0.05)
+        assert [c[0] for c in nodes.calls] == ["locker1"]  # bay1 is still held: not updated
+        assert st.firmware.progress["bay1"].state == "waiting"
+        cancelled = await st.commands.cancel_hold("bay1", held.data["hold_id"])
+        assert cancelled.ok, cancelled
+        assert await asyncio.wait_for(task, 10) is True
+        assert [c[0] for c in nodes.calls] == ["locker1", "bay1"]
+        assert st.firmware.progress["bay1"].state == "installed"
+
+
 async def test_the_installer_forces_from_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
