@@ -177,9 +177,13 @@ async def test_unblocks_without_the_reserve_file_only_when_its_space_is_free(
         rig.hub.telemetry("b1", pilot=PilotState.B)
         await rig.status("b1", "Available")
         monkeypatch.setattr(st.guard.cfg, "retry_s", 0.1)
+        # The reserve the station made at start on the real disk is in place (no make of it
+        # still under way, which would bring the file back after it is removed below).
+        await asyncio.wait_for(st.guard.reserve_looked.wait(), 5)
+        assert st.guard.reserve_in_place and (tmp_path / RESERVE_FILE).exists()
         space = _fake_space(rig, monkeypatch, 40)  # too little to make the reserve (2 + 50 MB)
         await st.guard.check_space()
-        (tmp_path / RESERVE_FILE).unlink(missing_ok=True)
+        (tmp_path / RESERVE_FILE).unlink()
         # Writes fail, then work again with 40 MB free: enough, even without the file.
         await _read_only(rig, True)
         assert not (await st.commands.present_token("b1", "CARD-1")).ok

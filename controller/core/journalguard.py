@@ -114,6 +114,8 @@ class JournalGuard:
         self.last_unblock_s: float | None = None  # how long the last episode lasted
         self.space_errors = 0
         self.reserve_released = False  # the reserve was spent on a full disk, not made again yet
+        self.reserve_in_place = False  # as far as the last look found (ensure_reserve)
+        self.reserve_looked = asyncio.Event()  # set once ensure_reserve has looked (and made it)
 
     # ------------------------------------------------------------------ state
 
@@ -169,9 +171,13 @@ class JournalGuard:
         self._safe.block("journal", BLOCKED_MESSAGE)
 
     def wrote(self) -> None:
-        """A transition was written: when nothing else holds the block, it is over."""
+        """A transition was written: when nothing else holds the block, it is over.
+
+        Not while the reserve is not in place: a write that worked says nothing of whether
+        the next stop will find space (the retry loop reads the free space, then decides).
+        """
         if self.blocked and self.journal.writable and not self.reserve_released:
-            if not self.backlog:
+            if not self.backlog and self.reserve_in_place:
                 self.recovered()
 
     async def release_reserve(self) -> bool:
@@ -185,12 +191,18 @@ class JournalGuard:
         if size is None:
             return False
         self.reserve_released = True
+        self.reserve_in_place = False
         self.failed()
         log.warning("journal.reserve_released", mb=round(size / MB, 1))
         return True
 
     async def ensure_reserve(self) -> bool:
         """Make the reserve when it is missing and the disk has room for it; True when in place."""
+        self.reserve_in_place = await self._ensure_reserve()
+        self.reserve_looked.set()
+        return self.reserve_in_place
+
+    async def _ensure_reserve(self) -> bool:
         want = int(self.cfg.emergency_reserve_mb * MB)
         if want <= 0:
             self.reserve_released = False
