@@ -7,6 +7,7 @@ client id (one per service, so none knocks another off) and a few options differ
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from typing import Any
@@ -14,6 +15,26 @@ from typing import Any
 import aiomqtt
 
 from drivers.esp32.mqtt_config import MqttConfig
+
+
+def keep_cancel() -> None:
+    """Re-raise a cancel that an awaited publish swallowed.
+
+    On Python 3.11, ``asyncio.wait_for`` (inside aiomqtt's publish) returns the result when
+    its future completes just as the task is cancelled, and the cancel is lost: the
+    station's stop then waits for ever on a task that goes on. Cancel must cancel.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class Client(aiomqtt.Client):
+    """aiomqtt's client whose publish never swallows a cancel (see :func:`keep_cancel`)."""
+
+    async def publish(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        await super().publish(*args, **kwargs)
+        keep_cancel()
 
 
 def client_for(c: MqttConfig, client_id: str, **extra: Any) -> aiomqtt.Client:
@@ -26,7 +47,7 @@ def client_for(c: MqttConfig, client_id: str, **extra: Any) -> aiomqtt.Client:
             certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
             keyfile=str(c.tls.key_file) if c.tls.key_file else None,
         )
-    return aiomqtt.Client(
+    return Client(
         c.host,
         c.port,
         username=c.username,

@@ -25,7 +25,7 @@ from controller.load.coordinate import CoordinatorConfig, Round, SiteCoordinator
 from controller.load.lease import LeaseError, Report
 from drivers.esp32.mqtt_config import MqttConfig
 from drivers.sitelease.config import topics
-from drivers.sitelease.station import keep_cancel, mqtt_client
+from drivers.sitelease.station import mqtt_client
 
 log = structlog.get_logger(__name__)
 
@@ -107,4 +107,3 @@ class CoordinatorService:
             await client.publish(
                 self.topics.lease(station), lease.encode(), qos=1, retain=True, properties=props
             )
-            keep_cancel()

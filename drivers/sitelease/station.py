@@ -34,18 +34,6 @@ def mqtt_client(c: MqttConfig, client_id: str, **extra: Any) -> aiomqtt.Client:
     return client_for(c, client_id, protocol=aiomqtt.ProtocolVersion.V5, **extra)
 
 
-def keep_cancel() -> None:
-    """Re-raise a cancel that an awaited publish swallowed.
-
-    On Python 3.11, ``asyncio.wait_for`` (inside aiomqtt's publish) returns the result when
-    its future completes just as the task is cancelled, and the cancel is lost: the
-    station's stop then waits on this task. Cancel must cancel.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 class SiteLeaseClient:
     def __init__(self, station: Station, cfg: SiteLeaseSection, mqtt: MqttConfig) -> None:
         assert station.load is not None and station.load.site_lease is not None
@@ -111,6 +99,5 @@ class SiteLeaseClient:
             if rep is not None:
                 await client.publish(self.report_topic, rep.encode(), qos=0)
                 self.reports += 1
-                keep_cancel()
             # Steps come with every meter reading and every lease: one report per interval.
             await asyncio.sleep(self._cfg.report_interval_s)
