@@ -191,6 +191,8 @@ class Link(ChargePoint):  # type: ignore[misc]
         )
         self.last_call_at = time.monotonic()
         self.calls_out += 1
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         async with self._call_lock:
             await self._send(msg.to_json())
             try:
@@ -200,9 +202,10 @@ class Link(ChargePoint):  # type: ignore[misc]
                     f"no answer to {action} {msg.unique_id} in {self._response_timeout}s"
                 ) from None
         # The library waits with asyncio.wait_for, which on Python 3.11 swallows a
-        # cancellation that lands together with the answer: cancel must cancel.
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        # cancellation that lands together with the answer: cancel must cancel. (Only a
+        # cancel asked during the call: 3.11's TaskGroup leaves the count raised after a
+        # child's failure, with nothing pending.)
+        if task is not None and task.cancelling() > cancels:
             raise asyncio.CancelledError
         if answer.message_type_id == MessageType.CallError:
             log.warning("ocpp.call_error_received", action=action, code=answer.error_code)

@@ -8,6 +8,7 @@ station's stop waited for ever on a state service that went on publishing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aiomqtt
 import pytest
@@ -58,3 +59,27 @@ async def test_a_publish_goes_on_when_nothing_cancels(monkeypatch: pytest.Monkey
     await client.publish("a")
     await client.publish("b")
     assert sent == ["a", "b"]
+
+
+async def test_a_cancel_count_raised_before_the_publish_is_no_cancel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A task's cancel count can stay raised with no cancel pending (3.11's TaskGroup left it
+    so in the camera service after a child failed): only a cancel asked during the publish
+    counts, or the service would stop itself at its next publish."""
+    sent: list[str] = []
+
+    async def fine(self: aiomqtt.Client, topic: str, *args: object, **kwargs: object) -> None:
+        sent.append(topic)
+
+    monkeypatch.setattr(aiomqtt.Client, "publish", fine)
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(1)  # taken, never uncancelled: the count stays at 1
+    assert task.cancelling() == 1
+    client = Client("127.0.0.1", 1)
+    await client.publish("after")
+    assert sent == ["after"]
+    task.uncancel()

@@ -113,6 +113,37 @@ async def test_failing_optional_service_is_restarted_logged_once_core_keeps_runn
     assert not _events(logs, "station.core_failed")
 
 
+class Swallower:
+    """A service whose library swallows the cancel at the stop, then fails (a lost broker)."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.running = asyncio.Event()
+
+    async def run(self) -> None:
+        self.runs += 1
+        self.running.set()
+        if self.runs > 1:
+            await asyncio.Event().wait()  # a restart: this one cancels as it should
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass  # as asyncio.wait_for does on 3.11 when its future completes with the cancel
+        raise ConnectionError("the broker went away")
+
+
+@pytest.mark.timeout(30)  # the bug this guards against is a stop that never ends
+async def test_a_service_that_swallows_the_cancel_does_not_hold_the_stop(
+    tmp_path: Path,
+) -> None:
+    svc = Swallower()
+    async with station_with(tmp_path, ("mqtt-state", svc.run, {})) as (st, _hub, task):
+        await asyncio.wait_for(svc.running.wait(), 5)
+        st.request_stop("test")
+        await asyncio.wait_for(task, 5)  # not restarted past the stop: the station ended
+    assert svc.runs == 1 and st.supervisor.states["mqtt-state"].state == "ended"
+
+
 async def test_failing_core_part_stops_the_station(tmp_path: Path) -> None:
     svc = Flaky(failures=1, error=RuntimeError("load manager bug"))
     with capture_logs() as logs:

@@ -75,8 +75,10 @@ class Supervisor:
         *,
         on_down: Callable[[ServiceSpec], None] | None = None,
         on_up: Callable[[ServiceSpec], None] | None = None,
+        stopping: Callable[[], bool] | None = None,
     ) -> None:
         self.states: dict[str, ServiceState] = {}
+        self._stopping = stopping
         self.backoff_min_s = BACKOFF_MIN_S
         self.backoff_max_s = BACKOFF_MAX_S
         self.stable_s = STABLE_S
@@ -116,6 +118,11 @@ class Supervisor:
             finally:
                 if timer is not None:
                     timer.cancel()
+            if self._stopping is not None and self._stopping():
+                # The station stops, though the service ended otherwise: a library swallowed
+                # the cancel (asyncio.wait_for on Python 3.11). A restart would outlive the stop.
+                st.state = "ended"
+                raise asyncio.CancelledError
             if error is None:
                 st.state = "ended"
                 log.info("service.ended", service=spec.name)

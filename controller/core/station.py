@@ -160,7 +160,11 @@ class Station:
         )
         # Without a load manager ([site] absent) a bay gets its configured maximum.
         self.load: LoadLoop | None = None
-        self.supervisor = Supervisor(on_down=self._service_down, on_up=self._service_up)
+        self.supervisor = Supervisor(
+            on_down=self._service_down,
+            on_up=self._service_up,
+            stopping=lambda: self._stop_requested.is_set(),
+        )
 
     def _journal_failed(self) -> None:
         # The audit log is built before the guard (which needs the safety supervisor).

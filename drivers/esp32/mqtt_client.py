@@ -17,15 +17,22 @@ import aiomqtt
 from drivers.esp32.mqtt_config import MqttConfig
 
 
-def keep_cancel() -> None:
-    """Re-raise a cancel that an awaited publish swallowed.
+def cancels() -> int:
+    """How many cancels the current task has been asked (0 outside a task)."""
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def keep_cancel(before: int) -> None:
+    """Re-raise a cancel that an awaited call swallowed (``before``: :func:`cancels` before it).
 
     On Python 3.11, ``asyncio.wait_for`` (inside aiomqtt's publish) returns the result when
     its future completes just as the task is cancelled, and the cancel is lost: the
-    station's stop then waits for ever on a task that goes on. Cancel must cancel.
+    station's stop then waits for ever on a task that goes on. Cancel must cancel. Only a
+    cancel asked *during* the call counts: 3.11's TaskGroup leaves its parent's count
+    raised after a child's failure, with no cancel pending.
     """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
+    if cancels() > before:
         raise asyncio.CancelledError
 
 
@@ -33,8 +40,9 @@ class Client(aiomqtt.Client):
     """aiomqtt's client whose publish never swallows a cancel (see :func:`keep_cancel`)."""
 
     async def publish(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        before = cancels()
         await super().publish(*args, **kwargs)
-        keep_cancel()
+        keep_cancel(before)
 
 
 def client_for(c: MqttConfig, client_id: str, **extra: Any) -> aiomqtt.Client:
