@@ -115,6 +115,7 @@ class SerialNodeHub:
             prefix="esp32",
             where={"port": port},
             clock=clock,
+            telemetry_lead_s=self.timing.poll_period_s / 2,
         )
         self._by_addr = {ln.st.cfg.address: ln for ln in self._engine.lines.values()}
         if len(self._by_addr) != len(nodes):
