@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.core.config import ConfigError, load_config
+from controller.core.config import ConfigError, config_warnings, load_config
 
 GOOD = """
 [station]
@@ -233,3 +233,13 @@ def test_a_node_offline_time_shorter_than_a_poll_is_refused(tmp_path: Path) -> N
         "(top): buses[0].poll_period_s: bus 'rs485' polls every 1.5 s, so timers.node_offline_s "
         "(2 s) would declare a healthy node offline between two polls; it must exceed 2.25 s"
     ]
+
+
+def test_a_poll_period_on_a_bus_that_is_not_polled_is_a_warning(tmp_path: Path) -> None:
+    text = _bus(poll_period_s=0.5).replace('id = "rs485"', 'id = "rs485"\ntransport = "mqtt"', 1)
+    cfg = load_config(write(tmp_path, text))
+    assert config_warnings(cfg) == [
+        "buses[0].poll_period_s: bus 'rs485' uses transport 'mqtt', whose nodes are not "
+        "polled: the setting applies to serial buses only"
+    ]
+    assert config_warnings(load_config(write(tmp_path, _bus(poll_period_s=0.5)))) == []

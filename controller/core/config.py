@@ -468,6 +468,12 @@ def _loopback(host: str) -> bool:
 def config_warnings(cfg: StationConfig) -> list[str]:
     """Risky but allowed settings of the core sections (check-config prints them)."""
     out: list[str] = []
+    for i, bus in enumerate(cfg.buses):
+        if bus.transport != "serial" and "poll_period_s" in bus.model_fields_set:
+            out.append(
+                f"buses[{i}].poll_period_s: bus {bus.id!r} uses transport {bus.transport!r}, "
+                "whose nodes are not polled: the setting applies to serial buses only"
+            )
     host = urlsplit(cfg.http.public_url).hostname if cfg.http.public_url else None
     if not _loopback(cfg.http.host):
         if host is None:
