@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.core.config import ConfigError, load_config
+from controller.core.config import ConfigError, config_warnings, load_config
 
 GOOD = """
 [station]
@@ -180,3 +180,66 @@ def test_a_fresh_data_dir_is_fine(tmp_path: Path) -> None:
     out = run_cli("check-config", str(cfg))
     assert out.returncode == 0, out.stderr
     assert not (tmp_path / "var").exists()  # checking creates nothing
+
+
+def _bus(**fields: object) -> str:
+    extra = "".join(f"{k} = {v}\n" for k, v in fields.items())
+    return GOOD.replace('port = "/dev/edge-bays0"\n', f'port = "/dev/edge-bays0"\n{extra}')
+
+
+def test_a_bus_takes_its_poll_and_telemetry_periods(tmp_path: Path) -> None:
+    default = load_config(write(tmp_path, GOOD)).buses[0]
+    assert (default.poll_period_s, default.telemetry_period_s) == (0.2, 1.0)
+    bus = load_config(write(tmp_path, _bus(poll_period_s=1, telemetry_period_s=1))).buses[0]
+    assert (bus.poll_period_s, bus.telemetry_period_s) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"poll_period_s": 0}, "buses[0].poll_period_s: Input should be greater than or equal"),
+        ({"poll_period_s": 11}, "buses[0].poll_period_s: Input should be less than or equal"),
+        ({"telemetry_period_s": 0.05}, "buses[0].telemetry_period_s: Input should be greater"),
+        (
+            {"poll_period_s": 2, "telemetry_period_s": 1},
+            "buses[0].poll_period_s: bus 'rs485' polls every 2 s, but its nodes are to report "
+            "telemetry every 1 s",
+        ),
+        (
+            {"poll_period_s": 4, "telemetry_period_s": 4},
+            "buses[0].poll_period_s: bus 'rs485' polls every 4 s, too seldom for the "
+            "host_timeout_s of the bus of 10 s, which must span 3 polls",
+        ),
+        (
+            {"poll_period_s": 2, "telemetry_period_s": 2},
+            "too seldom for the timers.lease_s of 5 s, which must span 3 polls so that one "
+            "missed poll does not let it lapse; poll at least every 1.67 s",
+        ),
+    ],
+)
+def test_a_poll_period_the_timers_cannot_outlast_is_refused(
+    tmp_path: Path, fields: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, _bus(**fields)))
+    assert any(expected in p for p in err.value.problems), err.value.problems
+
+
+def test_a_node_offline_time_shorter_than_a_poll_is_refused(tmp_path: Path) -> None:
+    text = _bus(poll_period_s=1.5, telemetry_period_s=1.5) + "\n[timers]\nnode_offline_s = 2\n"
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert err.value.problems == [
+        "(top): buses[0].poll_period_s: bus 'rs485' polls every 1.5 s, so timers.node_offline_s "
+        "(2 s) would declare a healthy node offline between two polls; it must exceed 2.25 s"
+    ]
+
+
+def test_a_poll_period_on_a_bus_that_is_not_polled_is_a_warning(tmp_path: Path) -> None:
+    text = _bus(poll_period_s=0.5).replace('id = "rs485"', 'id = "rs485"\ntransport = "mqtt"', 1)
+    cfg = load_config(write(tmp_path, text))
+    assert config_warnings(cfg) == [
+        "buses[0].poll_period_s: bus 'rs485' uses transport 'mqtt', whose nodes are not "
+        "polled: the setting applies to serial buses only"
+    ]
+    assert config_warnings(load_config(write(tmp_path, _bus(poll_period_s=0.5)))) == []

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
+from controller.core.config import parse_config
 from controller.ports import (
     BayNode,
     ConnectionLost,
@@ -23,6 +26,7 @@ from controller.ports import (
     NodeUpdate,
     PermanentError,
 )
+from drivers.esp32.assemble import build_serial
 from drivers.esp32.codec import encode
 from drivers.esp32.messages import AckStatus, Frame, Heartbeat
 from drivers.esp32.serial_hub import CommandRejected, HubTiming, NodeConfig, SerialNodeHub
@@ -330,3 +334,61 @@ async def test_cancel_while_waiting_for_an_ack_stays_a_cancel(tmp_path: Path) ->
         await hub.node("bay1").set_output(
             relay_on=True, current_a=8.0, lease_s=1.0
         )  # lock released
+
+
+async def test_the_poll_period_is_honoured_and_every_poll_reaps_telemetry(tmp_path: Path) -> None:
+    # A bus polled as often as its nodes report: each poll is answered by a TELEMETRY (the
+    # node is configured half a poll early), and no node is polled more often than that.
+    period = 0.5
+    timing = HubTiming(ack_timeout_s=0.1, retries=3, offline_after_s=3.0, poll_period_s=period)
+    nodes = [NodeConfig("bay1", 1, 6.0, 5.0, period)]
+    async with running(tmp_path, specs(1), nodes, timing) as (bus, _, _):
+        sim = bus.nodes["bay1"]
+        assert sim.telemetry_period_s == pytest.approx(period / 2)
+        polls: list[tuple[float, str]] = []
+        handle = sim.handle
+
+        def spy(frame: Any, now: float) -> Any:  # the simulator's own frame classes
+            reply = handle(frame, now)
+            if type(frame.msg).__name__ == "Heartbeat" and reply is not None:
+                polls.append((now, type(reply.msg).__name__))
+            return reply
+
+        sim.handle = spy  # type: ignore[method-assign]
+        await bus.wait_until(lambda: len(polls) >= 5, 10)
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(polls)]
+    assert min(gaps) > period * 0.8, gaps  # not the default 0.2 s, nor MORE polls
+    assert {kind for _, kind in polls} == {"Telemetry"}, polls
+
+
+async def test_a_command_does_not_wait_for_the_next_poll(tmp_path: Path) -> None:
+    # Configured from a station config with a slow poll: the setpoint still goes out at once.
+    cfg = parse_config(
+        {
+            "timers": {"lease_s": 40, "node_offline_s": 20},
+            "buses": [
+                {
+                    "id": "b",
+                    "port": "x",
+                    "poll_period_s": 10,
+                    "telemetry_period_s": 10,
+                    "host_timeout_s": 60,
+                }
+            ],
+            "bays": [{"id": "bay1", "connector": 1, "bus": "b", "address": 1}],
+        }
+    )
+    async with SimulatedBus(tmp_path, specs(1)) as bus:
+        hub = build_serial(cfg.buses[0].model_copy(update={"port": bus.port_path}), cfg.bays, cfg)
+        assert hub.timing.poll_period_s == 10 and hub.timing.offline_after_s == 20
+        sim = bus.nodes["bay1"]
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(hub.run(Collector()))
+            try:
+                await bus.wait_until(lambda: sim.configured)
+                assert sim.telemetry_period_s == pytest.approx(10 - 10 / 2)
+                async with asyncio.timeout(5):  # far below the 10 s to the next poll
+                    await hub.node("bay1").set_output(relay_on=True, current_a=10.0, lease_s=40)
+                assert sim.physics.setpoint_a == 10.0
+            finally:
+                task.cancel()

@@ -359,3 +359,28 @@ def test_mqtt_config_is_validated(tmp_path: Path) -> None:
     hub = build_mqtt(cfg.buses[0], list(cfg.bays), cfg)
     assert hub.topics.up("b1") == "edge/edge-station-1/node/b1/up"
     assert hub.node("b1").node_id == "b1"
+
+
+async def test_the_bus_telemetry_period_configures_the_nodes(mosq: Mosquitto) -> None:
+    # Over MQTT a node reports on its own clock: it gets the bus's period as it is (a
+    # serial bus's half-poll lead does not apply).
+    station = parse_config(
+        {
+            "station": {"id": STATION},
+            "buses": [{"id": "m", "transport": "mqtt", "telemetry_period_s": 2.5}],
+            "bays": [{"id": "bay1", "connector": 1, "bus": "m", "address": 1}],
+            "mqtt": mqtt_section(mosq),
+        }
+    )
+    hub = build_mqtt(station.buses[0], station.bays, station)
+    sim = MqttSimNodes(mosq.host, mosq.port, STATION, specs(1), passwords=PASSWORDS)
+    task = asyncio.create_task(hub.run(Recorder()))
+    try:
+        async with sim:
+            node = sim.nodes["bay1"]
+            await sim.wait_until(lambda: node.configured)
+            assert node.telemetry_period_s == 2.5
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -148,6 +148,21 @@ class BusConfig(_Strict):
     port: str = ""
     baud: int = Field(default=115200, gt=0)
     host_timeout_s: float = Field(default=10.0, gt=0)
+    poll_period_s: float = Field(
+        default=0.2,
+        ge=0.02,
+        le=10.0,
+        description=(
+            "serial: how often the host polls each node; a node's events (door, fault, "
+            "emergency stop) reach the host within one poll period"
+        ),
+    )
+    telemetry_period_s: float = Field(
+        default=1.0,
+        ge=0.1,
+        le=60.0,
+        description="how often each node reports its measurements (sent to the node)",
+    )
     listen: str = Field(default="", description='"host:port" of the wallboxes\' OCPP server')
     ocpp: dict[str, Any] | None = None
 
@@ -277,6 +292,8 @@ class StationConfig(_Strict):
                 )
                 continue
             _unique(f"addresses on bus {bus.id}", [str(b.address) for b in on_bus])
+            if bus.transport == "serial":
+                _check_polling(self.buses.index(bus), bus, self.timers)
         # Over MQTT the topic names the node: one node id on two MQTT buses is one topic.
         mqtt_buses = {b.id for b in self.buses if b.transport == "mqtt"}
         seen: dict[str, str] = {}
@@ -296,6 +313,39 @@ class StationConfig(_Strict):
         if not d.is_absolute() and base is not None:
             d = base / d
         return d
+
+
+POLLS_PER_TIMEOUT = 3  # a node's timers must outlast this many poll periods (a missed poll)
+LONGEST_BUS_HOLD_S = 0.75  # a command's ack timeouts and retries on a serial bus (HubTiming)
+
+
+def _check_polling(i: int, bus: BusConfig, timers: TimersSection) -> None:
+    """A serial bus's poll period against the timers that must outlast it."""
+    p = bus.poll_period_s
+    where = f"buses[{i}].poll_period_s"
+    if bus.telemetry_period_s < p:
+        raise ValueError(
+            f"{where}: bus {bus.id!r} polls every {p:g} s, but its nodes are to report "
+            f"telemetry every {bus.telemetry_period_s:g} s; a node on a serial bus speaks "
+            "only when polled, so poll at least as often as telemetry_period_s"
+        )
+    for name, limit in (
+        ("host_timeout_s of the bus", bus.host_timeout_s),
+        ("timers.lease_s", timers.lease_s),
+    ):
+        if p * POLLS_PER_TIMEOUT > limit:
+            raise ValueError(
+                f"{where}: bus {bus.id!r} polls every {p:g} s, too seldom for the "
+                f"{name} of {limit:g} s, which must span {POLLS_PER_TIMEOUT} polls so that "
+                f"one missed poll does not let it lapse; poll at least every "
+                f"{limit / POLLS_PER_TIMEOUT:.3g} s"
+            )
+    if timers.node_offline_s <= p + LONGEST_BUS_HOLD_S:
+        raise ValueError(
+            f"{where}: bus {bus.id!r} polls every {p:g} s, so timers.node_offline_s "
+            f"({timers.node_offline_s:g} s) would declare a healthy node offline between "
+            f"two polls; it must exceed {p + LONGEST_BUS_HOLD_S:g} s"
+        )
 
 
 def _unique(what: str, values: list[str]) -> None:
@@ -418,6 +468,12 @@ def _loopback(host: str) -> bool:
 def config_warnings(cfg: StationConfig) -> list[str]:
     """Risky but allowed settings of the core sections (check-config prints them)."""
     out: list[str] = []
+    for i, bus in enumerate(cfg.buses):
+        if bus.transport != "serial" and "poll_period_s" in bus.model_fields_set:
+            out.append(
+                f"buses[{i}].poll_period_s: bus {bus.id!r} uses transport {bus.transport!r}, "
+                "whose nodes are not polled: the setting applies to serial buses only"
+            )
     host = urlsplit(cfg.http.public_url).hostname if cfg.http.public_url else None
     if not _loopback(cfg.http.host):
         if host is None:

@@ -13,5 +13,11 @@ def build_serial(
     bus: BusConfig, bays: Sequence[BayConfig], station: StationConfig | None = None
 ) -> SerialNodeHub:
     nodes = node_configs(bus, bays)
-    timing = HubTiming(offline_after_s=station.timers.node_offline_s) if station else HubTiming()
+    timing = (
+        HubTiming(poll_period_s=bus.poll_period_s)
+        if station is None
+        else HubTiming(
+            poll_period_s=bus.poll_period_s, offline_after_s=station.timers.node_offline_s
+        )
+    )
     return SerialNodeHub(bus.port, bus.baud, nodes, timing=timing)

@@ -137,7 +137,8 @@ class NodeEngine:
     in flight for all nodes; otherwise (MQTT) one per node. ``counters`` is the
     hub's own counter dict (it counts ``not_for_host`` there). ``prefix`` names the
     log events (``esp32.node_online``, ``mqtt.node_online``); ``where`` goes with the
-    link's log lines (the port, the broker).
+    link's log lines (the port, the broker). ``telemetry_lead_s``: a node is configured
+    with a telemetry period this much shorter than its node config's (see :meth:`configure`).
     """
 
     def __init__(
@@ -151,6 +152,7 @@ class NodeEngine:
         prefix: str,
         where: Mapping[str, object],
         clock: Callable[[], float] = time.monotonic,
+        telemetry_lead_s: float = 0.0,
     ) -> None:
         self.lines = {n.node_id: NodeLine(NodeState(n)) for n in nodes}
         if len(self.lines) != len(nodes):
@@ -165,6 +167,7 @@ class NodeEngine:
         self._prefix = prefix
         self._where = dict(where)
         self._clock = clock
+        self._telemetry_lead_s = telemetry_lead_s
         self._bay_nodes = {nid: LinkBayNode(self, ln, ln.st) for nid, ln in self.lines.items()}
         self._sink: NodeSink | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -273,14 +276,20 @@ class NodeEngine:
         line.last_tx_at = self._clock()
 
     async def configure(self, line: NodeLine) -> None:
-        """Push the node's configuration (it said HELLO or came online); retried on its next frame."""
+        """Push the node's configuration (it said HELLO or came online); retried on its next frame.
+
+        A polled node reports TELEMETRY on the first poll after its period has passed: with
+        polls exactly one period apart, a poll that arrives a millisecond early would get a
+        HEARTBEAT and the telemetry would skip a period. The serial hub therefore configures
+        the period half a poll shorter (``telemetry_lead_s``), so the telemetry comes on the
+        poll nearest to each period.
+        """
         cfg = line.st.cfg
+        period = max(cfg.telemetry_period_s - self._telemetry_lead_s, cfg.telemetry_period_s / 2)
         try:
             await self.command(
                 line,
-                lambda cmd_id: Configure(
-                    cmd_id, cfg.safe_current_a, cfg.host_timeout_s, cfg.telemetry_period_s
-                ),
+                lambda cmd_id: Configure(cmd_id, cfg.safe_current_a, cfg.host_timeout_s, period),
             )
         except (DriverTimeout, ConnectionLost):
             return  # still needs_config: the next frame from the node tries again

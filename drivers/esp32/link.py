@@ -215,6 +215,7 @@ def node_configs(bus: BusConfig, bays: Sequence[BayConfig]) -> list[NodeConfig]:
             address=b.address,
             safe_current_a=b.safe_current_a,
             host_timeout_s=bus.host_timeout_s,
+            telemetry_period_s=bus.telemetry_period_s,
             serial=b.node_serial,
         )
         for b in bays

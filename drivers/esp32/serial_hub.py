@@ -17,6 +17,7 @@ family; ``CancelledError`` always passes through untouched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ class HubTiming:
             self.offline_after_s,
             self.backoff_initial_s,
             self.backoff_max_s,
+            # A tenth of the offline time (0.3 s by default): checking 64 nodes ten times a
+            # second was a visible share of a slowly polled bus's CPU.
+            watchdog_s=self.offline_after_s / 10,
         )
 
 
@@ -115,12 +119,14 @@ class SerialNodeHub:
             prefix="esp32",
             where={"port": port},
             clock=clock,
+            telemetry_lead_s=self.timing.poll_period_s / 2,
         )
         self._by_addr = {ln.st.cfg.address: ln for ln in self._engine.lines.values()}
         if len(self._by_addr) != len(nodes):
             raise PermanentError("node ids and bus addresses must be unique")
         self._decoder = Decoder()
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
+        self._link: _BusLink | None = None
         self._unknown_logged: set[int] = set()
 
     # ------------------------------------------------------------------ public
@@ -138,7 +144,7 @@ class SerialNodeHub:
 
     @property
     def connected(self) -> bool:
-        return self._writer is not None
+        return self._transport is not None
 
     async def run(self, sink: NodeSink) -> None:
         await self._engine.run(sink)
@@ -163,70 +169,65 @@ class SerialNodeHub:
     # ------------------------------------------------------------------ the engine's edge
 
     async def session(self, opened: Callable[[], None]) -> None:
-        reader, writer = await self._open()
+        transport, link = await self._open()
         self.bus_stats["opens"] += 1
-        self._writer = writer
+        self._transport, self._link = transport, link
         self._decoder.reset()
         opened()
         lost: ConnectionLost | None = None
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._read_loop(reader))
+                tg.create_task(link.until_lost())
                 tg.create_task(self._poll_loop())
         except* ConnectionLost as group:
             first = group.exceptions[0]
             lost = first if isinstance(first, ConnectionLost) else ConnectionLost(str(first))
         finally:
-            self._writer = None
-            await self._close(writer)
+            self._transport = self._link = None
+            await self._close(transport, link)
         raise lost or ConnectionLost("serial link closed")
 
     async def transmit(self, line: NodeLine, frame: Frame) -> None:
-        writer = self._writer
-        if writer is None:
+        transport, link = self._transport, self._link
+        if transport is None or link is None or transport.is_closing():
             raise ConnectionLost(f"{self.port} is not connected")
         try:
             # A leading delimiter ends any line noise before the frame, so noise costs only itself.
-            writer.write(b"\x00" + encode(frame))
-            await writer.drain()
+            transport.write(b"\x00" + encode(frame))
         except (OSError, serial.SerialException) as exc:
             raise ConnectionLost(f"write failed: {exc}") from exc
+        if link.paused:  # the port's buffer is full: wait until it drains
+            await link.drained()
 
     # ------------------------------------------------------------------ the port
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open(self) -> tuple[asyncio.Transport, _BusLink]:
+        link = _BusLink(self._on_data)
         try:
             # pyserial's blocking open runs in the default executor inside this call.
-            return await serial_asyncio_fast.open_serial_connection(
-                url=self.port, baudrate=self.baud
+            transport, _ = await serial_asyncio_fast.create_serial_connection(
+                asyncio.get_running_loop(), lambda: link, url=self.port, baudrate=self.baud
             )
         except (OSError, serial.SerialException, ValueError) as exc:
             self.bus_stats["open_failures"] += 1
             raise ConnectionLost(f"cannot open {self.port}: {exc}") from exc
+        return transport, link
 
-    async def _close(self, writer: asyncio.StreamWriter) -> None:
-        writer.close()  # the transport closes the port in the executor
-        try:
+    async def _close(self, transport: asyncio.Transport, link: _BusLink) -> None:
+        transport.close()  # the transport closes the port in the executor
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):
-                await writer.wait_closed()
-        except (OSError, serial.SerialException, TimeoutError):
-            pass  # closing a port that is already gone
+                await link.until_closed()
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                data = await reader.read(4096)
-            except (OSError, serial.SerialException) as exc:
-                raise ConnectionLost(f"read failed: {exc}") from exc
-            if not data:
-                raise ConnectionLost("end of stream")
-            bad_before = self._decoder.stats.bad_frames
-            frames = self._decoder.feed(data)
-            bad = self._decoder.stats.bad_frames - bad_before
-            if bad:
-                self._count_bad(bad)
-            for frame in frames:
-                self._on_frame(frame)
+    def _on_data(self, data: bytes) -> None:
+        """Bytes from the port, as the transport reads them (no task in between)."""
+        bad_before = self._decoder.stats.bad_frames
+        frames = self._decoder.feed(data)
+        bad = self._decoder.stats.bad_frames - bad_before
+        if bad:
+            self._count_bad(bad)
+        for frame in frames:
+            self._on_frame(frame)
 
     def _count_bad(self, n: int) -> None:
         # A garbled frame has no trustworthy address; the node we are waiting for most likely sent it.
@@ -275,3 +276,51 @@ class SerialNodeHub:
                 await self._engine.configure(line)
             if not reply.more:
                 return
+
+
+class _BusLink(asyncio.Protocol):
+    """The port's protocol: hands each chunk read to the hub at once (a reader task would cost
+    a task switch per frame) and turns the end of the port into :class:`ConnectionLost`."""
+
+    def __init__(self, on_data: Callable[[bytes], None]) -> None:
+        self._on_data = on_data
+        self._lost: asyncio.Future[ConnectionLost] = asyncio.get_running_loop().create_future()
+        self._closed = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._writable.is_set()
+
+    async def drained(self) -> None:
+        await self._writable.wait()
+
+    def data_received(self, data: bytes) -> None:
+        if self._lost.done():
+            return
+        try:
+            self._on_data(data)
+        except Exception as exc:  # a bug in the intake ends the session, as a reader task's did
+            self._lost.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lose(ConnectionLost(f"read failed: {exc}" if exc else "end of stream"))
+        self._writable.set()  # a writer waiting for the drain sees the loss next
+        self._closed.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def _lose(self, lost: ConnectionLost) -> None:
+        if not self._lost.done():
+            self._lost.set_result(lost)
+
+    async def until_lost(self) -> None:
+        raise await self._lost
+
+    async def until_closed(self) -> None:
+        await self._closed.wait()

@@ -1,5 +1,8 @@
 """Scale: every bay charging at 1 Hz telemetry with load management on, over serial and MQTT.
 
+Each bus is configured with ``telemetry_period_s = 1`` and (serial) ``poll_period_s = 1``,
+so each node sends about one frame a second on either transport (``frames_per_s`` ≈ bays).
+
 The controller (a real Station with its Journal on disk, the load manager fed
 by a real Modbus TCP grid meter simulator, the kiosk API served in-process
 through ASGI) runs in this process; the nodes run in their own processes, one
@@ -122,6 +125,11 @@ def _config(tmp: Path, transport: str, bays: int, meter_port: int, broker: Any) 
                 "transport": transport,
                 "port": str(tmp / "sim" / f"tty{b}") if transport == "serial" else "",
                 "host_timeout_s": 10.0,
+                # The issue's condition: every bay at 1 Hz telemetry, and a serial bus polls
+                # each node once a second (a poll is what lets a node speak), so about one
+                # frame per bay per second on either transport.
+                "telemetry_period_s": 1.0,
+                "poll_period_s": 1.0,
             }
             for b, _ in buses
         ],
