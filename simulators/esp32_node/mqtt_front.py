@@ -27,6 +27,7 @@ from types import TracebackType
 import aiomqtt
 import structlog
 
+from drivers.esp32.mqtt_client import Client as MqttClient
 from simulators.esp32_node.bus import SimNodeSpec, make_node
 from simulators.esp32_node.node import SimNode
 from simulators.esp32_node.wire import HOST, Frame, Heartbeat, Message, WireError, decode, encode
@@ -210,7 +211,7 @@ class MqttSimNodes:
         backoff = 0.1
         while True:
             await link.alive.wait()
-            client = aiomqtt.Client(
+            client = MqttClient(  # its publish keeps a cancel (Python 3.11's wait_for)
                 self.host,
                 self.port,
                 username=link.username,
