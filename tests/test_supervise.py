@@ -58,13 +58,13 @@ class Flaky:
 
 @contextlib.asynccontextmanager
 async def station_with(
-    tmp: Path, *services: tuple[str, Any, dict[str, Any]]
+    tmp: Path, *services: tuple[str, Any, dict[str, Any]], backoff_s: float = 0.05
 ) -> AsyncIterator[tuple[Station, FakeHub, asyncio.Task[None]]]:
     journal = await Journal.open(tmp / "journal.sqlite3")
     hub = FakeHub()
     st = Station(make_cfg(tmp, ("evse",)), journal, hubs={"bus1": hub})
     st.authorizer.add(free_vend_step())
-    st.supervisor.backoff_min_s = 0.05
+    st.supervisor.backoff_min_s = backoff_s
     st.supervisor.stable_s = 0.5
     for name, run, kw in services:
         st.add_service(name, run, **kw)
@@ -260,8 +260,8 @@ async def test_camera_failure_keeps_sessions_charging(
 
 async def test_restarting_service_is_a_warning_in_health_and_metrics(tmp_path: Path) -> None:
     svc = Flaky(failures=1)
-    async with station_with(tmp_path, ("ocpp", svc.run, {})) as (st, hub, _):
-        st.supervisor.backoff_min_s = 60.0  # stays down while we look
+    # Down for a minute after its failure: it stays down while we look (set before it runs).
+    async with station_with(tmp_path, ("ocpp", svc.run, {}), backoff_s=60.0) as (st, hub, _):
         hub.telemetry("b1", energy_wh=100, pilot=PilotState.B)
         await BayWatcher(st).status("b1", "Available")
         for _ in range(100):  # it failed at once; give the supervisor its turn if not yet
