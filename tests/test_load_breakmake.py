@@ -284,13 +284,10 @@ def step_leased(
     )
 
 
-def test_a_newcomer_waits_for_the_others_to_follow_a_cut_lease() -> None:
-    """The site's breaker is far away (another station shares it): only the lease binds here.
-    The coordinator cuts this station from 32 A to 24 A as C arrives; C may start only once A
-    and B draw what the cut left them, or the station draws above its lease meanwhile."""
-    ctl = make(main_limit_a=200.0)
+def leased_at_sixteen(ctl: LoadController, lease: float) -> float:
+    """A and B charging at 16 A each under ``lease``, acknowledged and drawn; returns the time."""
     t = 0.0
-    while t < 10:  # A and B at 16 A each under a 32 A lease
+    while t < 10:
         a, b = ctl.setpoints_a["A"], ctl.setpoints_a["B"]
         step_leased(
             ctl,
@@ -299,10 +296,19 @@ def test_a_newcomer_waits_for_the_others_to_follow_a_cut_lease() -> None:
                 bay("A", a, acked=a, acked_at=t, seen_at=t),
                 bay("B", b, acked=b, acked_at=t, seen_at=t, order=1),
             ],
-            lease=32.0,
+            lease=lease,
         )
         t += 0.5
     assert ctl.setpoints_a["A"] == ctl.setpoints_a["B"] == 16
+    return t
+
+
+def test_a_newcomer_waits_for_the_others_to_follow_a_cut_lease() -> None:
+    """The site's breaker is far away (another station shares it): only the lease binds here.
+    The coordinator cuts this station from 32 A to 24 A as C arrives; C may start only once A
+    and B draw what the cut left them, or the station draws above its lease meanwhile."""
+    ctl = make(main_limit_a=200.0)
+    t = leased_at_sixteen(ctl, 32.0)
     drawn = {"A": 16.0, "B": 16.0, "C": 0.0}
     for dt_ in (0.0, 0.25, 0.5, 1.0):
         r = step_leased(
@@ -339,19 +345,7 @@ def test_a_newcomer_waits_for_the_others_to_follow_a_cut_lease() -> None:
 def test_the_ocpp_station_cap_also_holds_a_newcomer_back() -> None:
     """The same with an OCPP ChargePointMaxProfile lowered under a generous lease."""
     ctl = make(main_limit_a=200.0)
-    t = 0.0
-    while t < 10:
-        a, b = ctl.setpoints_a["A"], ctl.setpoints_a["B"]
-        step_leased(
-            ctl,
-            t,
-            [
-                bay("A", a, acked=a, acked_at=t, seen_at=t),
-                bay("B", b, acked=b, acked_at=t, seen_at=t, order=1),
-            ],
-            lease=100.0,
-        )
-        t += 0.5
+    t = leased_at_sixteen(ctl, 100.0)
     r = step_leased(
         ctl,
         t,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from controller.core.config import parse_config
 from controller.core.journal import Journal
 from controller.core.station import Station
 from controller.ports import NodeTelemetry, PilotState
+from tests.bench.bench_scale import _SteppedClock, _write_bytes
 from tests.bench.report import metric, write_report
 from tests.support.fake_nodes import FakeHub, FakeNode
 
@@ -40,28 +40,12 @@ HOURS = float(os.environ.get("BENCH_JOURNAL_HOURS", "3"))
 PER_BUS = 128
 
 
-class _Clock:
+class _Clock(_SteppedClock):
     """Simulated time: the bench moves it; the station's own timers never fire (the bench
     calls the minute write itself, once a simulated minute, as the station would)."""
 
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
-
-    def wall(self) -> float:
-        return time.time() + self.offset
-
     async def sleep(self, seconds: float) -> None:
         await asyncio.Event().wait()
-
-
-def _write_bytes() -> int:
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("write_bytes:"):
-            return int(line.split()[1])
-    raise RuntimeError("no write_bytes in /proc/self/io")
 
 
 async def run_day(tmp: Path, bays: int, hours: float, checkpoint_s: int = 60) -> dict[str, Any]:
