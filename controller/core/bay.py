@@ -117,6 +117,7 @@ __all__ = [
     "fault_message",
     "ocpp_status",
     "offline_reason",
+    "tick_due",
     "transition",
 ]
 
@@ -569,7 +570,30 @@ def _quota_reached(sess: Session, now: float) -> bool:
     return sess.quota_s is not None and now - sess.started_at >= sess.quota_s
 
 
+def tick_due(s: BayState, now: float, t: Timers) -> bool:
+    """Whether a :class:`Tick` at ``now`` can change the bay: one of its timers has run out.
+
+    Most ticks find nothing due (a charging bay with no quota has no timer): the station
+    skips those instead of taking a transition per bay per second. ``_tick`` starts with
+    this test, so a tick that is not due is one that would return the state unchanged.
+    """
+    if (
+        s.session is not None
+        and s.interrupted_since is not None
+        and not s.awaiting_node
+        and now - s.interrupted_since >= t.max_interruption_s
+    ):
+        return True
+    if s.phase is Phase.HELD and s.hold is not None and now >= s.hold.expires_at:
+        return True
+    if s.session is not None and _quota_reached(s.session, now):
+        return True
+    return s.deadline is not None and now >= s.deadline
+
+
 def _tick(s: BayState, now: float, t: Timers, out: _Out) -> BayState:
+    if not tick_due(s, now, t):
+        return s
     if (
         s.session is not None
         and s.interrupted_since is not None

@@ -45,6 +45,7 @@ from controller.core.bay import (
     Tick,
     Timers,
     TokenPresented,
+    tick_due,
     transition,
 )
 from controller.core.bays import BayRuntime, Bays
@@ -243,8 +244,15 @@ class BayRunner:
                     pass
 
     async def tick(self) -> None:
-        """Every bay's timers (connection timeout, exit grace, holds, ...) move on."""
-        for bay_id in list(self._bays):
+        """Every bay's timers (connection timeout, exit grace, holds, ...) move on.
+
+        Only bays with a timer run out take the transition (``tick_due``): a tick that is not
+        due changes nothing, and taking it would cost a locked transition per bay a second.
+        """
+        now = self._clock.wall()
+        for bay_id, rt in list(self._bays.items()):
+            if not tick_due(rt.state, now, self.timers):
+                continue
             try:
                 await self.apply(bay_id, Tick())
             except Exception:
