@@ -392,3 +392,40 @@ async def test_a_command_does_not_wait_for_the_next_poll(tmp_path: Path) -> None
                 assert sim.physics.setpoint_a == 10.0
             finally:
                 task.cancel()
+
+
+def test_the_port_reads_once_when_readable_and_reports_a_lost_device() -> None:
+    """The hub's port reads with one ``read(2)`` (no ``select`` first) on a real pseudo-terminal,
+    called as the event loop calls it, once the port is readable: what is there, and a lost
+    device (readable, then no data or EIO) as pyserial's error, which ends the transport."""
+    import os
+    import pty
+    import select
+
+    import serial
+
+    from drivers.esp32.serial_hub import _Port
+
+    master, slave = pty.openpty()
+    port = _Port(os.ttyname(slave), 115200)
+    os.close(slave)
+    try:
+        port.timeout = 0  # as the asyncio transport sets it
+
+        def readable() -> bool:
+            return bool(select.select([port.fd], [], [], 5.0)[0])
+
+        os.write(master, b"\x00frame\x00")
+        got = b""
+        while got != b"\x00frame\x00" and readable():
+            got += port.read(1024)
+        assert got == b"\x00frame\x00"
+        os.close(master)
+        master = -1
+        assert readable()
+        with pytest.raises(serial.SerialException):
+            port.read(1024)
+    finally:
+        port.close()
+        if master >= 0:
+            os.close(master)

@@ -4,16 +4,17 @@ Each bus is configured with ``telemetry_period_s = 1`` and (serial) ``poll_perio
 so each node sends about one frame a second on either transport (``frames_per_s`` ≈ bays).
 
 The controller (a real Station with its Journal on disk, the load manager fed
-by a real Modbus TCP grid meter simulator, the kiosk API served in-process
-through ASGI) runs in this process; the nodes run in their own processes, one
+by a real Modbus TCP grid meter simulator, the local UI served by uvicorn as in
+production) runs in this process; the kiosk asking for its state once a second is
+its own process (``tests/bench/kiosk_poll.py``), as a browser is; the nodes run in their own processes, one
 per bus of at most 128 nodes (``tests/bench/scale_nodes.py``), over pseudo-
 terminals or a real mosquitto. Measured over a window with every bay charging:
 
 - CPU per bay per second: this process's CPU time (``getrusage(RUSAGE_SELF)``, the same as
   utime + stime in /proc/<pid>/stat: every thread, the journal's SQLite threads included;
-  the node processes and the broker are children and not counted) / bays / seconds (ms).
-  The process also runs the grid meter simulator and the kiosk's HTTP client: the py-spy
-  profile gives their share;
+  the node processes, the kiosk's client and the broker are children and not counted) /
+  bays / seconds (ms). The process also runs the grid meter simulator: the py-spy
+  profile gives its share;
 - loop lag p99 (a 50 ms sleeper's overshoot);
 - kiosk state p99 (``GET /api/v1/kiosk/state`` once a second);
 - bytes written to disk per bay per day: ``write_bytes`` of /proc/self/io (every thread of
@@ -52,7 +53,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from controller.core.auth import free_vend_step
@@ -68,6 +68,7 @@ from simulators.meter.server import MeterSimulator
 from tests.bench.report import RESULTS_DIR, median, metric, percentile, write_report
 from tests.bench.scale_nodes import names
 from tests.support.mosquitto import Mosquitto, require_mosquitto
+from tests.support.procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 WINDOW_S = float(os.environ.get("BENCH_SCALE_S", "30"))
@@ -80,6 +81,11 @@ TOP_N = 15
 def _cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
+
+
+def _sys_s() -> float:
+    """The kernel's share of :func:`_cpu_s` (system calls: the pseudo-terminals, sockets, epoll)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
 def _write_bytes() -> int:
@@ -262,10 +268,14 @@ async def run_scale(tmp: Path, transport: str, bays: int, *, profile: bool) -> d
             assert lcfg is not None
             station.attach_load(lcfg)
             METERS.attach(station)
-            from local_ui.server import create_app
+            from local_ui.server import create_app, serve_app
 
             app = create_app(station)
             run = asyncio.create_task(station.run())
+            # The kiosk's server as in production (uvicorn behind the connection gate); its
+            # client is another process (tests/bench/kiosk_poll.py), as a browser is.
+            http_port = free_port()
+            http = asyncio.create_task(serve_app(app, "127.0.0.1", http_port))
             try:
                 await app.state.ui.ensure_ready()
                 await _until(
@@ -285,19 +295,29 @@ async def run_scale(tmp: Path, transport: str, bays: int, *, profile: bool) -> d
                     "every bay charging at 16 A",
                 )
                 await asyncio.sleep(5.0)  # settle: the first checkpoints and sample flushes
-                return await _measure(station, app, meter, bays, transport, profile=profile)
+                return await _measure(station, http_port, meter, bays, transport, profile=profile)
             finally:
+                http.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await http
                 station.request_stop("bench")
                 await asyncio.wait_for(run, 30)
                 await journal.close()
 
 
 async def _measure(
-    station: Station, app: Any, meter: MeterSimulator, bays: int, transport: str, *, profile: bool
+    station: Station,
+    http_port: int,
+    meter: MeterSimulator,
+    bays: int,
+    transport: str,
+    *,
+    profile: bool,
 ) -> dict[str, Any]:
     lag: list[float] = []
     kiosk: list[float] = []
     stop = asyncio.Event()
+    measuring = False
 
     async def sample_lag() -> None:
         while not stop.is_set():
@@ -305,24 +325,29 @@ async def _measure(
             await asyncio.sleep(0.05)
             lag.append((time.monotonic() - t - 0.05) * 1000)
 
-    async def poll_kiosk() -> None:
-        transport_ = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport_, base_url="http://kiosk") as http:
-            await warm.wait()
-            while not stop.is_set():
-                t = time.perf_counter()
-                r = await http.get("/api/v1/kiosk/state")
-                kiosk.append((time.perf_counter() - t) * 1000)
-                assert r.status_code == 200, r.text
-                await asyncio.sleep(1.0)
+    async def read_kiosk(out: asyncio.StreamReader) -> None:
+        while line := await out.readline():
+            status, ms = line.split()
+            assert status == b"200", f"the kiosk state answered {line!r}"
+            if measuring:
+                kiosk.append(float(ms))
+        raise AssertionError("the kiosk poller ended")
 
     await station.journal.checkpoint_wal()  # the start-up's frames: see "Disk" below
-    # The first request builds FastAPI's schemas: not part of the steady state.
-    transport_ = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport_, base_url="http://kiosk") as http:
-        assert (await http.get("/api/v1/kiosk/state")).status_code == 200
-    warm = asyncio.Event()
-    warm.set()
+    poller = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.bench.kiosk_poll",
+        "127.0.0.1",
+        str(http_port),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert poller.stdout is not None
+    # The first answer (FastAPI builds its schemas then) is not part of the steady state.
+    async with asyncio.timeout(60):
+        assert (await poller.stdout.readline()).startswith(b"200 ")
+    reader = asyncio.create_task(read_kiosk(poller.stdout))
     # cProfile's own timer (wall, perf_counter): a CPU-time timer is a system call per event
     # and makes the profiled run ten times slower than the one it describes.
     prof = cProfile.Profile() if profile and PROFILER == "cprofile" else None
@@ -335,18 +360,26 @@ async def _measure(
     interval = station.samples.interval_s
     disk_s = max(1, math.ceil(WINDOW_S / interval - 1e-9)) * interval
     b0, t0_io = _write_bytes(), _thread_writes()
-    w0, c0 = time.monotonic(), _cpu_s()
+    w0, c0, k0 = time.monotonic(), _cpu_s(), _sys_s()
     if prof is not None:
         prof.enable()
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(sample_lag())
-        tg.create_task(poll_kiosk())
-        await asyncio.sleep(WINDOW_S)
-        stop.set()
+    measuring = True
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(sample_lag())
+            await asyncio.sleep(WINDOW_S)
+            stop.set()
+    finally:
+        measuring = False
+        if reader.done():
+            reader.result()  # the poller's failure, if it failed
+        reader.cancel()
+        poller.kill()
+        await poller.wait()
     if prof is not None:
         prof.disable()
     wall = time.monotonic() - w0
-    cpu = _cpu_s() - c0
+    cpu, kernel = _cpu_s() - c0, _sys_s() - k0
     rx = sum(rt.node.stats().frames_rx for rt in station.bays.values() if rt.node) - rx0
     charging = sum(1 for rt in station.bays.values() if rt.state.phase.value == "charging")
     await asyncio.sleep(max(0.0, w0 + disk_s - time.monotonic()))
@@ -378,6 +411,7 @@ async def _measure(
         "frames_per_s": round(rx / wall, 1),
         "cpu_ms_per_bay_s": cpu * 1000 / bays / wall,
         "cpu_pct_core": cpu / wall * 100,
+        "cpu_kernel_share": round(kernel / cpu, 3) if cpu else 0.0,
         "loop_lag_p99_ms": percentile(lag, 99),
         "kiosk_p50_ms": median(kiosk),
         "kiosk_p99_ms": percentile(kiosk, 99),
@@ -534,11 +568,13 @@ def _report(r: dict[str, Any]) -> None:
         notes={
             k: v
             for k, v in r.items()
-            if not isinstance(v, float) or k in ("window_s", "frames_per_s", "disk_window_s")
+            if not isinstance(v, float)
+            or k in ("window_s", "frames_per_s", "disk_window_s", "cpu_kernel_share")
         }
         | {
             "cpu_count": os.cpu_count(),
-            "cpu_of": "this process: controller, grid meter simulator, kiosk HTTP client",
+            "cpu_of": "this process: controller (its HTTP server too) and the grid meter simulator;"
+            " the kiosk's client is its own process",
         },
     )
     if "profile" in r:
