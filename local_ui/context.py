@@ -35,6 +35,10 @@ INSTALLER = frozenset({"installer"})
 MEMBER = frozenset({"member"})
 
 
+RECEIPT_KEYS_KEPT = 4096
+"""Receipt keys remembered (a few times the sessions any station shows at once)."""
+
+
 @dataclass
 class UiContext:
     station: Station
@@ -45,6 +49,9 @@ class UiContext:
     kiosk_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     ready: bool = False
     on_ready: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # session id -> (the secret it was made with, its receipt key): the kiosk's state and
+    # stream carry one per charging bay, asked for again every second.
+    _receipt_keys: dict[str, tuple[bytes, str]] = field(default_factory=dict, repr=False)
 
     async def ensure_ready(self, announce: str = "") -> None:
         if self.ready:
@@ -70,8 +77,15 @@ class UiContext:
         or change the session). The public kiosk stream carries it with every session it
         shows, so a kiosk shows the receipt of a session it did not start, however it ends:
         the receipt says no more than that stream showed live (no token)."""
+        known = self._receipt_keys.get(session_id)
+        if known is not None and known[0] is self.kiosk_secret:
+            return known[1]
         msg = b"receipt\0" + session_id.encode()
-        return hmac.new(self.kiosk_secret, msg, hashlib.sha256).hexdigest()[:32]
+        key = hmac.new(self.kiosk_secret, msg, hashlib.sha256).hexdigest()[:32]
+        if len(self._receipt_keys) >= RECEIPT_KEYS_KEPT:
+            self._receipt_keys.clear()  # sessions long gone: start again from those shown now
+        self._receipt_keys[session_id] = (self.kiosk_secret, key)
+        return key
 
     def check_receipt_key(self, session_id: str, key: str) -> bool:
         """The session's key (the kiosk that started or stopped it) or its receipt key."""

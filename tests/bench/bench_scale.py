@@ -109,6 +109,21 @@ def _thread_writes() -> dict[str, int]:
     return out
 
 
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds by thread name (``comm``): the loop's thread is ``main``; SQLite's writer,
+    the default executor's workers and any other thread show under their own names."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            name = "main" if task.name == str(os.getpid()) else (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def _buses(bays: int) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     left, i = bays, 0
@@ -359,7 +374,7 @@ async def _measure(
     # before the kiosk's warm-up so the station has settled again when the window opens.
     interval = station.samples.interval_s
     disk_s = max(1, math.ceil(WINDOW_S / interval - 1e-9)) * interval
-    b0, t0_io = _write_bytes(), _thread_writes()
+    b0, t0_io, cpu0 = _write_bytes(), _thread_writes(), _thread_cpu()
     w0, c0, k0 = time.monotonic(), _cpu_s(), _sys_s()
     if prof is not None:
         prof.enable()
@@ -380,6 +395,9 @@ async def _measure(
         prof.disable()
     wall = time.monotonic() - w0
     cpu, kernel = _cpu_s() - c0, _sys_s() - k0
+    cpu_by_thread = {
+        k: round(v - cpu0.get(k, 0.0), 2) for k, v in _thread_cpu().items() if v - cpu0.get(k, 0.0)
+    }
     rx = sum(rt.node.stats().frames_rx for rt in station.bays.values() if rt.node) - rx0
     charging = sum(1 for rt in station.bays.values() if rt.state.phase.value == "charging")
     await asyncio.sleep(max(0.0, w0 + disk_s - time.monotonic()))
@@ -412,6 +430,7 @@ async def _measure(
         "cpu_ms_per_bay_s": cpu * 1000 / bays / wall,
         "cpu_pct_core": cpu / wall * 100,
         "cpu_kernel_share": round(kernel / cpu, 3) if cpu else 0.0,
+        "cpu_s_by_thread": cpu_by_thread,
         "loop_lag_p99_ms": percentile(lag, 99),
         "kiosk_p50_ms": median(kiosk),
         "kiosk_p99_ms": percentile(kiosk, 99),
