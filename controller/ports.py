@@ -221,6 +221,19 @@ class UnleasedNode(Protocol):
     def assumed_draw_a(self, now: float) -> float | None: ...
 
 
+@runtime_checkable
+class CommandBudget(Protocol):
+    """Optional ability of a :class:`BayNode`: how long one command may take at most.
+
+    ``command_budget_s``: from sending a command to giving up on it (every retry's
+    timeout). Knowing it, the controller renews a node's lease as late as still leaves
+    room for one failed renewal and one more attempt; without it, at a third of the lease.
+    """
+
+    @property
+    def command_budget_s(self) -> float: ...
+
+
 class NodeHub(Protocol):
     """Owns one link (a serial bus, an MQTT connection) to one or more nodes.
 

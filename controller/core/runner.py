@@ -59,7 +59,7 @@ from controller.core.persist import build_commit, event_name
 from controller.core.safety import SafetySupervisor
 from controller.core.snapshots import Snapshots
 from controller.core.status import StatusFeed, status_inputs
-from controller.ports import Clock, DriverError
+from controller.ports import Clock, CommandBudget, DriverError
 
 log = structlog.get_logger(__name__)
 
@@ -304,11 +304,19 @@ class BayRunner:
             rt.output_changed.set()
 
     async def output_loop(self, rt: BayRuntime) -> None:
-        """Keep the node's output lease alive and equal to what ``decide`` says."""
+        """Keep the node's output lease alive and equal to what ``decide`` says.
+
+        A change goes out at once; otherwise the lease is renewed after ``renew_after_s``.
+        """
         lease = self._cfg.timers.lease_s
+        failed = False
         while True:
+            budget = rt.node.command_budget_s if isinstance(rt.node, CommandBudget) else None
+            wait = renew_after_s(lease, budget, failed=failed)
+            if rt.test_output is not None:
+                wait = min(wait, lease / 3)  # an installer's test ends on time, not a renewal late
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(lease / 3):
+                async with asyncio.timeout(wait):
                     await rt.output_changed.wait()
             rt.output_changed.clear()
             s = rt.state
@@ -335,7 +343,9 @@ class BayRunner:
                 continue
             relay, amps = out.relay_on, out.current_a
             try:
+                failed = True
                 await rt.node.set_output(relay_on=relay, current_a=amps, lease_s=lease)
+                failed = False
             except DriverError as err:
                 rt.output_errors += 1
                 if rt.output_errors == 1:
@@ -379,6 +389,27 @@ class BayRunner:
                     failures = 0
                 else:
                     rt.lock_changed.set()
+
+
+RENEW_MARGIN_S = 0.3
+"""What a renewal keeps in hand at worst (transit, the loop's own lag)."""
+
+
+def renew_after_s(lease_s: float, budget_s: float | None, *, failed: bool) -> float:
+    """How long after its last attempt a node's unchanged output lease is renewed (seconds).
+
+    A renewal is an acknowledged command on the node's bus, so as late as is still safe:
+    one renewal that fails after the node's whole command budget (``budget_s``, every
+    retry's timeout), then one more attempt a sixth of the lease later that takes as long,
+    still land inside the lease with ``RENEW_MARGIN_S`` to spare. Never sooner than a third
+    of the lease, which is also the interval when the budget is not known. After a failed
+    attempt, the next comes a sixth of the lease later.
+    """
+    if failed:
+        return lease_s / 6
+    if budget_s is None:
+        return lease_s / 3
+    return max(lease_s / 3, lease_s - 2 * budget_s - lease_s / 6 - RENEW_MARGIN_S)
 
 
 def _happens_anyway(event: Event, effects: list[Effect]) -> bool:

@@ -215,6 +215,11 @@ class NodeEngine:
 
     # ------------------------------------------------------------------ sending
 
+    @property
+    def command_budget_s(self) -> float:
+        """The longest a command takes before it fails: each attempt's ack timeout, retries too."""
+        return self.timing.ack_timeout_s * (1 + self.timing.retries)
+
     async def command(self, line: NodeLine, build: Callable[[int], Command]) -> None:
         """Send one command to a node and wait for its ack (retried); raise on failure."""
         st = line.st

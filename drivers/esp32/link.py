@@ -226,9 +226,13 @@ T = TypeVar("T", contravariant=True)
 
 
 class Commander(Protocol[T]):
-    """A hub's command path: send one command to ``target``, wait for the ack (retried)."""
+    """A hub's command path: send one command to ``target``, wait for the ack (retried);
+    ``command_budget_s``: the longest that can take before it fails (every retry's timeout)."""
 
     async def command(self, target: T, build: Callable[[int], Command], /) -> None: ...
+
+    @property
+    def command_budget_s(self) -> float: ...
 
 
 class LinkBayNode(Generic[T]):
@@ -249,6 +253,11 @@ class LinkBayNode(Generic[T]):
 
     async def set_lock(self, *, locked: bool) -> None:
         await self._hub.command(self._target, lambda cmd_id: SetLock(cmd_id, locked))
+
+    @property
+    def command_budget_s(self) -> float:
+        """``controller.ports.CommandBudget``: the hub's ack timeout times its attempts."""
+        return self._hub.command_budget_s
 
     def stats(self) -> LinkStats:
         s = self._state.stats

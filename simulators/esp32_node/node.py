@@ -58,6 +58,7 @@ class Knobs:
 
     drop_next: int = 0  # ignore the next N host frames addressed to this node
     drop_rate: float = 0.0
+    drop_commands_next: int = 0  # ignore the next N commands (polls still answered)
     corrupt_next: int = 0  # flip a byte in the next N replies
     corrupt_rate: float = 0.0
     silent: bool = False  # hear and answer nothing (dead node, cut cable)
@@ -285,6 +286,10 @@ class SimNode:
             return None
         if k.drop_next > 0 or (k.drop_rate and self._rng.random() < k.drop_rate):
             k.drop_next = max(0, k.drop_next - 1)
+            self.counters.dropped += 1
+            return None
+        if k.drop_commands_next > 0 and not isinstance(frame.msg, Heartbeat):
+            k.drop_commands_next -= 1
             self.counters.dropped += 1
             return None
         self.counters.rx_frames += 1

@@ -29,7 +29,7 @@ terminals or a real mosquitto. Measured over a window with every bay charging:
   until every node has acknowledged its lower setpoint.
 
 ``BENCH_SCALE_PROFILE=pyspy`` samples the measured window with py-spy from outside (no
-cost in this process; only samples holding the GIL) and ``BENCH_SCALE_PROFILE=1`` runs
+cost in this process; only samples of work, not of a thread waiting in a system call) and ``BENCH_SCALE_PROFILE=1`` runs
 cProfile (its own cost inflates the figures); either writes the top 15 functions by
 inclusive and by own time to ``bench-results/scale_<transport>_<bays>_profile.txt``. ``make bench`` runs 4 and 64 bays; 256 bays
 (two buses) is marked ``long`` and runs with ``BENCH_SCALE_256=1``. ``BENCH_SCALE_S`` sets the window (default 30 s).
@@ -75,7 +75,8 @@ WINDOW_S = float(os.environ.get("BENCH_SCALE_S", "30"))
 PER_BUS = 128
 STEP_TO_A = 10.0
 STATION = "scale"
-TOP_N = 15
+TOP_N = int(os.environ.get("BENCH_TOP_N", "15"))
+PYSPY_RATE_HZ = 500
 
 
 def _cpu_s() -> float:
@@ -485,9 +486,10 @@ async def _start_pyspy(seconds: float) -> tuple[asyncio.subprocess.Process, Path
         "--duration",
         str(max(1, round(seconds))),
         "--rate",
-        "200",
+        str(PYSPY_RATE_HZ),
         "--nonblocking",
-        "--gil",  # only what holds the GIL: Python running, not a thread waiting in epoll
+        # Without --idle, py-spy leaves out a thread waiting in a system call (the loop in
+        # epoll): what is left is work. (--gil lost most samples of the loop's thread here.)
         "--format",
         "raw",
         "--output",
@@ -522,7 +524,7 @@ def _take_lines(path: Path) -> list[str]:
 
 
 def pyspy_summary(raw: list[str], n: int = TOP_N) -> list[str]:
-    """py-spy's collapsed stacks (``frame;frame;... count``, only samples holding the GIL) as the
+    """py-spy's collapsed stacks (``frame;frame;... count``, only samples of work) as the
     top ``n`` functions by inclusive share and by own share of those samples."""
     total = 0
     own: dict[str, int] = {}
@@ -546,8 +548,8 @@ def pyspy_summary(raw: list[str], n: int = TOP_N) -> list[str]:
             if part in stack:
                 by_part[part] += count
     if not total:
-        return ["-- py-spy: no samples holding the GIL"]
-    out = [f"-- py-spy: {total} samples holding the GIL (200 Hz, the controller's process)"]
+        return ["-- py-spy: no samples of work"]
+    out = [f"-- py-spy: {total} samples of work ({PYSPY_RATE_HZ} Hz, the controller's process)"]
     out += [f"   share of samples in {k} {v / total * 100:.1f} %" for k, v in by_part.items()]
     not_ours = sum(by_part.values()) / total * 100
     out.append(f"   (at most {not_ours:.1f} % of the samples are not the controller's)")
