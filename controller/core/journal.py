@@ -171,6 +171,18 @@ _UPDATABLE = frozenset(_SESSION_COLS) - {
 }
 
 
+MINUTE_KEY = 1 << 20
+"""A minute row's id is ``minute_id(minute) + slot``: its source's slot is below this."""
+
+
+def minute_id(minute: float) -> int:
+    """The first id of a wall-clock minute's rows in ``meter_minutes`` (any second of it).
+
+    Ids grow with the minute, so a minute range is an id range (the table's only key).
+    """
+    return math.floor(minute / 60.0) * MINUTE_KEY
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
@@ -187,6 +199,7 @@ class Journal:
         self.writable = True
         self.failed = asyncio.Event()  # set on every failed write; whoever watches clears it
         self._inflight: set[asyncio.Future[None]] = set()
+        self._slot_cache: dict[str, int] = {}  # meter source -> its slot (see minute_id)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -448,13 +461,17 @@ class Journal:
             try:
                 await self._w.execute("BEGIN IMMEDIATE")
                 try:
+                    slots = await self._slots({m.source for m in minutes}) if minutes else {}
                     if minutes:
+                        # In (minute, source) order: appended at the end of the table.
+                        ordered = sorted(minutes, key=lambda m: (m.minute, slots[m.source]))
                         await self._w.executemany(
-                            "INSERT OR REPLACE INTO meter_minutes(minute, source, session_id,"
+                            "INSERT OR REPLACE INTO meter_minutes(id, minute, source, session_id,"
                             " samples, energy_wh, power_w, power_max_w, current_a, last_at)"
-                            " VALUES (?,?,?,?,?,?,?,?,?)",
+                            " VALUES (?,?,?,?,?,?,?,?,?,?)",
                             [
                                 (
+                                    minute_id(m.minute) + slots[m.source],
                                     m.minute,
                                     m.source,
                                     m.session_id,
@@ -465,7 +482,7 @@ class Journal:
                                     _dumps(m.current_a),
                                     m.last_at,
                                 )
-                                for m in minutes
+                                for m in ordered
                             ],
                         )
                     if progress:
@@ -479,11 +496,33 @@ class Journal:
                     await self._w.execute("COMMIT")
                 except BaseException:
                     await self._rollback()
+                    self._slot_cache = {}  # slots given in the rolled-back transaction are gone
                     raise
             except sqlite3.Error as err:
                 self._failed(err)
                 raise JournalError(str(err)) from err
         self.writable = True
+
+    async def _slots(self, sources: Collection[str]) -> dict[str, int]:
+        """Each source's slot in ``meter_sources``, given (in this transaction) to new ones."""
+        missing = sorted(s for s in sources if s not in self._slot_cache)
+        if missing:
+            marks = ",".join("?" * len(missing))
+            sql = f"SELECT source, slot FROM meter_sources WHERE source IN ({marks})"
+            async with self._w.execute(sql, missing) as cur:
+                self._slot_cache.update({str(r[0]): int(r[1]) for r in await cur.fetchall()})
+            for source in missing:
+                if source in self._slot_cache:
+                    continue
+                async with self._w.execute(
+                    "INSERT INTO meter_sources(source) VALUES (?) RETURNING slot", (source,)
+                ) as cur:
+                    row = await cur.fetchone()
+                assert row is not None
+                if int(row[0]) >= MINUTE_KEY:
+                    raise sqlite3.DataError(f"no slot left for meter source {source!r}")
+                self._slot_cache[source] = int(row[0])
+        return {s: self._slot_cache[s] for s in sources}
 
     async def site_power_per_minute(
         self, since: float, until: float, *, source: str | None = None
@@ -498,17 +537,19 @@ class Journal:
         lo, hi = math.floor(since / 60) * 60, until
         where = " AND source = ?" if source is not None else ""
         extra: tuple[Any, ...] = (source,) if source is not None else ()
+        # The minutes that start before ``until``: up to the one ``until`` falls in.
+        last = minute_id(hi) + (MINUTE_KEY if hi % 60 else 0)
         return await self.query(
             "SELECT minute, sum(power_w) AS power_w, sum(power_max_w) AS power_max_w,"
             " count(*) AS sources FROM ("
             "  SELECT minute, source, power_w, power_max_w FROM meter_minutes"
-            f"  WHERE minute >= ? AND minute < ?{where}"
+            f"  WHERE id >= ? AND id < ?{where}"
             "  UNION ALL"
             "  SELECT CAST(at / 60 AS INTEGER) * 60.0 AS minute, source,"
             "   avg(power_w) AS power_w, max(power_w) AS power_max_w FROM meter_samples"
             f"  WHERE at >= ? AND at < ?{where} GROUP BY 1, source"
             ") GROUP BY minute ORDER BY minute",
-            (lo, hi, *extra, lo, hi, *extra),
+            (minute_id(lo), last, *extra, lo, hi, *extra),
         )
 
     async def audit(self, at: float, actor: str, kind: str, detail: dict[str, Any]) -> None:
@@ -667,15 +708,18 @@ class Journal:
         width = max((until - since) / max(1, buckets), 1e-6)
         # Per-minute rows (a minute's figures stand at its last sample) and, from
         # journals of older releases, 1 Hz rows: one summary over both.
+        # A minute's last sample lies in the minute: the minutes from the one before
+        # ``since`` to the one of ``until`` (an id range).
+        ids = (minute_id(since - 60.0), minute_id(until) + MINUTE_KEY)
         return await self.query(
             "SELECT MAX(at) AS at, energy_wh, power_w, current_a FROM ("
             "  SELECT last_at AS at, energy_wh, power_w, current_a FROM meter_minutes"
-            "  WHERE source=? AND last_at>=? AND last_at<=? AND session_id=?"
+            "  WHERE id>=? AND id<? AND source=? AND last_at>=? AND last_at<=? AND session_id=?"
             "  UNION ALL"
             "  SELECT at, energy_wh, power_w, current_a FROM meter_samples"
             "  WHERE source=? AND at>=? AND at<=? AND session_id=?"
             ") GROUP BY CAST((at - ?) / ? AS INTEGER) ORDER BY at",
-            (source, since, until, session_id) * 2 + (since, width),
+            (*ids, *(source, since, until, session_id) * 2, since, width),
         )
 
     async def sessions(
@@ -810,7 +854,7 @@ class Journal:
                 "SELECT minute, source, sum(power_w * samples) / sum(samples) AS power_w,"
                 " sum(samples) AS samples FROM ("
                 "  SELECT minute, source, power_w, samples FROM meter_minutes"
-                "  WHERE source = ? AND minute >= ? AND minute < ? AND power_w IS NOT NULL"
+                "  WHERE id >= ? AND id < ? AND source = ? AND power_w IS NOT NULL"
                 "   AND samples > 0"
                 "  UNION ALL"
                 "  SELECT CAST(at / 60 AS INTEGER) * 60.0 AS minute, source,"
@@ -818,7 +862,7 @@ class Journal:
                 "  WHERE source = ? AND at >= ? AND at < ? AND power_w IS NOT NULL"
                 "  GROUP BY 1"
                 ") GROUP BY minute",
-                (name, lo, hi, name, lo, hi),
+                (minute_id(lo), minute_id(hi), name, name, lo, hi),
             )
         rows.sort(key=lambda r: (r["minute"], r["source"]))
         for r in rows:
