@@ -1,7 +1,8 @@
 """The journal kind to flash: per-minute meter figures, batched session checkpoints, crash safety.
 
-The live figures stay in memory; once a minute (``[journal] checkpoint_s``) one
-transaction writes every node's minute and every open session's energy. A
+The live figures stay in memory; every interval (``[journal] checkpoint_s``, or chosen
+by the station's size: tests/test_journal_cadence.py) one transaction writes every
+node's minutes and the open sessions' energy. A
 ``kill -9`` in the middle of charging loses at most one checkpoint of a
 session's progress, and the restart continues it from the node's register.
 """

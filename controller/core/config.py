@@ -123,10 +123,11 @@ class JournalSection(_Strict):
         description=(
             "how often the per-minute meter figures and the open sessions' energy are "
             "written; unset: whole minutes chosen by the station's size, from every minute "
-            "at 40 bays and more to every 10 minutes at 4 or fewer (kind to flash: each "
-            "write costs at least a page, however few rows it carries). What a crash loses "
-            "is the figures since the last write; a session's energy only if its node lost "
-            "its register too, since the restart takes the node's"
+            "at 40 sources (bays, grid and PV meters) and more to every 10 minutes at 4 or "
+            "fewer (kind to flash: each write costs at least a page, however few rows it "
+            "carries). A crash loses the figures since the last write, and a session's "
+            "progress since then only if its node lost its register too (the restart "
+            "continues a session from its node's register)"
         ),
     )
 

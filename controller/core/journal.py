@@ -7,9 +7,12 @@ outbox messages for the central system. A ``kill -9`` at any instant leaves
 either all of it or none of it.
 
 Reads for the UI go through a second connection (WAL lets them run beside the
-writer). Kind to flash: the meter figures go in once a minute per node
-(:meth:`Journal.write_minutes`, with the open sessions' energy checkpoints in
-the same transaction), not once per telemetry frame.
+writer). Kind to flash: the meter figures go in as one row per node and minute,
+a few minutes' rows per transaction (:meth:`Journal.write_minutes`, with the open
+sessions' energy checkpoints in the same transaction; the cadence is
+controller.core.samples'), not once per telemetry frame. Minute rows are appended
+in (minute, source) order under an id that encodes both (:func:`minute_id`), so a
+write rewrites the table's last leaf and, when it is full, adds one beside it.
 
 A failed write (a full disk, a read-only card) marks the journal unwritable and
 sets :attr:`Journal.failed`; it never leaves a transaction open, so the next

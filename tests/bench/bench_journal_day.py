@@ -38,7 +38,7 @@ from tests.bench.report import metric, write_report
 from tests.support.fake_nodes import FakeHub, FakeNode
 
 FRAME_EVERY_S = 10
-HOURS = float(os.environ.get("BENCH_JOURNAL_HOURS", "3"))
+HOURS = float(os.environ.get("BENCH_JOURNAL_HOURS", "6"))
 PER_BUS = 128
 
 
