@@ -374,3 +374,47 @@ def test_ids_keep_minutes_in_order() -> None:
     assert minute_id(T0) < minute_id(T0) + MINUTE_KEY - 1 < minute_id(T0 + 60)
     assert minute_id(T0 + 59.999) == minute_id(T0)
     assert time.time() < 2**63 / MINUTE_KEY * 60  # ids fit SQLite's integers for ages
+
+
+# --------------------------------------------------------------------------- reads between writes
+
+
+async def test_readers_see_the_minutes_not_written_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every 10 minutes a write: the charts, the statistics and a StopTransaction's data
+    still see every minute that has ended, from memory until it is written (and while it
+    is), then from the journal: the same figures, never twice, never missing."""
+    async with _station(tmp_path, 4, T0 + 5.0) as r:
+        st, j = r.station, r.station.journal
+        await st.nodes.take(r.frame("b1", 0.0, PilotState.B))
+        out = await st.commands.present_token("b1", "T-b1")
+        assert out.ok and out.session_id
+        assert await r.charge(5 * 60) == 0  # T0+305: minutes 0-4 have ended, none written
+        assert (await j.query("SELECT count(*) AS n FROM meter_minutes"))[0]["n"] == 0
+        before = await j.power_per_minute(["node:b1"], T0, T0 + 3600)
+        assert [b["minute"] for b in before] == [T0 + 60 * m for m in range(5)]
+        assert all(abs(b["power_w"] - 11040) < 1 for b in before[1:])
+        site = await j.site_power_per_minute(T0, T0 + 3600)
+        assert [(s["minute"], s["sources"]) for s in site] == [(T0 + 60 * m, 4) for m in range(5)]
+        summary = await j.session_samples("node:b1", out.session_id, T0, T0 + 305, 12)
+        assert len(summary) == 5 and summary[-1]["energy_wh"] == 1000 + 3 * 290
+
+        # While the write is under way its minutes are still there.
+        real_write = j.write_minutes
+        during: list[list[dict[str, Any]]] = []
+
+        async def write_minutes(minutes: list[MinuteRow], progress: list[dict[str, Any]]) -> None:
+            during.append(await j.power_per_minute(["node:b1"], T0, T0 + 3600))
+            await real_write(minutes, progress)
+
+        monkeypatch.setattr(j, "write_minutes", write_minutes)
+        assert await r.charge(6 * 60) == 1  # the write at T0+601
+        assert [d["minute"] for d in during[0]] == [T0 + 60 * m for m in range(10)]
+        written = (await j.query("SELECT count(*) AS n FROM meter_minutes"))[0]["n"]
+        assert written == 40  # minutes 0-9 of 4 bays
+        # T0+665: minutes 0-9 from the journal, minute 10 (ended) from memory.
+        after = await j.power_per_minute(["node:b1"], T0, T0 + 3600)
+        assert [a["minute"] for a in after] == [T0 + 60 * m for m in range(11)]
+        assert after[:5] == before  # the same figures from the journal
+        assert after[:10] == during[0]

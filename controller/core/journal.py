@@ -33,7 +33,7 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +203,7 @@ class Journal:
         self.failed = asyncio.Event()  # set on every failed write; whoever watches clears it
         self._inflight: set[asyncio.Future[None]] = set()
         self._slot_cache: dict[str, int] = {}  # meter source -> its slot (see minute_id)
+        self._pending: Callable[[], Sequence[MinuteRow]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -506,6 +507,30 @@ class Journal:
                 raise JournalError(str(err)) from err
         self.writable = True
 
+    def set_pending_minutes(self, pending: Callable[[], Sequence[MinuteRow]]) -> None:
+        """Where the minute rows not written yet are: the sample writer's memory, whose
+        ended minutes wait for its next write (every few minutes on a small station).
+
+        The readers of minute figures (:meth:`power_per_minute`,
+        :meth:`site_power_per_minute`, :meth:`session_samples`) add them, so what they
+        answer does not depend on when the last write was.
+        """
+        self._pending = pending
+
+    def _unwritten(self, lo: float, hi: float, source: str | None) -> list[MinuteRow]:
+        """The unwritten minute rows of ``[lo, hi)`` (``source``: its own only).
+
+        Taken before the journal is read: a write in between puts a minute in both (the
+        readers keep the journal's), never in neither.
+        """
+        if self._pending is None:
+            return []
+        return [
+            m
+            for m in self._pending()
+            if lo <= m.minute < hi and (source is None or m.source == source)
+        ]
+
     async def _slots(self, sources: Collection[str]) -> dict[str, int]:
         """Each source's slot in ``meter_sources``, given (in this transaction) to new ones."""
         missing = sorted(s for s in sources if s not in self._slot_cache)
@@ -542,7 +567,8 @@ class Journal:
         extra: tuple[Any, ...] = (source,) if source is not None else ()
         # The minutes that start before ``until``: up to the one ``until`` falls in.
         last = minute_id(hi) + (MINUTE_KEY if hi % 60 else 0)
-        return await self.query(
+        unwritten = self._unwritten(lo, hi, source)
+        rows = await self.query(
             "SELECT minute, sum(power_w) AS power_w, sum(power_max_w) AS power_max_w,"
             " count(*) AS sources FROM ("
             "  SELECT minute, source, power_w, power_max_w FROM meter_minutes"
@@ -554,6 +580,20 @@ class Journal:
             ") GROUP BY minute ORDER BY minute",
             (minute_id(lo), last, *extra, lo, hi, *extra),
         )
+        have = {float(r["minute"]) for r in rows}
+        added: dict[float, dict[str, Any]] = {}
+        for m in unwritten:  # a minute is written whole (all its sources in one write)
+            if m.minute in have:
+                continue
+            r = added.setdefault(
+                m.minute, {"minute": m.minute, "power_w": 0.0, "power_max_w": 0.0, "sources": 0}
+            )
+            r["power_w"] += m.power_w
+            r["power_max_w"] += m.power_max_w
+            r["sources"] += 1
+        if added:
+            rows = sorted([*rows, *added.values()], key=lambda r: float(r["minute"]))
+        return rows
 
     async def audit(self, at: float, actor: str, kind: str, detail: dict[str, Any]) -> None:
         await self.commit(Commit(audit=[(actor, kind, detail)], events=[EventRow("audit", at)]))
@@ -714,7 +754,12 @@ class Journal:
         # A minute's last sample lies in the minute: the minutes from the one before
         # ``since`` to the one of ``until`` (an id range).
         ids = (minute_id(since - 60.0), minute_id(until) + MINUTE_KEY)
-        return await self.query(
+        unwritten = [
+            m
+            for m in self._unwritten(since - 60.0, until + 60.0, source)
+            if m.session_id == session_id and since <= m.last_at <= until
+        ]
+        rows = await self.query(
             "SELECT MAX(at) AS at, energy_wh, power_w, current_a FROM ("
             "  SELECT last_at AS at, energy_wh, power_w, current_a FROM meter_minutes"
             "  WHERE id>=? AND id<? AND source=? AND last_at>=? AND last_at<=? AND session_id=?"
@@ -724,6 +769,25 @@ class Journal:
             ") GROUP BY CAST((at - ?) / ? AS INTEGER) ORDER BY at",
             (*ids, *(source, since, until, session_id) * 2, since, width),
         )
+        if not unwritten:
+            return rows
+        seen = {r["at"] for r in rows}
+        rows += [
+            {
+                "at": m.last_at,
+                "energy_wh": m.energy_wh,
+                "power_w": m.power_w,
+                "current_a": _dumps(m.current_a),
+            }
+            for m in unwritten
+            if m.last_at not in seen
+        ]
+        last: dict[int, dict[str, Any]] = {}  # the same slices as the query's
+        for r in rows:
+            key = int((r["at"] - since) / width)
+            if key not in last or r["at"] > last[key]["at"]:
+                last[key] = r
+        return sorted(last.values(), key=lambda r: float(r["at"]))
 
     async def sessions(
         self,
@@ -851,9 +915,10 @@ class Journal:
         lo, hi = since - since % 60, until - until % 60 + (60 if until % 60 else 0)
         rows: list[dict[str, Any]] = []
         for name in names:  # index range scans per source: the minute rows, then 1 Hz rows
+            unwritten = self._unwritten(lo, hi, name)
             # Minutes are kept as rows of their own (SampleWriter); journals of older
             # releases hold 1 Hz rows, averaged here the same way (weighted by samples).
-            rows += await self.query(
+            found = await self.query(
                 "SELECT minute, source, sum(power_w * samples) / sum(samples) AS power_w,"
                 " sum(samples) AS samples FROM ("
                 "  SELECT minute, source, power_w, samples FROM meter_minutes"
@@ -867,6 +932,13 @@ class Journal:
                 ") GROUP BY minute",
                 (minute_id(lo), minute_id(hi), name, name, lo, hi),
             )
+            have = {float(r["minute"]) for r in found}
+            found += [
+                {"minute": m.minute, "source": name, "power_w": m.power_w, "samples": m.samples}
+                for m in unwritten
+                if m.minute not in have and m.samples > 0
+            ]
+            rows += found
         rows.sort(key=lambda r: (r["minute"], r["source"]))
         for r in rows:
             r["minute"] = float(r["minute"])

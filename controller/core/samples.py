@@ -155,10 +155,12 @@ class SampleWriter:
         self.interval_s = self.cadence.interval_s
         self._open: dict[str, _Minute] = {}  # source -> its current minute
         self._ended: list[MinuteRow] = []
+        self._writing: list[MinuteRow] = []  # in the write under way
         # session id -> (meter, peak, when) of its last durable checkpoint: its row or a minute row
         self._checkpointed: dict[str, tuple[int, float, float]] = {}
         self._row_at: dict[str, float] = {}  # session id -> when its own row was last written
         self.skipped = 0  # minute rows not written (journal blocked or space short)
+        journal.set_pending_minutes(self.pending)
 
     def add(
         self, source: str, session_id: str | None, t: NodeTelemetry, power_w: float, at: float
@@ -232,16 +234,26 @@ class SampleWriter:
             minutes = []
         carried = _carried(minutes)
         progress = self._progress(now, carried)
+        self._writing = minutes  # still readable (pending) until the journal has them
         try:
             await self._journal.write_minutes(minutes, progress)
         except JournalError:
             self._guard.failed()
             return
+        finally:
+            self._writing = []
         for sid, (meter, peak, at) in carried.items():
             self._checkpointed[sid] = (meter, peak, at)
         for row in progress:
             self._checkpointed[row["id"]] = (row["meter_wh"], row["peak_power_w"], now)
             self._row_at[row["id"]] = now
+
+    def pending(self) -> list[MinuteRow]:
+        """The minutes that have ended and are not in the journal yet (the journal's
+        readers add them: :meth:`Journal.set_pending_minutes`)."""
+        current = math.floor(self._clock.wall() / 60.0) * 60.0
+        ended = [m.row(source) for source, m in self._open.items() if m.minute < current]
+        return [*self._writing, *self._ended, *ended]
 
     def _next_wait(self) -> float:
         """Seconds to the next write: just after the minute turns when the interval is whole minutes."""
