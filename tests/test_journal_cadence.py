@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from controller.cli.main import main
 from controller.core import samples
@@ -101,6 +102,18 @@ async def test_the_station_writes_at_the_interval_it_chose(tmp_path: Path) -> No
         assert abs(st.samples._next_wait() - 600.0) < 1e-6
     finally:
         await j.close()
+
+
+async def test_the_start_up_log_says_which_interval(tmp_path: Path) -> None:
+    with capture_logs() as logs:
+        async with _station(tmp_path, 16, T0 + 5.0):
+            for _ in range(100):  # the writer's task says it as it starts: let it run
+                if any(e["event"] == "journal.cadence" for e in logs):
+                    break
+                await asyncio.sleep(0)
+    said = [e for e in logs if e["event"] == "journal.cadence"]
+    assert len(said) == 1 and said[0]["interval_s"] == 180.0 and not said[0]["configured"]
+    assert said[0]["message"].startswith("The journal writes the meter figures every 3 minutes")
 
 
 def test_check_config_says_which_interval(

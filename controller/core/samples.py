@@ -60,7 +60,7 @@ INTERVAL_S = 60.0
 MAX_INTERVAL_S = 600.0
 """The longest default interval: what a crash may lose of the per-minute figures."""
 ROWS_PER_WRITE = 40
-"""Minute rows a write should carry (~2/3 of a 4 KiB page), so its pages are worth their cost."""
+"""Minute rows a write should carry (~3 KB, 3/4 of a 4 KiB page), so its pages are worth their cost."""
 FLUSH_LAG_S = 1.0
 """A minute's write waits this long after the minute turns: the last frames of the minute are in."""
 ROW_CHECKPOINT_S = 900.0
