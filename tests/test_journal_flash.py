@@ -1,7 +1,8 @@
 """The journal kind to flash: per-minute meter figures, batched session checkpoints, crash safety.
 
-The live figures stay in memory; once a minute (``[journal] checkpoint_s``) one
-transaction writes every node's minute and every open session's energy. A
+The live figures stay in memory; every interval (``[journal] checkpoint_s``, or chosen
+by the station's size: tests/test_journal_cadence.py) one transaction writes every
+node's minutes and the open sessions' energy. A
 ``kill -9`` in the middle of charging loses at most one checkpoint of a
 session's progress, and the restart continues it from the node's register.
 """
@@ -256,7 +257,7 @@ async def test_the_sessions_row_is_written_when_no_minute_row_carries_it(tmp_pat
 async def test_the_minute_write_waits_for_the_minute_to_turn(tmp_path: Path) -> None:
     async with rig(tmp_path, 1_800_000_000.0 + 42.5) as r:
         w = r.station.samples
-        assert w.interval_s == 60.0
+        w.interval_s = 60.0
         assert abs(w._next_wait() - (60.0 - 42.5 + samples.FLUSH_LAG_S)) < 0.05
         r.clock.offset += 60.0 - 42.5 + samples.FLUSH_LAG_S  # just after its write time
         assert abs(w._next_wait() - 60.0) < 0.05

@@ -25,6 +25,7 @@ from controller.core.config import (
     station_problems,
 )
 from controller.core.loadloop import load_manager_config
+from controller.core.samples import journal_interval
 from controller.load import check_safe_shares
 from controller.ops import session_csv
 from controller.ops.logs import setup_logging
@@ -157,6 +158,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for w in check_warnings(cfg):
         print(f"{args.file}: warning: {w}", file=sys.stderr)
     print(f"{args.file}: OK ({len(cfg.bays)} bays on {len(cfg.buses)} buses)")
+    print(f"{args.file}: {journal_interval(cfg).describe()}")
     return 0
 
 

@@ -99,7 +99,8 @@ class TimersSection(_Strict):
 
 
 class JournalSection(_Strict):
-    """``[journal]``: how the station watches the disk its journal lives on."""
+    """``[journal]``: how the station watches the disk its journal lives on, and how often
+    it writes the meter figures (``checkpoint_s``; see :mod:`controller.core.samples`)."""
 
     check_s: float = Field(default=10.0, gt=0, le=600, description="free-space check interval")
     retry_s: float = Field(
@@ -115,13 +116,18 @@ class JournalSection(_Strict):
         le=1024,
         description="space kept aside for stops on a full disk (0: none)",
     )
-    checkpoint_s: float = Field(
-        default=60.0,
+    checkpoint_s: float | None = Field(
+        default=None,
         ge=5,
         le=600,
         description=(
             "how often the per-minute meter figures and the open sessions' energy are "
-            "written (a crash loses at most this much of a session's progress)"
+            "written; unset: whole minutes chosen by the station's size, from every minute "
+            "at 40 sources (bays, grid and PV meters) and more to every 10 minutes at 4 or "
+            "fewer (kind to flash: each write costs at least a page, however few rows it "
+            "carries). A crash loses the figures since the last write, and a session's "
+            "progress since then only if its node lost its register too (the restart "
+            "continues a session from its node's register)"
         ),
     )
 

@@ -7,9 +7,12 @@ outbox messages for the central system. A ``kill -9`` at any instant leaves
 either all of it or none of it.
 
 Reads for the UI go through a second connection (WAL lets them run beside the
-writer). Kind to flash: the meter figures go in once a minute per node
-(:meth:`Journal.write_minutes`, with the open sessions' energy checkpoints in
-the same transaction), not once per telemetry frame.
+writer). Kind to flash: the meter figures go in as one row per node and minute,
+a few minutes' rows per transaction (:meth:`Journal.write_minutes`, with the open
+sessions' energy checkpoints in the same transaction; the cadence is
+controller.core.samples'), not once per telemetry frame. Minute rows are appended
+in (minute, source) order under an id that encodes both (:func:`minute_id`), so a
+write rewrites the table's last leaf and, when it is full, adds one beside it.
 
 A failed write (a full disk, a read-only card) marks the journal unwritable and
 sets :attr:`Journal.failed`; it never leaves a transaction open, so the next
@@ -30,7 +33,7 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +174,18 @@ _UPDATABLE = frozenset(_SESSION_COLS) - {
 }
 
 
+MINUTE_KEY = 1 << 20
+"""A minute row's id is ``minute_id(minute) + slot``: its source's slot is below this."""
+
+
+def minute_id(minute: float) -> int:
+    """The first id of a wall-clock minute's rows in ``meter_minutes`` (any second of it).
+
+    Ids grow with the minute, so a minute range is an id range (the table's only key).
+    """
+    return math.floor(minute / 60.0) * MINUTE_KEY
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
@@ -187,6 +202,8 @@ class Journal:
         self.writable = True
         self.failed = asyncio.Event()  # set on every failed write; whoever watches clears it
         self._inflight: set[asyncio.Future[None]] = set()
+        self._slot_cache: dict[str, int] = {}  # meter source -> its slot (see minute_id)
+        self._pending: Callable[[], Sequence[MinuteRow]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -448,13 +465,17 @@ class Journal:
             try:
                 await self._w.execute("BEGIN IMMEDIATE")
                 try:
+                    slots = await self._slots({m.source for m in minutes}) if minutes else {}
                     if minutes:
+                        # In (minute, source) order: appended at the end of the table.
+                        ordered = sorted(minutes, key=lambda m: (m.minute, slots[m.source]))
                         await self._w.executemany(
-                            "INSERT OR REPLACE INTO meter_minutes(minute, source, session_id,"
+                            "INSERT OR REPLACE INTO meter_minutes(id, minute, source, session_id,"
                             " samples, energy_wh, power_w, power_max_w, current_a, last_at)"
-                            " VALUES (?,?,?,?,?,?,?,?,?)",
+                            " VALUES (?,?,?,?,?,?,?,?,?,?)",
                             [
                                 (
+                                    minute_id(m.minute) + slots[m.source],
                                     m.minute,
                                     m.source,
                                     m.session_id,
@@ -465,7 +486,7 @@ class Journal:
                                     _dumps(m.current_a),
                                     m.last_at,
                                 )
-                                for m in minutes
+                                for m in ordered
                             ],
                         )
                     if progress:
@@ -479,11 +500,57 @@ class Journal:
                     await self._w.execute("COMMIT")
                 except BaseException:
                     await self._rollback()
+                    self._slot_cache = {}  # slots given in the rolled-back transaction are gone
                     raise
             except sqlite3.Error as err:
                 self._failed(err)
                 raise JournalError(str(err)) from err
         self.writable = True
+
+    def set_pending_minutes(self, pending: Callable[[], Sequence[MinuteRow]]) -> None:
+        """Where the minute rows not written yet are: the sample writer's memory, whose
+        ended minutes wait for its next write (every few minutes on a small station).
+
+        The readers of minute figures (:meth:`power_per_minute`,
+        :meth:`site_power_per_minute`, :meth:`session_samples`) add them, so what they
+        answer does not depend on when the last write was.
+        """
+        self._pending = pending
+
+    def _unwritten(self, lo: float, hi: float, source: str | None) -> list[MinuteRow]:
+        """The unwritten minute rows of ``[lo, hi)`` (``source``: its own only).
+
+        Taken before the journal is read: a write in between puts a minute in both (the
+        readers keep the journal's), never in neither.
+        """
+        if self._pending is None:
+            return []
+        return [
+            m
+            for m in self._pending()
+            if lo <= m.minute < hi and (source is None or m.source == source)
+        ]
+
+    async def _slots(self, sources: Collection[str]) -> dict[str, int]:
+        """Each source's slot in ``meter_sources``, given (in this transaction) to new ones."""
+        missing = sorted(s for s in sources if s not in self._slot_cache)
+        if missing:
+            marks = ",".join("?" * len(missing))
+            sql = f"SELECT source, slot FROM meter_sources WHERE source IN ({marks})"
+            async with self._w.execute(sql, missing) as cur:
+                self._slot_cache.update({str(r[0]): int(r[1]) for r in await cur.fetchall()})
+            for source in missing:
+                if source in self._slot_cache:
+                    continue
+                async with self._w.execute(
+                    "INSERT INTO meter_sources(source) VALUES (?) RETURNING slot", (source,)
+                ) as cur:
+                    row = await cur.fetchone()
+                assert row is not None
+                if int(row[0]) >= MINUTE_KEY:
+                    raise sqlite3.DataError(f"no slot left for meter source {source!r}")
+                self._slot_cache[source] = int(row[0])
+        return {s: self._slot_cache[s] for s in sources}
 
     async def site_power_per_minute(
         self, since: float, until: float, *, source: str | None = None
@@ -498,18 +565,35 @@ class Journal:
         lo, hi = math.floor(since / 60) * 60, until
         where = " AND source = ?" if source is not None else ""
         extra: tuple[Any, ...] = (source,) if source is not None else ()
-        return await self.query(
+        # The minutes that start before ``until``: up to the one ``until`` falls in.
+        last = minute_id(hi) + (MINUTE_KEY if hi % 60 else 0)
+        unwritten = self._unwritten(lo, hi, source)
+        rows = await self.query(
             "SELECT minute, sum(power_w) AS power_w, sum(power_max_w) AS power_max_w,"
             " count(*) AS sources FROM ("
             "  SELECT minute, source, power_w, power_max_w FROM meter_minutes"
-            f"  WHERE minute >= ? AND minute < ?{where}"
+            f"  WHERE id >= ? AND id < ?{where}"
             "  UNION ALL"
             "  SELECT CAST(at / 60 AS INTEGER) * 60.0 AS minute, source,"
             "   avg(power_w) AS power_w, max(power_w) AS power_max_w FROM meter_samples"
             f"  WHERE at >= ? AND at < ?{where} GROUP BY 1, source"
             ") GROUP BY minute ORDER BY minute",
-            (lo, hi, *extra, lo, hi, *extra),
+            (minute_id(lo), last, *extra, lo, hi, *extra),
         )
+        have = {float(r["minute"]) for r in rows}
+        added: dict[float, dict[str, Any]] = {}
+        for m in unwritten:  # a minute is written whole (all its sources in one write)
+            if m.minute in have:
+                continue
+            r = added.setdefault(
+                m.minute, {"minute": m.minute, "power_w": 0.0, "power_max_w": 0.0, "sources": 0}
+            )
+            r["power_w"] += m.power_w
+            r["power_max_w"] += m.power_max_w
+            r["sources"] += 1
+        if added:
+            rows = sorted([*rows, *added.values()], key=lambda r: float(r["minute"]))
+        return rows
 
     async def audit(self, at: float, actor: str, kind: str, detail: dict[str, Any]) -> None:
         await self.commit(Commit(audit=[(actor, kind, detail)], events=[EventRow("audit", at)]))
@@ -667,16 +751,43 @@ class Journal:
         width = max((until - since) / max(1, buckets), 1e-6)
         # Per-minute rows (a minute's figures stand at its last sample) and, from
         # journals of older releases, 1 Hz rows: one summary over both.
-        return await self.query(
+        # A minute's last sample lies in the minute: the minutes from the one before
+        # ``since`` to the one of ``until`` (an id range).
+        ids = (minute_id(since - 60.0), minute_id(until) + MINUTE_KEY)
+        unwritten = [
+            m
+            for m in self._unwritten(since - 60.0, until + 60.0, source)
+            if m.session_id == session_id and since <= m.last_at <= until
+        ]
+        rows = await self.query(
             "SELECT MAX(at) AS at, energy_wh, power_w, current_a FROM ("
             "  SELECT last_at AS at, energy_wh, power_w, current_a FROM meter_minutes"
-            "  WHERE source=? AND last_at>=? AND last_at<=? AND session_id=?"
+            "  WHERE id>=? AND id<? AND source=? AND last_at>=? AND last_at<=? AND session_id=?"
             "  UNION ALL"
             "  SELECT at, energy_wh, power_w, current_a FROM meter_samples"
             "  WHERE source=? AND at>=? AND at<=? AND session_id=?"
             ") GROUP BY CAST((at - ?) / ? AS INTEGER) ORDER BY at",
-            (source, since, until, session_id) * 2 + (since, width),
+            (*ids, *(source, since, until, session_id) * 2, since, width),
         )
+        if not unwritten:
+            return rows
+        seen = {r["at"] for r in rows}
+        rows += [
+            {
+                "at": m.last_at,
+                "energy_wh": m.energy_wh,
+                "power_w": m.power_w,
+                "current_a": _dumps(m.current_a),
+            }
+            for m in unwritten
+            if m.last_at not in seen
+        ]
+        last: dict[int, dict[str, Any]] = {}  # the same slices as the query's
+        for r in rows:
+            key = int((r["at"] - since) / width)
+            if key not in last or r["at"] > last[key]["at"]:
+                last[key] = r
+        return sorted(last.values(), key=lambda r: float(r["at"]))
 
     async def sessions(
         self,
@@ -804,13 +915,14 @@ class Journal:
         lo, hi = since - since % 60, until - until % 60 + (60 if until % 60 else 0)
         rows: list[dict[str, Any]] = []
         for name in names:  # index range scans per source: the minute rows, then 1 Hz rows
+            unwritten = self._unwritten(lo, hi, name)
             # Minutes are kept as rows of their own (SampleWriter); journals of older
             # releases hold 1 Hz rows, averaged here the same way (weighted by samples).
-            rows += await self.query(
+            found = await self.query(
                 "SELECT minute, source, sum(power_w * samples) / sum(samples) AS power_w,"
                 " sum(samples) AS samples FROM ("
                 "  SELECT minute, source, power_w, samples FROM meter_minutes"
-                "  WHERE source = ? AND minute >= ? AND minute < ? AND power_w IS NOT NULL"
+                "  WHERE id >= ? AND id < ? AND source = ? AND power_w IS NOT NULL"
                 "   AND samples > 0"
                 "  UNION ALL"
                 "  SELECT CAST(at / 60 AS INTEGER) * 60.0 AS minute, source,"
@@ -818,8 +930,15 @@ class Journal:
                 "  WHERE source = ? AND at >= ? AND at < ? AND power_w IS NOT NULL"
                 "  GROUP BY 1"
                 ") GROUP BY minute",
-                (name, lo, hi, name, lo, hi),
+                (minute_id(lo), minute_id(hi), name, name, lo, hi),
             )
+            have = {float(r["minute"]) for r in found}
+            found += [
+                {"minute": m.minute, "source": name, "power_w": m.power_w, "samples": m.samples}
+                for m in unwritten
+                if m.minute not in have and m.samples > 0
+            ]
+            rows += found
         rows.sort(key=lambda r: (r["minute"], r["source"]))
         for r in rows:
             r["minute"] = float(r["minute"])

@@ -20,7 +20,7 @@ from controller.core.bay import BayKind, BayState
 from controller.core.bays import BayRuntime, Bays
 from controller.core.config import BayConfig, StationConfig
 from controller.core.energy_gate import bay_max_power_w
-from controller.core.journal import Journal, JournalError
+from controller.core.journal import Journal, JournalError, minute_id
 from controller.core.persist import state_from_dict
 from controller.ports import Clock, NodeHub
 
@@ -109,8 +109,8 @@ async def _with_minutes(journal: Journal, bcfg: BayConfig, row: dict[str, Any]) 
     since = row.get("checkpoint_at") or row.get("started_at") or 0.0
     found = await journal.query(
         "SELECT max(energy_wh) AS meter, max(power_max_w) AS peak, max(last_at) AS at"
-        " FROM meter_minutes WHERE minute >= ? AND source = ? AND session_id = ?",
-        (float(since) - 60.0, f"node:{bcfg.node_id}", row["id"]),
+        " FROM meter_minutes WHERE id >= ? AND source = ? AND session_id = ?",
+        (minute_id(float(since) - 60.0), f"node:{bcfg.node_id}", row["id"]),
     )
     got = found[0] if found else {}
     if got.get("meter") is None or got.get("at") is None:
@@ -154,10 +154,10 @@ async def _last_seen_alive(
     rows += await journal.query(
         "SELECT max(at) AS at FROM meter_samples WHERE source = ?", (f"node:{bcfg.node_id}",)
     )
-    if checkpoint_at is not None:  # minute rows since (the table is ordered by minute)
+    if checkpoint_at is not None:  # minute rows since (ids are ordered by minute)
         rows += await journal.query(
-            "SELECT max(last_at) AS at FROM meter_minutes WHERE minute >= ? AND source = ?",
-            (checkpoint_at - 60.0, f"node:{bcfg.node_id}"),
+            "SELECT max(last_at) AS at FROM meter_minutes WHERE id >= ? AND source = ?",
+            (minute_id(checkpoint_at - 60.0), f"node:{bcfg.node_id}"),
         )
     rows += await journal.query(
         "SELECT updated_at AS at FROM bay_state WHERE bay_id = ?", (bcfg.id,)

@@ -1,10 +1,19 @@
-"""What the nodes measure, kept kind to flash: live in memory, one journal write a minute.
+"""What the nodes measure, kept kind to flash: live in memory, minute rows written in batches.
 
 Every telemetry frame updates its node's figures for the current minute in
 place (:meth:`SampleWriter.add`: no row, no JSON, no allocation per frame). Once
-every ``interval_s`` (60 s by default, just after the minute turns) one
-transaction writes the minutes that have ended (one row per node: mean and peak
-power, mean currents, the energy register at the minute's last sample).
+every ``interval_s`` (whole minutes, just after the minute turns) one
+transaction writes the minutes that have ended (one row per node and minute: mean
+and peak power, mean currents, the energy register at the minute's last sample).
+The figures stay per minute whatever the interval.
+
+The interval (:func:`journal_interval`): ``[journal] checkpoint_s`` when set;
+otherwise whole minutes chosen so that a write carries about ``ROWS_PER_WRITE``
+rows — every minute from 40 sources (bays, and the grid and PV meters) up, every
+10 minutes at 4 or fewer. A write costs at least one page of the write-ahead log
+(and the OS page it straddles), however few rows it carries: written every
+minute, 4 bays cost ~3.4 MB per bay per day, every 10 minutes ~0.8
+(``tests/bench/bench_journal_day.py``).
 
 A node's minute row names the session it charged and holds the register: it *is*
 that session's energy checkpoint (restore reads it, controller.core.restore). The
@@ -14,10 +23,15 @@ checkpoint interval shorter than a minute) and at least every ``ROW_CHECKPOINT_S
 (so restore reads a few minutes of rows at most). Rewriting every open session's
 row each minute cost more flash than the minutes themselves.
 
-Transitions (start, stop, status changes) are written by the bay runner as they
-happen, so a crash loses at most one interval of a session's progress, never a
-start or a stop; billing comes from the node's energy register at start and stop,
-which survives us.
+Transitions (start, stop, status changes, faults) are written by the bay runner as
+they happen, never batched: billing comes from the node's energy register at start
+and stop. What a crash (``kill -9``, power cut) loses is what happened since the
+last write, at most one interval: the minute rows of those minutes (the charts
+show a gap), and a session's progress since its last checkpoint — only if its
+node lost its register as well. When the node comes back with the same plug and
+register, restore continues the session from the node's register and nothing
+is lost (controller.core.restore); a node that lost power ends the session at
+its last journaled checkpoint (never guessed upward).
 
 While the journal cannot write nothing is written; while its disk is short of
 space the minutes are skipped (and counted) and only the checkpoints go in:
@@ -33,6 +47,7 @@ from typing import Any
 import structlog
 
 from controller.core.bays import Bays
+from controller.core.config import StationConfig
 from controller.core.journal import Journal, JournalError, MinuteRow
 from controller.core.journalguard import JournalGuard
 from controller.core.persist import session_row_progress
@@ -41,10 +56,53 @@ from controller.ports import Clock, NodeTelemetry
 log = structlog.get_logger(__name__)
 
 INTERVAL_S = 60.0
+"""The shortest default interval (and the one of stations with ``ROWS_PER_WRITE`` sources)."""
+MAX_INTERVAL_S = 600.0
+"""The longest default interval: what a crash may lose of the per-minute figures."""
+ROWS_PER_WRITE = 40
+"""Minute rows a write should carry (~3 KB, 3/4 of a 4 KiB page), so its pages are worth their cost."""
 FLUSH_LAG_S = 1.0
 """A minute's write waits this long after the minute turns: the last frames of the minute are in."""
 ROW_CHECKPOINT_S = 900.0
 """A session's own row gets its figures at least this often, minute rows or not."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cadence:
+    """How often the minute rows are written, and why."""
+
+    interval_s: float
+    sources: int  # minute rows per minute: bays, and the grid and PV meters
+    configured: bool  # ``[journal] checkpoint_s`` set (otherwise chosen by ``sources``)
+
+    def describe(self) -> str:
+        """One sentence for check-config and the start-up log."""
+        every = f"{self.interval_s:g} s"
+        if self.interval_s >= 60 and self.interval_s % 60 == 0:
+            n = int(self.interval_s // 60)
+            every = "minute" if n == 1 else f"{n} minutes"
+        if self.configured:
+            return f"The journal writes the meter figures every {every} (journal.checkpoint_s)."
+        return (
+            f"The journal writes the meter figures every {every}, chosen for "
+            f"{self.sources} meter {'source' if self.sources == 1 else 'sources'} "
+            "(bays, grid and PV meters); set journal.checkpoint_s to choose."
+        )
+
+
+def default_interval_s(sources: int) -> float:
+    """Whole minutes that give a write ``ROWS_PER_WRITE`` rows, from 1 up to 10 minutes."""
+    minutes = math.ceil(ROWS_PER_WRITE / max(1, sources))
+    return min(MAX_INTERVAL_S, max(INTERVAL_S, minutes * 60.0))
+
+
+def journal_interval(cfg: StationConfig) -> Cadence:
+    """The minute rows' write interval of a station: ``[journal] checkpoint_s`` wins."""
+    roles = {str(m.get("role", "")) for m in cfg.meters} & {"grid", "pv"}
+    sources = len(cfg.bays) + len(roles)
+    if cfg.journal.checkpoint_s is not None:
+        return Cadence(cfg.journal.checkpoint_s, sources, configured=True)
+    return Cadence(default_interval_s(sources), sources, configured=False)
 
 
 @dataclass(slots=True)
@@ -83,19 +141,26 @@ class SampleWriter:
         clock: Clock,
         bays: Bays,
         *,
-        interval_s: float = INTERVAL_S,
+        interval_s: float | Cadence = INTERVAL_S,
     ) -> None:
         self._journal = journal
         self._guard = guard
         self._clock = clock
         self._bays = bays
-        self.interval_s = interval_s
+        self.cadence = (
+            interval_s
+            if isinstance(interval_s, Cadence)
+            else Cadence(interval_s, 0, configured=True)
+        )
+        self.interval_s = self.cadence.interval_s
         self._open: dict[str, _Minute] = {}  # source -> its current minute
         self._ended: list[MinuteRow] = []
+        self._writing: list[MinuteRow] = []  # in the write under way
         # session id -> (meter, peak, when) of its last durable checkpoint: its row or a minute row
         self._checkpointed: dict[str, tuple[int, float, float]] = {}
         self._row_at: dict[str, float] = {}  # session id -> when its own row was last written
         self.skipped = 0  # minute rows not written (journal blocked or space short)
+        journal.set_pending_minutes(self.pending)
 
     def add(
         self, source: str, session_id: str | None, t: NodeTelemetry, power_w: float, at: float
@@ -135,6 +200,13 @@ class SampleWriter:
         m.last_at = at
 
     async def run(self) -> None:
+        log.info(
+            "journal.cadence",
+            interval_s=self.interval_s,
+            sources=self.cadence.sources,
+            configured=self.cadence.configured,
+            message=self.cadence.describe(),
+        )
         paused = False
         while True:
             await self._clock.sleep(self._next_wait())
@@ -162,16 +234,26 @@ class SampleWriter:
             minutes = []
         carried = _carried(minutes)
         progress = self._progress(now, carried)
+        self._writing = minutes  # still readable (pending) until the journal has them
         try:
             await self._journal.write_minutes(minutes, progress)
         except JournalError:
             self._guard.failed()
             return
+        finally:
+            self._writing = []
         for sid, (meter, peak, at) in carried.items():
             self._checkpointed[sid] = (meter, peak, at)
         for row in progress:
             self._checkpointed[row["id"]] = (row["meter_wh"], row["peak_power_w"], now)
             self._row_at[row["id"]] = now
+
+    def pending(self) -> list[MinuteRow]:
+        """The minutes that have ended and are not in the journal yet (the journal's
+        readers add them: :meth:`Journal.set_pending_minutes`)."""
+        current = math.floor(self._clock.wall() / 60.0) * 60.0
+        ended = [m.row(source) for source, m in self._open.items() if m.minute < current]
+        return [*self._writing, *self._ended, *ended]
 
     def _next_wait(self) -> float:
         """Seconds to the next write: just after the minute turns when the interval is whole minutes."""
@@ -228,4 +310,14 @@ def _carried(minutes: list[MinuteRow]) -> dict[str, tuple[int, float, float]]:
     return out
 
 
-__all__ = ["FLUSH_LAG_S", "INTERVAL_S", "ROW_CHECKPOINT_S", "SampleWriter"]
+__all__ = [
+    "FLUSH_LAG_S",
+    "INTERVAL_S",
+    "MAX_INTERVAL_S",
+    "ROWS_PER_WRITE",
+    "ROW_CHECKPOINT_S",
+    "Cadence",
+    "SampleWriter",
+    "default_interval_s",
+    "journal_interval",
+]

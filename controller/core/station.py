@@ -48,7 +48,7 @@ from controller.core.nodeintake import NodeIntake
 from controller.core.restore import restore_bays
 from controller.core.runner import BayRunner
 from controller.core.safety import SafetySupervisor
-from controller.core.samples import SampleWriter
+from controller.core.samples import SampleWriter, journal_interval
 from controller.core.services import Service, ServiceSpec, Supervisor
 from controller.core.snapshots import Snapshots
 from controller.core.status import StatusFeed
@@ -121,7 +121,7 @@ class Station:
         )
         self.safety.attach(self.runner)
         self.samples = SampleWriter(
-            journal, self.guard, clock_, self.bays, interval_s=cfg.journal.checkpoint_s
+            journal, self.guard, clock_, self.bays, interval_s=journal_interval(cfg)
         )
         self.nodes = NodeIntake(self.bays, self.runner, self.samples, clock_)
         self.meters = MeterIntake(
