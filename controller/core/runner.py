@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import structlog
 
@@ -311,7 +311,7 @@ class BayRunner:
         lease = self._cfg.timers.lease_s
         failed = False
         while True:
-            budget = rt.node.command_budget_s if isinstance(rt.node, CommandBudget) else None
+            budget = rt.node.command_budget_s if _has_budget(rt.node) else None
             wait = renew_after_s(lease, budget, failed=failed)
             if rt.test_output is not None:
                 wait = min(wait, lease / 3)  # an installer's test ends on time, not a renewal late
@@ -389,6 +389,18 @@ class BayRunner:
                     failures = 0
                 else:
                     rt.lock_changed.set()
+
+
+_BUDGETED: dict[type, bool] = {}
+
+
+def _has_budget(node: object) -> TypeGuard[CommandBudget]:
+    """``isinstance(node, CommandBudget)``, once per kind of node (a protocol check is slow)."""
+    kind = type(node)
+    known = _BUDGETED.get(kind)
+    if known is None:
+        known = _BUDGETED[kind] = isinstance(node, CommandBudget)
+    return known
 
 
 RENEW_MARGIN_S = 0.3
