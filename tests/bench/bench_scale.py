@@ -456,6 +456,9 @@ async def _measure(
     }
     if prof is not None:
         result["profile"] = _top(prof)
+        # The whole profile, for pstats (callers, callees): python -m pstats <file>
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        prof.dump_stats(RESULTS_DIR / f"scale_{transport}_{bays}.pstats")
     if spy is not None:
         result["profile"] = await _pyspy_top(*spy)
     return result
