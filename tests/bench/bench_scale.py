@@ -312,7 +312,11 @@ async def run_scale(tmp: Path, transport: str, bays: int, *, profile: bool) -> d
                     120,
                     "every bay charging at 16 A",
                 )
-                await asyncio.sleep(5.0)  # settle: the first checkpoints and sample flushes
+                # Settle into the steady state: past every bay's minimum on time (while it runs,
+                # each load step makes every bay's input anew: a bay's first seconds, not the
+                # station's day) and the first checkpoints.
+                assert cfg.site is not None
+                await asyncio.sleep(cfg.site.min_on_time_s + 1.0)
                 return await _measure(station, http_port, meter, bays, transport, profile=profile)
             finally:
                 http.cancel()
