@@ -33,6 +33,7 @@ from controller.core.schema import MIGRATIONS
 from controller.core.station import Station
 from controller.ports import NodeTelemetry, PilotState
 from tests.support.fake_nodes import FakeHub, FakeNode
+from tests.support.passive import report
 
 T0 = 1_800_000_000.0  # a whole minute, and a whole 10 minutes
 
@@ -159,19 +160,8 @@ class _Rig:
         self.energy = {bay: 1000 for bay in station.bays}
 
     def frame(self, bay: str, amps: float, pilot: PilotState = PilotState.C) -> NodeTelemetry:
-        return NodeTelemetry(
-            node_id=bay,
-            at=self.clock.monotonic(),
-            current_a=(amps, amps, amps),
-            voltage_v=(230.0, 230.0, 230.0),
-            energy_wh=self.energy[bay],
-            relay_on=amps > 0,
-            setpoint_a=16.0,
-            lease_remaining_s=60.0,
-            pilot=pilot,
-            plug_count=1,
-            boot_id=1,
-        )
+        at = self.clock.monotonic()
+        return report(bay, at, amps, pilot, energy_wh=self.energy[bay], lease_remaining_s=60.0)
 
     async def charge(self, seconds: int) -> int:
         """``seconds`` of charging at 16 A (3 Wh a second each), a frame every 10 s, with the

@@ -26,6 +26,7 @@ from controller.core.station import Station
 from controller.ports import NodeTelemetry, PilotState
 from simulators.esp32_node.control import request as sim_request
 from tests.support.fake_nodes import FakeHub, FakeNode
+from tests.support.passive import report
 from tests.support.procs import (
     free_port,
     kiosk_call,
@@ -58,19 +59,7 @@ class Rig:
         self.energy = 1000
 
     def frame(self, amps: float, pilot: PilotState = PilotState.C) -> NodeTelemetry:
-        return NodeTelemetry(
-            node_id="b1",
-            at=self.clock.monotonic(),
-            current_a=(amps, amps, amps),
-            voltage_v=(230.0, 230.0, 230.0),
-            energy_wh=self.energy,
-            relay_on=amps > 0,
-            setpoint_a=16.0,
-            lease_remaining_s=5.0,
-            pilot=pilot,
-            plug_count=1,
-            boot_id=1,
-        )
+        return report("b1", self.clock.monotonic(), amps, pilot, energy_wh=self.energy)
 
     async def second(self, amps: float, wh: int) -> None:
         """One simulated second: the node counts ``wh`` and reports ``amps``."""

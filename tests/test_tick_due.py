@@ -11,7 +11,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from controller.core.auth import free_vend_step
 from controller.core.bay import (
     BayKind,
     BayState,
@@ -28,10 +27,8 @@ from controller.core.bay import (
     transition,
 )
 from controller.core.config import parse_config
-from controller.core.journal import Journal
-from controller.core.station import Station
-from controller.ports import NodeTelemetry, PilotState
-from tests.support.fake_nodes import FakeHub, FakeNode
+from controller.ports import PilotState
+from tests.support.passive import passive_station, report
 
 T = Timers(connection_timeout_s=60)
 
@@ -101,59 +98,35 @@ async def test_the_ticker_takes_only_the_due_bay(tmp_path: Path) -> None:
         }
     )
     clock = _Clock()
-    hub = FakeHub([FakeNode(b.node_id) for b in cfg.bays])
-    journal = await Journal.open(tmp_path / "journal.sqlite3")
-    station = Station(cfg, journal, hubs={"b1": hub}, clock=clock)
-    station.authorizer.add(free_vend_step())
-    await station.restore()
-    run = asyncio.create_task(station.run())
-
-    def frame(node_id: str, amps: float, pilot: PilotState) -> NodeTelemetry:
-        return NodeTelemetry(
-            node_id=node_id,
-            at=clock.monotonic(),
-            current_a=(amps, amps, amps),
-            voltage_v=(230.0, 230.0, 230.0),
-            energy_wh=1000,
-            relay_on=amps > 0,
-            setpoint_a=16.0,
-            lease_remaining_s=5.0,
-            pilot=pilot,
-            plug_count=1,
-            boot_id=1,
-        )
-
     ticked: list[str] = []
-    apply = station.runner.apply
 
-    async def counting(bay_id: str, event: Event, *, actor: str | None = None) -> Any:
-        if isinstance(event, Tick):
-            ticked.append(bay_id)
-        return await apply(bay_id, event, actor=actor)
+    async with passive_station(cfg, tmp_path / "journal.sqlite3", clock=clock) as (station, _):
+        apply = station.runner.apply
 
-    try:
-        await hub.running.wait()
+        async def counting(bay_id: str, event: Event, *, actor: str | None = None) -> Any:
+            if isinstance(event, Tick):
+                ticked.append(bay_id)
+            return await apply(bay_id, event, actor=actor)
+
         for b in cfg.bays:
-            await station.nodes.take(frame(b.node_id, 0.0, PilotState.A))
+            await station.nodes.take(report(b.node_id, clock.t, 0.0, PilotState.A))
             assert (await station.commands.present_token(b.id, f"T-{b.id}")).ok
         # bay2 and bay3 are plugged in and charge; bay1's driver never plugs in.
         for b in cfg.bays[1:]:
-            await station.nodes.take(frame(b.node_id, 16.0, PilotState.C))
+            await station.nodes.take(report(b.node_id, clock.t, 16.0, PilotState.C))
         station.runner.apply = counting  # type: ignore[method-assign]
-        clock.t += 30.0
-        await station.runner.tick()
-        assert ticked == []  # nothing due anywhere: no transition taken
-        clock.t += 31.0  # bay1's connection timeout has run out
-        await station.runner.tick()
-        assert ticked == ["bay1"]
-        bays = station.bays
-        assert bays["bay1"].state.session is None
-        assert bays["bay1"].state.phase is Phase.IDLE
-        assert all(bays[b].state.phase is Phase.CHARGING for b in ("bay2", "bay3"))
-        closed = await journal.sessions(bay_id="bay1")  # the timeout is recorded
-        assert [s["stop_reason"] for s in closed] == [StopReason.CONNECTION_TIMEOUT.value]
-    finally:
-        station.runner.apply = apply  # type: ignore[method-assign]
-        station.request_stop("test")
-        await asyncio.wait_for(run, 30)
-        await journal.close()
+        try:
+            clock.t += 30.0
+            await station.runner.tick()
+            assert ticked == []  # nothing due anywhere: no transition taken
+            clock.t += 31.0  # bay1's connection timeout has run out
+            await station.runner.tick()
+            assert ticked == ["bay1"]
+            bays = station.bays
+            assert bays["bay1"].state.session is None
+            assert bays["bay1"].state.phase is Phase.IDLE
+            assert all(bays[b].state.phase is Phase.CHARGING for b in ("bay2", "bay3"))
+            closed = await station.journal.sessions(bay_id="bay1")  # the timeout is recorded
+            assert [s["stop_reason"] for s in closed] == [StopReason.CONNECTION_TIMEOUT.value]
+        finally:
+            station.runner.apply = apply  # type: ignore[method-assign]

@@ -9,7 +9,6 @@ per session, and made again when the secret changes.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -17,15 +16,15 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from controller.core.auth import free_vend_step
 from controller.core.bay import FaultRaised, Hold, HoldPlaced, Phase
 from controller.core.config import parse_config
 from controller.core.journal import Journal
 from controller.core.station import Station
-from controller.ports import NodeTelemetry, PilotState
+from controller.ports import PilotState
 from local_ui.server import create_app
 from local_ui.views import bay_view
 from tests.support.fake_nodes import FakeHub, FakeNode
+from tests.support.passive import passive_station, report
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -64,40 +63,21 @@ async def test_every_phase_shows_plain_json(tmp_path: Path) -> None:
             ],
         }
     )
-    hub = FakeHub([FakeNode(b.node_id) for b in cfg.bays])
-    journal = await Journal.open(tmp_path / "journal.sqlite3")
-    station = Station(cfg, journal, hubs={"b1": hub})
-    station.authorizer.add(free_vend_step())
-    await station.restore()
-    run = asyncio.create_task(station.run())
-
-    def frame(node_id: str, amps: float, pilot: PilotState) -> NodeTelemetry:
-        return NodeTelemetry(
-            node_id=node_id,
-            at=station.clock.monotonic(),
-            current_a=(amps, amps, amps),
-            voltage_v=(230.0, 230.0, 230.0),
-            energy_wh=1000,
-            relay_on=amps > 0,
-            setpoint_a=16.0,
-            lease_remaining_s=5.0,
-            pilot=pilot,
-            plug_count=1,
-            boot_id=1,
-        )
-
-    try:
-        await hub.running.wait()
+    async with passive_station(cfg, tmp_path / "journal.sqlite3") as (station, _):
         app = create_app(station)
         ctx = app.state.ui
         await ctx.ensure_ready()
         b = station.bays
+
+        async def reports(bay_id: str, amps: float, pilot: PilotState) -> None:
+            await station.nodes.take(report(bay_id, station.clock.monotonic(), amps, pilot))
+
         # bay1 stays offline (never reported); the others report.
         for i in range(2, 8):
-            await station.nodes.take(frame(f"bay{i}", 0.0, PilotState.A))
+            await reports(f"bay{i}", 0.0, PilotState.A)
         assert (await station.commands.present_token("bay3", "CARD3")).ok  # waits for a plug
         assert (await station.commands.present_token("bay4", "CARD4", quota_wh=5000)).ok
-        await station.nodes.take(frame("bay4", 16.0, PilotState.C))  # charging with a quota
+        await reports("bay4", 16.0, PilotState.C)  # charging with a quota
         await station.runner.apply("bay5", FaultRaised("relay_stuck", stop=True))
         assert (await station.commands.set_availability("bay6", False)).ok
         await station.runner.apply(
@@ -116,10 +96,6 @@ async def test_every_phase_shows_plain_json(tmp_path: Path) -> None:
         shown = ctx.kiosk_bay(bay_view(station, b["bay4"], public=True))["session"]
         sess = b["bay4"].state.session
         assert sess is not None and shown["receipt_key"] == ctx.receipt_key(sess.session_id)
-    finally:
-        station.request_stop("test")
-        await asyncio.wait_for(run, 30)
-        await journal.close()
 
 
 async def test_receipt_keys_are_remembered_and_follow_the_secret(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from controller.ports import NodeTelemetry, PilotState
 from tests.bench.bench_scale import _SteppedClock, _write_bytes
 from tests.bench.report import metric, write_report
 from tests.support.fake_nodes import FakeHub, FakeNode
+from tests.support.passive import report
 
 FRAME_EVERY_S = 10
 HOURS = float(os.environ.get("BENCH_JOURNAL_HOURS", "6"))
@@ -82,19 +83,9 @@ async def run_day(
     energy = dict.fromkeys(station.bays, 1000)
 
     def frame(bay_id: str, amps: float, pilot: PilotState) -> NodeTelemetry:
-        return NodeTelemetry(
-            node_id=station.bays[bay_id].cfg.node_id,
-            at=clock.monotonic(),
-            current_a=(amps, amps, amps),
-            voltage_v=(230.0, 230.0, 230.0),
-            energy_wh=energy[bay_id],
-            relay_on=amps > 0,
-            setpoint_a=16.0,
-            lease_remaining_s=60.0,
-            pilot=pilot,
-            plug_count=1,
-            boot_id=1,
-        )
+        node_id = station.bays[bay_id].cfg.node_id
+        at = clock.monotonic()
+        return report(node_id, at, amps, pilot, energy_wh=energy[bay_id], lease_remaining_s=60.0)
 
     try:
         for hub in hubs.values():

@@ -720,7 +720,7 @@ async def run_frame_path(tmp: Path, bays: int, rounds: int) -> dict[str, Any]:
     simulated minute. CPU is this process's (all threads, the journal's writer included).
     """
     from controller.ports import NodeTelemetry, PilotState
-    from tests.support.fake_nodes import FakeHub, FakeNode
+    from tests.support.passive import passive_station, report
 
     asyncio.get_running_loop().set_debug(False)
     cfg = parse_config(
@@ -735,31 +735,12 @@ async def run_frame_path(tmp: Path, bays: int, rounds: int) -> dict[str, Any]:
         }
     )
     clock = _SteppedClock()
-    hub = FakeHub([FakeNode(b.node_id) for b in cfg.bays])
-    journal = await Journal.open(tmp / "journal.sqlite3")
-    station = Station(cfg, journal, hubs={"b1": hub}, clock=clock)
-    station.authorizer.add(free_vend_step())
-    await station.restore()
-    run = asyncio.create_task(station.run())
-    energy = dict.fromkeys(station.bays, 1000)
+    energy = {b.id: 1000 for b in cfg.bays}
 
     def frame(bay_id: str, amps: float, pilot: PilotState) -> NodeTelemetry:
-        return NodeTelemetry(
-            node_id=bay_id,
-            at=clock.monotonic(),
-            current_a=(amps, amps, amps),
-            voltage_v=(230.0, 230.0, 230.0),
-            energy_wh=energy[bay_id],
-            relay_on=amps > 0,
-            setpoint_a=16.0,
-            lease_remaining_s=5.0,
-            pilot=pilot,
-            plug_count=1,
-            boot_id=1,
-        )
+        return report(bay_id, clock.monotonic(), amps, pilot, energy_wh=energy[bay_id])
 
-    try:
-        await hub.running.wait()
+    async with passive_station(cfg, tmp / "journal.sqlite3", clock=clock) as (station, _):
         for bay_id in station.bays:
             await station.nodes.take(frame(bay_id, 0.0, PilotState.B))
         for bay_id in station.bays:
@@ -780,10 +761,6 @@ async def run_frame_path(tmp: Path, bays: int, rounds: int) -> dict[str, Any]:
             rt.state.session is not None and rt.state.session.energy_wh == 3 * rounds
             for rt in station.bays.values()
         )
-    finally:
-        station.request_stop("bench")
-        await asyncio.wait_for(run, 30)
-        await journal.close()
     frames = bays * rounds
     return {
         "bays": bays,
