@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol
 
 import structlog
 
@@ -309,10 +309,13 @@ class BayRunner:
         A change goes out at once; otherwise the lease is renewed after ``renew_after_s``.
         """
         lease = self._cfg.timers.lease_s
-        failed = False
+        node: object = None
+        budget: float | None = None
         while True:
-            budget = rt.node.command_budget_s if _has_budget(rt.node) else None
-            wait = renew_after_s(lease, budget, failed=failed)
+            if rt.node is not node:  # its command budget, looked up once per node
+                node = rt.node
+                budget = rt.node.command_budget_s if isinstance(rt.node, CommandBudget) else None
+            wait = renew_after_s(lease, budget, failed=rt.output_errors > 0)
             if rt.test_output is not None:
                 wait = min(wait, lease / 3)  # an installer's test ends on time, not a renewal late
             with contextlib.suppress(TimeoutError):
@@ -343,9 +346,7 @@ class BayRunner:
                 continue
             relay, amps = out.relay_on, out.current_a
             try:
-                failed = True
                 await rt.node.set_output(relay_on=relay, current_a=amps, lease_s=lease)
-                failed = False
             except DriverError as err:
                 rt.output_errors += 1
                 if rt.output_errors == 1:
@@ -389,18 +390,6 @@ class BayRunner:
                     failures = 0
                 else:
                     rt.lock_changed.set()
-
-
-_BUDGETED: dict[type, bool] = {}
-
-
-def _has_budget(node: object) -> TypeGuard[CommandBudget]:
-    """``isinstance(node, CommandBudget)``, once per kind of node (a protocol check is slow)."""
-    kind = type(node)
-    known = _BUDGETED.get(kind)
-    if known is None:
-        known = _BUDGETED[kind] = isinstance(node, CommandBudget)
-    return known
 
 
 RENEW_MARGIN_S = 0.3

@@ -141,18 +141,14 @@ class SampleWriter:
         clock: Clock,
         bays: Bays,
         *,
-        interval_s: float | Cadence = INTERVAL_S,
+        cadence: Cadence,
     ) -> None:
         self._journal = journal
         self._guard = guard
         self._clock = clock
         self._bays = bays
-        self.cadence = (
-            interval_s
-            if isinstance(interval_s, Cadence)
-            else Cadence(interval_s, 0, configured=True)
-        )
-        self.interval_s = self.cadence.interval_s
+        self.cadence = cadence
+        self.interval_s = cadence.interval_s
         self._open: dict[str, _Minute] = {}  # source -> its current minute
         self._ended: list[MinuteRow] = []
         self._writing: list[MinuteRow] = []  # in the write under way

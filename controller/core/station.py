@@ -121,7 +121,7 @@ class Station:
         )
         self.safety.attach(self.runner)
         self.samples = SampleWriter(
-            journal, self.guard, clock_, self.bays, interval_s=journal_interval(cfg)
+            journal, self.guard, clock_, self.bays, cadence=journal_interval(cfg)
         )
         self.nodes = NodeIntake(self.bays, self.runner, self.samples, clock_)
         self.meters = MeterIntake(
